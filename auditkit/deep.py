@@ -1,0 +1,90 @@
+"""`verify --deep`: rebuild each checkpoint's model and re-evaluate the val_bpb its row claims.
+
+Torch is imported here only, lazily; `verify` without `--deep` never needs it.
+A checkpoint is read with safetensors (no pickle).  The metadata names the
+architecture (`model_config`), the data spec and the number of evaluation
+tokens, so the very validation bytes the runner scored are regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from auditkit.errors import AuditError
+from auditkit.findings import Finding
+
+# The row prints 6 decimals: allow the rounding (5e-7) plus 1e-6 of float noise
+# between thread counts on the same kind of device.
+TOLERANCE = 1e-6 + 5e-7
+# A CUDA (bf16) run re-evaluated in fp32 on a CPU: only a gross mismatch is detectable.
+CROSS_DEVICE_TOLERANCE = 2e-2
+
+
+def checkpoint_metadata(data: bytes) -> dict:
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError("header length runs past the end of the file")
+    return json.loads(data[8:8 + n]).get("__metadata__") or {}
+
+
+def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str) -> list[Finding]:
+    """Findings for a checkpoint whose identity or re-evaluated val_bpb disagrees with its run row."""
+    try:
+        import torch
+        from safetensors.torch import load
+
+        from auditkit.runner.data import load_corpus
+        from auditkit.runner.model import GPT
+        from auditkit.runner.train import _null, eval_bytes_sha256, evaluate_bpb
+    except ImportError as exc:
+        raise AuditError(f"--deep needs torch: {exc}", hint="pip install torch==2.13.0 (or auditkit[runner])") from exc
+    where = f"row {row.get('run_id', '?')}"
+    try:
+        meta = checkpoint_metadata(data)
+        cfg = json.loads(meta["model_config"])
+    except (ValueError, KeyError) as exc:
+        return [Finding(path, "deep-unreadable", where, "a safetensors file with model_config metadata", str(exc),
+                        "the checkpoint cannot be re-evaluated; replace it with the one the run wrote")]
+    findings = []
+    for key in ("run_id", "config_id", "seed"):
+        if str(meta.get(key)) != str(row.get(key)):
+            findings.append(Finding(path, "deep-checkpoint-mismatch", f"{where}, metadata {key}",
+                                    str(row.get(key)), str(meta.get(key)),
+                                    "this checkpoint belongs to another run than the row that names it"))
+    # Re-evaluate on the kind of device the run used (bf16 autocast on CUDA, fp32 on CPU); a
+    # CUDA checkpoint checked on a CPU-only machine gets the cross-device tolerance.
+    ran_on = meta.get("device", "cpu")
+    same_kind = ran_on == "cpu" or (ran_on == "cuda" and torch.cuda.is_available())
+    device = torch.device(ran_on if same_kind else "cpu")
+    tolerance = TOLERANCE if same_kind else CROSS_DEVICE_TOLERANCE
+    try:
+        model = GPT(cfg)
+        model.load_state_dict(load(data), strict=True)
+        model.to(device)
+        corpus = load_corpus(meta.get("data", "markov:seed=0"))
+        eval_tokens = int(meta.get("eval_tokens", 32768))
+        recorded = meta.get("eval_sha256")
+        if recorded and eval_bytes_sha256(corpus.val, cfg["seq_len"], eval_tokens) != recorded:
+            findings.append(Finding(path, "deep-data-mismatch", f"{where}, metadata data {meta.get('data')!r}",
+                                    recorded, eval_bytes_sha256(corpus.val, cfg["seq_len"], eval_tokens),
+                                    "the regenerated validation bytes differ from those the run scored"))
+            return findings
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+        got = evaluate_bpb(model, corpus.val, cfg["seq_len"], eval_tokens, device, autocast)
+    except Exception as exc:  # noqa: BLE001 - any failure to rebuild is a finding about this file
+        findings.append(Finding(path, "deep-rebuild-failed", where, "a model that loads and evaluates",
+                                f"{type(exc).__name__}: {exc}", "the checkpoint does not match its architecture"))
+        return findings
+    claimed = row.get("val_bpb", "")
+    try:
+        claimed_f = float(claimed)
+    except ValueError:
+        claimed_f = None
+    if claimed_f is None or not abs(got - claimed_f) <= tolerance:
+        note = "" if same_kind else f" (trained on {ran_on}, re-evaluated on cpu; tolerance {tolerance})"
+        findings.append(Finding(path, "deep-val-bpb-mismatch", f"{where}, column val_bpb", claimed,
+                                f"{got:.6f}", "the checkpoint does not score what its row claims" + note))
+    return findings

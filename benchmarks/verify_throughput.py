@@ -1,0 +1,225 @@
+"""How fast is `auditkit verify` next to the tools a reviewer already has?
+
+    python benchmarks/verify_throughput.py               # ~2 GiB package, best of 3
+    python benchmarks/verify_throughput.py --size-gib 0.25 --repeat 1   # quick look
+
+Builds a synthetic package (a study from `auditkit.synth`, many small JSON/CSV
+files under `source/`, two large safetensors checkpoints whose tensors are
+exactly what their `model_config` implies, and large binary blobs), then times
+on the same, page-cache-warm bytes, each as a child process:
+
+- a plain single-thread hashlib loop (1 MiB reads): the per-core limit;
+- `auditkit verify --jobs 1` and `--jobs 2` (every check, not only hashes);
+- `sha256sum -c` over the manifest's lines;
+- `bagit.py --validate` on an equivalent bag (hard links, sha256 manifest).
+
+Prints wall time, GB/s (10^9 bytes of payload per second), the ratio to the
+hashlib loop and each child's peak RSS (GNU time's maxrss; `time` is a tiny C
+program, so nothing of this Python process is counted).  Targets on a 2-core
+machine: --jobs 1 >= 0.9x the hashlib loop, --jobs 2 >= 1.6x, peak RSS < 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TIME = shutil.which("time") or "/usr/bin/time"
+
+HASH_LOOP = r"""
+import hashlib, sys
+buf = bytearray(1 << 20); view = memoryview(buf); n = 0
+for rel in open(sys.argv[2]).read().splitlines():
+    h = hashlib.sha256()
+    with open(sys.argv[1] + "/" + rel, "rb", buffering=0) as f:
+        while k := f.readinto(view):
+            h.update(view[:k]); n += k
+print(n)
+"""
+
+# The machine's two-core limit right now: two hashlib loops as two processes, files dealt
+# largest-first to the less loaded one (what --jobs 2 does with threads).
+HASH_LOOP_2 = r"""
+import hashlib, os, sys
+from concurrent.futures import ProcessPoolExecutor
+def run(rels):
+    buf = bytearray(1 << 20); view = memoryview(buf); n = 0
+    for rel in rels:
+        h = hashlib.sha256()
+        with open(sys.argv[1] + "/" + rel, "rb", buffering=0) as f:
+            while k := f.readinto(view):
+                h.update(view[:k]); n += k
+    return n
+if __name__ == "__main__":
+    rels = sorted(open(sys.argv[2]).read().splitlines(), key=lambda r: -os.path.getsize(sys.argv[1] + "/" + r))
+    parts, load = ([], []), [0, 0]
+    for r in rels:
+        i = load.index(min(load)); parts[i].append(r); load[i] += os.path.getsize(sys.argv[1] + "/" + r)
+    with ProcessPoolExecutor(2) as pool:
+        print(sum(pool.map(run, parts)))
+"""
+
+
+def big_checkpoint(path: Path, target_bytes: int, run_id: str, rng: np.random.Generator) -> int:
+    """A float32 safetensors file of about `target_bytes`, streamed to disk tensor by tensor."""
+    from auditkit.runner.arch import expected_tensors
+
+    d = 512
+    per_layer = 12 * d * d * 4
+    cfg = {"vocab_size": 256, "n_layer": max(1, target_bytes // per_layer), "n_embd": d, "n_head": 4,
+           "head_dim": d // 4, "seq_len": 256, "window_pattern": "L"}
+    shapes = expected_tensors(cfg)
+    header, off = {}, 0
+    for name, shape in shapes.items():
+        size = 4 * int(np.prod(shape))
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [off, off + size]}
+        off += size
+    header["__metadata__"] = {"run_id": run_id, "config_id": "bench", "seed": "0", "step": "1",
+                              "model_config": json.dumps(cfg, sort_keys=True)}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for shape in shapes.values():
+            f.write(rng.standard_normal(int(np.prod(shape)), dtype=np.float32).tobytes())
+    return path.stat().st_size
+
+
+def build(root: Path, size: int, small_files: int, large_files: int) -> None:
+    from auditkit.manifest import build_manifest
+    from auditkit.synth import SynthShape, make_package
+
+    make_package(root, SynthShape(configs=24, hosts=2, seeds=2), manifest=False)
+    rng = np.random.default_rng(0)
+    src = root / "source" / "snapshot"
+    small_total = 0
+    for i in range(small_files):
+        d = src / f"part{i % 50:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        n = int(rng.integers(20, 400))
+        if i % 2:
+            rows = "\n".join(f"{j},{rng.random():.6f},{rng.integers(1e6)}" for j in range(n))
+            p = d / f"table{i:05d}.csv"
+            p.write_text("step,loss,tokens\n" + rows + "\n")
+        else:
+            p = d / f"log{i:05d}.json"
+            p.write_text(json.dumps({"step": i, "loss": rng.random(n).round(6).tolist()}) + "\n")
+        small_total += p.stat().st_size
+    remaining = max(0, size - small_total)
+    each = remaining // max(1, large_files)
+    (root / "checkpoints").mkdir(exist_ok=True)
+    (root / "blobs").mkdir(exist_ok=True)
+    for i in range(large_files):
+        if i < 2:
+            big_checkpoint(root / f"checkpoints/bench-{i}.safetensors", each, f"bench-{i}", rng)
+        else:
+            with open(root / f"blobs/blob{i}.bin", "wb") as f:
+                left = each
+                while left > 0:
+                    k = min(left, 64 << 20)
+                    f.write(rng.integers(0, 256, k, dtype=np.uint8).tobytes())
+                    left -= k
+    build_manifest(root)
+
+
+def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, float, int, str]:
+    """(wall seconds, CPU seconds, peak RSS MB, exit code, output) of `cmd` as a child process."""
+    t = time.perf_counter()
+    p = subprocess.run([TIME, "-f", "bench=%M %U %S", *cmd], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    line = [x for x in p.stderr.splitlines() if x.startswith("bench=")]
+    if not line:
+        return wall, float("nan"), float("nan"), p.returncode, p.stdout + p.stderr
+    kb, user, sys_ = line[-1].removeprefix("bench=").split()
+    return wall, float(user) + float(sys_), int(kb) / 1024, p.returncode, p.stdout + p.stderr
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-gib", type=float, default=2.0, help="payload size (default 2)")
+    ap.add_argument("--small-files", type=int, default=2000)
+    ap.add_argument("--large-files", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each tool; the best is kept")
+    ap.add_argument("--workdir", help="where to build (default: a temporary directory, removed at the end)")
+    a = ap.parse_args(argv)
+
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="verify-bench-"))
+    pkg = work / "pkg"
+    try:
+        t = time.perf_counter()
+        if not (pkg / "MANIFEST.json").exists():
+            build(pkg, int(a.size_gib * 2 ** 30), a.small_files, a.large_files)
+        files = [e["path"] for e in json.loads((pkg / "MANIFEST.json").read_text())["files"]]
+        payload = sum((pkg / f).stat().st_size for f in files)
+        lines = "".join(f"{e['sha256']}  {e['path']}\n"
+                        for e in json.loads((pkg / "MANIFEST.json").read_text())["files"])
+        (work / "SHA256SUMS").write_text(lines)
+        (work / "files.txt").write_text("\n".join(files) + "\n")
+        bag = work / "bag"
+        if not bag.exists():
+            import bagit
+
+            bag.mkdir()
+            for f in files:
+                (bag / f).parent.mkdir(parents=True, exist_ok=True)
+                os.link(pkg / f, bag / f)
+            bagit.make_bag(str(bag), checksums=["sha256"], processes=2)
+        print(f"package: {pkg}  {len(files)} files, {payload / 1e9:.3f} GB payload "
+              f"(built in {time.perf_counter() - t:.1f}s)")
+
+        py = sys.executable
+        tools = [
+            ("hashlib loop (1 thread)", [py, "-c", HASH_LOOP, str(pkg), str(work / "files.txt")], None),
+            ("hashlib loop (2 processes)", [py, "-c", HASH_LOOP_2, str(pkg), str(work / "files.txt")], None),
+            ("auditkit verify --jobs 1", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "1"], None),
+            ("auditkit verify --jobs 2", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "2"], None),
+            ("sha256sum -c", ["sha256sum", "-c", "--quiet", "--strict", str(work / "SHA256SUMS")], pkg),
+            ("bagit.py --validate", [shutil.which("bagit.py") or "bagit.py", "--validate", str(bag)], None),
+        ]
+        run(tools[0][1])  # warm the page cache
+        load_before = os.getloadavg()[0]
+        results: dict[str, tuple[float, float, float, int]] = {}
+        for _ in range(a.repeat):  # rounds over every tool, so that a busy moment hits all of them alike
+            for name, cmd, cwd in tools:
+                wall, cpu, rss, rc, out = run(cmd, cwd)
+                if rc != 0:
+                    print(f"{name}: exit {rc}\n{out[-2000:]}")
+                old = results.get(name)
+                peak = max(rss, old[2]) if old else rss
+                if old is None or wall < old[0]:
+                    results[name] = (wall, cpu, peak, rc)
+                else:
+                    results[name] = (*old[:2], peak, old[3])
+        load_after = os.getloadavg()[0]
+        base = results["hashlib loop (1 thread)"][0]
+        print(f"\n{'tool':28} {'wall s':>8} {'GB/s':>7} {'x hashlib':>10} {'CPU s':>7} {'peak RSS MB':>12} {'exit':>5}")
+        for name, (wall, cpu, rss, rc) in results.items():
+            print(f"{name:28} {wall:8.3f} {payload / wall / 1e9:7.3f} {base / wall:10.2f} {cpu:7.2f} {rss:12.1f} {rc:5d}")
+        j1 = base / results["auditkit verify --jobs 1"][0]
+        j2 = base / results["auditkit verify --jobs 2"][0]
+        two = base / results["hashlib loop (2 processes)"][0]
+        print(f"\nload average {load_before:.2f} before, {load_after:.2f} after (other work on the machine "
+              f"slows every tool; two hashlib processes reach {two:.2f}x one, the two-core limit now)")
+        peak = max(results["auditkit verify --jobs 1"][2], results["auditkit verify --jobs 2"][2])
+        print(f"\ntargets: --jobs 1 {j1:.2f}x (>= 0.9) {'ok' if j1 >= 0.9 else 'MISSED'}; "
+              f"--jobs 2 {j2:.2f}x (>= 1.6) {'ok' if j2 >= 1.6 else 'MISSED'}; "
+              f"peak RSS {peak:.0f} MB (< 200) {'ok' if peak < 200 else 'MISSED'}")
+        return 0
+    finally:
+        if not a.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

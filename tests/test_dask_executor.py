@@ -1,0 +1,97 @@
+"""The Dask executor: host labels to workers, and the smoke protocol on a LocalCluster."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from auditkit.dask_executor import DaskExecutor, slot_for, workers_for_host
+from auditkit.errors import AuditError
+from auditkit.executors import CellTask
+from auditkit.protocol import Budget, load_manifest
+from auditkit.protocol_run import run_protocol
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "manifests" / "smoke.toml"
+
+
+def test_workers_for_host_matches_name_or_prefix():
+    names = {"tcp://a:1": "windows", "tcp://b:2": "windows-1", "tcp://c:3": "linux-0", "tcp://d:4": "windowsx"}
+    assert workers_for_host(names, "windows") == ["tcp://a:1", "tcp://b:2"]
+    assert workers_for_host(names, "linux") == ["tcp://c:3"]
+    assert workers_for_host(names, "macos") == []
+
+
+def test_slot_follows_device():
+    t = CellTask("r", "linux", "s", "c", 1, Budget("steps", 2), {}, device="cuda")
+    assert slot_for(t) == {"GPU": 1}
+    assert slot_for(CellTask("r", "linux", "s", "c", 1, Budget("steps", 2), {})) == {"CPU": 1}
+
+
+def test_unreachable_scheduler_is_a_clean_error():
+    with pytest.raises(AuditError, match="cannot reach the Dask scheduler"):
+        DaskExecutor.connect("tcp://127.0.0.1:1")
+
+
+def _cluster():
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    workers = {h: {"cls": Nanny, "options": {"name": h, "nthreads": 1, "resources": {"CPU": 1}}}
+               for h in ("windows", "linux")}
+    return SpecCluster(scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+                       workers=workers, asynchronous=False, silence_logs=50)
+
+
+def _rows(pkg: Path) -> set[tuple]:
+    from auditkit.rows import read_csv_text
+
+    out = []
+    for p in sorted((pkg / "remote-results").glob("*.csv")):
+        out += [(r["config_id"], r["seed"], r["host"], r["stage"]) for r in read_csv_text(p.read_text())[1]]
+    assert len(out) == len(set(out)), "a row was duplicated"
+    return set(out)
+
+
+@pytest.mark.slow
+def test_dask_executor_matches_local_and_survives_a_killed_worker(tmp_path, smoke_local_package):
+    import psutil
+    from distributed import Client
+
+    from auditkit.replay import replay_all
+    from auditkit.verify import verify_package
+
+    manifest = load_manifest(SMOKE)
+    out = tmp_path / "dask-pkg"
+    killed = []
+
+    def kill_a_worker_mid_cell(worker_pids: set[int]):
+        # wait for a runner subprocess started by one of *this cluster's* workers, then SIGKILL that worker
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for pid in worker_pids:
+                try:
+                    kids = psutil.Process(pid).children()
+                except psutil.Error:
+                    continue
+                if any("auditkit.runner.train" in " ".join(k.cmdline()) for k in kids if k.is_running()):
+                    psutil.Process(pid).kill()
+                    killed.append(pid)
+                    return
+            time.sleep(0.05)
+
+    with _cluster() as cluster, Client(cluster) as client:
+        worker_pids = set(client.run(os.getpid).values())
+        killer = threading.Thread(target=kill_a_worker_mid_cell, args=(worker_pids,), daemon=True)
+        killer.start()
+        outcome = run_protocol(manifest, out, list(manifest.protocol.hosts),
+                               executor=DaskExecutor(client, retries=2))
+        killer.join(timeout=1)
+    assert killed, "the test never saw a cell running on a worker"
+    assert outcome.complete
+    assert _rows(out) == _rows(smoke_local_package)
+    assert verify_package(out).ok
+    assert all(r.identical for r in replay_all(out))

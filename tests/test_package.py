@@ -1,0 +1,206 @@
+"""Reading a package: directories and archives, one streaming pass, refusals and caps."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pkgbuild  # noqa: E402
+import auditkit.package as package  # noqa: E402
+from auditkit.cli import cli  # noqa: E402
+from auditkit.errors import AuditError  # noqa: E402
+from auditkit.package import scan_package, unsafe_reason  # noqa: E402
+from auditkit.verify import verify_package  # noqa: E402
+
+
+@pytest.fixture
+def pkg(tmp_path) -> Path:
+    return pkgbuild.build(tmp_path / "pkg")
+
+
+def paths_with(report, code) -> set[str]:
+    return {f.path for f in report.findings if f.code == code}
+
+
+def make_tar(pkg: Path, out: Path, *, mode="w:gz", top="pkg", extra=(), dirs=True) -> Path:
+    """`extra`: TarInfo-like tuples (name, data, type, linkname) appended after the package."""
+    with tarfile.open(out, mode) as t:
+        if dirs:
+            t.add(pkg, arcname=top or ".")
+        else:
+            for p in sorted(pkg.rglob("*")):
+                if p.is_file():
+                    t.add(p, arcname=(f"{top}/" if top else "") + p.relative_to(pkg).as_posix())
+        for name, data, typ, link in extra:
+            info = tarfile.TarInfo(name)
+            info.type = typ
+            info.linkname = link
+            info.size = len(data) if typ == tarfile.REGTYPE else 0
+            t.addfile(info, io.BytesIO(data) if typ == tarfile.REGTYPE else None)
+    return out
+
+
+@pytest.mark.parametrize("name,why", [
+    ("a/b.csv", None), ("./a", None), ("a/./b", None),
+    ("", "empty"), ("/etc/passwd", "absolute"), ("C:/x", "absolute"), ("\\\\srv\\x", "absolute"),
+    ("../x", "'..'"), ("a/../../x", "'..'"), ("a/..", "'..'"), ("a\\b", "backslash"), ("a\nb", "line break"),
+    ("a\x00b", "NUL"),
+])
+def test_unsafe_reason(name, why):
+    got = unsafe_reason(name)
+    assert (got is None) if why is None else (why in got)
+
+
+@pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz")])
+def test_archives_verify_by_streaming_without_extracting(pkg, tmp_path, monkeypatch, suffix, mode):
+    t = make_tar(pkg, tmp_path / f"p{suffix}", mode=mode)
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda *a, **k: opened.append(k.get("mode")) or real_open(*a, **k))
+    monkeypatch.setattr(tarfile.TarFile, "extract", lambda *a, **k: pytest.fail("extracted"))
+    monkeypatch.setattr(tarfile.TarFile, "extractall", lambda *a, **k: pytest.fail("extracted"))
+    before = sorted(os.listdir(tmp_path))
+    r = verify_package(t)
+    assert r.ok, r.render_text()
+    assert opened == ["r|*"]  # one forward pass: a stream, never a seek
+    assert sorted(os.listdir(tmp_path)) == before
+    assert r.info["root (of the files)"] == json.loads((pkg / "MANIFEST.json").read_text())["root"]
+
+
+@pytest.mark.parametrize("top,dirs", [("pkg", False), ("", True), ("", False)])
+def test_archive_layouts(pkg, tmp_path, top, dirs):
+    r = verify_package(make_tar(pkg, tmp_path / "p.tgz", top=top, dirs=dirs))
+    assert r.ok, r.render_text()
+
+
+def test_tampered_member_in_an_archive(pkg, tmp_path):
+    (pkg / "README.txt").write_text("changed\n")
+    r = verify_package(make_tar(pkg, tmp_path / "p.tar", mode="w"))
+    assert paths_with(r, "file-changed") == {"README.txt"}
+
+
+def test_archive_members_escaping_the_root(pkg, tmp_path):
+    extra = [("../evil.txt", b"x", tarfile.REGTYPE, ""), ("/abs.txt", b"y", tarfile.REGTYPE, ""),
+             ("pkg/../../up.txt", b"z", tarfile.REGTYPE, "")]
+    t = make_tar(pkg, tmp_path / "evil.tgz", extra=extra)
+    r = verify_package(t)
+    assert paths_with(r, "unsafe-path") == {"../evil.txt", "/abs.txt", "pkg/../../up.txt"}
+    assert not (tmp_path.parent / "evil.txt").exists() and not Path("/abs.txt").exists()
+    res = CliRunner().invoke(cli, ["verify", str(t)])
+    assert res.exit_code == 1 and "../evil.txt: unsafe-path" in res.output
+
+
+def test_archive_links_and_special_members(pkg, tmp_path):
+    extra = [("pkg/link", b"", tarfile.SYMTYPE, "/etc/passwd"), ("pkg/hard", b"", tarfile.LNKTYPE, "pkg/README.txt"),
+             ("pkg/fifo", b"", tarfile.FIFOTYPE, ""), ("pkg/dev", b"", tarfile.CHRTYPE, "")]
+    r = verify_package(make_tar(pkg, tmp_path / "p.tar", mode="w", extra=extra))
+    assert paths_with(r, "symlink") == {"link", "hard"} and paths_with(r, "special-file") == {"fifo", "dev"}
+    assert r.exit_code == 1
+
+
+def test_duplicate_archive_member(pkg, tmp_path):
+    r = verify_package(make_tar(pkg, tmp_path / "p.tar", mode="w",
+                                extra=[("pkg/README.txt", b"second copy\n", tarfile.REGTYPE, "")]))
+    assert paths_with(r, "archive-duplicate-member") == {"README.txt"}
+
+
+def test_archive_caps(pkg, tmp_path, monkeypatch):
+    t = make_tar(pkg, tmp_path / "p.tgz")
+    with pytest.raises(AuditError, match="more than 5 members"):
+        verify_package(t, max_members=5)
+    with pytest.raises(AuditError, match="more than 1000 bytes"):
+        verify_package(t, max_bytes=1000)
+    r = CliRunner().invoke(cli, ["verify", str(t), "--max-members", "5", "--json"])
+    assert r.exit_code == 2 and json.loads(r.output)["exit_code"] == 2 and "members" in json.loads(r.output)["error"]
+    r = CliRunner().invoke(cli, ["verify", str(t), "--max-bytes", "1000"])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "bytes" in r.output
+    monkeypatch.setenv("AUDITKIT_MAX_MEMBERS", "3")
+    assert CliRunner().invoke(cli, ["verify", str(t)]).exit_code == 2
+    monkeypatch.setenv("AUDITKIT_MAX_MEMBERS", "lots")
+    r = CliRunner().invoke(cli, ["verify", str(t)])
+    assert r.exit_code == 2 and "AUDITKIT_MAX_MEMBERS" in r.output
+    monkeypatch.delenv("AUDITKIT_MAX_MEMBERS")
+    monkeypatch.setenv("AUDITKIT_MAX_BYTES", "10")
+    assert CliRunner().invoke(cli, ["verify", str(t)]).exit_code == 2
+
+
+def test_a_truncated_or_corrupt_archive_is_exit_2(pkg, tmp_path):
+    t = make_tar(pkg, tmp_path / "p.tgz")
+    data = t.read_bytes()
+    for name, blob in (("cut.tgz", data[: len(data) // 2]), ("junk.tgz", b"\x1f\x8b" + b"junk" * 100)):
+        (tmp_path / name).write_bytes(blob)
+        for extra in ([], ["--json"]):
+            r = CliRunner().invoke(cli, ["verify", str(tmp_path / name), *extra])
+            assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+            assert "archive" in r.output
+
+
+def test_each_file_is_read_once(pkg, monkeypatch):
+    seen = []
+    real = package.scan_file
+    monkeypatch.setattr(package, "scan_file", lambda rel, f, **k: seen.append(rel) or real(rel, f, **k))
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    scan = scan_package(pkg, jobs=2)
+    assert sorted(seen) == sorted(scan.files) and len(seen) == len(set(seen)) == 11
+    assert len(opened) == 11
+
+
+def test_jobs_do_not_change_the_answer(pkg):
+    (pkg / "README.txt").write_text("x\n")
+    reports = [verify_package(pkg, jobs=j).to_dict() for j in (1, 2, 8)]
+    assert reports[0] == reports[1] == reports[2]
+
+
+def test_unsafe_file_names_in_a_directory(pkg):
+    (pkg / "bad\nname.txt").write_text("x")
+    (pkg / "back\\slash.txt").write_text("x")
+    r = verify_package(pkg)
+    assert paths_with(r, "unsafe-path") == {"bad\nname.txt", "back\\slash.txt"}
+
+
+def test_documents_too_large_fail_closed(pkg, monkeypatch):
+    monkeypatch.setattr(package, "DOC_CAP", 100)
+    r = verify_package(pkg)
+    assert "remote-results/linux_s1_summary.csv" in paths_with(r, "document-too-large")
+    assert r.exit_code == 1
+
+
+def test_progress_only_for_large_packages(pkg):
+    calls = []
+
+    class Bar:
+        def __init__(self):
+            self.n = 0
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            pass
+
+    bar = Bar()
+    verify_package(pkg, progress_factory=lambda total: calls.append(total) or bar)
+    total = sum(p.stat().st_size for p in pkg.rglob("*") if p.is_file())
+    assert calls == [total] and bar.n == total
+
+
+def test_documents_are_read_first_and_handed_over_once(pkg):
+    calls = []
+
+    def on_documents(scan):
+        calls.append(sorted(scan.files))
+
+    scan = scan_package(pkg, jobs=1, on_documents=on_documents)
+    docs = sorted(p for p in scan.files if p.endswith((".json", ".csv")))
+    assert calls == [docs]  # every document, nothing else yet (one reader: strict order)

@@ -1,0 +1,169 @@
+"""Protocol runner: staged flow, freezing, gates, resume, waiting hosts and merge (fake executor)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from auditkit.errors import AuditError
+from auditkit.protocol import load_manifest
+from auditkit.protocol_run import (create_exclusive, merge_packages, remove_stale_temporaries,
+                                   run_protocol)
+from auditkit.rows import read_csv_text
+from protofakes import FakeExecutor
+
+MATRIX = "config_id,role,depth\nbridge,reference,2\ngreedy,greedy,2\nd8_ar48,sentinel,2\ns01,screened,2\ns02,screened,2\n"
+
+TOML = """
+name = "fake"
+matrix = "fake_matrix.csv"
+hosts = ["windows", "linux"]
+
+[runner]
+keep_checkpoints = "none"
+
+[[stages]]
+stage = "smoke"
+budget = {kind = "steps", value = 2}
+seeds = [42]
+hosts = ["windows", "linux"]
+candidates = "matrix"
+
+[[stages]]
+stage = "screen"
+budget = {kind = "steps", value = 5}
+seeds = [42, 43]
+hosts = ["windows", "linux"]
+candidates = "matrix"
+
+[[gates]]
+gate = "g1"
+[gates.rules]
+inputs = {stages = ["screen"], hosts = ["windows", "linux"], seeds = [42, 43], candidates = "matrix"}
+metric = {column = "val_bpb", better = "lower"}
+promote = {top_k = 3, always_keep = ["bridge"]}
+checks = []
+
+[[stages]]
+stage = "final"
+budget = {kind = "steps", value = 20}
+seeds = [44, 45]
+hosts = ["windows", "linux"]
+candidates = "promoted-by:g1"
+
+[[gates]]
+gate = "g2"
+[gates.rules]
+inputs = {stages = ["final"], hosts = ["windows", "linux"], seeds = [44, 45], candidates = "promoted-by:g1"}
+metric = {column = "val_bpb", better = "lower"}
+promote = {top_k = 1, always_keep = []}
+checks = [{kind = "ranks_first_in_all_cells", candidate = "bridge"}]
+"""
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    (tmp_path / "fake_matrix.csv").write_text(MATRIX)
+    (tmp_path / "fake.toml").write_text(TOML)
+    return load_manifest(tmp_path / "fake.toml")
+
+
+def all_rows(pkg: Path) -> list[dict]:
+    rows = []
+    for p in sorted((pkg / "remote-results").glob("*.csv")):
+        rows += read_csv_text(p.read_text())[1]
+    return rows
+
+
+def run(manifest, out, hosts=("windows", "linux"), **kw):
+    kw.setdefault("finalize", False)
+    return run_protocol(manifest, out, list(hosts), executor=kw.pop("executor", FakeExecutor()), **kw)
+
+
+def test_full_run_freezes_before_data_and_decides(manifest, tmp_path):
+    out = tmp_path / "pkg"
+    outcome = run(manifest, out)
+    assert outcome.complete and outcome.cells_run == 5 * 2 + 5 * 2 * 2 + 3 * 2 * 2
+    rows = all_rows(out)
+    assert len({r["run_id"] for r in rows}) == len(rows) == outcome.cells_run
+    for gate, stages in (("g1", {"screen"}), ("g2", {"final"})):
+        rules = json.loads((out / f"preanalysis/{gate}.rules.json").read_text())
+        started = [r["started_at"] for r in rows if r["stage"] in stages]
+        assert rules["frozen_at"] < min(started)
+    d1 = json.loads((out / "analysis/g1_decision.json").read_text())
+    assert d1["promoted"][0] == "bridge" or "bridge" in d1["promoted"]
+    final_cfgs = {r["config_id"] for r in rows if r["stage"] == "final"}
+    assert final_cfgs == set(d1["promoted"])
+    assert (out / "protocol.json").is_file() and (out / "matrices/fake_matrix.csv").read_text() == MATRIX
+    assert (out / "source/runner").is_dir()
+
+
+def test_resume_after_crash_runs_each_cell_once(manifest, tmp_path):
+    out = tmp_path / "pkg"
+    with pytest.raises(KeyboardInterrupt):
+        run(manifest, out, executor=FakeExecutor(fail_after=7))
+    assert len(all_rows(out)) == 7
+    second = FakeExecutor()
+    outcome = run(manifest, out, executor=second)
+    assert outcome.complete
+    rows = all_rows(out)
+    assert len(rows) == 42 and len({r["run_id"] for r in rows}) == 42
+    assert len(second.ran) == 42 - 7
+    # a third run has nothing left to do
+    third = FakeExecutor()
+    assert run(manifest, out, executor=third).complete and third.ran == []
+
+
+def test_stale_temporaries_are_removed(manifest, tmp_path):
+    out = tmp_path / "pkg"
+    (out / "remote-results").mkdir(parents=True)
+    (out / "remote-results" / ".windows_smoke_summary.csv.tmp-123").write_text("half a row")
+    assert remove_stale_temporaries(out) == 1
+    assert not list(out.rglob("*.tmp-*"))
+
+
+def test_single_host_without_wait_stops_at_gate_then_merge_completes(manifest, tmp_path):
+    a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "merged"
+    oa = run(manifest, a, hosts=["windows"], wait=False)
+    ob = run(manifest, b, hosts=["linux"], wait=False)
+    assert not oa.complete and not ob.complete
+    assert any("linux/screen" in w for w in oa.waiting_for)
+    merge_packages([a, b], merged)
+    before = {p: p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    outcome = run(manifest, merged, executor=FakeExecutor())
+    assert outcome.complete
+    rows = all_rows(merged)
+    assert len(rows) == 42 and len({r["run_id"] for r in rows}) == 42
+    # sources untouched
+    assert before == {p: p.read_bytes() for p in a.rglob("*") if p.is_file()}
+
+
+def test_merge_refuses_conflicting_rows(manifest, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(manifest, a, hosts=["windows"], wait=False)
+    run(manifest, b, hosts=["windows"], wait=False)  # same cells, other timestamps
+    with pytest.raises(AuditError, match="differs between host outputs"):
+        merge_packages([a, b], tmp_path / "m")
+
+
+def test_different_protocol_in_out_dir_is_refused(manifest, tmp_path):
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "protocol.json").write_text("{}\n")
+    with pytest.raises(AuditError, match="different protocol"):
+        run(manifest, out)
+    assert (out / "protocol.json").read_text() == "{}\n"
+
+
+def test_unknown_host_is_refused(manifest, tmp_path):
+    with pytest.raises(AuditError, match="unknown host"):
+        run(manifest, tmp_path / "pkg", hosts=["macos"])
+
+
+def test_create_exclusive_keeps_first(tmp_path):
+    p = tmp_path / "x.json"
+    assert create_exclusive(p, b"first")
+    assert not create_exclusive(p, b"second")
+    assert p.read_bytes() == b"first" and not list(tmp_path.glob(".*tmp*"))

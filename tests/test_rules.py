@@ -1,0 +1,239 @@
+"""The gate engine (SPEC section 5): hand-computed fixtures, one per semantic point."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditkit.protocol import load_manifest
+from auditkit.rows import RunRow
+from auditkit.rules import CheckKind, DuplicateRowError, decide, round9, threshold_passes, validate_rules
+
+
+def rules(top_k=2, keep=(), checks=(), hosts=("a", "b"), seeds=(1,), better="lower", candidates="matrix"):
+    return {"schema": "auditkit/rules/v1", "gate": "g", "frozen_at": "2026-01-01T00:00:00Z",
+            "inputs": {"stages": ["s"], "hosts": list(hosts), "seeds": list(seeds), "candidates": candidates},
+            "metric": {"column": "val_bpb", "better": better},
+            "promote": {"top_k": top_k, "always_keep": list(keep)}, "checks": list(checks)}
+
+
+def row(host, cid, val, status="ok", seed=1, stage="s"):
+    return RunRow(run_id=f"{host}-{cid}-{seed}-{stage}", host=host, stage=stage, seed=seed, config_id=cid,
+                  status=status, val_bpb=val, training_seconds=60.0, started_at="2026-01-02T00:00:00Z",
+                  finished_at="2026-01-02T00:01:00Z")
+
+
+def grid(values: dict[str, tuple], hosts=("a", "b")):
+    """Rows for {config: (value on host a, value on host b)}."""
+    return [row(h, c, v) for c, vs in values.items() for h, v in zip(hosts, vs)]
+
+
+# --------------------------------------------------------------------------- semantics
+
+def test_tie_broken_by_config_id():
+    d = decide(rules(top_k=1), grid({"zeta": (1.0, 1.0), "alpha": (1.0, 1.0), "mid": (1.1, 1.1)}),
+               ["zeta", "alpha", "mid"])
+    assert [c.config_id for c in d.candidates] == ["alpha", "zeta", "mid"]
+    assert [c.rank for c in d.candidates] == [1, 2, 3]
+    assert [cell.rank for cell in d.candidate("zeta").cells] == [2, 2]
+    assert d.candidate("alpha").wins == 2 and d.candidate("zeta").wins == 0
+    assert d.promoted == ("alpha",)
+
+
+def test_diverged_run_makes_candidate_ineligible():
+    rows = grid({"x": (1.0, 1.0), "y": (1.1, 1.1)}) + [row("a", "best", 0.5), row("b", "best", None, "diverged")]
+    d = decide(rules(top_k=2, keep=["best"]), rows, ["x", "y", "best"])
+    best = d.candidate("best")
+    assert (best.eligible, best.rank, best.mean, best.wins) == (False, None, None, 0)
+    assert best.cells[0].value == 0.5 and best.cells[0].rank is None
+    assert best.cells[1].status == "diverged"
+    assert "b/1 diverged" in best.reason
+    assert d.promoted == ("x", "y")  # never promoted, even when always kept
+    assert [c.config_id for c in d.candidates] == ["x", "y", "best"]  # ineligible listed last
+    # the eligible are ranked as if it were not there
+    assert d.candidate("x").cells[0].rank == 1
+
+
+def test_non_finite_metric_makes_candidate_ineligible():
+    rows = grid({"x": (1.0, 1.0)}) + [row("a", "y", float("nan")), row("b", "y", 1.0)]
+    d = decide(rules(), rows, ["x", "y"])
+    assert not d.candidate("y").eligible and "metric not finite" in d.candidate("y").reason
+
+
+def test_missing_cell_makes_candidate_ineligible():
+    rows = grid({"x": (1.0, 1.0)}) + [row("a", "y", 0.9)]
+    d = decide(rules(), rows, ["x", "y"])
+    assert not d.candidate("y").eligible
+    assert d.candidate("y").cells[1].status == "missing"
+    assert d.candidate("y").reason == "b/1 missing"
+    assert d.promoted == ("x",)
+    doc = d.to_json(rules_ref={"path": "r", "sha256": "0" * 64}, inputs=[], decided_at="2026-01-03T00:00:00Z")
+    assert doc["candidates"][1]["cells"]["b/1"] == {"val_bpb": None, "rank": None, "status": "missing"}
+    assert doc["candidates"][1]["rank"] is None
+
+
+def test_gap_of_exactly_threshold_passes_by_rounding():
+    assert 1.010000 - 1.000000 > 0.010  # the float difference alone would fail
+    ne = {"kind": "near_equivalence", "candidate": "g", "reference": "r", "threshold": 0.010}
+    mg = {"kind": "mean_gap", "candidate": "g", "reference": "r", "threshold": 0.010}
+    d = decide(rules(checks=[ne, mg]), grid({"r": (1.000000, 1.000000), "g": (1.010000, 1.010000)}), ["r", "g"])
+    assert [(c.value, c.passed) for c in d.checks] == [(0.01, True), (0.01, True)]
+    d = decide(rules(checks=[ne, mg]), grid({"r": (1.000000, 1.000000), "g": (1.010001, 1.010001)}), ["r", "g"])
+    assert [(c.value, c.passed) for c in d.checks] == [(0.010001, False), (0.010001, False)]
+
+
+def test_rounding_is_half_even_at_nine_decimals():
+    assert round9(0.0100000005) == 0.01      # half: to even (…0)
+    assert round9(0.0100000015) == 0.010000002  # half: to even (…2)
+    assert threshold_passes("near_equivalence", -0.01, 0.01)
+    assert not threshold_passes("mean_gap", 0.010000001, 0.01)
+
+
+def test_always_keep_takes_a_place():
+    d = decide(rules(top_k=2, keep=["worst"]),
+               grid({"best": (1.0, 1.0), "second": (1.1, 1.1), "worst": (1.3, 1.3)}), ["best", "second", "worst"])
+    assert d.promoted == ("best", "worst")  # listed in order of rank
+    assert d.candidate("worst").rank == 3
+
+
+def test_check_on_an_ineligible_candidate_fails_with_no_value():
+    checks = [{"kind": "near_equivalence", "candidate": "y", "reference": "x", "threshold": 0.5},
+              {"kind": "mean_gap", "candidate": "x", "reference": "y", "threshold": 0.5},
+              {"kind": "ranks_first_in_all_cells", "candidate": "y"}]
+    rows = grid({"x": (1.0, 1.0)}) + [row("a", "y", 0.5), row("b", "y", None, "oom")]
+    d = decide(rules(checks=checks), rows, ["x", "y"])
+    assert [(c.value, c.passed) for c in d.checks] == [(None, False), (None, False), (None, False)]
+
+
+def test_ranks_first_in_all_cells():
+    check = {"kind": "ranks_first_in_all_cells", "candidate": "x"}
+    d = decide(rules(checks=[check]), grid({"x": (1.0, 1.0), "y": (1.1, 1.1)}), ["x", "y"])
+    assert (d.checks[0].value, d.checks[0].passed) == (2.0, True)
+    d = decide(rules(checks=[check]), grid({"x": (1.0, 1.2), "y": (1.1, 1.1)}), ["x", "y"])
+    assert (d.checks[0].value, d.checks[0].passed) == (1.0, False)
+
+
+def test_statistics_and_higher_is_better():
+    d = decide(rules(better="higher", top_k=1, checks=[{"kind": "mean_gap", "candidate": "lo", "reference": "hi",
+                                                         "threshold": 0.1}]),
+               grid({"hi": (2.0, 4.0), "lo": (1.0, 1.5)}), ["hi", "lo"])
+    hi = d.candidate("hi")
+    assert (hi.rank, hi.mean, hi.min, hi.max, hi.wins) == (1, 3.0, 2.0, 4.0, 2)
+    assert hi.std == pytest.approx(2 ** 0.5)
+    assert d.promoted == ("hi",)
+    assert (d.checks[0].value, d.checks[0].passed) == (1.75, False)  # gap in the worse direction
+
+
+def test_rows_outside_the_rules_are_left_out():
+    rows = grid({"x": (1.0, 1.0), "y": (1.1, 1.1), "not_a_candidate": (0.1, 0.1)})
+    rows += [row("a", "y", 0.1, stage="other"), row("c", "y", 0.1), row("a", "y", 0.1, seed=9)]
+    d = decide(rules(), rows, ["x", "y"])
+    assert [c.config_id for c in d.candidates] == ["x", "y"]
+    assert d.cells == (("a", 1), ("b", 1))
+
+
+def test_two_rows_of_one_candidate_in_one_cell_are_an_error():
+    rows = grid({"x": (1.0, 1.0)}) + [row("a", "x", 1.2)]
+    with pytest.raises(DuplicateRowError, match="'x' in cell a/1"):
+        decide(rules(), rows, ["x"])
+
+
+def test_every_check_kind_is_handled():
+    for kind in CheckKind:
+        check = {"kind": kind.value, "candidate": "y"}
+        if kind.thresholded:
+            check |= {"reference": "x", "threshold": 0.2}
+        d = decide(rules(checks=[check]), grid({"x": (1.0, 1.0), "y": (1.1, 1.1)}), ["x", "y"])
+        assert d.checks[0].kind == kind.value
+        assert d.checks[0].passed is (kind is not CheckKind.RANKS_FIRST_IN_ALL_CELLS)
+
+
+def test_to_json_is_valid_against_the_schema():
+    from auditkit.validation import schema_errors
+
+    d = decide(rules(checks=[{"kind": "ranks_first_in_all_cells", "candidate": "x"}]),
+               grid({"x": (1.0, 1.0), "y": (1.1, None)}), ["x", "y"])
+    doc = d.to_json(rules_ref={"path": "preanalysis/g.rules.json", "sha256": "0" * 64},
+                    inputs=[{"path": "remote-results/a_s_summary.csv", "sha256": "1" * 64}],
+                    decided_at="2026-01-03T00:00:00Z")
+    assert schema_errors(doc, "decision") == []
+
+
+# --------------------------------------------------------------------------- order independence
+
+cell_values = st.lists(st.tuples(st.sampled_from(["c1", "c2", "c3", "c4"]), st.sampled_from(["a", "b"]),
+                                 st.sampled_from([1, 2]), st.sampled_from([1.0, 1.000001, 1.1, 0.9, None]),
+                                 st.sampled_from(["ok", "ok", "ok", "diverged"])),
+                       max_size=16, unique_by=lambda t: (t[0], t[1], t[2]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(cell_values, st.randoms(use_true_random=False))
+def test_decide_is_invariant_to_row_order(cells, rnd):
+    rows = [row(h, c, v, status, seed=s) for c, h, s, v, status in cells]
+    r = rules(top_k=2, keep=["c3"], seeds=(1, 2), checks=[
+        {"kind": "near_equivalence", "candidate": "c2", "reference": "c1", "threshold": 0.05},
+        {"kind": "ranks_first_in_all_cells", "candidate": "c1"}])
+    first = decide(r, rows, ["c1", "c2", "c3", "c4"])
+    shuffled = list(rows)
+    rnd.shuffle(shuffled)
+    assert decide(r, shuffled, ["c4", "c3", "c2", "c1"]) == first
+
+
+# --------------------------------------------------------------------------- validation
+
+def codes(findings):
+    return sorted((f.code, f.location) for f in findings)
+
+
+def test_valid_rules_have_no_findings():
+    assert validate_rules(rules(keep=["x"]), "r.json", known_configs={"x", "y"}) == []
+
+
+def test_schema_is_checked_before_sense():
+    doc = rules()
+    del doc["promote"]["top_k"]
+    doc["promote"]["always_keep"] = ["x", "y", "z"]
+    assert codes(validate_rules(doc, "r.json")) == [("schema-invalid", "$.promote")]
+
+
+def test_sense_findings_name_the_key():
+    doc = rules(top_k=1, keep=["x", "ghost"], checks=[
+        {"kind": "near_equivalence", "candidate": "y", "reference": "nobody", "threshold": -0.1},
+        {"kind": "median_gap", "candidate": "x"}])
+    assert codes(validate_rules(doc, "r.json", known_configs={"x", "y"})) == [
+        ("rules-always-keep-too-long", "$.promote.always_keep"),
+        ("rules-negative-threshold", "$.checks[0].threshold"),
+        ("rules-not-a-candidate", "$.checks[0].reference"),
+        ("rules-not-a-candidate", "$.promote.always_keep[1]"),
+        ("rules-unknown-check", "$.checks[1].kind"),
+    ]
+
+
+def test_explicit_candidates_bound_the_names():
+    doc = rules(candidates=["x", "y"], checks=[{"kind": "ranks_first_in_all_cells", "candidate": "z"}])
+    assert codes(validate_rules(doc, "r.json")) == [("rules-not-a-candidate", "$.checks[0].candidate")]
+    doc = rules(candidates="promoted-by:earlier", checks=[{"kind": "ranks_first_in_all_cells", "candidate": "z"}])
+    assert validate_rules(doc, "r.json") == []  # not known until the earlier gate decides
+
+
+def test_paper06_rules_are_valid():
+    m = load_manifest("manifests/paper06.toml")
+    configs = {line.split(",")[0] for line in m.matrix_file.read_text().splitlines()[1:]}
+    assert len(configs) == 12
+    for gate, body in m.rules.items():
+        doc = {"schema": "auditkit/rules/v1", "gate": gate, "frozen_at": "2026-04-28T09:00:00Z", **copy.deepcopy(body)}
+        assert validate_rules(doc, gate, known_configs=configs) == [], gate
+    assert [m.rules[g.gate]["promote"]["top_k"] for g in m.protocol.gates] == [9, 4, 3, 1]
+
+
+def test_decide_is_deterministic_on_many_candidates():
+    rnd = random.Random(5)
+    values = {f"c{i:03d}": (round(rnd.uniform(1, 2), 6), round(rnd.uniform(1, 2), 6)) for i in range(200)}
+    d1 = decide(rules(top_k=10), grid(values), list(values))
+    d2 = decide(rules(top_k=10), list(reversed(grid(values))), sorted(values, reverse=True))
+    assert d1 == d2 and len(d1.promoted) == 10

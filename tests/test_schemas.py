@@ -1,0 +1,192 @@
+"""The JSON Schemas (schemas/, shipped as auditkit.schemas): valid draft 2020-12, accept every
+example of SPEC.md, refuse what SPEC.md forbids."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from auditkit.validation import SCHEMA_NAMES, load_schema, schema_errors
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = Path(__file__).resolve().parent / "data" / "spec_examples"
+SPEC = REPO.parent / "shared" / "SPEC.md"
+SCHEMA_OF = {"auditkit/rules/v1": "rules", "auditkit/decision/v1": "decision", "auditkit/protocol/v1": "protocol",
+             "auditkit/manifest/v1": "manifest", "auditkit/tables/v1": "table-manifest",
+             "auditkit/figures/v1": "figure-manifest"}
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_every_schema_is_valid_draft_2020_12(name):
+    text = (REPO / "schemas" / f"{name}.schema.json").read_text()
+    schema = json.loads(text)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+    assert load_schema(name) == schema  # the installed copy is the repository's
+
+
+def test_every_schema_file_is_known():
+    assert sorted(p.name.removesuffix(".schema.json") for p in (REPO / "schemas").glob("*.schema.json")) == \
+        sorted(SCHEMA_NAMES)
+
+
+def spec_blocks() -> list[str]:
+    return re.findall(r"```json\n(.*?)```", SPEC.read_text(), re.S) if SPEC.exists() else []
+
+
+@pytest.mark.skipif(not SPEC.exists(), reason="../shared/SPEC.md is not here; tests/data keeps its examples")
+def test_every_json_example_in_spec_validates():
+    blocks = spec_blocks()
+    assert blocks
+    for text in blocks:
+        doc = json.loads(text)
+        name = SCHEMA_OF[doc["schema"]]
+        assert schema_errors(doc, name) == [], name
+        assert json.loads((EXAMPLES / f"{name}.json").read_text()) == doc, f"tests/data copy of {name} is stale"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.json")), ids=lambda p: p.stem)
+def test_kept_examples_validate(path):
+    assert schema_errors(json.loads(path.read_text()), path.stem) == []
+
+
+def example(name: str) -> dict:
+    return json.loads((EXAMPLES / f"{name}.json").read_text())
+
+
+def breaks(name: str, edit) -> list:
+    doc = copy.deepcopy(example(name))
+    edit(doc)
+    return schema_errors(doc, name)
+
+
+def _set(d, *path_value):
+    *path, value = path_value
+    for k in path[:-1]:
+        d = d[k]
+    d[path[-1]] = value
+
+
+BAD = [
+    ("run-row", lambda d: _set(d, "val_bpb", "nan")),
+    ("run-row", lambda d: _set(d, "val_bpb", "")),                        # ok needs a value
+    ("run-row", lambda d: (_set(d, "status", "failed"))),                   # not ok: val_bpb must be empty
+    ("run-row", lambda d: _set(d, "status", "crashed")),
+    ("run-row", lambda d: _set(d, "host", "Linux")),
+    ("run-row", lambda d: _set(d, "seed", "4.5")),
+    ("run-row", lambda d: _set(d, "started_at", "yesterday")),
+    ("run-row", lambda d: _set(d, "checkpoint", "../x.safetensors")),
+    ("run-row", lambda d: _set(d, "checkpoint_sha256", "")),              # a checkpoint needs its hash
+    ("run-row", lambda d: d.pop("runner_sha256")),
+    ("matrix-row", lambda d: _set(d, "config_id", "a b")),
+    ("matrix-row", lambda d: d.pop("role")),
+    ("manifest", lambda d: _set(d, "files", 0, "path", "../etc")),
+    ("manifest", lambda d: _set(d, "files", 0, "path", "/abs")),
+    ("manifest", lambda d: _set(d, "files", 0, "path", "a/./b")),
+    ("manifest", lambda d: _set(d, "files", 0, "sha256", "ABC")),
+    ("manifest", lambda d: _set(d, "files", 0, "bytes", -1)),
+    ("manifest", lambda d: _set(d, "algorithm", "md5")),
+    ("protocol", lambda d: _set(d, "stages", 0, "candidates", "promoted-by:")),
+    ("protocol", lambda d: _set(d, "stages", 0, "budget", "kind", "tokens")),
+    ("protocol", lambda d: _set(d, "gates", 0, "rules", "/etc/rules.json")),
+    ("rules", lambda d: d["checks"][0].pop("threshold")),
+    ("rules", lambda d: _set(d, "metric", "better", "smaller")),
+    ("rules", lambda d: _set(d, "frozen_at", "2026-04-28")),
+    ("decision", lambda d: _set(d, "cells", 0, ["linux"])),
+    ("decision", lambda d: _set(d, "decided_at", "soon")),
+    ("decision", lambda d: _set(d, "candidates", 0, "eligible", "yes")),
+    ("checkpoint-metadata", lambda d: _set(d, "seed", 44)),                 # safetensors metadata is strings
+    ("checkpoint-metadata", lambda d: d.pop("model_config")),
+    ("run-summary", lambda d: _set(d, "val_bpb", None)),
+    ("table-manifest", lambda d: _set(d, "tables", 0, "sha256", "x")),
+    ("figure-manifest", lambda d: d["figures"][0].pop("kind")),
+]
+
+
+@pytest.mark.parametrize("name,edit", BAD, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD)])
+def test_schemas_refuse_what_spec_forbids(name, edit):
+    from auditkit.verify import fast_valid
+
+    assert breaks(name, edit)
+    doc = copy.deepcopy(example(name))
+    edit(doc)
+    fast = fast_valid(name)
+    assert fast is None or not fast(doc)
+
+
+def test_run_row_status_and_val_bpb_coherence():
+    for status in ("failed", "diverged", "oom", "timeout"):
+        assert not breaks("run-row", lambda d: d.update(status=status, val_bpb=""))
+    assert not breaks("run-row", lambda d: d.update(checkpoint="", checkpoint_sha256=""))
+
+
+def test_extra_columns_and_keys_are_allowed():
+    assert not breaks("run-row", lambda d: d.update(note="anything"))
+    assert not breaks("rules", lambda d: d.update(comment="free text"))
+    assert not breaks("manifest", lambda d: d.update(created_by="another lab"))
+
+
+@pytest.mark.slow
+def test_a_wheel_ships_the_schemas(tmp_path):
+    src = tmp_path / "src"  # a copy: building writes egg-info next to the sources, never into the repository
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "auditkit", "runner", "schemas"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif (REPO / name).exists():
+            shutil.copy(REPO / name, src / name)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {r.stderr[-300:]}")
+    wheel = next(tmp_path.glob("auditkit-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert sorted(n for n in names if n.startswith("auditkit/schemas/") and n.endswith(".schema.json")) == \
+        sorted(f"auditkit/schemas/{n}.schema.json" for n in SCHEMA_NAMES)
+
+
+# -- the compiled fast path (auditkit.verify.fast_valid) says exactly what jsonschema says ---------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+CELL = st.one_of(
+    st.sampled_from(["", "ok", "failed", "diverged", "seconds", "steps", "nan", "1.5", "-2", "1e3", "0.000000",
+                     "linux", "Linux", "a b", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00", "2026-01-01",
+                     "checkpoints/x.safetensors", "../x", "/abs", "a" * 64, "A" * 64, "reference"]),
+    st.text(max_size=6), st.integers(), st.none(), st.booleans())
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(["run-row", "matrix-row", "checkpoint-metadata"]),
+       edits=st.dictionaries(st.sampled_from(["run_id", "host", "stage", "seed", "config_id", "budget_kind", "status",
+                                              "val_bpb", "num_steps", "started_at", "checkpoint", "checkpoint_sha256",
+                                              "role", "model_config", "step", "extra"]), CELL, max_size=4),
+       drop=st.lists(st.sampled_from(["run_id", "val_bpb", "checkpoint", "role", "seed", "status"]), max_size=2))
+def test_fast_path_agrees_with_jsonschema(name, edits, drop):
+    from auditkit.verify import fast_valid
+
+    doc = {**example(name), **{k: v for k, v in edits.items()}}
+    for k in drop:
+        doc.pop(k, None)
+    fast = fast_valid(name)
+    assert fast is not None
+    assert fast(doc) == (schema_errors(doc, name) == []), doc
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_fast_path_on_every_example(name):
+    from auditkit.verify import fast_valid
+
+    fast = fast_valid(name)
+    if fast is not None and (EXAMPLES / f"{name}.json").exists():
+        assert fast(example(name))

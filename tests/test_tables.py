@@ -1,0 +1,127 @@
+"""Derived tables: byte-stable, checked by regenerating; the paper's own accounting."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditkit.cli import cli
+from auditkit.tables import (TableKind, build_tables, check_tables, generate_tables, kendall,
+                             manifest_counterfactual, spearman)
+from auditkit.synth import make_package
+from auditkit.validation import schema_errors
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    return make_package(tmp_path_factory.mktemp("synth") / "pkg")
+
+
+@pytest.fixture
+def pkg(pristine, tmp_path) -> Path:
+    dest = tmp_path / "pkg"
+    shutil.copytree(pristine, dest)
+    return dest
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_every_kind_generates_and_is_listed(pkg):
+    doc = json.loads((pkg / "table_manifest.json").read_text())
+    assert schema_errors(doc, "table-manifest") == []
+    assert {e["kind"] for e in doc["tables"]} == {k.value for k in TableKind}
+    for e in doc["tables"]:
+        assert (pkg / e["path"]).is_file() and e["inputs"]
+    ids = sorted(e["id"] for e in doc["tables"])
+    assert "stage_summary.csv" in ids and "host_correlation.json" in ids
+
+
+def test_regenerating_gives_the_same_bytes(pkg, tmp_path):
+    before = {p.name: p.read_bytes() for p in (pkg / "analysis").iterdir()}
+    generate_tables(pkg, tmp_path / "again")
+    for p in (tmp_path / "again/analysis").iterdir():
+        assert p.read_bytes() == before[p.name], p.name
+    assert (tmp_path / "again/table_manifest.json").read_bytes() == (pkg / "table_manifest.json").read_bytes()
+    assert all(b"\r" not in v for v in before.values())
+
+
+def test_check_passes_on_pristine(pkg):
+    assert check_tables(pkg).ok
+    res = run("tables", "--package", str(pkg), "--check")
+    assert res.exit_code == 0 and res.output.startswith("OK: tables --check")
+
+
+def test_check_catches_an_edited_cell(pkg):
+    p = pkg / "analysis/stage_summary.csv"
+    lines = p.read_text().split("\n")
+    cols = lines[3].split(",")
+    cols[4] = "1.234567"  # mean_val_bpb
+    lines[3] = ",".join(cols)
+    p.write_text("\n".join(lines))
+    rep = check_tables(pkg)
+    assert [(f.code, f.path, f.location) for f in rep.findings] == [
+        ("table-differs", "analysis/stage_summary.csv", "row 3, column mean_val_bpb")]
+    res = run("tables", "--package", str(pkg), "--check", "--json")
+    assert res.exit_code == 1 and json.loads(res.output)["counts"] == {"table-differs": 1}
+
+
+def test_check_catches_a_changed_input(pkg):
+    p = pkg / "analysis/final_decision.json"
+    doc = json.loads(p.read_text())
+    doc["checks"][0]["passed"] = not doc["checks"][0]["passed"]
+    doc["candidates"][0]["rank"] = 3
+    p.write_text(json.dumps(doc))
+    codes = {f.code for f in check_tables(pkg).findings}
+    assert "table-differs" in codes and "table-hash-differs" in codes
+
+
+def test_check_without_tables_is_a_finding(pkg):
+    (pkg / "table_manifest.json").unlink()
+    res = run("tables", "--package", str(pkg), "--check")
+    assert res.exit_code == 1 and "table-manifest-missing" in res.output
+    assert run("tables", "--package", str(pkg / "nope"), "--check").exit_code == 2
+
+
+def test_table_contents(pkg):
+    tables = {t.id: t for t in build_tables(pkg)}
+    budget = {(r[0], r[2]): r for r in tables["budget_counterfactual"].rows}
+    assert budget[("final_branch", None)][-1] == pytest.approx(3 * 4 * 12)  # 3 anchors x 4 cells x 12 h
+    assert budget[("gate_counterfactual", "confirm")][-1] == pytest.approx(4 * 4 * 12)
+    assert budget[("total", None)][-1] == pytest.approx(0.8 + 8 + 16 + 144)
+    surv = {r[0]: r for r in tables["promotion_survival"].rows}
+    assert surv["bridge"][2] == "final" and surv["bridge"][-1] == "promoted by final"
+    sens = [r for r in tables["threshold_sensitivity"].rows if r[7]]  # the frozen thresholds
+    assert all(r[6] in (0.01, 0.02) for r in sens)
+    smoke = tables["smoke_summary"].rows
+    assert len(smoke) == 12 * 2 and {r[0] for r in smoke} == {"stage0_smoke"}
+    corr = tables["host_correlation"].rows
+    assert {r[0] for r in corr} == {"stage0_smoke", "screen", "confirm", "final"}
+
+
+def test_rank_correlations_by_hand():
+    assert spearman([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert spearman([1, 2, 3, 4], [2, 1, 3, 4]) == pytest.approx(0.8)      # 1 - 6*2/60
+    assert kendall([1, 2, 3, 4], [2, 1, 3, 4]) == pytest.approx(4 / 6)     # 5 concordant, 1 discordant
+    assert kendall([1, 2, 3], [3, 2, 1]) == -1.0
+    assert spearman([1], [1]) is None and kendall([1], [1]) is None
+
+
+def test_paper06_accounting_is_computed_from_the_manifest():
+    rows = manifest_counterfactual("manifests/paper06.toml")
+    final = next(r for r in rows if r["item"] == "final_branch")
+    gates = {r["gate"]: r for r in rows if r["item"] == "gate_counterfactual"}
+    assert final["gpu_hours"] == pytest.approx(144)                 # executed 12 h branch
+    assert gates["stage2"]["candidates"] == 4 and gates["stage2"]["gpu_hours"] == pytest.approx(192)
+    assert gates["stage1"]["candidates"] == 9 and gates["stage1"]["gpu_hours"] == pytest.approx(432)
+    total = next(r for r in rows if r["item"] == "total")
+    assert total["gpu_hours"] == pytest.approx(169.2)  # with the smoke set inferred in paper06.toml
+    res = run("counterfactual", "manifests/paper06.toml")
+    assert res.exit_code == 0
+    assert any(line.split()[-1] == "432.0" and "stage1 " in line for line in res.output.splitlines())
