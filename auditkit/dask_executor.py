@@ -43,8 +43,10 @@ class DaskExecutor:
 
     name = "dask"
 
-    def __init__(self, client, keep_checkpoint=lambda task: True, retries: int = 2):
+    def __init__(self, client, keep_checkpoint=lambda task: True, retries: int = 2,
+                 repin_interval: float = 2.0):
         self.client = client
+        self.repin_interval = repin_interval
         self.keep_checkpoint = keep_checkpoint
         self.retries = retries
 
@@ -66,30 +68,64 @@ class DaskExecutor:
         info = self.client.scheduler_info()
         return {addr: w.get("name", addr) for addr, w in info.get("workers", {}).items()}
 
+    def _submit(self, task: CellTask, workers: list[str], attempt: int):
+        return self.client.submit(
+            _run_on_worker, task, self.keep_checkpoint(task), key=f"cell-{task.run_id}-{attempt}",
+            workers=workers, allow_other_workers=False, resources=slot_for(task),
+            retries=self.retries, pure=False)
+
+    def _workers_or_fail(self, names: dict[str, str], host: str) -> list[str]:
+        workers = workers_for_host(names, host)
+        if not workers:
+            raise AuditError(f"no Dask worker serves host {host!r}",
+                             hint=f"start one named {host} or {host}-0; workers now: "
+                                  f"{sorted(map(str, names.values())) or 'none'}")
+        return workers
+
     def run(self, tasks: Iterable[CellTask]) -> Iterator[CellResult]:
-        from distributed import as_completed
+        """Yield each cell's result as it completes.
+
+        Dask turns a worker *name* restriction into the worker's address when a
+        task is submitted, and a restarted worker comes back on a new address:
+        a task pinned only to dead addresses would wait forever.  So while
+        waiting, every few seconds the host's live workers are looked up again
+        and any task whose pinned workers have all gone is resubmitted to the
+        ones serving its host now (its row is still landed once, by the client).
+        """
+        from distributed import wait
 
         tasks = list(tasks)
         if not tasks:
             return
         names = self._worker_names()
-        futures = []
+        pending = {}  # future -> (task, pinned addresses, attempt)
         for task in tasks:
-            workers = workers_for_host(names, task.host)
-            if not workers:
-                raise AuditError(f"no Dask worker serves host {task.host!r}",
-                                 hint=f"start one named {task.host} or {task.host}-0; workers now: "
-                                      f"{sorted(map(str, names.values())) or 'none'}")
-            futures.append(self.client.submit(
-                _run_on_worker, task, self.keep_checkpoint(task), key=f"cell-{task.run_id}",
-                workers=workers, allow_other_workers=False, resources=slot_for(task),
-                retries=self.retries, pure=False))
-        for fut in as_completed(futures):
+            workers = self._workers_or_fail(names, task.host)
+            pending[self._submit(task, workers, 0)] = (task, workers, 0)
+        while pending:
             try:
-                yield fut.result()
-            except Exception as exc:  # the cell failed on every try: record it as failed
-                task = tasks[futures.index(fut)]
-                yield CellResult(task, _failed_summary(task, exc), None)
+                done, _ = wait(list(pending), timeout=self.repin_interval, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished in this interval
+                done = set()
+            for fut in done:
+                task, _, _ = pending.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as exc:  # the cell failed on every try: record it as failed
+                    result = CellResult(task, _failed_summary(task, exc), None)
+                yield result
+            if done:
+                continue
+            alive = self._worker_names()
+            for fut, (task, pinned, attempt) in list(pending.items()):
+                if fut.status != "pending" or any(a in alive for a in pinned):
+                    continue
+                now = workers_for_host(alive, task.host)
+                if not now:
+                    continue  # no worker for this host yet: keep waiting for one to (re)join
+                fut.cancel()
+                del pending[fut]
+                pending[self._submit(task, now, attempt + 1)] = (task, now, attempt + 1)
 
 
 def _failed_summary(task: CellTask, exc: Exception) -> dict:
