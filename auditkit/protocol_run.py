@@ -37,6 +37,13 @@ from auditkit.rows import RUN_COLUMNS, read_csv_text, run_csv_path, write_csv_te
 EXIT_WAITING = 3
 
 
+def _error_line(text, limit: int = 160) -> str:
+    """The last non-empty line of an error (a traceback's message), shortened."""
+    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def utc_now() -> str:
     """Current UTC time, microseconds, `Z` suffix."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -323,13 +330,27 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
         if tasks:
             log(f"stage {stage.stage} ({stage.budget.label()}): {len(tasks)} cell(s) to run; "
                 f"about {left / 60:.1f} min of budget left in the protocol")
+        failures = []
         for i, result in enumerate(executor.run(tasks), 1):
             row = study.land(result)
             cells_run += 1
             remaining = max(0.0, left - planned_seconds(stage, i))
+            why = ""
+            if row["status"] != "ok":
+                failures.append(_error_line(result.summary.get("error")))
+                why = f" ({failures[-1]})" if failures[-1] else ""
             log(f"  [{stage.stage} {i}/{len(tasks)}] {result.task.host} {result.task.config_id} "
-                f"seed {result.task.seed}: {row['status']} val_bpb={row['val_bpb'] or '-'}"
+                f"seed {result.task.seed}: {row['status']} val_bpb={row['val_bpb'] or '-'}{why}"
                 + (f"  (~{remaining / 60:.1f} min of budget left)" if remaining else ""))
+        if tasks and len(failures) == len(tasks) and len(tasks) > 1:
+            # every cell failing is the environment, not the candidates: stop before a
+            # gate decides on nothing and the next stages train nobody
+            raise AuditError(
+                f"every one of the {len(tasks)} cells of stage {stage.stage} failed; "
+                f"first error: {failures[0] or 'none recorded'}",
+                path=str(study.out),
+                hint="fix the cause (try one cell with `auditkit run`), then start again with a new "
+                     "--out directory; the failed rows stay in this one as evidence")
     for gate in proto.gates:
         if study.rules_path(gate.gate).exists():
             study.decide(gate.gate)

@@ -95,7 +95,9 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         cmd.append("--compile")
     started = _now()
     t0 = datetime.now(timezone.utc)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    # PYTHONSAFEPATH: `-m` must import the installed auditkit, never an `auditkit/`
+    # directory that happens to sit in the current directory (a source checkout).
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
     log_path = out_dir / "runner.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

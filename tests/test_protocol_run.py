@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from auditkit.errors import AuditError
+from auditkit.executors import CellResult
 from auditkit.protocol import load_manifest
 from auditkit.protocol_run import (create_exclusive, merge_packages, remove_stale_temporaries,
                                    run_protocol)
@@ -167,3 +168,32 @@ def test_create_exclusive_keeps_first(tmp_path):
     assert create_exclusive(p, b"first")
     assert not create_exclusive(p, b"second")
     assert p.read_bytes() == b"first" and not list(tmp_path.glob(".*tmp*"))
+
+
+class BrokenExecutor:
+    """Every cell fails, as when the runner cannot start at all."""
+
+    name = "broken"
+
+    def __init__(self):
+        self.ran = []
+
+    def run(self, tasks):
+        from protofakes import fake_summary
+
+        for task in tasks:
+            self.ran.append(task.run_id)
+            s = dict(fake_summary(task), status="failed", val_bpb=None,
+                     error="Traceback (most recent call last):\nModuleNotFoundError: No module named 'x'")
+            yield CellResult(task, s, None)
+
+
+def test_a_stage_where_every_cell_fails_stops_the_run_with_the_cause(manifest, tmp_path, capsys):
+    out = tmp_path / "pkg"
+    broken = BrokenExecutor()
+    with pytest.raises(AuditError, match=r"every one of the 10 cells of stage smoke failed.*No module named 'x'"):
+        run(manifest, out, executor=broken, log=print)
+    assert len(broken.ran) == 10  # the first stage only: no gate decided on nothing
+    assert not (out / "analysis").exists() or not list((out / "analysis").glob("*_decision.json"))
+    assert len(all_rows(out)) == 10 and {r["status"] for r in all_rows(out)} == {"failed"}
+    assert "(ModuleNotFoundError: No module named 'x')" in capsys.readouterr().out

@@ -140,3 +140,14 @@ def test_settings_seq_len_fills_rows_without_one_and_unknown_settings_fail(tmp_p
     s = run_cell(matrix_row=TINY, seed=1, budget=Budget("steps", 1), out_dir=tmp_path / "c", run_id="c",
                  settings={"eval_token": 5})
     assert s["status"] == "failed" and "eval_token" in s["error"] and schema_errors(s, "run-summary") == []
+
+
+def test_a_source_checkout_in_the_working_directory_does_not_shadow_the_runner(tmp_path, monkeypatch):
+    # `python -m` would import ./auditkit first: a directory named auditkit without the
+    # runner (a checkout, or anything else) must not break the cell
+    (tmp_path / "auditkit").mkdir()
+    (tmp_path / "auditkit" / "__init__.py").write_text("raise ImportError('shadow package imported')\n")
+    monkeypatch.chdir(tmp_path)
+    s = run_cell(matrix_row=TINY, seed=5, budget=Budget("steps", 2), out_dir=tmp_path / "out",
+                 run_id="h-tiny-s5", timeout=300, settings=SETTINGS)
+    assert s["status"] == "ok", s.get("error")
