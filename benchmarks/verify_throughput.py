@@ -1,6 +1,6 @@
 """How fast is `auditkit verify` next to the tools a reviewer already has?
 
-    python benchmarks/verify_throughput.py               # ~2 GiB package, best of 3
+    python benchmarks/verify_throughput.py               # ~2 GiB package, medians of 3 rounds
     python benchmarks/verify_throughput.py --size-gib 0.25 --repeat 1   # quick look
 
 Builds a synthetic package (a study from `auditkit.synth`, many small JSON/CSV
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size-gib", type=float, default=2.0, help="payload size (default 2)")
     ap.add_argument("--small-files", type=int, default=2000)
     ap.add_argument("--large-files", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each tool; the best is kept")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds over every tool; medians are reported")
     ap.add_argument("--workdir", help="where to build (default: a temporary directory, removed at the end)")
     a = ap.parse_args(argv)
 
@@ -189,18 +190,17 @@ def main(argv=None) -> int:
         ]
         run(tools[0][1])  # warm the page cache
         load_before = os.getloadavg()[0]
-        results: dict[str, tuple[float, float, float, int]] = {}
+        samples: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name, _, _ in tools}
         for _ in range(a.repeat):  # rounds over every tool, so that a busy moment hits all of them alike
             for name, cmd, cwd in tools:
                 wall, cpu, rss, rc, out = run(cmd, cwd)
                 if rc != 0:
                     print(f"{name}: exit {rc}\n{out[-2000:]}")
-                old = results.get(name)
-                peak = max(rss, old[2]) if old else rss
-                if old is None or wall < old[0]:
-                    results[name] = (wall, cpu, peak, rc)
-                else:
-                    results[name] = (*old[:2], peak, old[3])
+                samples[name].append((wall, cpu, rss, rc))
+        # median wall and CPU time over the rounds; the highest peak RSS seen; the worst exit status
+        results = {name: (statistics.median(s[0] for s in runs), statistics.median(s[1] for s in runs),
+                          max(s[2] for s in runs), max(s[3] for s in runs))
+                   for name, runs in samples.items()}
         load_after = os.getloadavg()[0]
         base = results["hashlib loop (1 thread)"][0]
         print(f"\n{'tool':28} {'wall s':>8} {'GB/s':>7} {'x hashlib':>10} {'CPU s':>7} {'peak RSS MB':>12} {'exit':>5}")
