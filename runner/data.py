@@ -136,9 +136,15 @@ def load_corpus(spec: str = DEFAULT_DATA, train_bytes: int = 4_000_000, val_byte
     if kind == "text":
         data = b"".join(Path(p).read_bytes() for p in opts["paths"])
     else:
-        import pandas as pd
+        import pyarrow.parquet as pq
 
-        data = "\n".join(t for p in opts["paths"] for t in pd.read_parquet(p, columns=["text"])["text"]).encode()
+        texts = []
+        for p in opts["paths"]:
+            names = pq.read_schema(p).names
+            if "text" not in names:
+                raise ValueError(f"{p}: parquet file has no 'text' column (it has: {', '.join(names) or 'none'})")
+            texts += [t for t in pq.read_table(p, columns=["text"]).column("text").to_pylist() if t]
+        data = "\n".join(texts).encode()
     arr = np.frombuffer(data, dtype=np.uint8).copy()
     if len(arr) < 4096:
         raise ValueError(f"data {spec!r} holds only {len(arr)} bytes; need at least 4096")

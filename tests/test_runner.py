@@ -166,3 +166,24 @@ def test_seconds_budget_follows_the_wall_clock(tmp_path):
     assert s["status"] == "ok" and s["budget"] == {"kind": "seconds", "value": 1.5}
     assert 1.5 <= s["training_seconds"] < 2.5 and s["num_steps"] > 3
     assert s["total_seconds"] >= s["training_seconds"] and s["mfu_percent"] > 0
+
+
+def test_parquet_text_column_is_read_and_trains(tmp_path):
+    import pandas as pd
+
+    from auditkit.runner.data import load_corpus
+
+    docs = [f"document {i}: the quick brown fox jumps over the lazy dog. " * 8 for i in range(40)]
+    pq = tmp_path / "docs.parquet"
+    pd.DataFrame({"id": range(len(docs)), "text": docs}).to_parquet(pq)
+    corpus = load_corpus(f"parquet:{pq}")
+    joined = "\n".join(docs).encode()
+    assert bytes(corpus.train) + bytes(corpus.val) == joined
+    assert len(corpus.val) == len(joined) - int(len(joined) * 0.9) and corpus.floor_bpb is None
+    s = run_cell(matrix_row=TINY, seed=1, budget=Budget("steps", 2), out_dir=tmp_path / "o", run_id="pq",
+                 timeout=120, settings={"data": f"parquet:{pq}", "eval_tokens": 1024})
+    assert s["status"] == "ok" and s["data"] == f"parquet:{pq}", s.get("error")
+    missing = tmp_path / "nocol.parquet"
+    pd.DataFrame({"body": docs}).to_parquet(missing)
+    with pytest.raises(ValueError, match=r"nocol.parquet: parquet file has no .text. column \(it has: body\)"):
+        load_corpus(f"parquet:{missing}")
