@@ -51,14 +51,14 @@ class DaskExecutor:
         self.retries = retries
 
     @classmethod
-    def connect(cls, scheduler: str, manifest=None, **kwargs) -> "DaskExecutor":
+    def connect(cls, scheduler: str, manifest=None, timeout: str = "20s", **kwargs) -> "DaskExecutor":
         try:
             from distributed import Client
         except ImportError as exc:
             raise AuditError("the dask executor needs dask.distributed",
                              hint="pip install 'auditkit[dask]'") from exc
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise AuditError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
                              hint="start it with `dask scheduler` and check the address") from exc

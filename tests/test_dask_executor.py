@@ -34,7 +34,7 @@ def test_slot_follows_device():
 
 def test_unreachable_scheduler_is_a_clean_error():
     with pytest.raises(AuditError, match="cannot reach the Dask scheduler"):
-        DaskExecutor.connect("tcp://127.0.0.1:1")
+        DaskExecutor.connect("tcp://127.0.0.1:1", timeout="2s")
 
 
 def _cluster():
