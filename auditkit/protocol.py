@@ -174,6 +174,38 @@ def load_manifest(path: str | Path) -> Manifest:
             "matrix": f"matrices/{Path(doc['matrix']).name}", "hosts": doc["hosts"],
             "stages": doc["stages"], "gates": gates}
     proto = protocol_from_dict(pdoc, str(path))
+    _check_gate_inputs(proto, rules, str(path))
     return Manifest(path=path, protocol=proto, matrix_file=matrix_file, rules=rules,
                     host_profiles=dict(doc.get("host_profiles", {})), runner=dict(doc.get("runner", {})),
                     accounting=dict(doc.get("accounting", {})))
+
+
+def _check_gate_inputs(p: Protocol, rules: dict[str, dict], path: str) -> None:
+    """A gate's rules select rows the protocol actually produces.
+
+    A stage names its hosts and seeds, and so do the gate rules that read it
+    (SPEC sections 3 and 5); when they disagree the gate waits for rows that
+    never come, or silently reads fewer cells than planned.  Refuse it here,
+    before anything runs.
+    """
+    stages = {s.stage: s for s in p.stages}
+    for i, gate in enumerate(p.gates):
+        inputs = rules.get(gate.gate, {}).get("inputs")
+        if not isinstance(inputs, dict):
+            continue  # the rules schema reports it when the gate is frozen
+        key = f"gates[{i}].rules.inputs"
+        names = inputs.get("stages") or []
+        unknown = [n for n in names if n not in stages]
+        if unknown:
+            raise AuditError(f"{key}.stages names {unknown}, which the manifest's stages do not define",
+                             path=path, hint=f"stages defined: {list(stages)}")
+        for n in names:
+            missing = [h for h in inputs.get("hosts") or [] if h not in stages[n].hosts]
+            if missing:
+                raise AuditError(f"{key}.hosts names {missing}, but stage {n!r} runs only on {list(stages[n].hosts)}",
+                                 path=path, hint="make the gate's inputs.hosts and its stages' hosts agree")
+        seeds = {seed for n in names for seed in stages[n].seeds}
+        extra = [sd for sd in inputs.get("seeds") or [] if sd not in seeds]
+        if extra:
+            raise AuditError(f"{key}.seeds names {extra}, which none of its stages {names} runs",
+                             path=path, hint="make the gate's inputs.seeds and its stages' seeds agree")

@@ -197,3 +197,21 @@ def test_a_stage_where_every_cell_fails_stops_the_run_with_the_cause(manifest, t
     assert not (out / "analysis").exists() or not list((out / "analysis").glob("*_decision.json"))
     assert len(all_rows(out)) == 10 and {r["status"] for r in all_rows(out)} == {"failed"}
     assert "(ModuleNotFoundError: No module named 'x')" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ('inputs = {stages = ["final"], hosts = ["windows", "linux"]',
+     'inputs = {stages = ["final"], hosts = ["windows", "macos"]',
+     r"gates\[1\]\.rules\.inputs\.hosts names \['macos'\], but stage 'final' runs only on"),
+    ('seeds = [42, 43], candidates = "matrix"}', 'seeds = [42, 46], candidates = "matrix"}',
+     r"gates\[0\]\.rules\.inputs\.seeds names \[46\], which none of its stages \['screen'\] runs"),
+    ('inputs = {stages = ["screen"]', 'inputs = {stages = ["screens"]',
+     r"gates\[0\]\.rules\.inputs\.stages names \['screens'\]"),
+])
+def test_gate_inputs_must_match_the_stages(tmp_path, old, new, message):
+    assert old in TOML
+    (tmp_path / "fake_matrix.csv").write_text(MATRIX)
+    (tmp_path / "fake.toml").write_text(TOML.replace(old, new))
+    with pytest.raises(AuditError, match=message) as info:
+        load_manifest(tmp_path / "fake.toml")
+    assert info.value.path == str(tmp_path / "fake.toml")
