@@ -55,25 +55,25 @@ def run_id_for(host: str, stage: str, config_id: str, seed: int) -> str:
 
 # --- small atomic file helpers ------------------------------------------------
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and os.replace (never half-written)."""
+def _synced_temporary(path: Path, data: bytes) -> Path:
+    """`data` written and fsynced to a temporary file beside `path` (removed by the next run if left)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and os.replace (never half-written)."""
+    os.replace(_synced_temporary(path, data), path)
 
 
 def create_exclusive(path: Path, data: bytes) -> bool:
     """Create `path` with `data` only if it does not exist yet; True if this call created it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = _synced_temporary(path, data)
     try:
         os.link(tmp, path)
         return True
