@@ -101,7 +101,7 @@ class Report:
 
     def render_text(self) -> str:
         lines = [str(f) for f in self.sorted_findings()]
-        checked = ", ".join(f"{n} {what}" for what, n in self.checked.items())
+        checked = ", ".join(f"{n} {_singular(what) if n == 1 else what}" for what, n in self.checked.items())
         for key, value in self.info.items():
             lines.append(f"{key}: {value}")
         if self.ok:
@@ -114,3 +114,8 @@ class Report:
                 + f": {by_code}"
             )
         return "\n".join(lines)
+
+
+def _singular(noun: str) -> str:
+    """'1 gate', '1 run row' — the counted nouns are regular plurals."""
+    return noun[:-1] if noun.endswith("s") and not noun.endswith("ss") else noun
