@@ -220,14 +220,35 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
                 raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
 
     n_docs = sum(1 for rel, _, _ in items if wants_content(rel))
+    batches = _batches(items[:n_docs]) + _batches(items[n_docs:])
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for k, fs in enumerate(pool.map(one, items), 1):
-            if isinstance(fs, tuple):
-                out.problems.append(fs)
-            else:
-                out.files[fs.path] = fs
-            if k == n_docs and on_documents is not None:
-                on_documents(out)
+        k = 0
+        for results in pool.map(lambda batch: [one(item) for item in batch], batches):
+            for fs in results:
+                k += 1
+                if isinstance(fs, tuple):
+                    out.problems.append(fs)
+                else:
+                    out.files[fs.path] = fs
+                if k == n_docs and on_documents is not None:
+                    on_documents(out)
+    return out
+
+
+def _batches(items: list, max_files: int = 64, max_bytes: int = 4 * CHUNK) -> list[list]:
+    """Small files grouped so that one task reads many (a task costs more than reading a small file);
+    a large file is a task of its own.  Order is kept."""
+    out: list[list] = []
+    cur: list = []
+    size = 0
+    for item in items:
+        if cur and (len(cur) >= max_files or size + item[2] > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(item)
+        size += item[2]
+    if cur:
+        out.append(cur)
     return out
 
 

@@ -204,3 +204,12 @@ def test_documents_are_read_first_and_handed_over_once(pkg):
     scan = scan_package(pkg, jobs=1, on_documents=on_documents)
     docs = sorted(p for p in scan.files if p.endswith((".json", ".csv")))
     assert calls == [docs]  # every document, nothing else yet (one reader: strict order)
+
+
+def test_small_files_are_batched_in_order_and_large_ones_alone():
+    from auditkit.package import CHUNK, _batches
+    items = [(f"f{i}", f"/x/f{i}", 10) for i in range(130)] + [("big", "/x/big", 10 * CHUNK), ("s", "/x/s", 1)]
+    batches = _batches(items)
+    assert [it for b in batches for it in b] == items          # every file once, order kept
+    assert [len(b) for b in batches] == [64, 64, 2, 1, 1]
+    assert all(sum(it[2] for it in b) <= 4 * CHUNK or len(b) == 1 for b in batches)
