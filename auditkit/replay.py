@@ -135,6 +135,9 @@ def package_protocol(package_dir: str | Path) -> Protocol:
     if not pkg.is_dir():
         raise AuditError("package directory not found", path=str(pkg),
                          hint="give the package directory with --package PATH")
+    if not (pkg / "protocol.json").is_file():
+        raise AuditError("not a package directory (no protocol.json)", path=str(pkg),
+                         hint="give the directory that holds protocol.json with --package PATH")
     return load_protocol(pkg / "protocol.json")
 
 

@@ -218,6 +218,9 @@ def test_unknown_gate_names_the_gates(pkg):
 
 def test_missing_package_and_unreadable_protocol(tmp_path, pkg):
     assert run("replay-gate", "all", "--package", str(tmp_path / "nope")).exit_code == 2
+    (tmp_path / "empty").mkdir()
+    res = run("replay-gate", "all", "--package", str(tmp_path / "empty"))
+    assert res.exit_code == 2 and "not a package directory (no protocol.json)" in res.output
     (pkg / "protocol.json").write_text("{not json")
     res = run("replay-gate", "all", "--package", str(pkg), "--json")
     assert res.exit_code == 2 and json.loads(res.output)["exit_code"] == 2
