@@ -1,7 +1,7 @@
 """Training throughput of the bundled runner on this CPU, beside the CPU's measured fp32 matmul peak.
 
     python benchmarks/runner_throughput.py [--matrix manifests/micro_matrix.csv] \
-        [--configs bridge,greedy,d2_ar48] [--threads 1,2] [--steps 8] [--repeats 3]
+        [--configs bridge,greedy,d2_ar48] [--threads 1,2] [--steps 8] [--repeats 3] [--compile runner]
 
 For each thread count the fp32 peak is measured first (median FLOP/s of a large
 square torch.matmul), then each configuration trains `--steps` full optimizer
@@ -11,7 +11,10 @@ alternate within each round so both see the same machine load.  Achieved FLOP/s
 use the runner's own count (6 x matmul weights + attention scores per token), so
 MFU here is comparable with the `mfu_percent` a run reports (that one divides by
 the best of five 1024^2 matmuls timed at start-up, within a few % of this peak).  `runner` is the runner's default
-row (no matrix columns).
+row (no matrix columns).  Configurations named by `--compile` are measured a
+second time under torch.compile (the runner's `--compile`; compilation happens
+in the warm-up steps and is not timed): at these widths (64-96) the fused
+element-wise kernels matter as much as the matmuls.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def matmul_peak(n: int = 2048, reps: int = 5) -> float:
 class Trainer:
     """One configuration's model, optimizers and batch, stepped exactly as runner/train.py steps."""
 
-    def __init__(self, row: dict):
+    def __init__(self, row: dict, compile: bool = False):
         self.cfg = model_config_from_row(row)
         self.hp = hyperparameters(row)
         T, B = self.cfg["seq_len"], self.hp["device_batch_size"]
@@ -58,6 +61,7 @@ class Trainer:
         self.model = GPT(self.cfg)
         self.model.init_weights(torch.Generator().manual_seed(0))
         self.opts = build_optimizers(self.model, self.hp)
+        self.forward = torch.compile(self.model) if compile else self.model   # as runner/train.py --compile
         g = torch.Generator().manual_seed(1)
         self.x = torch.randint(0, 256, (B, T), generator=g)
         self.y = torch.randint(0, 256, (B, T), generator=g)
@@ -68,7 +72,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * mult
         for _ in range(self.accum):
-            loss = self.model(self.x, self.y)
+            loss = self.forward(self.x, self.y)
             (loss / self.accum).backward()
             loss.item()
         for opt in self.opts:
@@ -99,12 +103,18 @@ def main(argv=None) -> int:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", default="runner",
+                   help="configs also measured under torch.compile (needs a C++ compiler; ~30 s each to "
+                        "compile); '' for none")
     args = p.parse_args(argv)
     rows = load_rows(args.matrix, [c for c in args.configs.split(",") if c])
     table = []
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         trainers = {name: Trainer(row) for name, row in rows.items()}
+        for name in (c for c in args.compile.split(",") if c):
+            trainers[f"{name} (compiled)"] = Trainer(rows[name] if name in rows else load_rows(args.matrix, [name])[name],
+                                                     compile=True)
         for tr in trainers.values():
             tr.step(), tr.step()  # warm-up
         peaks, speeds = [], {name: [] for name in trainers}
