@@ -191,8 +191,11 @@ def counterfactual_cmd(manifest_path, as_json) -> None:
 @click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--timeout", type=float, help="Kill the run after this many seconds (default: 3x budget + 120).")
 @click.option("--data", help="Data spec: markov:seed=N (default), text:PATH, parquet:PATH.")
+@click.option("--eval-tokens", type=click.IntRange(1), help="Validation tokens scored (default 32768).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (its first steps are not timed).")
 @click.option("--host", default="local", show_default=True, help="Host label for the printed row.")
-def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout, data, host) -> None:
+def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout, data, eval_tokens, compile_,
+            host) -> None:
     """Train one cell with the bundled runner and print its run row."""
     from pathlib import Path
 
@@ -215,7 +218,8 @@ def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout,
             timeout = (b.value * 3 + 120) if b.kind == "seconds" else 1800
         summary = run_cell(matrix_row=row, seed=seed, budget=b, out_dir=Path(out), run_id=f"{host}-{config_id}-s{seed}",
                            device=device, threads=threads, timeout=timeout,
-                           settings={"data": data} if data else None)
+                           settings={k: v for k, v in (("data", data), ("eval_tokens", eval_tokens),
+                                                       ("compile", compile_)) if v})
     except AuditError as exc:
         fail(exc)
     ckpt = "checkpoint.safetensors" if summary.get("checkpoint") else ""

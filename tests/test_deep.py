@@ -95,3 +95,18 @@ def test_broken_checkpoints_are_findings_not_exceptions(two_runs):
         meta["model_config"] = json.dumps(dict(cfg, n_embd=cfg["n_embd"] * 2, n_head=cfg["n_head"] * 2))
 
     assert codes(reevaluate_checkpoint(_rewrite(data, change_meta=wider), row, "c")) == ["deep-rebuild-failed"]
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_and_its_checkpoint_re_evaluates(tmp_path):
+    """`compile = true` (torch.compile; needs a C++ compiler, ~30 s the first time): the
+    compilation steps are kept off the training clock, and val_bpb is scored by the eager
+    model, so --deep reproduces it exactly as for an eager run."""
+    s = run_cell(matrix_row=TINY, seed=3, budget=Budget("steps", 4), out_dir=tmp_path, run_id="linux-tiny-s3",
+                 timeout=600, settings=dict(SETTINGS, compile=True))
+    assert s["status"] == "ok", s.get("error")
+    assert s["num_steps"] == 4 and s["warmup_seconds"] > 0
+    row = summary_to_row(s, host="linux", stage="st", budget=Budget("steps", 4),
+                         checkpoint_relpath="checkpoints/linux-tiny-s3.safetensors",
+                         checkpoint_sha256=s["checkpoint_sha256"])
+    assert reevaluate_checkpoint((tmp_path / "checkpoint.safetensors").read_bytes(), row, row["checkpoint"]) == []

@@ -100,12 +100,14 @@ def invoke(*args):
 
 def test_run_cli_ok_prints_the_row(matrix, tmp_path):
     r = invoke("--matrix", matrix, "--config-id", "tiny", "--seed", 3, "--budget", "3steps",
-               "--out", tmp_path / "o", "--data", "markov:seed=0", "--threads", 1, "--timeout", 300)
+               "--out", tmp_path / "o", "--data", "markov:seed=0", "--threads", 1, "--timeout", 300,
+               "--eval-tokens", 1024)
     assert r.exit_code == 0, r.output
     for col in RUN_COLUMNS:
         assert col in r.output
     assert " ok" in r.output
-    assert json.loads((tmp_path / "o/summary.json").read_text())["seed"] == 3
+    summary = json.loads((tmp_path / "o/summary.json").read_text())
+    assert (summary["seed"], summary["eval_tokens"]) == (3, 1024)
 
 
 def test_run_cli_exit_1_when_the_run_did_not_end_ok(matrix, tmp_path):
