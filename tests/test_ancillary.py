@@ -97,3 +97,18 @@ def test_one_changed_byte_in_a_copy_fails(tmp_path):
     assert f"{f.relative_to(pkg).as_posix()}: file-changed" in r.output
     # the original is untouched
     assert invoke("verify", ANC).exit_code == 0
+
+
+def test_verify_replay_and_tables_never_import_torch():
+    """torch is the runner's extra: auditing a package must work where it is not installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom auditkit.cli import cli\n"
+            f"pkg = {str(ANC)!r}\n"
+            "for args in (['verify', pkg], ['replay-gate', 'all', '--package', pkg], ['tables', '--package', pkg, '--check']):\n"
+            "    r = CliRunner().invoke(cli, args)\n"
+            "    assert r.exit_code == 0, (args, r.output)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
