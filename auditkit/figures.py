@@ -100,6 +100,28 @@ def data_sha256(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+_MARKERS = "os^Dv<>pPX*h"
+
+
+def _candidates(fig: dict) -> list[str]:
+    d = fig["data"]
+    if fig["kind"] == "rank_across_gates":
+        return sorted(d["ranks"])
+    if fig["kind"] == "val_bpb_vs_budget":
+        return sorted(d["series"])
+    return sorted(p[0] for p in d.get("points", []))
+
+
+def _styles(candidates: list[str]) -> dict[str, dict]:
+    """A colour and a marker per candidate: twenty colours, and markers that change every twenty,
+    so no two candidates of a figure look alike (tab10 repeats after ten)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return {cid: {"color": cmap(i % 20), "marker": _MARKERS[(i // 20 + i) % len(_MARKERS)], "markersize": 5}
+            for i, cid in enumerate(candidates)}
+
+
 def render(fig: dict) -> bytes:
     """PNG bytes of one figure."""
     import matplotlib
@@ -110,37 +132,43 @@ def render(fig: dict) -> bytes:
     plt.rcParams["svg.hashsalt"] = "auditkit"
     f, ax = plt.subplots(figsize=SIZE, dpi=DPI)
     d = fig["data"]
+    styles = _styles(_candidates(fig))
     if fig["kind"] == "rank_across_gates":
         gates = d["gates"]
         for cid, by_gate in d["ranks"].items():
             xs = [i for i, g in enumerate(gates) if by_gate.get(g) is not None]
-            ax.plot(xs, [by_gate[gates[i]] for i in xs], marker="o", label=cid)
+            ax.plot(xs, [by_gate[gates[i]] for i in xs], label=cid, **styles[cid])
         ax.set_xticks(range(len(gates)), gates)
         ax.invert_yaxis()
         ax.set_ylabel("overall rank at gate (1 = best)")
         ax.set_title("Rank of each candidate across gates")
     elif fig["kind"] == "val_bpb_vs_budget":
+        budgets = sorted({p[2] for pts in d["series"].values() for p in pts})
+        kinds = sorted({p[1] for pts in d["series"].values() for p in pts})
         for cid, pts in d["series"].items():
-            ax.plot([p[2] for p in pts], [p[3] for p in pts], marker="o", label=cid)
+            ax.plot([p[2] for p in pts], [p[3] for p in pts], label=cid, **styles[cid])
         ax.set_xscale("log")
-        ax.set_xlabel("stage budget")
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets])   # the stages' budgets, not powers of ten
+        ax.minorticks_off()
+        ax.set_xlabel("stage budget (" + " / ".join(kinds) + ", log scale)")
         ax.set_ylabel("mean val_bpb (lower is better)")
         ax.set_title("val_bpb against budget")
     elif fig["kind"] == "host_scatter":
         xs = [p[1] for p in d["points"]]
         ys = [p[2] for p in d["points"]]
-        ax.scatter(xs, ys)
         for cid, x, y in d["points"]:
-            ax.annotate(cid, (x, y), fontsize=7)
+            st = styles[cid]
+            ax.scatter([x], [y], color=st["color"], marker=st["marker"], zorder=3, label=cid)
         lo, hi = min(xs + ys), max(xs + ys)
-        ax.plot([lo, hi], [lo, hi], linestyle="--", linewidth=0.8)
+        ax.plot([lo, hi], [lo, hi], linestyle="--", linewidth=0.8, color="0.5", label="equal on both hosts")
         ax.set_xlabel(f"{d['hosts'][0]} mean val_bpb")
         ax.set_ylabel(f"{d['hosts'][1]} mean val_bpb")
         ax.set_title(f"Host against host, {d['stage']}")
     else:
         raise AuditError(f"unknown figure kind {fig['kind']!r}")
-    if fig["kind"] != "host_scatter":
-        ax.legend(fontsize=6, ncol=2)
+    n = len(ax.get_legend_handles_labels()[1])
+    ax.legend(fontsize=7, ncol=1 if n <= 16 else 2, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(True, linewidth=0.3, alpha=0.5)
     f.tight_layout()
     buf = io.BytesIO()
     f.savefig(buf, format="png", metadata={"Software": None})
