@@ -403,6 +403,7 @@ def readme_text(study: StudyDir) -> str:
         "",
         f"Produced by `auditkit protocol run {study.manifest.path.name}` (auditkit's bundled runner,",
         "source/runner/), from real training runs; nothing in it was edited by hand.",
+        *_runs_line(study.out),
         "",
         f"Hosts: {', '.join(proto.hosts)}",
         "Stages:",
@@ -413,12 +414,31 @@ def readme_text(study: StudyDir) -> str:
               "Host profiles:"]
     for h in proto.hosts:
         lines.append(f"  {h}: {json.dumps(study.manifest.host_profiles.get(h, {}), sort_keys=True)}")
+    settings = study.manifest.runner.get("settings")
+    if settings:
+        lines.append(f"Runner settings: {json.dumps(settings, sort_keys=True)}")
     lines += ["", "Audit it:",
               "  auditkit verify .              # whole and unaltered (MANIFEST, schemas, checkpoints)",
               "  auditkit replay-gate all --package .   # every decision re-derived from the raw rows",
               "  auditkit tables --package . --check     # every table regenerated",
               "  auditkit figures --package . --check    # every figure regenerated", ""]
     return "\n".join(lines)
+
+
+def _runs_line(out: Path) -> list[str]:
+    """'auditkit X; N runs (status counts) from first start to last finish' — from the rows themselves."""
+    from collections import Counter
+
+    from auditkit import __version__
+
+    rows = []
+    for p in sorted((out / "remote-results").glob("*.csv")):
+        rows += read_csv_text(p.read_text("utf-8"), str(p))[1]
+    if not rows:
+        return [f"auditkit {__version__}; no runs yet."]
+    status = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.get("status", "?") for r in rows).items()))
+    return [f"auditkit {__version__}; {len(rows)} runs ({status}), "
+            f"from {min(r.get('started_at', '') for r in rows)} to {max(r.get('finished_at', '') for r in rows)}."]
 
 
 # --- merging host outputs -----------------------------------------------------

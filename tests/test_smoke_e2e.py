@@ -84,3 +84,12 @@ def test_sigkill_mid_cell_then_resume_gives_the_same_rows(tmp_path, smoke_local_
     assert not list(out.rglob(".*.tmp-*"))
     assert invoke("verify", out).exit_code == 0
     assert invoke("replay-gate", "all", "--package", out).exit_code == 0
+
+
+def test_readme_says_how_the_package_was_made(smoke_local_package):
+    text = (smoke_local_package / "README.txt").read_text()
+    n = len(row_keys(smoke_local_package))
+    assert "Produced by `auditkit protocol run smoke.toml`" in text
+    assert f"; {n} runs ({n} ok), from 20" in text
+    for stage in ("Stages:", "Gates:", "Host profiles:", "auditkit verify ."):
+        assert stage in text
