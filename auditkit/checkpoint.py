@@ -156,7 +156,7 @@ class CheckpointScanner:
                 break
 
     def _check_values(self, name: str, dtype: str, data) -> None:
-        size, view, mask = DTYPES[dtype]
+        size, _, mask = DTYPES[dtype]
         if mask is None:
             return
         if self._rem:                 # a value split across two chunks
@@ -167,15 +167,16 @@ class CheckpointScanner:
                 self._rem = head
                 return
             self._rem = b""
-            self._count(name, dtype, head, view, mask)
+            self._count(name, dtype, head)
         cut = len(data) - len(data) % size
         if cut:
-            self._count(name, dtype, data[:cut], view, mask)
+            self._count(name, dtype, data[:cut])
         self._rem = bytes(data[cut:])
 
-    def _count(self, name: str, dtype: str, data, view, mask) -> None:
+    def _count(self, name: str, dtype: str, data) -> None:
         import numpy as np
 
+        _, view, mask = DTYPES[dtype]
         native = _NATIVE_FLOAT.get(dtype)
         if native is not None and np.isfinite(np.frombuffer(data, dtype=native)).all():
             return                    # the common case, in one pass (a third of the masked count's time)

@@ -403,7 +403,7 @@ def readme_text(study: StudyDir) -> str:
         "",
         f"Produced by `auditkit protocol run {study.manifest.path.name}` (auditkit's bundled runner,",
         "source/runner/), from real training runs; nothing in it was edited by hand.",
-        *_runs_line(study.out),
+        *_runs_line(study),
         "",
         f"Hosts: {', '.join(proto.hosts)}",
         "Stages:",
@@ -425,15 +425,13 @@ def readme_text(study: StudyDir) -> str:
     return "\n".join(lines)
 
 
-def _runs_line(out: Path) -> list[str]:
+def _runs_line(study: StudyDir) -> list[str]:
     """'auditkit X; N runs (status counts) from first start to last finish' — from the rows themselves."""
     from collections import Counter
 
     from auditkit import __version__
 
-    rows = []
-    for p in sorted((out / "remote-results").glob("*.csv")):
-        rows += read_csv_text(p.read_text("utf-8"), str(p))[1]
+    rows = [r for s in study.protocol.stages for h in s.hosts for r in study.rows(h, s.stage)]
     if not rows:
         return [f"auditkit {__version__}; no runs yet."]
     status = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.get("status", "?") for r in rows).items()))

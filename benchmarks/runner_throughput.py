@@ -108,13 +108,12 @@ def main(argv=None) -> int:
                         "compile); '' for none")
     args = p.parse_args(argv)
     rows = load_rows(args.matrix, [c for c in args.configs.split(",") if c])
+    compiled = load_rows(args.matrix, [c for c in args.compile.split(",") if c])
     table = []
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         trainers = {name: Trainer(row) for name, row in rows.items()}
-        for name in (c for c in args.compile.split(",") if c):
-            trainers[f"{name} (compiled)"] = Trainer(rows[name] if name in rows else load_rows(args.matrix, [name])[name],
-                                                     compile=True)
+        trainers.update({f"{name} (compiled)": Trainer(row, compile=True) for name, row in compiled.items()})
         for tr in trainers.values():
             tr.step(), tr.step()  # warm-up
         peaks, speeds = [], {name: [] for name in trainers}
