@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -251,3 +252,137 @@ def signing_key(dir: Path, kind: str = "ed25519", name: str = "key") -> tuple[Pa
     pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
     return priv, pub
+
+
+# --- a small package with evidence, written the way the protocol runner writes one ---------------
+
+GATE = "g1"
+RULES = "preanalysis/g1.rules.json"
+DECISION = "analysis/g1_decision.json"
+STAGE = "s1"
+HOSTS = ("alpha", "beta")
+SEEDS = (1, 2)
+CONFIGS = ("bridge", "greedy")
+
+
+def csv_path(host: str) -> str:
+    return f"remote-results/{host}_{STAGE}_summary.csv"
+
+
+def write_rows(root: Path, rel: str, rows: list[dict]) -> None:
+    from auditkit.rows import write_csv_text
+
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(write_csv_text(list(rows[0]), rows), encoding="utf-8")
+
+
+def build_package(root: Path, *, tsa_urls=(), signers=(), anchored: bool = False):
+    """A one-gate package under `root` with an event log (and tokens, attestations, anchored seeds as asked).
+
+    Returns the gate's `level.GateRef`.
+    """
+    import json
+
+    from auditkit.evidence.canonical import sha256_hex, utc_now
+    from auditkit.evidence.level import GateRef
+    from auditkit.evidence.record import Recorder, seed_for
+    from auditkit.rows import RUN_COLUMNS
+
+    root.mkdir(parents=True, exist_ok=True)
+    rules = {"schema": "auditkit/rules/v1", "gate": GATE, "frozen_at": utc_now(),
+             "inputs": {"stages": [STAGE], "hosts": list(HOSTS), "seeds": list(SEEDS), "candidates": list(CONFIGS)},
+             "metric": {"column": "val_bpb", "better": "lower"}, "promote": {"top_k": 1, "always_keep": []},
+             "checks": []}
+    (root / RULES).parent.mkdir(parents=True, exist_ok=True)
+    (root / RULES).write_text(json.dumps(rules, indent=2, sort_keys=True) + "\n")
+    rec = Recorder(root, tsa_urls=tsa_urls, signers=signers)
+    rec.frozen(GATE, RULES)
+    anchor = rec.anchor_seeds(STAGE, RULES) if anchored else None
+    for host in HOSTS:
+        rows = []
+        for cid in CONFIGS:
+            for seed in SEEDS:
+                run_id = f"{host}-{STAGE}-{cid}-s{seed}"
+                rec.cell_started(run_id, host, STAGE, cid, seed)
+                row = {k: "" for k in RUN_COLUMNS}
+                row.update(run_id=run_id, host=host, stage=STAGE, seed=str(seed), config_id=cid, status="ok",
+                           val_bpb=f"{1.5 + 0.01 * seed + (0.02 if cid == 'greedy' else 0):.6f}",
+                           started_at=utc_now(), finished_at=utc_now())
+                row["rng_seed"] = str(seed_for(anchor, STAGE, seed)) if anchor else ""
+                rows.append(row)
+                write_rows(root, csv_path(host), rows)
+                rec.row_landed(run_id, csv_path(host), row)
+    inputs = [{"path": csv_path(h), "sha256": sha256_hex((root / csv_path(h)).read_bytes())} for h in HOSTS]
+    decision = {"schema": "auditkit/decision/v1", "gate": GATE,
+                "rules": {"path": RULES, "sha256": sha256_hex((root / RULES).read_bytes())},
+                "inputs": inputs, "promoted": ["bridge"], "decided_at": utc_now()}
+    (root / DECISION).parent.mkdir(parents=True, exist_ok=True)
+    (root / DECISION).write_text(json.dumps(decision, indent=2, sort_keys=True) + "\n")
+    rec.decided(GATE, DECISION)
+    rec.finalized()
+    return GateRef(GATE, RULES, DECISION, tuple(csv_path(h) for h in HOSTS), rules["frozen_at"])
+
+
+def rewrite_log(root: Path, edit) -> None:
+    """Forge the event log: `edit(list of event dicts)` changes it, then every seq and prev is recomputed."""
+    import json
+
+    from auditkit.evidence import EVENTS_PATH
+    from auditkit.evidence.canonical import sha256_hex
+    from auditkit.evidence.events import COMMON_FIELDS, GENESIS, event_line
+
+    path = root / EVENTS_PATH
+    docs = [json.loads(line) for line in path.read_bytes().splitlines()]
+    docs = edit(docs) or docs
+    prev, out = GENESIS, []
+    for seq, d in enumerate(docs):
+        line = event_line(seq, prev, d["time"], d["type"], {k: v for k, v in d.items() if k not in COMMON_FIELDS})
+        out.append(line)
+        prev = sha256_hex(line)
+    path.write_bytes(b"".join(x + b"\n" for x in out))
+
+
+# --- pytest fixtures (import them by name into a test module) ------------------------------------
+
+@pytest.fixture(scope="module")
+def good_pki(tmp_path_factory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("good-pki"), "Good")
+
+
+@pytest.fixture(scope="module")
+def rogue_pki(tmp_path_factory) -> Pki:
+    """A CA nobody trusts, valid since 2019: its TSA can claim any time since then."""
+    return make_pki(tmp_path_factory.mktemp("rogue-pki"), "Rogue", not_before=datetime(2019, 1, 1, tzinfo=timezone.utc))
+
+
+@pytest.fixture(scope="module")
+def tsa_server(good_pki):
+    with TsaServer(good_pki, "openssl") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    d = tmp_path_factory.mktemp("keys")
+    return {"trusted": signing_key(d, "ed25519", "trusted"), "trusted-ec": signing_key(d, "ecdsa", "trusted-ec"),
+            "other": signing_key(d, "ed25519", "other")}
+
+
+@pytest.fixture(scope="module")
+def evidence_package(tmp_path_factory, tsa_server, keys):
+    """(package dir, GateRef): timestamped, signed by keys['trusted'], seeds anchored. Copy before changing."""
+    from auditkit.evidence.attest import load_signer
+
+    root = tmp_path_factory.mktemp("evidence-pkg") / "pkg"
+    gate = build_package(root, tsa_urls=[tsa_server.url], signers=[load_signer(keys["trusted"][0])], anchored=True)
+    return root, gate
+
+
+@pytest.fixture
+def package_copy(evidence_package, tmp_path):
+    import shutil
+
+    root, gate = evidence_package
+    dest = tmp_path / "pkg"
+    shutil.copytree(root, dest)
+    return dest, gate

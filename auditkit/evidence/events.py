@@ -69,6 +69,7 @@ class Event:
     fields: dict = field(compare=False)
     line: int = 0
     line_sha256: str = ""
+    raw: bytes = field(default=b"", compare=False, repr=False)  # the line's bytes, without the newline
 
     def get(self, key: str, default=None):
         return self.fields.get(key, default)
@@ -114,7 +115,7 @@ def _parse_line(raw: bytes, line_no: int) -> tuple[Event | None, str | None]:
     if missing:
         return None, f"event {type_} lacks {', '.join(missing)}"
     fields = {k: v for k, v in doc.items() if k not in COMMON_FIELDS}
-    return Event(seq, prev, time, type_, fields, line_no, sha256_hex(raw)), None
+    return Event(seq, prev, time, type_, fields, line_no, sha256_hex(raw), raw), None
 
 
 def verify_chain(data: bytes, path: str = EVENTS_PATH) -> tuple[list[Event], list[Finding]]:

@@ -57,8 +57,14 @@ class TokenInfo:
 
     @property
     def latest_time(self) -> datetime:
-        """genTime plus the stated accuracy: the latest moment the token may have been made."""
-        return self.gen_time + timedelta(seconds=self.accuracy_seconds or 0.0)
+        """The latest moment the token may have been made: genTime + its resolution + the stated accuracy.
+
+        rfc3161-client reports genTime to the second (a fraction the TSA wrote
+        is dropped), so a genTime without a fraction is read as "some time in
+        that second".
+        """
+        resolution = 0.0 if self.gen_time.microsecond else 1.0
+        return self.gen_time + timedelta(seconds=resolution + (self.accuracy_seconds or 0.0))
 
 
 @dataclass(frozen=True)
