@@ -205,7 +205,8 @@ class TsaServer:
             serial = self._serial
         if self.mode == "rejection":
             from asn1crypto import tsp
-            return tsp.TimeStampResp({"status": {"status": "rejection", "status_string": ["bad request"]}}).dump()
+            status = tsp.PKIStatusInfo({"status": "rejection", "status_string": ["bad request"]}).dump()
+            return b"\x30" + bytes([len(status)]) + status  # TimeStampResp without a token (short form length)
         if self.mode == "garbage":
             return b"this is not DER"
         if self.backend == "openssl":
@@ -232,7 +233,8 @@ class TsaServer:
                 pass
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="test-tsa", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="test-tsa", daemon=True)
         self._thread.start()
         return self
 
