@@ -264,3 +264,46 @@ def test_removed_or_swapped_token_files(package_copy, trust):
     rep = check(root, gate, trust)
     assert {"tsa-token-missing", "tsa-token-changed"} <= codes(rep)
     assert rep.gates[gate.gate]["level"] == "chained"
+
+
+# --- the formats: JSON Schemas (schemas/) accept what the writer writes ----------------------------
+
+def _validator(name):
+    from pathlib import Path
+
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / f"{name}.schema.json").read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def test_evidence_files_match_their_schemas(evidence_package):
+    import base64
+
+    root, _ = evidence_package
+    events = _validator("event")
+    lines = (root / EVENTS_PATH).read_bytes().splitlines()
+    assert {json.loads(x)["type"] for x in lines} >= {"rules-frozen", "cell-started", "row-landed", "gate-decided",
+                                                      "package-finalized", "timestamped", "seeds-anchored"}
+    for line in lines:
+        assert list(events.iter_errors(json.loads(line))) == [], line
+    envelope, stmt = _validator("dsse-envelope"), _validator("statement")
+    envs = sorted((root / "evidence/attestations").glob("*.dsse.json"))
+    assert len(envs) == 2
+    for p in envs:
+        doc = json.loads(p.read_text())
+        assert list(envelope.iter_errors(doc)) == []
+        assert list(stmt.iter_errors(json.loads(base64.b64decode(doc["payload"])))) == []
+
+
+def test_schemas_refuse_what_the_format_forbids():
+    events = _validator("event")
+    ok = {"seq": 0, "prev": "0" * 64, "time": "2026-01-01T00:00:00.000000Z", "type": "rules-frozen",
+          "gate": "g", "path": RULES, "sha256": "a" * 64}
+    assert list(events.iter_errors(ok)) == []
+    for bad in ({**ok, "type": "made-up"}, {k: v for k, v in ok.items() if k != "sha256"},
+                {**ok, "time": "2026-01-01 00:00:00"}, {**ok, "prev": "xyz"}, {**ok, "seq": -1}):
+        assert list(events.iter_errors(bad)), bad
+    assert list(_validator("dsse-envelope").iter_errors({"payload": "", "payloadType": "text/plain",
+                                                         "signatures": []}))

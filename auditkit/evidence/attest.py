@@ -1,14 +1,14 @@
 """Signed attestations: DSSE envelopes carrying in-toto Statement v1, via securesystemslib.
 
-Two predicates, named under auditkit's own URN namespace (the project has no
-web domain of its own; a URN is a URI, as in-toto's TypeURI asks):
+Two predicates, named under auditkit's namespace (the one its JSON Schemas'
+`$id`s use):
 
-- `urn:auditkit:attestation:gate-decision:v1`, one per decision, in
+- `https://auditkit.dev/attestation/gate-decision/v1`, one per decision, in
   `evidence/attestations/<gate>.decision.dsse.json`. Subject: the decision file
   (its package path and sha256). Predicate: `gate`, `rules` {path, sha256},
   `inputs` [{path, sha256}] (as the decision records them), `decided_at`,
   `engine` {name, version}.
-- `urn:auditkit:attestation:package:v1`, one per finalized package, in
+- `https://auditkit.dev/attestation/package/v1`, one per finalized package, in
   `evidence/attestations/package.dsse.json`. Subjects: every file of the
   package except `MANIFEST.json`, `MANIFEST.csv` and `evidence/**`. Predicate:
   `root` (SPEC section 9's root over exactly those files), `events_head` (the
@@ -35,8 +35,8 @@ from auditkit.evidence.canonical import canonical_json
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-DECISION_PREDICATE = "urn:auditkit:attestation:gate-decision:v1"
-PACKAGE_PREDICATE = "urn:auditkit:attestation:package:v1"
+DECISION_PREDICATE = "https://auditkit.dev/attestation/gate-decision/v1"
+PACKAGE_PREDICATE = "https://auditkit.dev/attestation/package/v1"
 
 
 # --- keys -----------------------------------------------------------------------
