@@ -30,9 +30,8 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from auditkit.evidence import ATTESTATIONS_DIR, EVENTS_PATH, EVIDENCE_DIR, KEYS_DIR, TIMESTAMPS_DIR
 from auditkit.evidence import attest, seeds as seedmod, tsa
