@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from auditkit.errors import AuditError
 from auditkit.evidence import attest
 from auditkit.evidence.canonical import canonical_json
-from evidence_fixtures import keys  # noqa: F401 - fixture
+from fixtures.evidence import keys  # noqa: F401 - fixture
 
 STMT = attest.statement([("analysis/g_decision.json", "ab" * 32)], attest.DECISION_PREDICATE,
                         {"gate": "g", "rules": {"path": "preanalysis/g.rules.json", "sha256": "cd" * 32}})

@@ -11,7 +11,7 @@ import pytest
 from auditkit.evidence import EVENTS_PATH, attest, level, tsa
 from auditkit.evidence.canonical import row_hash, sha256_hex
 from auditkit.evidence.level import DirReader, Trust, package_evidence, require_findings
-from evidence_fixtures import (DECISION, RULES, TsaServer, build_package, csv_path, evidence_package,  # noqa: F401
+from fixtures.evidence import (DECISION, RULES, TsaServer, build_package, csv_path, evidence_package,  # noqa: F401
                                good_pki, keys, package_copy, rewrite_log, rogue_pki, tsa_server, write_rows)
 
 
@@ -29,7 +29,7 @@ def codes(rep) -> set[str]:
 
 
 def read_rows(root, rel):
-    from auditkit.rows import read_csv_text
+    from auditkit.package.rows import read_csv_text
 
     return read_csv_text((root / rel).read_text(), rel)[1]
 
@@ -53,7 +53,7 @@ def test_honest_package_is_timestamped_signed_seeds_bound(evidence_package, trus
 
 
 def test_package_root_is_the_manifest_root_of_its_files(evidence_package):
-    from auditkit.manifest import Entry, root_hash
+    from auditkit.package.manifest import Entry, root_hash
 
     root, _ = evidence_package
     env = json.loads((root / level.PACKAGE_ATTESTATION).read_text())

@@ -12,7 +12,7 @@ from auditkit.errors import AuditError
 from auditkit.evidence import tsa
 from auditkit.evidence.events import EventLog, verify_chain
 from auditkit.evidence.tsa import TokenStatus
-from evidence_fixtures import TsaServer, good_pki, rogue_pki, tsa_server  # noqa: F401 - fixtures
+from fixtures.evidence import TsaServer, good_pki, rogue_pki, tsa_server  # noqa: F401 - fixtures
 
 DATA = b'{"gate": "stage2", "frozen_at": "2026-04-28T09:00:00Z"}\n'
 SHA = hashlib.sha256(DATA).hexdigest()

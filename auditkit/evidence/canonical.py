@@ -58,8 +58,10 @@ def row_hash(row: dict) -> str:
 
 
 def utc_now() -> str:
-    """Current UTC time, microseconds, `Z` suffix (the event log's time format)."""
-    return format_utc(datetime.now(timezone.utc))
+    """Current UTC time, microseconds, `Z` suffix: the package's one clock (`package.store.utc_now`)."""
+    from auditkit.package.store import utc_now as now
+
+    return now()
 
 
 def format_utc(t: datetime) -> str:

@@ -309,7 +309,7 @@ def _read_envelope(data: bytes, rel: str, predicate_type: str, trust: Trust, car
 def _gate(reader, g: GateRef, events, chain_ok: bool, tokens: list[_Token], trust: Trust, carried,
           rep: EvidenceReport) -> dict:
     from auditkit.errors import AuditError
-    from auditkit.rows import read_csv_text
+    from auditkit.package.rows import read_csv_text
 
     ev = _asserted(g)
     rules = reader.read(g.rules)

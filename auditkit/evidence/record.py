@@ -103,8 +103,8 @@ class Recorder:
 
     def finalized(self) -> str:
         """Log the content root, timestamp that line, sign the package attestation; return the root."""
-        from auditkit.manifest import list_package_files
-        from auditkit.hashing import sha256_file
+        from auditkit.package.manifest import list_package_files
+        from auditkit.package.hashing import sha256_file
 
         files = [(p, sha256_file(self.package / p)) for p in content_files(list_package_files(self.package))]
         root = content_root(files)

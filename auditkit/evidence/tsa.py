@@ -302,7 +302,7 @@ def record_timestamps(package: str | Path, events, *, subject: str, data: bytes,
     """
     from auditkit.evidence import TIMESTAMPS_DIR
     from auditkit.evidence.canonical import format_utc, sha256_hex
-    from auditkit.protocol_run import create_exclusive
+    from auditkit.package.store import create_exclusive
 
     if not re.fullmatch(r"[A-Za-z0-9._-]+", label):
         raise ValueError(f"token label {label!r} must be a plain file name")
