@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
 from auditkit.cli.common import emit, fail, json_option
 from auditkit.errors import AuditError
 
@@ -27,7 +28,9 @@ def _progress_bar(total: int):
 @click.option("--deep", is_flag=True, help="Also re-evaluate every checkpoint's val_bpb (needs torch).")
 @click.option("--max-members", type=int, help="Refuse archives with more members than this.")
 @click.option("--max-bytes", type=int, help="Refuse archives whose members add up to more bytes than this.")
-def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes) -> None:
+@evidence_options
+def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes, trusted_tsa, trusted_keys, system_trust,
+               require) -> None:
     """Prove PACKAGE (a directory, .tar, .tar.gz or .tgz) is whole, unaltered and well formed."""
     from auditkit.verify import verify_package
 
@@ -35,6 +38,7 @@ def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes) -> None:
         report = verify_package(package, jobs=jobs, deep=deep,
                                 progress_factory=_progress_bar if sys.stderr.isatty() else None,
                                 max_members=max_members, max_bytes=max_bytes)
+        with_freeze_evidence(report, package, None, trusted_tsa, trusted_keys, system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)
     emit(report, as_json)

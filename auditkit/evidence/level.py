@@ -40,6 +40,7 @@ from auditkit.evidence.events import Event, decision_findings, order_findings, v
 from auditkit.findings import Finding
 
 EVENT_SUBJECT_PREFIX = f"{EVENTS_PATH}#"
+CONTENT_ROOT_SUBJECT = "content-root"  # a token over the ASCII hex content root (`auditkit timestamp`)
 MANIFEST_FILES = ("MANIFEST.json", "MANIFEST.csv")
 PACKAGE_ATTESTATION = f"{ATTESTATIONS_DIR}/package.dsse.json"
 
@@ -128,6 +129,17 @@ def content_root(files: Sequence[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
+def manifest_content_root(reader) -> str | None:
+    """The content root from MANIFEST.json's entries (verify checks those against the files), or None."""
+    data = reader.read("MANIFEST.json")
+    try:
+        files = json.loads(data.decode("utf-8"))["files"] if data is not None else None
+        pairs = [(f["path"], f["sha256"]) for f in files if not f["path"].startswith(EVIDENCE_DIR + "/")]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return content_root(pairs)
+
+
 def content_files(paths: Sequence[str]) -> list[str]:
     """The files a package attestation covers: all but the MANIFEST and evidence/."""
     return sorted(p for p in paths if p not in MANIFEST_FILES and not p.startswith(EVIDENCE_DIR + "/"))
@@ -157,6 +169,11 @@ def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = Non
     tokens = _check_tokens(reader, events, trust, rep)
     carried = attest.carried_keys({p: reader.read(p) or b"" for p in files if p.startswith(KEYS_DIR + "/")})
     rep.package = _package_attestation(reader, files, events, trust, carried, rep)
+    rep.package["anchored"] = [
+        {"time": format_utc(t.check.info.gen_time), "authority": t.check.info.tsa_name,
+         "status": t.check.status.value}
+        for t in tokens if t.event.get("subject") == CONTENT_ROOT_SUBJECT and t.check is not None
+        and t.check.info is not None and t.check.status in (tsa.TokenStatus.TRUSTED, tsa.TokenStatus.UNTRUSTED)]
     rep.package["chain"] = "absent" if log_bytes is None else ("broken" if chain_f else "intact")
     rep.package["events"] = len(events)
     for g in gates:
@@ -196,6 +213,9 @@ def _check_tokens(reader, events: Sequence[Event], trust: Trust, rep: EvidenceRe
             seq = subject[len(EVENT_SUBJECT_PREFIX):]
             target = by_seq.get(int(seq)) if seq.isdigit() else None
             digest = target.line_sha256 if target is not None else None
+        elif subject == CONTENT_ROOT_SUBJECT:
+            root = manifest_content_root(reader)
+            digest = sha256_hex(root.encode("ascii")) if root else None
         else:
             body = reader.read(subject)
             digest = sha256_hex(body) if body is not None else None
@@ -334,13 +354,16 @@ def _gate(reader, g: GateRef, events, chain_ok: bool, tokens: list[_Token], trus
     ev["first_input_started_at"] = format_utc(first_start) if first_start else None
 
     gate_f: list[Finding] = []
-    if events:
+    records_freezes = any(e.type == "rules-frozen" for e in events)
+    if not records_freezes and events:
+        rep.notes.append(f"gate {g.gate}: the event log records no freeze (it only anchors the package)")
+    if records_freezes:
         gate_f += order_findings(events, g.gate, rules_sha, hashes, g.rules)
         decision = reader.read(g.decision)
         if decision is not None:
             rep.findings.extend(decision_findings(events, g.gate, sha256_hex(decision), g.decision))
     rep.findings.extend(gate_f)
-    chained = chain_ok and bool(events) and not gate_f
+    chained = chain_ok and records_freezes and not gate_f
     input_hashes = {(p, h) for p, hs in hashes.items() for h in hs}
     landed_times = [parse_utc(e.time) for e in events
                     if e.type == "row-landed" and (e.get("path"), e.get("row_sha256")) in input_hashes]

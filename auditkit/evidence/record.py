@@ -150,3 +150,30 @@ class Recorder:
 def seed_for(anchor_sha256: str, stage: str, seed: int) -> int:
     """The run seed of a cell of an anchored stage (`seeds.anchored_seed`)."""
     return anchored_seed(anchor_sha256, stage, int(seed))
+
+
+def timestamp_package(package: str | Path, tsa_urls: Sequence[str], *, timeout: float = 30.0,
+                      log: Callable[[str], None] = lambda msg: None) -> tuple[str, list]:
+    """`auditkit timestamp`: anchor an existing package's content root at every TSA; rebuild its MANIFEST.
+
+    The token is over the ASCII hex content root (every file but the MANIFEST
+    and evidence/), so it shows the package's content existed by the token's
+    time — no more: not when its rules were frozen. Returns (root, events).
+    Raises AuditError when `package` is not a package directory or a TSA fails.
+    """
+    from auditkit.evidence.level import CONTENT_ROOT_SUBJECT
+    from auditkit.package.hashing import sha256_file
+    from auditkit.package.manifest import build_manifest, list_package_files
+
+    package = Path(package)
+    if not (package / "protocol.json").is_file():
+        raise AuditError("not a package directory (no protocol.json)", path=str(package))
+    if not tsa_urls:
+        raise AuditError("no TSA given", hint="give --tsa URL (repeatable)")
+    files = [(p, sha256_file(package / p)) for p in content_files(list_package_files(package))]
+    root = content_root(files)
+    events = tsa.record_timestamps(package, EventLog(package, log=log), subject=CONTENT_ROOT_SUBJECT,
+                                   data=root.encode("ascii"), urls=list(tsa_urls), label="package-root",
+                                   timeout=timeout)
+    build_manifest(package)
+    return root, events
