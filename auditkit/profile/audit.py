@@ -58,15 +58,18 @@ class ProfiledReport(Report):
         return d
 
     def render_text(self) -> str:
+        """Findings, then one line per kind of source (the JSON form has every fact in full),
+        what was not checked (grouped by why), and the verdict."""
         lines = []
-        by = {}
-        for f in self.facts:
-            by.setdefault(f.provenance, []).append(f)
         for prov in Provenance:
-            for f in by.get(prov, []):
-                lines.append(f"[{prov.value}] {f.name}: {f.detail}")
+            names = [f.name for f in self.facts if f.provenance is prov]
+            if names:
+                lines.append(f"from the {prov.value}: " + "; ".join(names))
+        why: dict[str, list[str]] = {}
         for n in self.not_checked:
-            lines.append(f"not checked: {n.what}: {n.why}")
+            why.setdefault(n.why, []).append(n.what)
+        for reason, whats in why.items():
+            lines.append(f"not checked ({reason}): " + "; ".join(whats))
         return "\n".join(lines + [super().render_text()])
 
 
@@ -246,25 +249,39 @@ def replay_profiled(package: str | Path, profile: str | Path | Profile, gate: st
     Raises AuditError when it cannot run (rules still TODO, unknown gate, no package)."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     prof.require_rules()
-    names = [g.gate for g in prof.gates] if gate == "all" else [prof.gate(gate).gate]
+    if gate != "all":
+        prof.gate(gate)
     view = read_package(package, prof)
+    return _replay_report(view, _replay_view(view, None if gate == "all" else gate), str(package))
+
+
+def _replay_view(view: PackageView, gate: str | None) -> list[GateResult]:
+    """Replay the gates in profile order (up to `gate`, whose parents it needs); the gates asked for."""
     results: dict[str, GateResult] = {}
-    for name in [g.gate for g in prof.gates]:
-        results[name] = _replay_gate(view, view.gates[name], results)
-        if name == names[-1] and gate != "all":
-            break
-    rep = ProfiledReport(command="replay-gate --profile", target=str(package), facts=list(view.facts))
-    rep.gates = [results[n] for n in names]
-    for r in rep.gates:
+    for g in view.profile.gates:
+        results[g.gate] = _replay_gate(view, view.gates[g.gate], results)
+        if g.gate == gate:
+            return [results[gate]]
+    return list(results.values())
+
+
+def _replay_report(view: PackageView, gates: list[GateResult], target: str) -> ProfiledReport:
+    rep = ProfiledReport(command="replay-gate --profile", target=target, facts=list(view.facts))
+    rep.gates = gates
+    for r in gates:
         rep.extend(r.findings)
-        rep.info[f"gate {r.gate}"] = "identical as far as recorded" if r.identical else f"{len(r.findings)} difference(s)"
+        if r.recorded is None:
+            verdict = "replayed; the authors recorded no decision the profile maps"
+        else:
+            verdict = "identical as far as recorded" if r.identical else f"{len(r.findings)} difference(s)"
+        rep.info[f"gate {r.gate}"] = verdict
         rep.info[f"gate {r.gate} freeze"] = r.freeze
         for n in r.not_compared:
             rep.not_checked.append(NotChecked(f"gate {r.gate}: {n.what}", n.why))
-        rep.facts.append(Fact(f"candidates of gate {r.gate}", Provenance.PACKAGE if "recorded" in r.candidates_from
-                              else Provenance.PROFILE if "profile" in r.candidates_from else Provenance.REPLAY,
-                              r.candidates_from))
-    rep.checked = {"gates": len(rep.gates)}
+        prov = (Provenance.PACKAGE if r.candidates_from.startswith("package")
+                else Provenance.PROFILE if r.candidates_from.startswith("profile") else Provenance.REPLAY)
+        rep.facts.append(Fact(f"candidates of gate {r.gate}", prov, r.candidates_from))
+    rep.checked = {"gates": len(gates)}
     return rep
 
 
@@ -422,9 +439,10 @@ def _compare(out: GateResult, rec: Recorded | None, view: PackageView) -> None:
                         differ(p, loc, f"{fld}-differs", want[fld], v)
                 elif _num_differs(v, want[fld], tol):
                     differ(p, loc, "value-differs", want[fld], v)
-    for fld in ("rank", "mean", "min", "max", "std", "wins", "eligible"):
-        (out.compared if fld in seen_fields else nc).append(
-            f"candidates' {fld}" if fld in seen_fields else NotChecked(f"candidates' {fld}", "not recorded"))
+    out.compared += [f"candidates' {fld}" for fld in sorted(seen_fields)]
+    unseen = [fld for fld in ("rank", "mean", "min", "max", "std", "wins", "eligible") if fld not in seen_fields]
+    if unseen:
+        nc.append(NotChecked("candidates' " + ", ".join(unseen), "not recorded where the profile points"))
     if rec.cells is not None:
         keys = {(c["config_id"], *k.split("/")): (c, k) for c in rep["candidates"] for k in c["cells"]}
         keys = {(a, h, int(s)): v for (a, h, s), v in keys.items()}
@@ -462,7 +480,7 @@ def _compare(out: GateResult, rec: Recorded | None, view: PackageView) -> None:
             if fld in got:
                 out.compared.append(f"{label} {fld}")
             else:
-                nc.append(NotChecked(f"{label} {fld}", "not recorded"))
+                nc.append(NotChecked(f"{label} {fld}", "not recorded where the profile points"))
     for i in sorted(set(rec.checks) - set(range(len(rep["checks"])))):
         differ(rec.sources[0], f"checks[{i}]", "checks-differ", f"{len(rep['checks'])} check(s)", f"a check {i}")
 
@@ -505,9 +523,9 @@ def check_tables_profiled(package: str | Path, profile: str | Path | Profile) ->
     recorded table value by value (numbers within the table's tolerance), on the key columns
     the profile names. Raises AuditError when it cannot run."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
-    replay = replay_profiled(package, prof)
+    prof.require_rules()
     view = read_package(package, prof)
-    decisions = {g.gate: g.replayed for g in replay.gates if g.replayed is not None}
+    decisions = {g.gate: g.replayed for g in _replay_view(view, None) if g.replayed is not None}
     ctx = _TableContext(view, decisions)
     rep = ProfiledReport(command="tables --check --profile", target=str(package), facts=list(view.facts))
     rep.facts.append(Fact("decisions the tables use", Provenance.REPLAY,

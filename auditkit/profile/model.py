@@ -280,10 +280,37 @@ def _sense(doc: dict, source: str) -> list[Finding]:
                     bad(loc + [part], "`at`: the JSON path of the records", "none", "add at = \"$.…\"")
             if r.get("cells") is not None and not {"host", "seed"} <= set(r["cells"]):
                 bad(loc + ["cells"], "host and seed fields", sorted(r["cells"]), "a cell is a (host, seed) pair")
+    out += _jsonpath_findings(doc, source)
     kinds = {k.value for k in TableKind}
     for i, t in enumerate(doc.get("tables", [])):
         if t["generator"] not in kinds:
             bad(["tables", i, "generator"], f"one of {sorted(kinds)}", t["generator"], "name an auditkit generator")
+    return out
+
+
+def _jsonpath_findings(doc: dict, source: str) -> list[Finding]:
+    """Every JSON path the profile gives must compile (RFC 9535, python-jsonpath)."""
+    import jsonpath
+
+    paths = [(["manifests", i, "entries"], m["entries"]) for i, m in enumerate(doc["manifests"]) if "entries" in m]
+    for name, g in doc["gates"].items():
+        recs = g.get("recorded", [])
+        for j, r in enumerate(recs if isinstance(recs, list) else [recs]):
+            base = ["gates", name, "recorded", j]
+            if "promoted" in r:
+                paths.append((base + ["promoted"], r["promoted"]))
+            for part in ("candidates", "cells"):
+                if "at" in r.get(part, {}):
+                    paths.append((base + [part, "at"], r[part]["at"]))
+            for k, c in enumerate(r.get("checks", [])):
+                paths += [(base + ["checks", k, f], c[f]) for f in ("passed", "value") if f in c]
+    out = []
+    for loc, p in paths:
+        try:
+            jsonpath.compile(p)
+        except jsonpath.JSONPathError as exc:
+            out.append(Finding(source, "profile-invalid", json_location(loc), "a JSONPath (RFC 9535)",
+                               str(exc).splitlines()[0], "fix the path"))
     return out
 
 
