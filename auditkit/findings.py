@@ -22,6 +22,7 @@ class Finding:
     expected: str = ""
     found: str = ""
     message: str = ""
+    hint: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

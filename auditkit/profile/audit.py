@@ -25,9 +25,9 @@ from auditkit.findings import Finding, Report, json_location
 from auditkit.profile import _store
 from auditkit.profile.model import Profile, Provenance, load_profile
 from auditkit.profile.view import Fact, GateView, PackageView, Recorded, _csv, read_package
-from auditkit.rules import DuplicateRowError, decide_columns, validate_rules
-from auditkit.tables import GENERATORS, TableKind
-from auditkit.manifest import MANIFEST_CSV, MANIFEST_JSON
+from auditkit.gates.engine import DuplicateRowError, decide_columns, validate_rules
+from auditkit.derived.tables import GENERATORS, TableKind
+from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON
 
 ASSERTED = "asserted"
 
@@ -118,7 +118,7 @@ def _manifests(view: PackageView, rep: ProfiledReport, jobs: int | None) -> None
     rels = sorted(view.files)
 
     def one(rel):
-        return rel, {a: _store.hash_file(view.files[rel], a) for a in algorithms}
+        return rel, {a: _store.hash_file(view.store, rel, a) for a in algorithms}
 
     with ThreadPoolExecutor(max_workers=jobs or 4) as pool:
         digests = dict(pool.map(one, rels))
@@ -162,14 +162,13 @@ def _manifest_entries(view: PackageView, m, findings) -> list | None:
     """(location, path, digest, size|None) of every entry; None when unreadable (a finding)."""
     rel = m.path
     try:
-        text = _store.read_text(view.files[rel], rel)
         if rel.endswith(".csv"):
-            header, rows, extra = _csv(text, rel)
+            header, rows, extra = _csv(view.store.read_text(rel), rel)
             records = [(f"row {i}", r) for i, r in enumerate(rows, 1)]
         else:
             import jsonpath
 
-            doc, extra = _store.strict_json(text, rel)
+            doc, extra = view.store.read_json(rel), []
             lst = jsonpath.findall(m.entries or "$.files", doc)
             lst = lst[0] if len(lst) == 1 else None
             if not isinstance(lst, list) or not all(isinstance(e, dict) for e in lst):
@@ -178,7 +177,7 @@ def _manifest_entries(view: PackageView, m, findings) -> list | None:
                 return None
             records = [(f"{m.entries or '$.files'}[{i}]", e) for i, e in enumerate(lst)]
     except AuditError as exc:
-        findings.append(Finding(rel, "manifest-unreadable", "", "a readable manifest", exc.message))
+        findings.append(_store.as_finding(exc, rel, "manifest-unreadable", "a readable manifest"))
         return None
     findings.extend(extra)
     out = []
@@ -190,9 +189,7 @@ def _manifest_entries(view: PackageView, m, findings) -> list | None:
                                     "the profile names fields this entry lacks"))
             continue
         path = str(r[m.path_column])
-        from auditkit.package import unsafe_reason
-
-        why = unsafe_reason(path)
+        why = _store.unsafe_reason(path)
         if why:
             findings.append(Finding(rel, "manifest-unsafe-path", loc, "a relative path inside the package", path,
                                     f"{why}: the entry is refused and never opened"))
@@ -556,9 +553,9 @@ def _compare_table(view: PackageView, t, table, rep: ProfiledReport) -> None:
         rep.not_checked.append(NotChecked(rel, "only CSV tables are compared through a profile"))
         return
     try:
-        header, rows, extra = _csv(_store.read_text(view.files[rel], rel), rel)
+        header, rows, extra = _csv(view.store.read_text(rel), rel)
     except AuditError as exc:
-        rep.add(Finding(rel, "table-unreadable", "", "a CSV table", exc.message))
+        rep.add(_store.as_finding(exc, rel, "table-unreadable", "a UTF-8 CSV table"))
         return
     rep.extend(extra)
     gen = list(csv.DictReader(io.StringIO(table.csv_text(), newline="")))

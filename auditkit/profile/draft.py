@@ -25,8 +25,8 @@ import tomlkit
 from auditkit.profile import _store
 from auditkit.profile.model import PROFILE_SCHEMA, TODO
 from auditkit.profile.view import DATE_RE
-from auditkit.rows import STATUSES
-from auditkit.tables import TableKind
+from auditkit.package.rows import STATUSES
+from auditkit.derived.tables import TableKind
 
 SYNONYMS = {
     "run_id": ("run_id", "run_name", "run", "name", "id"),
@@ -58,9 +58,9 @@ SIZE_COLS = ("bytes", "size", "size_bytes", "length")
 PREREG_RE = re.compile(r"pre-?regist|preanalysis|frozen rule", re.I)
 
 
-def _read_csv(files, rel) -> tuple[list[str], list[dict]]:
+def _read_csv(store, rel) -> tuple[list[str], list[dict]]:
     try:
-        text = _store.read_text(files[rel], rel)
+        text = store.read_text(rel)
         reader = csv.DictReader(io.StringIO(text, newline=""))
         return list(reader.fieldnames or []), [dict(r) for r in reader]
     except Exception:  # noqa: BLE001 - a draft skips what it cannot read, and says so
@@ -75,9 +75,9 @@ def _pick(header, names) -> str | None:
     return None
 
 
-def _manifest(files, rel) -> tuple[dict | None, str]:
+def _manifest(store, rel) -> tuple[dict | None, str]:
     if rel.endswith(".csv"):
-        header, rows = _read_csv(files, rel)
+        header, rows = _read_csv(store, rel)
         p, h = _pick(header, PATH_COLS), _pick(header, HASH_COLS)
         if p and h and rows:
             cols = {"path": p, "sha256": h}
@@ -86,7 +86,7 @@ def _manifest(files, rel) -> tuple[dict | None, str]:
             return {"path": rel, "columns": cols, **_algorithm(h, rows[0].get(h, ""))}, ""
         return None, "no path and hash columns"
     try:
-        doc, _ = _store.strict_json(_store.read_text(files[rel], rel), rel)
+        doc = store.read_json(rel)
     except Exception:  # noqa: BLE001
         return None, "not readable JSON"
     for key, val in (doc.items() if isinstance(doc, dict) else []):
@@ -132,7 +132,7 @@ def draft_profile(package: str | Path) -> str:
     """TOML text of a first profile for `package`; rules are TODO. Raises AuditError when the
     package cannot be listed."""
     root = Path(package)
-    files, problems = _store.list_files(root)
+    store, files, problems = _store.open_package(root)
     doc = tomlkit.document()
     doc.add(tomlkit.comment(f"Draft profile for {root.name}, written by `auditkit profile draft`."))
     doc.add(tomlkit.comment("Every value below is a guess from the package's own files: check each one."))
@@ -147,7 +147,7 @@ def draft_profile(package: str | Path) -> str:
     notes = []
     for rel in sorted(files):
         if "/" not in rel and "manifest" in rel.lower() and rel.endswith((".csv", ".json")):
-            m, why = _manifest(files, rel)
+            m, why = _manifest(store, rel)
             if m is None:
                 notes.append(f"{rel} is not a manifest ({why})")
                 continue
@@ -172,7 +172,7 @@ def draft_profile(package: str | Path) -> str:
     matrix = tomlkit.table()
     matrix_ids: set[str] = set()
     if mats:
-        header, rows = _read_csv(files, mats[0])
+        header, rows = _read_csv(store, mats[0])
         cid = _pick(header, SYNONYMS["config_id"]) or (header[0] if header else "config_id")
         role = _pick(header, ("role", "kind", "type"))
         matrix.add("path", mats[0])
@@ -189,21 +189,21 @@ def draft_profile(package: str | Path) -> str:
     doc.add("matrix", matrix)
 
     # run rows
-    doc.add("rows", _rows(files))
+    doc.add("rows", _rows(store, files))
 
     # gates
     gates = tomlkit.table(is_super_table=True)
-    for rel, day in _preregistrations(files):
+    for rel, day in _preregistrations(store, files):
         g = tomlkit.table()
         g.add(tomlkit.comment(f"asserted {day or 'undated'}; TODO: transcribe the rules of this prose file "
                               "(inputs, metric, promote, checks; docs/PROFILES.md)"))
-        g.add("prose", _inline({"path": rel, "sha256": _store.hash_file(files[rel])[0]}))
+        g.add("prose", _inline({"path": rel, "sha256": _store.hash_file(store, rel)[0]}))
         g.add("rules", TODO)
         gates.add(_slug(rel), g)
     if not gates:
         gates.add(tomlkit.comment("TODO: no prose pre-registration found; add [gates.NAME] tables by hand"))
     doc.add("gates", gates)
-    for line in _suggestions(files, matrix_ids):
+    for line in _suggestions(store, files, matrix_ids):
         doc.add(tomlkit.comment(line))
     return tomlkit.dumps(doc)
 
@@ -221,7 +221,7 @@ def _slug(rel: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "_", stem.lower()).strip("_-.") or "gate"
 
 
-def _preregistrations(files) -> list[tuple[str, str | None]]:
+def _preregistrations(store, files) -> list[tuple[str, str | None]]:
     out = []
     for rel in sorted(files):
         if not rel.lower().endswith((".txt", ".md")):
@@ -230,7 +230,7 @@ def _preregistrations(files) -> list[tuple[str, str | None]]:
         if "decision" in name.lower():
             continue
         try:
-            text = _store.read_text(files[rel], rel)
+            text = store.read_text(rel)
         except Exception:  # noqa: BLE001
             continue
         if PREREG_RE.search(name) or (rel.startswith("preanalysis/") and PREREG_RE.search(text)):
@@ -239,7 +239,7 @@ def _preregistrations(files) -> list[tuple[str, str | None]]:
     return sorted(out, key=lambda x: (x[1] or "9999", x[0]))
 
 
-def _rows(files):
+def _rows(store, files):
     t = tomlkit.table()
     cands = sorted(r for r in files if r.startswith("remote-results/") and r.endswith(".csv"))
     pattern = _pattern(cands)
@@ -256,7 +256,7 @@ def _rows(files):
     headers, samples, host_pairs = {}, defaultdict(set), defaultdict(set)
     for rel in cands:
         caps = parser.parse(rel)
-        header, rows = _read_csv(files, rel)
+        header, rows = _read_csv(store, rel)
         headers[rel] = header
         for r in rows:
             for k, v in r.items():
@@ -308,7 +308,7 @@ def _rows(files):
     return t
 
 
-def _suggestions(files, matrix_ids: set[str]) -> list[str]:
+def _suggestions(store, files, matrix_ids: set[str]) -> list[str]:
     """Comments: where decisions look recorded, which tables look like a generator's."""
     out = []
     for rel in sorted(files):
@@ -317,14 +317,14 @@ def _suggestions(files, matrix_ids: set[str]) -> list[str]:
         name = rel.rsplit("/", 1)[-1].lower()
         if "decision" in name and rel.endswith(".json"):
             try:
-                doc, _ = _store.strict_json(_store.read_text(files[rel], rel), rel)
+                doc = store.read_json(rel)
             except Exception:  # noqa: BLE001
                 continue
             for path in _id_lists(doc, matrix_ids, "$"):
                 out.append(f"recorded promoted list? recorded = {{ path = {json.dumps(rel)}, promoted = {json.dumps(path)} }}")
         for kind in TableKind:
             if kind.value in name and rel.endswith(".csv"):
-                header, _ = _read_csv(files, rel)
+                header, _ = _read_csv(store, rel)
                 out.append(f"table? [[tables]] path = {json.dumps(rel)}, generator = {json.dumps(kind.value)} "
                            f"(its columns: {', '.join(header)}; give key and columns)")
     if out:

@@ -24,8 +24,8 @@ from jsonschema import Draft202012Validator
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, json_location
-from auditkit.rows import RUN_COLUMNS
-from auditkit.tables import TableKind
+from auditkit.package.rows import RUN_COLUMNS
+from auditkit.derived.tables import TableKind
 
 PROFILE_SCHEMA = "auditkit/profile/v1"
 TODO = "TODO"

@@ -31,8 +31,8 @@ from auditkit.findings import Finding, row_location
 from auditkit.profile import _store
 from auditkit.profile.model import (ENGINE_COLUMNS, ColumnRule, Convert, FieldMap, GateSpec, Profile, Provenance,
                                     RecordedSpec, Source)
-from auditkit.protocol import Budget, Gate, Protocol, Stage
-from auditkit.rows import RUN_COLUMNS, STATUSES
+from auditkit.study.spec import Budget, Gate, Protocol, Stage
+from auditkit.package.rows import RUN_COLUMNS, STATUSES
 
 DATE_RE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
 SLUG_RE = re.compile(r"^[a-z0-9-]+$")
@@ -96,7 +96,8 @@ class GateView:
 class PackageView:
     root: Path
     profile: Profile
-    files: dict[str, Path]
+    store: _store.PackageStore
+    files: list[str]
     findings: dict[str, list[Finding]]      # by area: "files", "matrix", "rows", "recorded", "profile"
     matrix_ids: list[str]
     matrix_rows: list[dict]
@@ -113,7 +114,7 @@ class PackageView:
         if rel not in self.files:
             return None
         if rel not in self._sha:
-            self._sha[rel] = _store.hash_file(self.files[rel])[0]
+            self._sha[rel] = _store.hash_file(self.store, rel)[0]
         return self._sha[rel]
 
     def all_findings(self, *areas: str) -> list[Finding]:
@@ -226,7 +227,7 @@ def read_package(root: str | Path, profile: Profile) -> PackageView:
     """Read the package at `root` through `profile`. Raises AuditError only when the package
     cannot be listed at all; everything else is a finding in `view.findings`."""
     root = Path(root)
-    files, problems = _store.list_files(root)
+    store, files, problems = _store.open_package(root)
     findings: dict[str, list[Finding]] = defaultdict(list)
     findings["files"] += problems
     facts: list[Fact] = [Fact("profile", Provenance.PROFILE, f"{profile.source} (sha256 {profile.sha256 or 'n/a'})")]
@@ -242,16 +243,16 @@ def read_package(root: str | Path, profile: Profile) -> PackageView:
             findings["profile"].append(Finding(rel, "profile-file-missing", "", f"the {what} the profile names",
                                                "no such regular file", "the profile does not fit this package"))
 
-    matrix_ids, matrix_rows = _read_matrix(root, profile, files, findings, facts)
-    df, row_files, columns = _read_rows(profile, files, set(matrix_ids), findings, facts)
+    matrix_ids, matrix_rows = _read_matrix(store, profile, files, findings, facts)
+    df, row_files, columns = _read_rows(store, profile, files, set(matrix_ids), findings, facts)
     absent = [c for c in RUN_COLUMNS if c not in columns]
     gates = {}
     for g in profile.gates:
-        freeze = _freeze(g, files, findings)
+        freeze = _freeze(g, store, files, findings)
         rules = None
         if g.rules is not None:
             rules = dict(g.rules, frozen_at=_frozen_at(freeze))
-        rec = _read_recorded(g, files, profile, columns, findings) if g.recorded else None
+        rec = _read_recorded(g, store, files, profile, columns, findings) if g.recorded else None
         gates[g.gate] = GateView(g, rules, freeze, rec)
         facts.append(Fact(f"rules of gate {g.gate}", Provenance.PROFILE,
                           "transcribed by the reviewer from " + ", ".join(
@@ -264,18 +265,18 @@ def read_package(root: str | Path, profile: Profile) -> PackageView:
     protocol = _protocol(profile, df, gates, matrix_ids, findings)
     facts.append(Fact("stages", Provenance.PACKAGE,
                       "derived from the run rows: order by first started_at, seeds, hosts and budget as recorded"))
-    return PackageView(root, profile, files, dict(findings), matrix_ids, matrix_rows, df, row_files, columns, absent,
+    return PackageView(root, profile, store, files, dict(findings), matrix_ids, matrix_rows, df, row_files, columns, absent,
                        gates, protocol, facts)
 
 
-def _read_matrix(root, profile, files, findings, facts):
+def _read_matrix(store, profile, files, findings, facts):
     spec = profile.matrix
     if spec.path not in files:
         return [], []
     try:
-        header, rows, bad = _csv(_store.read_text(files[spec.path], spec.path), spec.path)
+        header, rows, bad = _csv(store.read_text(spec.path), spec.path)
     except AuditError as exc:
-        findings["matrix"].append(Finding(spec.path, "matrix-unreadable", "", "a CSV", exc.message))
+        findings["matrix"].append(_store.as_finding(exc, spec.path, "matrix-unreadable", "a UTF-8 CSV"))
         return [], []
     findings["matrix"] += bad
     for col in (spec.config_id, spec.role):
@@ -304,7 +305,7 @@ def _read_matrix(root, profile, files, findings, facts):
     return list(dict.fromkeys(ids)), out
 
 
-def _read_rows(profile, files, matrix_ids, findings, facts):
+def _read_rows(store, profile, files, matrix_ids, findings, facts):
     matched = match_rows(profile, files)
     out_rows: list[dict] = []
     first_rules: dict[str, ColumnRule] = {}
@@ -315,9 +316,9 @@ def _read_rows(profile, files, matrix_ids, findings, facts):
     seen_ids: dict[str, tuple[str, int]] = {}
     for rel, caps in matched.items():
         try:
-            header, rows, bad = _csv(_store.read_text(files[rel], rel), rel)
+            header, rows, bad = _csv(store.read_text(rel), rel)
         except AuditError as exc:
-            f.append(Finding(rel, "csv-invalid", "", "a UTF-8 CSV", exc.message))
+            f.append(_store.as_finding(exc, rel, "csv-invalid", "a UTF-8 CSV"))
             continue
         f.extend(bad)
         rules = effective_rules(profile, header, caps)
@@ -421,7 +422,7 @@ def _check_row(rel, i, row, rules, caps, matrix_ids, seen_ids, f) -> bool:
     return usable
 
 
-def _freeze(g: GateSpec, files, findings) -> Freeze:
+def _freeze(g: GateSpec, store, files, findings) -> Freeze:
     """The latest date the gate's prose asserts (file name first, else the text): the transcribed
     rules exist as a whole only once every prose file does."""
     best: tuple[date, str] | None = None
@@ -432,7 +433,7 @@ def _freeze(g: GateSpec, files, findings) -> Freeze:
             found = (m, f"date in the file name {p.path}")
         elif p.path in files:
             try:
-                m = DATE_RE.search(_store.read_text(files[p.path], p.path))
+                m = DATE_RE.search(store.read_text(p.path))
             except AuditError:
                 m = None
             if m:
@@ -514,7 +515,7 @@ def _loc(prefix: str, fld: str) -> str:
     return f"{prefix}, column {fld}" if prefix.startswith("row ") else f"{prefix}.{fld}"
 
 
-def _read_recorded(g: GateSpec, files, profile: Profile, columns, findings) -> Recorded:
+def _read_recorded(g: GateSpec, store, files, profile: Profile, columns, findings) -> Recorded:
     out = Recorded(g.gate)
     f = findings["recorded"]
 
@@ -530,13 +531,12 @@ def _read_recorded(g: GateSpec, files, profile: Profile, columns, findings) -> R
         if rel not in files:
             continue
         try:
-            text = _store.read_text(files[rel], rel)
             if rel.endswith(".csv"):
-                _, doc, extra = _csv(text, rel)
+                _, doc, extra = _csv(store.read_text(rel), rel)
             else:
-                doc, extra = _store.strict_json(text, rel)
+                doc, extra = store.read_json(rel), []
         except AuditError as exc:
-            bad(rel, "recorded-unreadable", "", "a readable JSON or CSV file", exc.message)
+            f.append(_store.as_finding(exc, rel, "recorded-unreadable", "a readable JSON or CSV file"))
             continue
         f.extend(extra)
         if spec.promoted is not None:
