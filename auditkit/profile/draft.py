@@ -23,7 +23,7 @@ from pathlib import Path
 import tomlkit
 
 from auditkit.profile import _store
-from auditkit.profile.model import PROFILE_SCHEMA, TODO
+from auditkit.profile.model import ENGINE_COLUMNS, PROFILE_SCHEMA, TODO
 from auditkit.profile.view import DATE_RE
 from auditkit.package.rows import STATUSES
 from auditkit.derived.tables import TableKind
@@ -112,7 +112,7 @@ def _algorithm(col: str, sample: str) -> dict:
 
 def _pattern(rels: list[str]) -> str | None:
     """`dir/{host}_{stage}<suffix>` when the file names share a directory and a suffix and their
-    first `_`-token takes few values."""
+    first `_`-token (the host) takes few values."""
     dirs = {r.rsplit("/", 1)[0] if "/" in r else "" for r in rels}
     if len(dirs) != 1 or len(rels) < 2:
         return None
@@ -120,9 +120,9 @@ def _pattern(rels: list[str]) -> str | None:
     if not all("_" in n for n in names):
         return None
     suffix = os.path.commonprefix([n[::-1] for n in names])[::-1]
-    suffix = suffix[suffix.find("_"):] if "_" in suffix else suffix
+    suffix = suffix[suffix.rfind("_"):] if "_" in suffix else suffix
     firsts = {n.split("_", 1)[0] for n in names}
-    if len(firsts) >= len(names) or not suffix:
+    if len(firsts) > 16 or not suffix:
         return None
     d = dirs.pop()
     return (f"{d}/" if d else "") + "{host}_{stage}" + suffix
@@ -273,7 +273,7 @@ def _rows(store, files):
     for spec, names in SYNONYMS.items():
         col = _pick(header, names)
         if col is None:
-            if spec not in ("host",):
+            if spec in ENGINE_COLUMNS and spec not in ("host", "stage"):
                 cols.add(tomlkit.comment(f"TODO: no column found for {spec}"))
             continue
         rule: dict | str = col
