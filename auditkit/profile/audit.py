@@ -272,7 +272,6 @@ def _replay_report(view: PackageView, gates: list[GateResult], target: str) -> P
         else:
             verdict = "identical as far as recorded" if r.identical else f"{len(r.findings)} difference(s)"
         rep.info[f"gate {r.gate}"] = verdict
-        rep.info[f"gate {r.gate} freeze"] = r.freeze
         for n in r.not_compared:
             rep.not_checked.append(NotChecked(f"gate {r.gate}: {n.what}", n.why))
         prov = (Provenance.PACKAGE if r.candidates_from.startswith("package")
