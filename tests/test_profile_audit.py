@@ -222,3 +222,28 @@ def test_a_profile_that_does_not_fit_the_package_is_a_finding_or_refused(pkg):
         replay_profiled(pkg, EXAMPLE, "stage9")
     with pytest.raises(AuditError, match="package directory not found"):
         verify_profiled(pkg / "absent", EXAMPLE)
+
+
+def test_a_transcription_that_is_not_valid_rules_is_a_finding_not_a_crash(legacy_pkg):
+    doc = tomllib.loads(EXAMPLE.read_text())
+    doc["gates"]["stage1"]["rules"]["promote"] = {"top_k": 2, "always_keep": ["bridge", "greedy", "nobody"]}
+    prof = parse_profile(doc, "p.toml")
+    v = verify_profiled(legacy_pkg, prof)
+    assert [(f.path, f.code, f.location) for f in v.findings] == \
+        [("p.toml [gates.stage1.rules]", "rules-always-keep-too-long", "$.promote.always_keep")]
+    r = replay_profiled(legacy_pkg, prof)
+    assert [f.code for f in r.findings] == ["rules-always-keep-too-long"]
+    g = {x.gate: x for x in r.gates}
+    assert g["stage1"].replayed is None
+    assert g["stage2"].replayed is not None    # its candidates are stage1's *recorded* list
+
+
+def test_a_recorded_decision_that_is_gone_or_unreadable_is_a_replay_finding(pkg):
+    (pkg / STAGE1_DECISION).unlink()
+    rel = "analysis/stage3_12h_seed46_seed47_combined_decision.json"
+    (pkg / rel).write_text('{"winner": NaN}\n')
+    rep = replay_profiled(pkg, EXAMPLE)
+    got = {(f.path, f.code) for f in rep.findings}
+    assert (STAGE1_DECISION, "profile-file-missing") in got and (rel, "json-non-finite") in got
+    g = {x.gate: x for x in rep.gates}
+    assert g["stage2"].candidates_from.startswith("replay: gate stage1's replayed promoted list")

@@ -25,7 +25,7 @@ from auditkit.findings import Finding, Report, json_location
 from auditkit.profile import _store
 from auditkit.profile.model import Profile, Provenance, load_profile
 from auditkit.profile.view import Fact, GateView, PackageView, Recorded, _csv, read_package
-from auditkit.gates.engine import DuplicateRowError, decide_columns, validate_rules
+from auditkit.gates.engine import DuplicateRowError, decide_columns
 from auditkit.derived.tables import GENERATORS, TableKind
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON
 
@@ -91,12 +91,8 @@ def verify_profiled(package: str | Path, profile: str | Path | Profile, *, jobs:
     _manifests(view, rep, jobs)
     _prose(view, rep.findings)
     for g in prof.gates:
-        gv = view.gates[g.gate]
-        if gv.rules is None:
+        if g.rules is None:   # invalid transcriptions are findings of the view already
             rep.not_checked.append(NotChecked(f"rules of gate {g.gate}", "TODO in the profile"))
-        else:
-            rep.extend(validate_rules(gv.rules, f"{prof.source} [gates.{g.gate}.rules]",
-                                      known_configs=set(view.matrix_ids) or None))
     if view.absent_columns:
         rep.not_checked.append(NotChecked("run-row columns " + ", ".join(view.absent_columns),
                                           "the package has no such column and the profile supplies none"))
@@ -265,8 +261,9 @@ def _replay_view(view: PackageView, gate: str | None) -> list[GateResult]:
 def _replay_report(view: PackageView, gates: list[GateResult], target: str) -> ProfiledReport:
     rep = ProfiledReport(command="replay-gate --profile", target=target, facts=list(view.facts))
     rep.gates = gates
+    seen = set()
     for r in gates:
-        rep.extend(r.findings)
+        rep.extend(x for x in r.findings if not (x in seen or seen.add(x)))   # a row finding once, not per gate
         if r.recorded is None:
             verdict = "replayed; the authors recorded no decision the profile maps"
         else:
@@ -287,9 +284,10 @@ def _replay_gate(view: PackageView, gv: GateView, done: dict[str, GateResult]) -
     f = out.findings
     where = f"{view.profile.source} [gates.{g.gate}.rules]"
     _prose(view, f, g.gate)
-    bad = validate_rules(gv.rules, where, known_configs=set(view.matrix_ids) or None)
-    if bad:
-        f.extend(bad)
+    mine = {p.path for p in g.prose} | {r.path for r in g.recorded}
+    f.extend(x for x in view.all_findings("profile", "recorded") if x.path in mine)   # missing or unreadable
+    if gv.rules is None:
+        f.extend(gv.problems)
         return out
     rules = gv.rules
     ins = rules["inputs"]
@@ -304,6 +302,7 @@ def _replay_gate(view: PackageView, gv: GateView, done: dict[str, GateResult]) -
 
     cands = ins["candidates"]
     if cands == "matrix":
+        f.extend(view.all_findings("matrix"))
         candidates, out.candidates_from = list(view.matrix_ids), f"package: the matrix {view.profile.matrix.path}"
     elif isinstance(cands, str):
         parent = cands.split(":", 1)[1]
@@ -444,8 +443,8 @@ def _compare(out: GateResult, rec: Recorded | None, view: PackageView) -> None:
         keys = {(a, h, int(s)): v for (a, h, s), v in keys.items()}
         for key, fields in sorted(rec.cells.items()):
             if key not in keys:
-                differ(fields[next(iter(fields))][1] if fields else "", str(key), "cells-differ",
-                       "a cell of the gate", f"{key[0]} {key[1]}/{key[2]}")
+                differ(rec.cells_at[0], rec.cells_at[1], "cells-differ", "a cell of the gate",
+                       f"{key[0]} {key[1]}/{key[2]}")
                 continue
             cand, k = keys[key]
             cell = cand["cells"][k]
@@ -456,7 +455,7 @@ def _compare(out: GateResult, rec: Recorded | None, view: PackageView) -> None:
                     differ(p, loc, "value-differs", cell["val_bpb"], v)
         missing = sorted(set(keys) - set(rec.cells))
         if missing:
-            differ(view.gates[out.gate].spec.recorded[0].path, "cells", "cells-differ",
+            differ(rec.cells_at[0], rec.cells_at[1], "cells-differ",
                    f"{len(keys)} cells", f"{len(rec.cells)} recorded; missing e.g. {missing[0]}")
         out.compared.append("per-cell values and ranks")
     else:

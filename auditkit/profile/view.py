@@ -31,6 +31,7 @@ from auditkit.findings import Finding, row_location
 from auditkit.profile import _store
 from auditkit.profile.model import (ENGINE_COLUMNS, ColumnRule, Convert, FieldMap, GateSpec, Profile, Provenance,
                                     RecordedSpec, Source)
+from auditkit.gates.engine import validate_rules
 from auditkit.study.spec import Budget, Gate, Protocol, Stage
 from auditkit.package.rows import RUN_COLUMNS, STATUSES
 
@@ -80,6 +81,7 @@ class Recorded:
     candidates: dict[str, dict[str, tuple]] | None = None
     candidates_at: tuple[str, str] | None = None
     cells: dict[tuple[str, str, int], dict[str, tuple]] | None = None
+    cells_at: tuple[str, str] | None = None
     checks: dict[int, dict[str, tuple]] = field(default_factory=dict)
     tolerance: float = 5e-7
 
@@ -87,9 +89,10 @@ class Recorded:
 @dataclass
 class GateView:
     spec: GateSpec
-    rules: dict | None
+    rules: dict | None          # None: TODO in the profile, or not valid rules (see `problems`)
     freeze: Freeze
     recorded: Recorded | None
+    problems: list[Finding] = field(default_factory=list)   # why the transcribed rules are unusable
 
 
 @dataclass
@@ -249,11 +252,16 @@ def read_package(root: str | Path, profile: Profile) -> PackageView:
     gates = {}
     for g in profile.gates:
         freeze = _freeze(g, store, files, findings)
-        rules = None
+        rules, problems = None, []
         if g.rules is not None:
             rules = dict(g.rules, frozen_at=_frozen_at(freeze))
+            problems = validate_rules(rules, f"{profile.source} [gates.{g.gate}.rules]",
+                                      known_configs=set(matrix_ids) or None)
+            if problems:
+                rules = None
+                findings["profile"] += problems
         rec = _read_recorded(g, store, files, profile, columns, findings) if g.recorded else None
-        gates[g.gate] = GateView(g, rules, freeze, rec)
+        gates[g.gate] = GateView(g, rules, freeze, rec, problems)
         facts.append(Fact(f"rules of gate {g.gate}", Provenance.PROFILE,
                           "transcribed by the reviewer from " + ", ".join(
                               f"{p.path} (sha256 pinned)" for p in g.prose)))
@@ -586,6 +594,7 @@ def _read_recorded(g: GateSpec, store, files, profile: Profile, columns, finding
                 out.candidates_at = (rel, fm.at or "rows")
             else:
                 out.cells = {**(out.cells or {}), **table}
+                out.cells_at = (rel, fm.at or "rows")
         for cm in spec.checks:
             entry = {}
             for fld in ("passed", "value"):
