@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
+from auditkit.cli.cmd_profile import profile_option
 from auditkit.cli.common import emit, fail, json_option, package_option
 from auditkit.errors import AuditError
 
@@ -31,8 +32,13 @@ def decide_cmd(gate, package, force) -> None:
 @package_option
 @json_option
 @evidence_options
-def replay_gate_cmd(gate, package, as_json, trusted_tsa, trusted_keys, system_trust, require) -> None:
+@profile_option
+def replay_gate_cmd(gate, package, as_json, trusted_tsa, trusted_keys, system_trust, require, profile) -> None:
     """Recompute GATE's decision (or every gate's) from the rules and raw rows and diff it with the record."""
+    if profile:
+        from auditkit.cli.cmd_profile import replay_through
+
+        replay_through(gate, package, profile, as_json)
     from auditkit.gates.replay import render_gate, replay_all, replay_gate, replay_report
 
     try:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
+from auditkit.cli.cmd_profile import profile_option
 from auditkit.cli.common import emit, fail, json_option
 from auditkit.errors import AuditError
 
@@ -29,9 +30,16 @@ def _progress_bar(total: int):
 @click.option("--max-members", type=int, help="Refuse archives with more members than this.")
 @click.option("--max-bytes", type=int, help="Refuse archives whose members add up to more bytes than this.")
 @evidence_options
+@profile_option
 def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes, trusted_tsa, trusted_keys, system_trust,
-               require) -> None:
+               require, profile) -> None:
     """Prove PACKAGE (a directory, .tar, .tar.gz or .tgz) is whole, unaltered and well formed."""
+    if profile:
+        from auditkit.cli.cmd_profile import verify_through
+
+        if deep or max_members or max_bytes:
+            fail(AuditError("--deep, --max-members and --max-bytes do not apply with --profile"), as_json)
+        verify_through(package, profile, as_json)
     from auditkit.verify import verify_package
 
     try:
