@@ -11,6 +11,15 @@ from auditkit.cli.cmd_profile import profile_option
 from auditkit.cli.common import emit, fail, json_option, package_option
 from auditkit.cli.render import counterfactual_table
 from auditkit.errors import AuditError
+from auditkit.findings import Report
+from auditkit.package.store import PackageDefect
+
+
+def _defect(command: str, package, exc: PackageDefect, as_json: bool) -> None:
+    """A defective package file found while generating: a finding (exit 1), not "could not check"."""
+    report = Report(command=command, target=str(package))
+    report.add(exc.finding)
+    emit(report, as_json)
 
 
 @click.command("tables")
@@ -31,6 +40,8 @@ def tables_cmd(package, out, check, as_json, profile) -> None:
         if check:
             emit(check_tables(package), as_json)
         entries = generate_tables(package, out)
+    except PackageDefect as exc:
+        _defect("tables", package, exc, as_json)
     except AuditError as exc:
         fail(exc, as_json)
     click.echo(json.dumps({"ok": True, "tables": entries}, indent=2, sort_keys=True) if as_json
@@ -52,6 +63,8 @@ def figures_cmd(package, out, check, as_json) -> None:
         entries = generate_figures(Path(package), Path(out) if out else None)
     except ImportError as exc:
         fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'auditkit[figures]'"), as_json)
+    except PackageDefect as exc:
+        _defect("figures", package, exc, as_json)
     except AuditError as exc:
         fail(exc, as_json)
     click.echo(f"wrote {len(entries)} figure(s) and figure_manifest.json")

@@ -9,7 +9,10 @@ promoted-by chain, and every field of the decision).
 
 from __future__ import annotations
 
+import csv
 import gc
+import hashlib
+import io
 import json
 import math
 from contextlib import contextmanager
@@ -18,71 +21,160 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_bytes, canonical_json_bytes
 from auditkit.findings import Finding, Report, json_location
-from auditkit.package.hashing import sha256_file
-from auditkit.study.spec import Protocol, load_protocol
-from auditkit.package.rows import read_csv_text, run_csv_path
 from auditkit.gates.engine import DuplicateRowError, decide_columns, validate_rules
+from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
+from auditkit.package.store import (PackageDefect, PackageStore, atomic_write_bytes, canonical_json_bytes, decode_utf8,
+                                    defect, loads_strict, open_package)
+from auditkit.study.spec import Protocol, load_package_protocol
 
 TOLERANCE = 1e-9
-ROW_COLUMNS = ("run_id", "host", "stage", "seed", "config_id", "status", "started_at")
+ROW_COLUMNS = ("host", "stage", "seed", "config_id", "status", "started_at")
+TEXT_COLUMNS = ("host", "stage", "config_id", "status")
+# A decision holds one object per run row and a run CSV one line per run: both are read whole,
+# so they get a larger cap than the store's default for one document.
+MAX_RUN_CSV_BYTES = 1 << 30
+MAX_DECISION_BYTES = 1 << 30
 
 
 # --------------------------------------------------------------------------- loading
 
-def gate_inputs(package_dir: str | Path, rules: dict) -> list[str]:
+def package_store(package) -> PackageStore:
+    """The store of `package` (a directory path or an open store); AuditError (exit 2) if it is no package."""
+    return package if isinstance(package, PackageStore) else open_package(package)
+
+
+def gate_inputs(package_dir, rules: dict) -> list[str]:
     """The run CSVs the rules select: ``remote-results/<host>_<stage>_summary.csv`` for every
     host x stage of `inputs`, sorted (package-relative POSIX paths)."""
     ins = rules["inputs"]
     return sorted({run_csv_path(h, s) for h in ins["hosts"] for s in ins["stages"]})
 
 
-def load_gate_rows(package_dir: str | Path, paths: list[str], metric: str = "val_bpb") -> pd.DataFrame:
-    """The rows of `paths` as one frame: the run columns as text plus `seed` (int),
-    `value` (the metric as float, NaN when empty or not a number), `_file` and `_row`
-    (data rows counted from 1). Raises AuditError for a missing or unreadable file."""
-    pkg = Path(package_dir)
-    frames = []
-    for rel in paths:
-        p = pkg / rel
-        if not p.is_file():
-            raise AuditError("input run CSV is missing", path=rel,
-                             hint="the rules select this host x stage; the package must hold its rows")
-        try:
-            head = pd.read_csv(p, dtype=str, keep_default_na=False, nrows=0)
-            need = list(ROW_COLUMNS) + [metric]
-            missing = [c for c in need if c not in head.columns]
-            if missing:
-                raise AuditError(f"run CSV lacks column(s) {missing}", path=rel,
-                                 hint="SPEC.md section 4 lists the required columns")
-            df = pd.read_csv(p, dtype=str, keep_default_na=False, usecols=need, engine="c")
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
-            raise AuditError(f"not a readable run CSV: {exc}", path=rel) from exc
-        seed = pd.to_numeric(df["seed"], errors="coerce")
-        if seed.isna().any() or (seed % 1 != 0).any():
-            i = int(np.flatnonzero((seed.isna() | (seed % 1 != 0)).to_numpy())[0])
-            raise AuditError(f"row {i + 1}, column seed: {df['seed'].iat[i]!r} is not an integer", path=rel)
-        df["seed"] = seed.astype(np.int64)
-        df["value"] = pd.to_numeric(df[metric], errors="coerce").astype(np.float64)
-        df["_file"] = rel
-        df["_row"] = np.arange(1, len(df) + 1)
-        frames.append(df)
+def read_run_csv(store: PackageStore, rel: str, metric: str = "val_bpb") -> tuple[pd.DataFrame, str]:
+    """(rows, sha256) of one run CSV, parsed from the very bytes that were hashed.
+
+    Columns: `host`, `stage`, `config_id`, `status` (categorical), `seed` (int64), `value`
+    (the metric as float64, NaN when empty or not a number), `started` (UTC datetime, NaT
+    when not a timestamp), `_row` (data rows counted from 1), plus `started_at` (the text)
+    only when some timestamp did not parse.  Raises PackageDefect naming the file (and row)
+    when it is not a regular UTF-8 CSV with the columns replay needs, or a seed is no integer."""
+    data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
+    sha = hashlib.sha256(data).hexdigest()
+    if not data.isascii():
+        decode_utf8(data, rel)  # a BOM or an invalid byte is a PackageDefect naming the offset
+    header = _csv_header(data, rel)
+    need = list(ROW_COLUMNS) + ([metric] if metric not in ROW_COLUMNS else [])
+    missing = [c for c in need if c not in header]
+    if missing:
+        raise defect(rel, "run-csv-missing-column", f"the run CSV lacks column(s) {missing}", location="header",
+                     expected=", ".join(need), found=", ".join(header) or "no header",
+                     hint="SPEC.md section 4 lists the required columns; without them the gate cannot be replayed")
+    try:
+        df = _typed_rows(data, need, metric) if metric not in ROW_COLUMNS else None
+    except (ValueError, TypeError, OverflowError):
+        df = None  # a value that does not parse: the text path below finds and names it
+    except pd.errors.ParserError as exc:
+        raise defect(rel, "csv-unreadable", f"not a readable CSV: {exc}") from None
+    if df is None:
+        df = _text_rows(data, need, metric, rel)
+    df["_row"] = np.arange(1, len(df) + 1, dtype=np.int64)
+    return df, sha
+
+
+def _csv_header(data: bytes, rel: str) -> list[str]:
+    end = data.find(b"\n")
+    first = (data if end < 0 else data[:end]).decode("utf-8").rstrip("\r")
+    try:
+        header = next(csv.reader([first], strict=True), [])
+    except csv.Error as exc:
+        raise defect(rel, "csv-unreadable", f"the header is not CSV: {exc}", location="header") from None
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise defect(rel, "csv-duplicate-column", f"column {name!r} appears twice in the header", location="header",
+                         expected="each column once", found=name,
+                         hint="two columns of one name: which one holds the run's value is ambiguous")
+        seen.add(name)
+    return header
+
+
+def _typed_rows(data: bytes, need: list[str], metric: str) -> pd.DataFrame:
+    """The common case, parsed straight into compact columns by pandas' C reader."""
+    dtype = {c: "category" for c in TEXT_COLUMNS} | {"seed": "int64", metric: "float64"}
+    df = pd.read_csv(io.BytesIO(data), usecols=need, dtype=dtype, keep_default_na=False,
+                     na_values={metric: [""]}, parse_dates=["started_at"], date_format="ISO8601", engine="c")
+    if not isinstance(df["started_at"].dtype, pd.DatetimeTZDtype):
+        raise ValueError("a started_at that is not an ISO-8601 UTC timestamp")
+    return df.rename(columns={metric: "value", "started_at": "started"})
+
+
+def _text_rows(data: bytes, need: list[str], metric: str, rel: str) -> pd.DataFrame:
+    """Every value as text first: slower, and names the row of a value that does not parse."""
+    try:
+        raw = pd.read_csv(io.BytesIO(data), usecols=need, dtype=object, keep_default_na=False, engine="c")
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise defect(rel, "csv-unreadable", f"not a readable CSV: {exc}") from None
+    raw = raw.fillna("")
+    seed = pd.to_numeric(raw["seed"], errors="coerce")
+    bad = (seed.isna() | (seed % 1 != 0)).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise defect(rel, "row-bad-seed", "a seed is not an integer", location=f"row {i + 1}, column seed",
+                     expected="an integer", found=repr(raw["seed"].iat[i]),
+                     hint="cells are (host, seed) pairs: a row without an integer seed cannot be placed")
+    df = pd.DataFrame({c: raw[c].astype("category") for c in TEXT_COLUMNS})
+    df["seed"] = seed.astype(np.int64).to_numpy()
+    df["value"] = pd.to_numeric(raw[metric], errors="coerce").astype(np.float64).to_numpy()
+    df["started"] = pd.to_datetime(raw["started_at"], utc=True, format="ISO8601", errors="coerce")
+    df["started_at"] = raw["started_at"].astype(object).to_numpy()
+    return df
+
+
+def load_gate_rows(package, paths: list[str], metric: str = "val_bpb") -> pd.DataFrame:
+    """The rows of `paths` as one frame (the columns of `read_run_csv` plus `_file`).
+    Raises PackageDefect for a missing or unreadable file."""
+    store = package_store(package)
+    return concat_rows([_with_file(read_run_csv(store, rel, metric)[0], rel) for rel in paths])
+
+
+def _with_file(df: pd.DataFrame, rel: str) -> pd.DataFrame:
+    df["_file"] = pd.Categorical.from_codes(np.zeros(len(df), dtype=np.int8), categories=[rel])
+    return df
+
+
+def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of `read_run_csv` as one (categorical columns joined without decoding them)."""
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in ROW_COLUMNS}
-                            | {"seed": pd.Series(dtype=np.int64), "value": pd.Series(dtype=np.float64),
-                               "_file": pd.Series(dtype=object), "_row": pd.Series(dtype=np.int64)})
-    return pd.concat(frames, ignore_index=True)
+        out = pd.DataFrame({c: pd.Categorical([]) for c in TEXT_COLUMNS})
+        out["seed"] = np.zeros(0, dtype=np.int64)
+        out["value"] = np.zeros(0, dtype=np.float64)
+        out["started"] = pd.to_datetime(pd.Series([], dtype=object), utc=True)
+        out["_row"] = np.zeros(0, dtype=np.int64)
+        out["_file"] = pd.Categorical([])
+        return out
+    if len(frames) == 1:
+        return frames[0]
+    cols = {}
+    for c in frames[0].columns.union([c for f in frames for c in f.columns], sort=False):
+        parts = [f[c] if c in f.columns else pd.Series([None] * len(f), dtype=object) for f in frames]
+        if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
+            # categories of one text dtype (an empty file's have none to infer it from)
+            parts = [p.cat.rename_categories(p.cat.categories.astype(str)) for p in parts]
+            cols[c] = union_categoricals(parts, ignore_order=True)
+        else:
+            cols[c] = pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(cols)
 
 
 def _columns(df: pd.DataFrame) -> dict:
-    where = _Where(df)
-    return {"stage": df["stage"].to_numpy(), "host": df["host"].to_numpy(), "seed": df["seed"].to_numpy(),
-            "config_id": df["config_id"].to_numpy(), "status": df["status"].to_numpy(),
-            "value": df["value"].to_numpy(), "where": where}
+    return {"stage": df["stage"].to_numpy(object), "host": df["host"].to_numpy(object), "seed": df["seed"].to_numpy(),
+            "config_id": df["config_id"].to_numpy(object), "status": df["status"].to_numpy(object),
+            "value": df["value"].to_numpy(), "where": _Where(df)}
 
 
 class _Where:
@@ -111,35 +203,24 @@ def paused_gc():
             gc.enable()
 
 
-def read_json(pkg: Path, rel: str) -> dict:
-    """A package JSON object; AuditError if missing or unreadable. The cyclic garbage collector
-    is paused while parsing: a decision holds one object per run row, and collections
-    triggered by allocation alone would make parsing quadratic-ish for nothing."""
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        doc = json.loads((pkg / rel).read_text("utf-8"))
-    except FileNotFoundError as exc:
-        raise AuditError("file is missing", path=rel) from exc
-    except (OSError, ValueError) as exc:
-        raise AuditError(f"not readable JSON: {exc}", path=rel) from exc
-    finally:
-        if gc_was:
-            gc.enable()
+def read_json(package, rel: str) -> dict:
+    """A package JSON object, read strictly through the store (PackageDefect if it is missing,
+    not a regular file, not strict JSON or not an object)."""
+    return _json_object(package_store(package).read_bytes(rel, MAX_DECISION_BYTES), rel)
+
+
+def _json_object(data: bytes, rel: str) -> dict:
+    with paused_gc():
+        doc = loads_strict(data, rel)
     if not isinstance(doc, dict):
-        raise AuditError("not a JSON object", path=rel)
+        raise defect(rel, "json-not-object", "the document is not a JSON object", location="$",
+                     expected="a JSON object", found=type(doc).__name__)
     return doc
 
 
-def package_protocol(package_dir: str | Path) -> Protocol:
-    pkg = Path(package_dir)
-    if not pkg.is_dir():
-        raise AuditError("package directory not found", path=str(pkg),
-                         hint="give the package directory with --package PATH")
-    if not (pkg / "protocol.json").is_file():
-        raise AuditError("not a package directory (no protocol.json)", path=str(pkg),
-                         hint="give the directory that holds protocol.json with --package PATH")
-    return load_protocol(pkg / "protocol.json")
+def package_protocol(package) -> Protocol:
+    """The package's protocol (AuditError if `package` is no package, PackageDefect if the protocol is bad)."""
+    return load_package_protocol(package_store(package))
 
 
 def _gate(protocol: Protocol, gate: str):
@@ -150,61 +231,65 @@ def _gate(protocol: Protocol, gate: str):
         raise AuditError(f"unknown gate {gate!r}", hint=f"the protocol's gates are: {names}") from None
 
 
-def matrix_config_ids(package_dir: str | Path, protocol: Protocol) -> list[str]:
-    pkg = Path(package_dir)
-    try:
-        text = (pkg / protocol.matrix).read_text("utf-8")
-    except OSError as exc:
-        raise AuditError(f"cannot read the candidate matrix: {exc}", path=protocol.matrix) from exc
-    header, rows = read_csv_text(text, protocol.matrix)
+def matrix_config_ids(package, protocol: Protocol) -> list[str]:
+    """The candidate matrix's config_ids (PackageDefect if it is unreadable or has no config_id column)."""
+    header, rows = package_store(package).read_csv(protocol.matrix)
     if "config_id" not in header:
-        raise AuditError("matrix has no config_id column", path=protocol.matrix)
+        raise defect(protocol.matrix, "run-csv-missing-column", "the matrix has no config_id column",
+                     location="header", expected="config_id", found=", ".join(header) or "no header",
+                     hint="SPEC.md section 2: a matrix names its configurations in config_id")
     return [r["config_id"] for r in rows]
 
 
-def resolve_candidates(package_dir: str | Path, protocol: Protocol, rules: dict, *, read=None) -> list[str]:
+def resolve_candidates(package, protocol: Protocol, rules: dict, *, read=None) -> list[str]:
     """The gate's candidates: the matrix's config_ids, the recorded promoted list of the
-    gate named by ``promoted-by:``, or the explicit list. Raises AuditError if unreadable.
-    `read(rel) -> dict` reads a package JSON file (default: `read_json`)."""
+    gate named by ``promoted-by:``, or the explicit list. Raises AuditError (a PackageDefect
+    for a defective file) if unreadable. `read(rel) -> dict` reads a package JSON file."""
     cands = rules["inputs"]["candidates"]
     if cands == "matrix":
-        return matrix_config_ids(package_dir, protocol)
+        return matrix_config_ids(package, protocol)
     if isinstance(cands, str) and cands.startswith("promoted-by:"):
         g = _gate(protocol, cands.split(":", 1)[1])
-        doc = (read or (lambda rel: read_json(Path(package_dir), rel)))(g.decision_path)
-        if not isinstance(doc.get("promoted"), list):
-            raise AuditError("decision has no promoted list", path=g.decision_path)
-        return list(doc["promoted"])
+        doc = (read or (lambda rel: read_json(package, rel)))(g.decision_path)
+        promoted = doc.get("promoted")
+        if not isinstance(promoted, list) or not all(isinstance(c, str) for c in promoted):
+            raise defect(g.decision_path, "schema-invalid", "the decision has no promoted list", location="$.promoted",
+                         expected="a list of config_ids", found=json.dumps(promoted)[:80])
+        return list(promoted)
     return list(cands)
 
 
-def load_rules(package_dir: str | Path, protocol: Protocol, gate: str, *, known_configs=None) -> tuple[str, dict]:
+def load_rules(package, protocol: Protocol, gate: str, *, known_configs=None) -> tuple[str, dict]:
     """(path, doc) of a gate's frozen rules; AuditError if missing, unreadable or invalid."""
     rel = _gate(protocol, gate).rules
-    doc = read_json(Path(package_dir), rel)
+    doc = read_json(package, rel)
     bad = validate_rules(doc, rel, known_configs=known_configs)
     if bad:
         raise AuditError(f"rules are not valid: {bad[0]}", path=rel, hint="a gate's rules must follow SPEC.md section 5")
     return rel, doc
 
 
-def decide_gate(package_dir: str | Path, gate: str, decided_at: str) -> dict:
+def decide_gate(package_dir, gate: str, decided_at: str) -> dict:
     """The full decision document (SPEC section 6) of `gate`, from the package's rules and
     rows, hashes included. Writes nothing. Raises AuditError when it cannot decide
     (unknown gate, missing or invalid rules or inputs, two rows of one candidate in a cell)."""
-    pkg = Path(package_dir)
-    protocol = package_protocol(pkg)
-    rules_rel, rules = load_rules(pkg, protocol, gate)
-    candidates = resolve_candidates(pkg, protocol, rules)
-    paths = gate_inputs(pkg, rules)
-    df = load_gate_rows(pkg, paths, rules["metric"]["column"])
+    store = package_store(package_dir)
+    protocol = package_protocol(store)
+    rules_rel, rules = load_rules(store, protocol, gate)
+    candidates = resolve_candidates(store, protocol, rules)
+    paths = gate_inputs(store, rules)
+    frames, inputs = [], []
+    for p in paths:
+        df, sha = read_run_csv(store, p, rules["metric"]["column"])
+        frames.append(_with_file(df, p))
+        inputs.append({"path": p, "sha256": sha})
+    df = concat_rows(frames)
     try:
         decision = decide_columns(rules, _columns(df), candidates)
     except DuplicateRowError as exc:
         raise AuditError(str(exc), path=paths[0] if len(paths) == 1 else None,
                          hint="each candidate has one row per (host, seed) cell; remove the extra row") from exc
-    inputs = [{"path": p, "sha256": sha256_file(pkg / p)} for p in paths]
-    return decision.to_json(rules_ref={"path": rules_rel, "sha256": sha256_file(pkg / rules_rel)},
+    return decision.to_json(rules_ref={"path": rules_rel, "sha256": store.sha256(rules_rel)},
                             inputs=inputs, decided_at=decided_at)
 
 
@@ -285,30 +370,35 @@ class GateReplay:
 
 
 class _Session:
-    """Caches what several gates of one replay share (protocol, rows, replayed decisions)."""
+    """Caches what several gates of one replay share (protocol, rows, hashes, replayed decisions)."""
 
-    def __init__(self, package_dir: str | Path):
-        self.pkg = Path(package_dir)
-        self.protocol = package_protocol(self.pkg)
+    def __init__(self, package_dir):
+        self.store = package_store(package_dir)
+        self.pkg = self.store.root
+        self.protocol = package_protocol(self.store)
         self.results: dict[str, GateReplay] = {}
         self.frames: dict[tuple[str, str], pd.DataFrame] = {}
         self.hashes: dict[str, str] = {}
         self.docs: dict[str, dict] = {}
 
     def json(self, rel: str) -> dict:
+        """A package JSON object, read strictly; the bytes parsed are the bytes hashed."""
         if rel not in self.docs:
-            self.docs[rel] = read_json(self.pkg, rel)
+            data = self.store.read_bytes(rel, MAX_DECISION_BYTES)
+            self.hashes[rel] = hashlib.sha256(data).hexdigest()
+            self.docs[rel] = _json_object(data, rel)
         return self.docs[rel]
 
     def sha(self, rel: str) -> str:
         if rel not in self.hashes:
-            self.hashes[rel] = sha256_file(self.pkg / rel)
+            self.hashes[rel] = self.store.sha256(rel)
         return self.hashes[rel]
 
     def frame(self, rel: str, metric: str) -> pd.DataFrame:
         key = (rel, metric)
         if key not in self.frames:
-            self.frames[key] = load_gate_rows(self.pkg, [rel], metric)
+            df, self.hashes[rel] = read_run_csv(self.store, rel, metric)
+            self.frames[key] = _with_file(df, rel)
         return self.frames[key]
 
     def replay(self, gate: str, stack: tuple[str, ...] = ()) -> GateReplay:
@@ -321,23 +411,37 @@ class _Session:
         return self.results[gate]
 
 
-def replay_gate(package_dir: str | Path, gate: str) -> GateReplay:
-    """Replay one gate. Raises AuditError when it cannot run (no package, unreadable
-    protocol, unknown gate); everything else is a finding."""
+def replay_gate(package_dir, gate: str) -> GateReplay:
+    """Replay one gate. Raises AuditError when it cannot run (no package, unknown gate) and
+    PackageDefect (an AuditError carrying a finding) when protocol.json is defective;
+    everything else is a finding."""
     s = _Session(package_dir)
     _gate(s.protocol, gate)
     with paused_gc():
         return s.replay(gate)
 
 
-def replay_all(package_dir: str | Path) -> list[GateReplay]:
-    """Replay every gate of the package's protocol, in protocol order."""
+def replay_all(package_dir) -> list[GateReplay]:
+    """Replay every gate of the package's protocol, in protocol order (raises as `replay_gate`)."""
     s = _Session(package_dir)
     if not s.protocol.gates:
         raise AuditError("the protocol defines no gate", path="protocol.json",
                          hint="a package without gates has nothing to replay")
     with paused_gc():
         return [s.replay(g.gate) for g in s.protocol.gates]
+
+
+def replay_package(package_dir, gate: str) -> tuple[list[GateReplay], Report]:
+    """`replay_all` (gate ``all``) or `replay_gate`, and their report. A defective protocol.json
+    is a finding in the report, not an exception; AuditError still means "could not check"."""
+    try:
+        replays = replay_all(package_dir) if gate == "all" else [replay_gate(package_dir, gate)]
+    except PackageDefect as exc:
+        rep = Report(command="replay-gate", target=str(package_dir))
+        rep.add(exc.finding)
+        rep.checked = {"gates": 0}
+        return [], rep
+    return replays, replay_report(replays, str(package_dir))
 
 
 def replay_report(replays: list[GateReplay], target: str) -> Report:
@@ -360,8 +464,8 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     # rules
     try:
         rules = s.json(g.rules)
-    except AuditError as exc:
-        f.append(Finding(g.rules, "rules-unreadable", found=exc.message, message="the gate's frozen rules must be readable"))
+    except PackageDefect as exc:
+        f.append(exc.finding)
         return out
     bad = validate_rules(rules, g.rules)
     if bad:
@@ -374,8 +478,13 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     # recorded decision
     try:
         rec = s.json(dec_rel)
-    except AuditError as exc:
-        f.append(Finding(dec_rel, "decision-missing", found=exc.message, message=f"decide it: auditkit decide {gate}"))
+    except PackageDefect as exc:
+        if exc.finding.code == "missing-file":
+            f.append(Finding(dec_rel, "decision-missing", expected=f"the recorded decision of gate {gate}",
+                             found="no such file", message="the package does not hold the decision this gate made: "
+                             "without it there is nothing to replay against; find out whether it was ever recorded"))
+        else:
+            f.append(exc.finding)
         rec = None
     if rec is not None:
         schema_bad = validate_decision(rec, dec_rel, cells=False)  # cells: in diff_decisions
@@ -385,21 +494,35 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     out.recorded = rec
 
     # hashes and inputs named vs selected
-    selected = gate_inputs(s.pkg, rules)
-    present = [p for p in selected if (s.pkg / p).is_file()]
+    selected = gate_inputs(s.store, rules)
+    present = [p for p in selected if s.store.kind(p) is not None]
     for p in selected:
         if p not in present:
             f.append(Finding(p, "input-missing", expected="a run CSV the rules select", found="no such file",
-                             message=f"gate {gate} selects this host x stage; restore the file"))
+                             message=f"gate {gate} selects this host x stage, but the package holds no rows for it"))
+
+    # rows, read (and hashed) through the store
+    metric = rules["metric"]["column"]
+    frames = []
+    for p in list(present):
+        try:
+            frames.append(s.frame(p, metric))
+        except PackageDefect as exc:
+            f.append(exc.finding)
+            present.remove(p)
     if rec is not None:
         rr = rec["rules"]
         if rr["path"] != g.rules:
             f.append(Finding(dec_rel, "rules-path-mismatch", "$.rules.path", g.rules, rr["path"],
                              "the decision names other rules than the protocol's"))
-        actual = s.sha(g.rules)
+        try:
+            actual = s.sha(g.rules)
+        except PackageDefect:
+            actual = "unreadable"
         if rr["sha256"] != actual:
-            f.append(Finding(g.rules, "rules-hash-mismatch", "$.rules.sha256", rr["sha256"], actual,
-                             "the rules changed after the decision was recorded"))
+            f.append(Finding(dec_rel, "rules-hash-mismatch", "$.rules.sha256", rr["sha256"], actual,
+                             f"the decision records other bytes for {g.rules} than the package holds: the rules "
+                             "changed after the decision was recorded, or the record was altered"))
         named = {i["path"]: i["sha256"] for i in rec["inputs"]}
         for p in selected:
             if p not in named:
@@ -409,18 +532,11 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
             if p not in selected:
                 f.append(Finding(dec_rel, "input-extra", json_location(["inputs", i, "path"]), "only inputs the rules select",
                                  p, "the decision names a file its rules do not select"))
-            elif (s.pkg / p).is_file() and s.sha(p) != h:
+            elif p in present and s.sha(p) != h:
                 f.append(Finding(p, "input-hash-mismatch", "", h, s.sha(p),
                                  f"the rows changed after gate {gate} was decided"))
 
-    # rows
-    metric = rules["metric"]["column"]
-    try:
-        frames = [s.frame(p, metric) for p in present]
-    except AuditError as exc:
-        f.append(Finding(exc.path or "", "input-unreadable", found=exc.message, message=exc.hint or ""))
-        return out
-    df = pd.concat(frames, ignore_index=True) if frames else load_gate_rows(s.pkg, [])
+    df = concat_rows(frames)
     ins = rules["inputs"]
     sel = df[df["stage"].isin(ins["stages"]) & df["host"].isin(ins["hosts"]) & df["seed"].isin(ins["seeds"])]
     if len(sel) == 0:
@@ -433,10 +549,13 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     try:
         if isinstance(cands_spec, str) and cands_spec.startswith("promoted-by:"):
             parent = cands_spec.split(":", 1)[1]
-            candidates = resolve_candidates(s.pkg, s.protocol, rules, read=s.json)
+            candidates = resolve_candidates(s.store, s.protocol, rules, read=s.json)
             f.extend(_chain(s, gate, parent, candidates, rec, stack, dec_rel))
         else:
-            candidates = resolve_candidates(s.pkg, s.protocol, rules)
+            candidates = resolve_candidates(s.store, s.protocol, rules)
+    except PackageDefect as exc:
+        f.append(exc.finding)
+        return out
     except AuditError as exc:
         f.append(Finding(exc.path or g.rules, "candidates-unresolved", "$.inputs.candidates", "a resolvable list",
                          exc.message, exc.hint or ""))
@@ -464,23 +583,35 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
 
 
 def _frozen_before(rules: dict, sel: pd.DataFrame, rules_rel: str) -> list[Finding]:
-    frozen = pd.to_datetime(rules["frozen_at"], utc=True, format="ISO8601")
-    started = pd.to_datetime(sel["started_at"], utc=True, format="ISO8601", errors="coerce")
+    """SPEC 5.10: `frozen_at` earlier than every input row's `started_at` (compared as times)."""
+    try:
+        frozen = pd.to_datetime(rules["frozen_at"], utc=True, format="ISO8601")
+    except (ValueError, OverflowError):
+        return [Finding(rules_rel, "rules-bad-frozen-at", "$.frozen_at", "an ISO-8601 UTC time",
+                        repr(rules["frozen_at"]), "a freeze time that is no time cannot show the rules came first")]
+    started = sel["started"]
     out = []
     bad_ts = np.flatnonzero(started.isna().to_numpy())
     for i in bad_ts[:5]:
-        out.append(Finding(sel["_file"].iat[i], "row-bad-timestamp", f"row {int(sel['_row'].iat[i])}, column started_at",
-                           "an ISO-8601 UTC timestamp", repr(sel["started_at"].iat[i]),
-                           "without a start time the freeze cannot be checked"))
+        text = sel["started_at"].iat[i] if "started_at" in sel.columns else ""
+        out.append(Finding(str(sel["_file"].iat[i]), "row-bad-timestamp",
+                           f"row {int(sel['_row'].iat[i])}, column started_at", "an ISO-8601 UTC timestamp", repr(text),
+                           "without a start time the freeze cannot be checked for this row"))
     late = np.flatnonzero((started <= frozen).to_numpy())
     if len(late):
         i = int(late[np.argmin(started.to_numpy()[late])])
         out.append(Finding(rules_rel, "rules-frozen-after-data", "$.frozen_at",
-                           f"frozen_at earlier than every input row's started_at",
-                           f"{rules['frozen_at']} is not before {sel['started_at'].iat[i]} "
+                           "frozen_at earlier than every input row's started_at",
+                           f"{rules['frozen_at']} is not before {_iso(started.iat[i])} "
                            f"({sel['_file'].iat[i]} row {int(sel['_row'].iat[i])}; {len(late)} row(s) in all)",
-                           "the rules were written after data they decide on existed"))
+                           "the rules were written after data they decide on existed: they are no pre-registration "
+                           "for those rows"))
     return out
+
+
+def _iso(ts) -> str:
+    """A UTC timestamp as ISO-8601 with a `Z` (what run rows record)."""
+    return pd.Timestamp(ts).tz_convert("UTC").isoformat().replace("+00:00", "Z")
 
 
 def _chain(s: _Session, gate: str, parent: str, candidates: list[str], rec: dict | None,
