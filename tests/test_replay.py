@@ -394,3 +394,31 @@ def test_protocol_sense_is_a_finding_naming_the_key(pkg):
     assert res.exit_code == 1
     (f,) = json.loads(res.output)["findings"]
     assert (f["path"], f["code"], f["location"]) == ("protocol.json", "protocol-senseless", "$.stages[1].seeds")
+
+
+# --------------------------------------------------------------------------- rules sense through the chain
+
+def test_a_cycle_of_promoted_by_across_gates_is_one_finding_per_gate(pkg):
+    p = pkg / "preanalysis/screen.rules.json"
+    doc = load(p)
+    doc["inputs"]["candidates"] = "promoted-by:final"  # screen -> final -> confirm -> screen
+    dump(p, doc)
+    res = run("replay-gate", "all", "--package", str(pkg), "--json")
+    assert res.exit_code == 1
+    cyc = [f for f in json.loads(res.output)["findings"] if f["code"] == "rules-chain-cycle"]
+    assert sorted(f["path"] for f in cyc) == ["preanalysis/confirm.rules.json", "preanalysis/final.rules.json",
+                                              "preanalysis/screen.rules.json"]
+    assert {f["found"] for f in cyc} == {"screen -> final -> confirm -> screen", "confirm -> screen -> final -> confirm",
+                                         "final -> confirm -> screen -> final"}
+
+
+def test_names_a_promoted_by_gate_can_never_have_are_findings(pkg):
+    p = pkg / "preanalysis/final.rules.json"
+    doc = load(p)
+    doc["promote"]["always_keep"] = ["no_such_config"]
+    doc["checks"].append({"kind": "near_equivalence", "candidate": "greedy", "reference": "ghost", "threshold": 0.01})
+    dump(p, doc)
+    found = {(f.code, f.location) for f in replay_gate(pkg, "final").findings}
+    assert {("rules-not-a-candidate", "$.promote.always_keep[0]"), ("rules-not-a-candidate", "$.checks[1].reference")} <= found
+    # the gate is still recomputed: its changed rules differ from the recorded decision
+    assert "rules-hash-mismatch" in {c for c, _ in found}

@@ -25,7 +25,7 @@ from pandas.api.types import union_categoricals
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, json_location
-from auditkit.gates.engine import DuplicateRowError, decide_columns, validate_rules
+from auditkit.gates.engine import DuplicateRowError, chain_bound, decide_columns, validate_rules
 from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
 from auditkit.package.store import (PackageDefect, PackageStore, atomic_write_bytes, canonical_json_bytes, decode_utf8,
@@ -263,10 +263,23 @@ def load_rules(package, protocol: Protocol, gate: str, *, known_configs=None) ->
     """(path, doc) of a gate's frozen rules; AuditError if missing, unreadable or invalid."""
     rel = _gate(protocol, gate).rules
     doc = read_json(package, rel)
-    bad = validate_rules(doc, rel, known_configs=known_configs)
+    chain = None
+    if isinstance(doc.get("inputs"), dict) and str(doc["inputs"].get("candidates")).startswith("promoted-by:"):
+        chain = chain_bound(gate, lambda name: _valid_rules(package, protocol, name), known_configs)
+    bad = validate_rules(doc, rel, known_configs=known_configs, chain=chain)
     if bad:
         raise AuditError(f"rules are not valid: {bad[0]}", path=rel, hint="a gate's rules must follow SPEC.md section 5")
     return rel, doc
+
+
+def _valid_rules(package, protocol: Protocol, gate: str) -> dict | None:
+    """A gate's rules if they can be read and follow the schema, else None (for `chain_bound`)."""
+    try:
+        rel = protocol.gate(gate).rules
+        doc = read_json(package, rel)
+    except (KeyError, PackageDefect):
+        return None
+    return None if validate_document(doc, "rules", rel) else doc
 
 
 def decide_gate(package_dir, gate: str, decided_at: str) -> dict:
@@ -380,6 +393,8 @@ class _Session:
         self.frames: dict[tuple[str, str], pd.DataFrame] = {}
         self.hashes: dict[str, str] = {}
         self.docs: dict[str, dict] = {}
+        self.valid: dict[str, dict | None] = {}
+        self._matrix: tuple | None = None
 
     def json(self, rel: str) -> dict:
         """A package JSON object, read strictly; the bytes parsed are the bytes hashed."""
@@ -388,6 +403,29 @@ class _Session:
             self.hashes[rel] = hashlib.sha256(data).hexdigest()
             self.docs[rel] = _json_object(data, rel)
         return self.docs[rel]
+
+    def rules_of(self, gate: str) -> dict | None:
+        """A gate's rules when readable and valid against the schema, else None (for `chain_bound`)."""
+        if gate not in self.valid:
+            doc = None
+            try:
+                rel = self.protocol.gate(gate).rules
+                doc = self.json(rel)
+                if validate_document(doc, "rules", rel):
+                    doc = None
+            except (KeyError, PackageDefect):
+                doc = None
+            self.valid[gate] = doc
+        return self.valid[gate]
+
+    def matrix(self) -> list[str] | None:
+        """The matrix's config_ids, or None when it cannot be read (a gate over it reports why)."""
+        if self._matrix is None:
+            try:
+                self._matrix = (matrix_config_ids(self.store, self.protocol),)
+            except PackageDefect:
+                self._matrix = (None,)
+        return self._matrix[0]
 
     def sha(self, rel: str) -> str:
         if rel not in self.hashes:
@@ -455,6 +493,16 @@ def replay_report(replays: list[GateReplay], target: str) -> Report:
     return rep
 
 
+# rules findings after which the gate cannot be recomputed (the others are reported, and it is)
+_UNREPLAYABLE = {"schema-invalid", "rules-chain-cycle", "rules-non-finite-threshold"}
+
+
+def rules_promoted_by(rules: dict) -> str | None:
+    """The gate named by ``promoted-by:`` in rules' candidates, or None."""
+    cands = rules.get("inputs", {}).get("candidates") if isinstance(rules.get("inputs"), dict) else None
+    return cands.split(":", 1)[1] if isinstance(cands, str) and cands.startswith("promoted-by:") else None
+
+
 def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     g = s.protocol.gate(gate)
     out = GateReplay(gate, rules_path=g.rules)
@@ -467,9 +515,12 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     except PackageDefect as exc:
         f.append(exc.finding)
         return out
-    bad = validate_rules(rules, g.rules)
-    if bad:
-        f.extend(bad)
+    chain = None
+    if rules_promoted_by(rules) is not None:
+        chain = chain_bound(gate, s.rules_of, s.matrix())
+    bad = validate_rules(rules, g.rules, known_configs=s.matrix(), chain=chain)
+    f.extend(bad)
+    if any(x.code in _UNREPLAYABLE for x in bad):
         return out
     out.rules = rules
     if rules["gate"] != gate:
@@ -587,8 +638,7 @@ def _frozen_before(rules: dict, sel: pd.DataFrame, rules_rel: str) -> list[Findi
     try:
         frozen = pd.to_datetime(rules["frozen_at"], utc=True, format="ISO8601")
     except (ValueError, OverflowError):
-        return [Finding(rules_rel, "rules-bad-frozen-at", "$.frozen_at", "an ISO-8601 UTC time",
-                        repr(rules["frozen_at"]), "a freeze time that is no time cannot show the rules came first")]
+        return []  # validate_rules reported rules-bad-frozen-at
     started = sel["started"]
     out = []
     bad_ts = np.flatnonzero(started.isna().to_numpy())

@@ -204,9 +204,49 @@ def load_manifest(path: str | Path) -> Manifest:
             "stages": doc["stages"], "gates": gates}
     proto = protocol_from_dict(pdoc, str(path))
     _check_gate_inputs(proto, rules, str(path))
+    _check_gate_rules(proto, rules, str(path), _matrix_ids(matrix_file))
     return Manifest(path=path, protocol=proto, matrix_file=matrix_file, rules=rules,
                     host_profiles=dict(doc.get("host_profiles", {})), runner=dict(doc.get("runner", {})),
                     accounting=dict(doc.get("accounting", {})))
+
+
+def _matrix_ids(matrix_file: Path) -> list[str] | None:
+    from auditkit.package.store import parse_csv
+
+    try:
+        header, rows = parse_csv(matrix_file.read_text("utf-8"), str(matrix_file))
+    except (OSError, UnicodeDecodeError, AuditError):
+        return None  # the runner reports an unreadable matrix when it copies it
+    return [r["config_id"] for r in rows] if "config_id" in header else None
+
+
+# what a manifest may not hold even before its rules are frozen
+_MANIFEST_RULES_SENSE = ("rules-chain-cycle", "rules-non-finite-threshold", "rules-not-a-candidate",
+                         "rules-unknown-config")
+
+
+def _check_gate_rules(p: Protocol, rules: dict[str, dict], path: str, matrix: list[str] | None) -> None:
+    """A gate's rules make sense through its ``promoted-by:`` chain: the chain ends, thresholds
+    are finite, and every configuration the rules name can be a candidate (SPEC section 5).
+    Refused here, before anything runs, rather than at the gate."""
+    from auditkit.gates.engine import chain_bound, validate_rules
+    from auditkit.package.schemas import schema_errors as errors_of
+
+    docs = {g: {"schema": "auditkit/rules/v1", "gate": g, "frozen_at": "1970-01-01T00:00:00Z", **body}
+            for g, body in rules.items()}
+    valid = {g: d for g, d in docs.items() if not errors_of(d, "rules")}
+    for i, gate in enumerate(p.gates):
+        doc = valid.get(gate.gate)
+        if doc is None:
+            continue  # the rules schema reports it when the gate is frozen
+        chain = chain_bound(gate.gate, valid.get, matrix)
+        bad = [f for f in validate_rules(doc, path, known_configs=matrix, chain=chain)
+               if f.code in _MANIFEST_RULES_SENSE]
+        if bad:
+            f = bad[0]
+            raise AuditError(f"gates[{i}].rules{f.location[1:]}: {f.code}: {f.message} (expected {f.expected}; "
+                             f"found {f.found})", path=path,
+                             hint="fix the gate's [gates.rules] before running: frozen rules cannot be changed")
 
 
 def _check_gate_inputs(p: Protocol, rules: dict[str, dict], path: str) -> None:
