@@ -422,3 +422,71 @@ def test_names_a_promoted_by_gate_can_never_have_are_findings(pkg):
     assert {("rules-not-a-candidate", "$.promote.always_keep[0]"), ("rules-not-a-candidate", "$.checks[1].reference")} <= found
     # the gate is still recomputed: its changed rules differ from the recorded decision
     assert "rules-hash-mismatch" in {c for c, _ in found}
+
+
+# --------------------------------------------------------------------------- output: each finding once, --json
+
+def test_each_finding_is_printed_once(pkg):
+    csv = pkg / "remote-results/linux_screen_summary.csv"
+    rows = csv_rows(csv)
+    rows[1][rows[0].index("val_bpb")] = "1.000000"
+    write_rows(csv, rows)
+    p = pkg / "preanalysis/screen.rules.json"
+    doc = load(p)
+    doc["inputs"]["candidates"] = "promoted-by:final"
+    dump(p, doc)
+    res = run("replay-gate", "all", "--package", str(pkg))
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ": " in ln and ln.split(": ")[1].split(":")[0].count("-")]
+    finding_lines = [ln for ln in lines if ln.startswith(("preanalysis/", "analysis/", "remote-results/"))]
+    assert finding_lines and len(finding_lines) == len(set(finding_lines)), finding_lines
+    assert res.output.count("rules-chain-cycle:") == 3
+    assert "verdict: DIFFERS — " in res.output and "listed below" in res.output
+
+
+def test_json_carries_the_replayed_decision_beside_the_verdict(pkg):
+    res = run("replay-gate", "all", "--package", str(pkg), "--json")
+    assert res.exit_code == 0
+    gates = json.loads(res.output)["gates"]
+    assert [g["gate"] for g in gates] == ["screen", "confirm", "final"]
+    for g in gates:
+        gate = g["gate"]
+        rec = load(pkg / f"analysis/{gate}_decision.json")
+        assert g["verdict"] == "identical" and g["differences"] == 0
+        assert g["replayed"]["promoted"] == rec["promoted"]
+        assert g["replayed"]["ranks"] == {c["config_id"]: c["rank"] for c in rec["candidates"]}
+        assert g["replayed"]["checks"] == [{k: c.get(k) for k in ("kind", "candidate", "reference", "value",
+                                                                  "threshold", "passed")} for c in rec["checks"]]
+        rules = load(pkg / f"preanalysis/{gate}.rules.json")
+        assert g["frozen_at"] == rules["frozen_at"] and g["frozen_before_data"] is True
+        first = min(r[16] for f in (pkg / "remote-results").glob(f"*_{gate}_summary.csv") for r in csv_rows(f)[1:])
+        assert g["first_input_started_at"] == first
+
+
+def test_json_shows_a_late_freeze(pkg):
+    p = pkg / "preanalysis/final.rules.json"
+    doc = load(p)
+    doc["frozen_at"] = "2027-01-01T00:00:00Z"
+    dump(p, doc)
+    (g,) = json.loads(run("replay-gate", "final", "--package", str(pkg), "--json").output)["gates"]
+    assert (g["verdict"], g["frozen_at"], g["frozen_before_data"]) == ("differs", "2027-01-01T00:00:00Z", False)
+    assert g["replayed"]["promoted"] == load(pkg / "analysis/final_decision.json")["promoted"]
+    text = run("replay-gate", "final", "--package", str(pkg)).output
+    assert "frozen_at 2027-01-01T00:00:00Z NOT before the first input row's start" in text
+
+
+def test_no_hint_tells_the_auditor_to_regenerate_the_evidence(pkg):
+    from auditkit.derived.tables import check_tables, generate_tables
+
+    generate_tables(pkg)
+    csv = pkg / "remote-results/windows_confirm_summary.csv"
+    rows = csv_rows(csv)
+    rows[1][rows[0].index("val_bpb")] = "0.100000"
+    rows.append(list(rows[1]))
+    write_rows(csv, rows)
+    (pkg / "analysis/final_decision.json").unlink()
+    findings = [f for r in replay_all(pkg) for f in r.findings] + check_tables(pkg).findings
+    assert {"duplicate-run-row", "decision-missing", "table-differs"} <= {f.code for f in findings}
+    for f in findings:
+        text = (f.message + " " + f.hint).lower()
+        assert "regenerate" not in text and "auditkit " not in text and "remove the" not in text, str(f)

@@ -277,7 +277,7 @@ def _check_figures(store: PackageStore, report: Report) -> None:
         if data_sha256(new["data"]) != rec.get("data_sha256"):
             report.add(Finding(rec["path"], "figure-data-differs", expected=rec.get("data_sha256", ""),
                                found=data_sha256(new["data"]),
-                               message="the plotted data regenerated from the package differs from what was drawn"))
+                               message="the data the package's rows give for this figure differs from what was drawn"))
         if store.kind(rec["path"]) is None:
             report.add(Finding(rec["path"], "figure-missing", expected="the listed figure file", found="no such file",
                                message="the manifest lists a figure the package does not hold"))

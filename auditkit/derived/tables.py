@@ -607,7 +607,7 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
                             str(sorted(e["inputs"])), "the table's inputs are not what regenerating it reads"))
         if e["sha256"] != want["sha256"]:
             rep.add(Finding(TABLE_MANIFEST, "table-hash-differs", loc + ".sha256", want["sha256"], e["sha256"],
-                            "the recorded hash is not the regenerated table's"))
+                            "the recorded hash is not that of the table its inputs give"))
         if store.kind(path) is None:
             rep.add(Finding(path, "table-missing", expected="the listed table file", found="no such file"))
             continue
@@ -636,7 +636,10 @@ def _first_difference(path: str, got: str, want: str) -> Finding:
                 cols = [header[j] for j in range(min(len(ga), len(wb), len(header))) if ga[j] != wb[j]]
                 loc = f"row {i}" + (f", column {cols[0]}" if cols else "")
             return Finding(path, "table-differs", loc, b, a,
-                           f"the recorded table is not what its inputs give ({n_diff} line(s) differ); "
-                           "regenerate with auditkit tables")
+                           f"the recorded table is not what its inputs give ({n_diff} line(s) differ): {TABLE_DIFFERS}")
     return Finding(path, "table-differs", f"line {min(len(g), len(w)) + 1}", f"{len(w)} lines", f"{len(g)} lines",
-                   "the recorded table is not what its inputs give; regenerate with auditkit tables")
+                   f"the recorded table is not what its inputs give: {TABLE_DIFFERS}")
+
+
+TABLE_DIFFERS = ("the table or its inputs changed after it was generated, or it was made another way; compare the "
+                 "inputs' hashes with the MANIFEST and look at the rows the differing line is computed from")

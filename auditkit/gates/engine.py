@@ -146,7 +146,7 @@ def validate_rules(doc: dict, path: str, *, known_configs: Collection[str] | Non
         seen = set()
         for i, v in enumerate(inputs[key]):
             if v in seen:
-                bad(["inputs", key, i], "rules-duplicate", "each value once", repr(v), f"remove the repeated {key[:-1]}")
+                bad(["inputs", key, i], "rules-duplicate", "each value once", repr(v), f"a {key[:-1]} is named twice")
             seen.add(v)
     cands = inputs["candidates"]
     known: Collection[str] | None
@@ -156,7 +156,7 @@ def validate_rules(doc: dict, path: str, *, known_configs: Collection[str] | Non
             for i, c in enumerate(cands):
                 if c not in known_configs:
                     bad(["inputs", "candidates", i], "rules-unknown-config", "a config_id of the matrix", c,
-                        "name only configurations that the matrix holds")
+                        "the rules name a configuration the matrix does not hold")
     elif cands == "matrix":
         known = known_configs
     else:
@@ -170,15 +170,15 @@ def validate_rules(doc: dict, path: str, *, known_configs: Collection[str] | Non
     keep = promote.get("always_keep", [])
     if len(keep) > promote["top_k"]:
         bad(["promote", "always_keep"], "rules-always-keep-too-long", f"at most top_k={promote['top_k']} entries",
-            f"{len(keep)} entries", "raise top_k or keep fewer candidates")
+            f"{len(keep)} entries", "more configurations are always kept than top_k promotes")
     if len(set(keep)) != len(keep):
-        bad(["promote", "always_keep"], "rules-duplicate", "each config once", repr(keep), "remove the repeat")
+        bad(["promote", "always_keep"], "rules-duplicate", "each config once", repr(keep), "a configuration is always kept twice")
     names = [(["promote", "always_keep", i], c) for i, c in enumerate(keep)]
     for i, check in enumerate(doc["checks"]):
         kind = check["kind"]
         if kind not in CHECK_KINDS:
             bad(["checks", i, "kind"], "rules-unknown-check", f"one of {', '.join(CHECK_KINDS)}", kind,
-                "use a check kind SPEC.md section 5 defines")
+                "SPEC.md section 5 defines no such check: it has no outcome")
             continue
         names.append((["checks", i, "candidate"], check["candidate"]))
         if "reference" in check:
@@ -188,10 +188,10 @@ def validate_rules(doc: dict, path: str, *, known_configs: Collection[str] | Non
                 repr(check["threshold"]), "a check against NaN or infinity has no outcome")
         elif CheckKind(kind).thresholded and check["threshold"] < 0:
             bad(["checks", i, "threshold"], "rules-negative-threshold", "a threshold >= 0",
-                repr(check["threshold"]), "thresholds bound an absolute gap; give a non-negative one")
+                repr(check["threshold"]), "a negative bound on a gap that is compared as absolute can never be met")
         if kind != CheckKind.RANKS_FIRST_IN_ALL_CELLS and check.get("reference") == check["candidate"]:
             bad(["checks", i, "reference"], "rules-self-reference", "a reference other than the candidate",
-                check["reference"], "compare the candidate with a different configuration")
+                check["reference"], "a candidate compared with itself passes by construction")
     if known is not None:
         where = ("the gate's candidates" if not isinstance(cands, str) or cands == "matrix"
                  else f"the candidates its chain ({cands}) can bring")

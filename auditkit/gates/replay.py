@@ -361,7 +361,7 @@ def cell_findings(path: str, i: int, cells) -> list[Finding]:
 
 def _cell_finding(path: str, loc: list, expected: str, found) -> list[Finding]:
     return [Finding(path, "schema-invalid", json_location(loc), expected, _show(found),
-                    "fix the value at this location to follow SPEC.md")]
+                    "the decision does not follow SPEC.md section 6 here, so this part of it cannot be compared")]
 
 
 # --------------------------------------------------------------------------- replay
@@ -376,10 +376,46 @@ class GateReplay:
     recorded: dict | None = None
     replayed: dict | None = None
     findings: list[Finding] = field(default_factory=list)
+    first_input_start: str | None = None  # the earliest started_at of the rows the gate selects
 
     @property
     def identical(self) -> bool:
         return not self.findings
+
+    def summary(self) -> dict:
+        """The verdict and what the replay found, for `--json`: promoted list, ranks, checks and
+        `frozen_at` beside the first input row's start (None where the gate could not be replayed)."""
+        doc = self.replayed
+        frozen = self.rules.get("frozen_at") if isinstance(self.rules, dict) else None
+        before = None
+        if frozen and self.first_input_start:
+            try:
+                before = bool(pd.Timestamp(frozen) < pd.Timestamp(self.first_input_start))
+            except (ValueError, TypeError):
+                before = None
+        out = {"gate": self.gate, "verdict": "identical" if self.identical else "differs",
+               "differences": len(self.findings),
+               "frozen_at": frozen, "first_input_started_at": self.first_input_start, "frozen_before_data": before,
+               "replayed": None}
+        if doc is not None:
+            out["replayed"] = {
+                "promoted": list(doc["promoted"]),
+                "ranks": {c["config_id"]: c.get("rank") for c in doc["candidates"]},
+                "eligible": {c["config_id"]: c["eligible"] for c in doc["candidates"]},
+                "checks": [{k: ch.get(k) for k in ("kind", "candidate", "reference", "value", "threshold", "passed")}
+                           for ch in doc["checks"]],
+            }
+        return out
+
+
+@dataclass
+class ReplayReport(Report):
+    """A replay-gate Report whose JSON form also carries each gate's replayed decision (`gates`)."""
+
+    gates: list[dict] = field(default_factory=list)  # `GateReplay.summary()` of each gate, in protocol order
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "gates": self.gates}
 
 
 class _Session:
@@ -475,19 +511,25 @@ def replay_package(package_dir, gate: str) -> tuple[list[GateReplay], Report]:
     try:
         replays = replay_all(package_dir) if gate == "all" else [replay_gate(package_dir, gate)]
     except PackageDefect as exc:
-        rep = Report(command="replay-gate", target=str(package_dir))
+        rep = ReplayReport(command="replay-gate", target=str(package_dir))
         rep.add(exc.finding)
         rep.checked = {"gates": 0}
         return [], rep
     return replays, replay_report(replays, str(package_dir))
 
 
-def replay_report(replays: list[GateReplay], target: str) -> Report:
-    """One Report of every finding of `replays`."""
-    rep = Report(command="replay-gate", target=target)
+def replay_report(replays: list[GateReplay], target: str) -> ReplayReport:
+    """One report of every finding of `replays`, each once (a file two gates read is one finding
+    per gate only where the findings differ), and each gate's `summary` for `--json`."""
+    rep = ReplayReport(command="replay-gate", target=target)
+    seen = set()
     for r in replays:
-        rep.extend(r.findings)
+        for x in r.findings:
+            if x not in seen:
+                seen.add(x)
+                rep.add(x)
     rep.checked = {"gates": len(replays)}
+    rep.gates = [r.summary() for r in replays]
     rep.info = {f"gate {r.gate}": ("identical" if r.identical else f"{len(r.findings)} difference(s)")
                 for r in replays}
     return rep
@@ -594,6 +636,8 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
         f.append(Finding(g.rules, "gate-no-rows", "$.inputs", "rows for the gate's stages, hosts and seeds",
                          "none", "a gate with no data decides nothing"))
     f.extend(_frozen_before(rules, sel, g.rules))
+    if len(sel) and sel["started"].notna().any():
+        out.first_input_start = _iso(sel["started"].min())
 
     # candidates and the chain
     cands_spec = ins["candidates"]
@@ -621,7 +665,8 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     except DuplicateRowError as exc:
         first = exc.where[0].split(" row ")[0] if exc.where else g.rules
         f.append(Finding(first, "duplicate-run-row", "; ".join(exc.where), "one row per candidate and cell",
-                         f"{exc.config_id} in {exc.cell}", "remove the extra row"))
+                         f"{exc.config_id} in {exc.cell}", "two runs of one candidate in one cell: the rules cannot "
+                         "say which counts (SPEC 5.2); find out which run the recorded decision used"))
         return out
     replayed = decision.to_json(
         rules_ref={"path": g.rules, "sha256": s.sha(g.rules)},
@@ -694,13 +739,18 @@ def _num_differs(a, b) -> bool:
         return True
 
 
+DIFFERS = "the recorded value is not what the frozen rules give on the raw rows"
+DIFFERS_HINT = ("the decision, its rules or its rows changed after it was made, or it was not made by these rules: "
+                "compare the input hashes the decision records, and the rows of the cell named")
+
+
 def diff_decisions(recorded: dict, replayed: dict, path: str) -> list[Finding]:
     """Every field where `recorded` differs from `replayed`: exact for lists, ranks, eligibility,
     wins and outcomes; within 1e-9 for numbers. Location is a JSON path into the recorded file."""
     out = []
 
-    def differ(loc, code, exp, got, msg="recompute it from the rules and raw rows: the recorded value is not what they give"):
-        out.append(Finding(path, code, json_location(loc), _show(exp), _show(got), msg))
+    def differ(loc, code, exp, got, msg=DIFFERS):
+        out.append(Finding(path, code, json_location(loc), _show(exp), _show(got), msg, DIFFERS_HINT))
 
     if recorded.get("gate") != replayed["gate"]:
         differ(["gate"], "decision-differs", replayed["gate"], recorded.get("gate"))
@@ -776,12 +826,12 @@ def render_gate(r: GateReplay) -> str:
         promoted = set(doc["promoted"])
         rows = []
         for c in doc["candidates"]:
-            row = [("*" if c["config_id"] in promoted else "") + c["config_id"], c["rank"] if c["rank"] else "-"]
+            row = [("*" if c["config_id"] in promoted else "") + c["config_id"], c.get("rank") or "-"]
             for k in keys:
-                cell = c["cells"].get(k, {})
+                cell = (c.get("cells") or {}).get(k, {})
                 v = cell.get("val_bpb")
                 row.append("-" if v is None else f"{v:.6f} ({cell.get('rank') or cell.get('status', '-')})")
-            row.append("-" if c["mean"] is None else f"{c['mean']:.6f}")
+            row.append("-" if c.get("mean") is None else f"{c['mean']:.6f}")
             rows.append(row)
         lines.append(tabulate(rows, headers=["candidate", "rank", *keys, "mean"], tablefmt="simple",
                               disable_numparse=True))
@@ -792,9 +842,13 @@ def render_gate(r: GateReplay) -> str:
                                                        else f"{int(ch['value'])}/{len(keys)} cells")
             thr = "" if ch.get("threshold") is None else f" (threshold {ch['threshold']})"
             lines.append(f"check {ch['kind']} {ch['candidate']}{ref}: {val}{thr} -> {'pass' if ch['passed'] else 'FAIL'}")
+    summary = r.summary()
+    if summary["frozen_at"] and summary["first_input_started_at"]:
+        rel = {True: "before", False: "NOT before", None: "?"}[summary["frozen_before_data"]]
+        lines.append(f"frozen_at {summary['frozen_at']} {rel} the first input row's start "
+                     f"{summary['first_input_started_at']}")
     if r.identical:
         lines.append(f"verdict: identical — gate {r.gate} replays to its recorded decision")
     else:
-        lines.append(f"verdict: DIFFERS — {len(r.findings)} difference(s):")
-        lines += [f"  {x}" for x in r.findings]
+        lines.append(f"verdict: DIFFERS — {len(r.findings)} difference(s), listed below")
     return "\n".join(lines)
