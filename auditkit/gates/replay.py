@@ -164,8 +164,9 @@ def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
     for c in frames[0].columns.union([c for f in frames for c in f.columns], sort=False):
         parts = [f[c] if c in f.columns else pd.Series([None] * len(f), dtype=object) for f in frames]
         if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
-            # categories of one text dtype (an empty file's have none to infer it from)
-            parts = [p.cat.rename_categories(p.cat.categories.astype(str)) for p in parts]
+            if any(p.cat.categories.dtype != parts[0].cat.categories.dtype for p in parts):
+                # categories of one text dtype (an empty file's have none to infer it from)
+                parts = [p.cat.rename_categories(p.cat.categories.astype(str)) for p in parts]
             cols[c] = union_categoricals(parts, ignore_order=True)
         else:
             cols[c] = pd.concat(parts, ignore_index=True)
