@@ -38,7 +38,11 @@ def replay_gate_cmd(gate, package, as_json, trusted_tsa, trusted_keys, system_tr
     if profile:
         from auditkit.cli.cmd_profile import replay_through
 
-        replay_through(gate, package, profile, as_json)
+        if trusted_tsa or trusted_keys or system_trust:
+            fail(AuditError("the trust options do not apply with --profile",
+                            hint="a package read through a profile carries no tokens or attestations; "
+                                 "--require still applies"), as_json)
+        replay_through(gate, package, profile, as_json, require)
     from auditkit.gates.replay import render_gate, replay_all, replay_gate, replay_report
 
     try:

@@ -37,9 +37,11 @@ def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes, trusted_tsa
     if profile:
         from auditkit.cli.cmd_profile import verify_through
 
-        if deep or max_members or max_bytes:
-            fail(AuditError("--deep, --max-members and --max-bytes do not apply with --profile"), as_json)
-        verify_through(package, profile, as_json)
+        if deep or max_members or max_bytes or trusted_tsa or trusted_keys or system_trust:
+            fail(AuditError("--deep, --max-members, --max-bytes and the trust options do not apply with --profile",
+                            hint="a package read through a profile carries no checkpoints auditkit maps, and no "
+                                 "tokens or attestations; --require still applies"), as_json)
+        verify_through(package, profile, as_json, require)
     from auditkit.verify import verify_package
 
     try:
