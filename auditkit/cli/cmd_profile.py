@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from auditkit.cli.common import emit, fail, json_option
+from auditkit.cli.common import emit, fail
 from auditkit.errors import AuditError
 
 

@@ -10,8 +10,6 @@ compared, and why.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,13 +19,14 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.findings import Finding, Report, json_location
+from auditkit.findings import Finding, Report
 from auditkit.profile import _store
 from auditkit.profile.model import Profile, Provenance, load_profile
 from auditkit.profile.view import Fact, GateView, PackageView, Recorded, _csv, read_package
 from auditkit.gates.engine import DuplicateRowError, decide_columns
 from auditkit.derived.tables import GENERATORS, TableKind
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON
+from auditkit.package.store import parse_csv
 
 ASSERTED = "asserted"
 
@@ -585,7 +584,7 @@ def _compare_table(view: PackageView, t, table, rep: ProfiledReport) -> None:
         rep.add(_store.as_finding(exc, rel, "table-unreadable", "a UTF-8 CSV table"))
         return
     rep.extend(extra)
-    gen = list(csv.DictReader(io.StringIO(table.csv_text(), newline="")))
+    gen = parse_csv(table.csv_text(), table.id)[1]
     for col, vals in t.where:
         gen = [r for r in gen if r.get(col) in vals]
     gcols = set(table.columns)
