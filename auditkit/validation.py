@@ -26,6 +26,7 @@ SCHEMA_NAMES = (
     "checkpoint-metadata",
     "table-manifest",
     "figure-manifest",
+    "claims",
 )
 
 
