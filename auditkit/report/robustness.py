@@ -36,6 +36,7 @@ import math
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import combinations_with_replacement, product
 
 import numpy as np
@@ -111,9 +112,18 @@ def _resample_rules(rules: dict, n: int, candidates: list[str], top_k: int | Non
 def _columns(values: np.ndarray, candidates: list[str]) -> dict:
     """Engine columns for a candidates x cells matrix of metric values."""
     nc, n = values.shape
-    return {"stage": ["resample"] * (nc * n), "host": [f"r{j:03d}" for _ in range(nc) for j in range(n)],
-            "seed": np.zeros(nc * n, dtype=np.int64), "config_id": [c for c in candidates for _ in range(n)],
-            "status": ["ok"] * (nc * n), "value": values.reshape(-1)}
+    return {**_labels(tuple(candidates), n), "value": values.reshape(-1)}
+
+
+@lru_cache(maxsize=64)
+def _labels(candidates: tuple[str, ...], n: int) -> dict:
+    """The label columns of `_columns` (shared by every resample of a gate; never mutated)."""
+    nc = len(candidates)
+    return {"stage": np.full(nc * n, "resample", dtype=object),
+            "host": np.array([f"r{j:03d}" for _ in range(nc) for j in range(n)], dtype=object),
+            "seed": np.zeros(nc * n, dtype=np.int64),
+            "config_id": np.array([c for c in candidates for _ in range(n)], dtype=object),
+            "status": np.full(nc * n, "ok", dtype=object)}
 
 
 def _quantile(pairs: list[tuple[float, float]], q: float) -> float:
@@ -317,7 +327,8 @@ def correlation_interval(a: list[float], b: list[float], key: str) -> Correlatio
         pairs = [(float(r), w) for r in ok]
         lo, hi = _quantile(pairs, (1 - LEVEL) / 2), _quantile(pairs, 1 - (1 - LEVEL) / 2)
     exact = math.factorial(n) <= 9999
-    res = stats.permutation_test((x, y), lambda u, v, axis=-1: _rho_axis(u, v, axis), permutation_type="pairings",
+    # permuting one sample against the other fixed gives the n! pairings (both permuted: (n!)^2)
+    res = stats.permutation_test((x,), lambda u, axis=-1: _rho_axis(u, y, axis), permutation_type="pairings",
                                  vectorized=True, n_resamples=9999, alternative="greater", rng=rng)
     pm = (f"exact over all {math.factorial(n)} pairings" if exact
           else f"9999 random pairings (seed {SEED})") + ", one-sided (agreement at least as strong)"
