@@ -226,3 +226,8 @@ def test_claims_from_study_hold_on_the_study_and_fail_after_an_edit(paper_copy):
     failed = {r.id for r in evaluate_claims(paper_copy) if r.outcome is not ClaimOutcome.HELD}
     assert {"stage2-near-equivalence-greedy", "stage2-ranks-first-in-all-cells-bridge",
             "host-spearman-stage2-60min-seed44-gate4-linux-windows"} <= failed
+
+
+def test_the_spec_example_holds_on_the_paper_shaped_package(paper_pkg):
+    doc = json.loads((DATA / "spec_examples" / "claims.json").read_text())
+    assert [r.outcome for r in evaluate_claims(paper_pkg, doc)] == [ClaimOutcome.HELD] * len(doc["claims"])

@@ -22,7 +22,7 @@ from paperpkg import build_paper_package
 from pkgbuild import set_cell
 
 DATA = Path(__file__).resolve().parent / "data"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,7 @@ def test_report_data(report, paper_pkg):
 
 def test_a_broken_package_is_reported_with_findings_and_reasons(paper_pkg, tmp_path):
     pkg = Path(shutil.copytree(paper_pkg, tmp_path / "pkg"))
+    (pkg / "figure_manifest.json").unlink()   # the figures are checked in test_report_data
     rel = "remote-results/windows_stage2_60min_seed44_gate4_summary.csv"
     lines = (pkg / rel).read_text().splitlines()
     row = next(i for i, line in enumerate(lines) if ",greedy," in line)
@@ -71,7 +72,7 @@ def test_a_broken_package_is_reported_with_findings_and_reasons(paper_pkg, tmp_p
     data = build_report(pkg, figures=False)
     assert data["ok"] is False
     verdicts = {v["check"]: v["status"] for v in data["verdicts"]}
-    assert verdicts["verify"] == "FAILED" and verdicts["replay"] == "FAILED"
+    assert verdicts["verify"] == "FAILED" and verdicts["replay"] == "FAILED" and verdicts["figures"] == "FAILED"
     # greedy has no 60-minute mean now, so the near-equivalence check FAILs as the paper says
     assert verdicts["claims"] == "OK"
     stage2 = next(g for g in data["gates"] if g["gate"] == "stage2")
@@ -107,7 +108,7 @@ def _browser():
     except ImportError:
         pytest.fail("the playwright package is missing: pip install -e '.[test]' (it drives the system chromium)")
     if not CHROMIUM.is_file():
-        pytest.fail("chromium is missing at /usr/bin/chromium: run scripts/bootstrap.sh as root, or "
+        pytest.fail("chromium is missing (not on PATH, not at /usr/bin/chromium): run scripts/bootstrap.sh as root, or "
                     "apt-get install chromium (Debian); this test is not skipped")
     return sync_playwright
 

@@ -170,3 +170,17 @@ def test_junit_of_a_clean_run_is_one_passing_case():
     (suite,) = list(xml)
     (case,) = list(suite)
     assert case.name == "verify pkg" and not case.result and suite.failures == 0
+
+
+def test_the_ci_recipe_runs_auditkit_and_uploads_the_sarif():
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ci" / "github-actions.yml").read_text()
+    wf = yaml.safe_load(text)
+    steps = wf["jobs"]["audit"]["steps"]
+    run = "\n".join(s.get("run", "") for s in steps)
+    for cmd in ("auditkit verify", "auditkit replay-gate all", "auditkit claims"):
+        assert f"{cmd} " in run and "--format sarif" in run.split(cmd, 1)[1].split("\n")[0]
+    upload = next(s for s in steps if s.get("uses", "").startswith("github/codeql-action/upload-sarif"))
+    assert upload["with"]["sarif_file"] == "audit/sarif"
+    assert wf["permissions"]["security-events"] == "write"

@@ -77,8 +77,9 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     except AuditError as exc:
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", None, exc.message))
 
-    claim_rows, claims_note = _claims(pkg, claims, verdicts)
-    tables = {t.id: t for t in build_tables(pkg)}
+    built = build_tables(pkg)
+    tables = {t.id: t for t in built}
+    claim_rows, claims_note = _claims(pkg, claims, verdicts, built)
     gates = [_gate(pkg, r, tables, (freeze_evidence or {}).get(r.gate, getattr(r, "freeze_evidence", None)))
              for r in replays]
     return {
@@ -98,7 +99,7 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     }
 
 
-def _claims(pkg: Path, claims, verdicts: list) -> tuple[list[dict], str]:
+def _claims(pkg: Path, claims, verdicts: list, tables: list) -> tuple[list[dict], str]:
     from auditkit.report.claims import CLAIMS_FILE, claims_report, evaluate_claims
 
     command = f"auditkit claims --package {pkg}"
@@ -106,7 +107,7 @@ def _claims(pkg: Path, claims, verdicts: list) -> tuple[list[dict], str]:
         verdicts.append(_verdict("claims", command, None, "the package has no claims.json"))
         return [], "The package carries no claims.json (docs/SPEC.md, 'v1.1: claims.json')."
     try:
-        results = evaluate_claims(pkg, claims)
+        results = evaluate_claims(pkg, claims, tables=tables)
     except AuditError as exc:
         verdicts.append(_verdict("claims", command, None, exc.diagnostics()))
         return [], exc.diagnostics()

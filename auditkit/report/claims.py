@@ -114,10 +114,10 @@ def claims_text(doc: dict) -> str:
 class _Context:
     """What claims are decided from: every gate decided from the raw rows, tables built once."""
 
-    def __init__(self, package_dir: Path):
+    def __init__(self, package_dir: Path, tables=None):
         self.pkg = package_dir
         self.gates: dict[str, GateOutcome] = decide_all(package_dir)
-        self._tables = None
+        self._tables = None if tables is None else {t.id: t for t in tables}
 
     def tables(self) -> dict:
         if self._tables is None:
@@ -144,8 +144,10 @@ class _Context:
         return first[0].config_id
 
 
-def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = None) -> list[ClaimResult]:
+def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = None, *,
+                    tables=None) -> list[ClaimResult]:
     """Every claim of `claims` (a document, a path, or the package's own `claims.json`), in order.
+    `tables`: the package's tables (`tables.build_tables`) when the caller has built them already.
     Raises AuditError when the package or the claims file cannot be read."""
     pkg = Path(package_dir)
     if claims is None:
@@ -155,7 +157,7 @@ def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = 
         bad = validate_document(doc, "claims", CLAIMS_FILE)
         if bad:
             raise AuditError(f"claims are not valid: {bad[0]}", hint="follow schemas/claims.schema.json")
-    ctx = _Context(pkg)
+    ctx = _Context(pkg, tables)
     return [_evaluate(ctx, c) for c in doc["claims"]]
 
 
