@@ -13,9 +13,9 @@ import pytest
 from auditkit.errors import AuditError
 from auditkit.report.claims import (ClaimKind, ClaimOutcome, claims_from_study, claims_report, claims_text,
                                     evaluate_claims, load_claims, render_claims)
-from auditkit.validation import schema_errors
-from pkgbuild import set_cell
-from paperpkg import build_paper_package
+from auditkit.package.schemas import schema_errors
+from fixtures.pkgbuild import set_cell
+from fixtures.paperpkg import build_paper_package
 
 DATA = Path(__file__).resolve().parent / "data"
 PAPER_CLAIMS = DATA / "paper06_claims.json"

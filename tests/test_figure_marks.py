@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from auditkit.figures import _styles, draw, figure_data, host_labels
-from paperpkg import build_paper_package
+from auditkit.derived.figures import _styles, draw, figure_data, host_labels
+from fixtures.paperpkg import build_paper_package
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditkit.report.reasons import reasons, reasons_of_document
-from auditkit.rules import decide_columns
+from auditkit.gates.engine import decide_columns
 
 CANDS = ["a", "b", "c", "d", "e"]
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from auditkit.manifest import build_manifest
+from auditkit.package.manifest import build_manifest
 from auditkit.report.build import build_report
 from auditkit.report.html import render_html
 from auditkit.report.markdown import render_markdown
-from paperpkg import build_paper_package
-from pkgbuild import set_cell
+from fixtures.paperpkg import build_paper_package
+from fixtures.pkgbuild import set_cell
 
 DATA = Path(__file__).resolve().parent / "data"
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")

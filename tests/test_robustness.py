@@ -15,9 +15,9 @@ from scipy import stats
 
 from auditkit.report import robustness as rb
 from auditkit.report.gates import decide_all
-from auditkit.rules import decide_columns
-from auditkit.tables import TableKind, build_tables, check_tables
-from paperpkg import build_paper_package
+from auditkit.gates.engine import decide_columns
+from auditkit.derived.tables import TableKind, build_tables, check_tables
+from fixtures.paperpkg import build_paper_package
 
 
 def rules(cands, cells, top_k=1, keep=(), checks=()):

@@ -13,15 +13,15 @@ from jsonschema import Draft4Validator
 from junitparser import Error, Failure, JUnitXml
 
 from auditkit.findings import Finding, Report
-from auditkit.manifest import build_manifest
-from auditkit.replay import replay_all, replay_report
+from auditkit.package.manifest import build_manifest
+from auditkit.gates.replay import replay_all, replay_report
 from auditkit.report.claims import claims_report, evaluate_claims
 from auditkit.report.junit import junit_xml
 from auditkit.report.sarif import sarif_log, sarif_text
-from auditkit.tables import check_tables
+from auditkit.derived.tables import check_tables
 from auditkit.verify import verify_package
-from paperpkg import build_paper_package
-from pkgbuild import set_cell
+from fixtures.paperpkg import build_paper_package
+from fixtures.pkgbuild import set_cell
 
 DATA = Path(__file__).resolve().parent / "data"
 SCHEMA = json.loads((DATA / "sarif" / "sarif-schema-2.1.0.json").read_text())

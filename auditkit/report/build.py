@@ -44,8 +44,8 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     (`level`, `time`, `authority`, `first_input_started_at`, ...) where the caller has it; a
     `freeze_evidence` attribute of a replayed gate is used otherwise. Raises AuditError when the
     package cannot be read at all."""
-    from auditkit.replay import package_protocol, replay_all, replay_report
-    from auditkit.tables import build_tables, check_tables
+    from auditkit.gates.replay import package_protocol, replay_all, replay_report
+    from auditkit.derived.tables import build_tables, check_tables
     from auditkit.verify import verify_package
 
     pkg = Path(package_dir)
@@ -67,7 +67,7 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     except AuditError as exc:
         verdicts.append(_verdict("tables", f"auditkit tables --package {pkg} --check", None, exc.message))
     try:
-        from auditkit.figures import check_figures
+        from auditkit.derived.figures import check_figures
 
         fig = check_figures(pkg)
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", fig))
@@ -160,7 +160,7 @@ def _first_start(pkg: Path, rules: dict | None) -> str | None:
     """The earliest `started_at` of the gate's input rows (what `frozen_at` must precede)."""
     if not rules:
         return None
-    from auditkit.replay import gate_inputs, load_gate_rows
+    from auditkit.gates.replay import gate_inputs, load_gate_rows
 
     try:
         paths = [p for p in gate_inputs(pkg, rules) if (pkg / p).is_file()]

@@ -28,7 +28,7 @@ from pathlib import Path
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, json_location
 from auditkit.report.gates import GateOutcome, decide_all
-from auditkit.validation import validate_document
+from auditkit.package.schemas import validate_document
 
 CLAIMS_FILE = "claims.json"
 
@@ -121,7 +121,7 @@ class _Context:
 
     def tables(self) -> dict:
         if self._tables is None:
-            from auditkit.tables import build_tables
+            from auditkit.derived.tables import build_tables
 
             self._tables = {t.id: t for t in build_tables(self.pkg)}
         return self._tables

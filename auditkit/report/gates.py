@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.protocol import Protocol
-from auditkit.replay import gate_inputs, load_gate_rows, matrix_config_ids, package_protocol, read_json
-from auditkit.rules import Decision, DuplicateRowError, decide_columns, validate_rules
+from auditkit.study.spec import Protocol
+from auditkit.gates.replay import gate_inputs, load_gate_rows, matrix_config_ids, package_protocol, read_json
+from auditkit.gates.engine import Decision, DuplicateRowError, decide_columns, validate_rules
 
 
 @dataclass(frozen=True)

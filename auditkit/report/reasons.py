@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from auditkit.rules import Decision
+from auditkit.gates.engine import Decision
 
 
 class _Candidate(NamedTuple):

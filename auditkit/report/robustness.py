@@ -41,7 +41,7 @@ from itertools import combinations_with_replacement, product
 
 import numpy as np
 
-from auditkit.rules import Better, Decision, decide_columns
+from auditkit.gates.engine import Better, Decision, decide_columns
 
 SEED = 20260502
 RESAMPLES = 1000
@@ -350,7 +350,7 @@ def robustness_tables(p) -> list:
     `promotion_sensitivity` and `host_correlation_interval`. Only gates with a recorded
     decision, like the other tables; each decided again from the raw rows."""
     from auditkit.report.gates import decide_all
-    from auditkit.tables import Table, _hosts
+    from auditkit.derived.tables import Table, _hosts
 
     kind = "robustness"
     outcomes = decide_all(p.pkg) if p.decisions else {}

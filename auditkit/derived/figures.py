@@ -1,0 +1,356 @@
+"""Figures of a package (matplotlib, PNG) and `figure_manifest.json`.
+
+Three kinds, each computed from the package's raw rows and recorded decisions:
+
+- `rank_across_gates`: each candidate's overall rank at every gate; a ring marks
+  the gate where it was eliminated;
+- `val_bpb_vs_budget`: mean val_bpb against the stage budget, per candidate, and
+  the data floor (`floor_bpb`) where the runner reports one in the rows;
+- `host_scatter`: per stage run on two or more hosts, each candidate's mean
+  val_bpb on one host against another; hosts labelled with their profile
+  (`host_profiles` in protocol.json, else the "Host profiles:" block that
+  `protocol run` writes into README.txt), candidates the gate reading the stage
+  promoted filled, those it eliminated hollow.
+
+Every candidate keeps one colour and marker in every figure; legends sit beside
+the plot, never over points or labels.
+
+Images are not byte-stable across matplotlib versions, so a figure is checked
+by regenerating it: the sha256 of the data it plots (`data_sha256`, canonical
+JSON) must equal the recorded one, and the recorded PNG must be a PNG of the
+same pixel size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import struct
+from collections import defaultdict
+from pathlib import Path
+
+from auditkit.errors import AuditError
+from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, open_package
+from auditkit.findings import Finding, Report
+from auditkit.package.hashing import sha256_bytes
+from auditkit.study.spec import load_protocol
+from auditkit.package.rows import RunRow, parse_run_csv_path, read_csv_text
+
+FIGURE_MANIFEST = "figure_manifest.json"
+DPI = 100
+SIZE = (7.0, 4.5)
+
+
+def _rows(pkg: Path) -> list[RunRow]:
+    out = []
+    for p in sorted((pkg / "remote-results").glob("*.csv")):
+        rel = p.relative_to(pkg).as_posix()
+        if parse_run_csv_path(rel) is None:
+            continue
+        out += [RunRow.from_strings(r) for r in read_csv_text(p.read_text("utf-8"), rel)[1]]
+    return out
+
+
+def figure_data(pkg: Path) -> list[dict]:
+    """Every figure's id, path, kind, inputs and the data it plots (JSON-ready, deterministic)."""
+    open_package(pkg)
+    proto = load_protocol(pkg / "protocol.json")
+    rows = _rows(pkg)
+    csvs = sorted(p.relative_to(pkg).as_posix() for p in (pkg / "remote-results").glob("*.csv"))
+    figs = []
+
+    ranks: dict[str, dict[str, int | None]] = defaultdict(dict)
+    promoted: dict[str, list[str]] = {}
+    dec_inputs = []
+    for g in proto.gates:
+        path = pkg / g.decision_path
+        if not path.exists():
+            continue
+        dec_inputs.append(g.decision_path)
+        doc = json.loads(path.read_text("utf-8"))
+        promoted[g.gate] = list(doc.get("promoted", []))
+        for c in doc["candidates"]:
+            ranks[c["config_id"]][g.gate] = c.get("rank")
+    if dec_inputs:
+        figs.append({"id": "rank_across_gates", "kind": "rank_across_gates", "path": "figures/rank_across_gates.png",
+                     "inputs": dec_inputs,
+                     "data": {"gates": [g.gate for g in proto.gates if (pkg / g.decision_path).exists()],
+                              "ranks": {k: ranks[k] for k in sorted(ranks)}, "promoted": promoted}})
+    gate_of_stage = {}
+    for g in proto.gates:   # the first gate that reads a stage decides its candidates' fate there
+        rules_path = pkg / g.rules
+        if g.gate in promoted and rules_path.is_file():
+            for st in json.loads(rules_path.read_text("utf-8")).get("inputs", {}).get("stages", []):
+                gate_of_stage.setdefault(st, g.gate)
+    labels, labels_from = _host_labels(pkg, proto.hosts)
+
+    by_stage_cfg: dict[tuple[str, str], list[float]] = defaultdict(list)
+    by_stage_host_cfg: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.status == "ok" and r.val_bpb is not None:
+            by_stage_cfg[(r.stage, r.config_id)].append(r.val_bpb)
+            by_stage_host_cfg[(r.stage, r.host, r.config_id)].append(r.val_bpb)
+    series: dict[str, list[list]] = defaultdict(list)
+    for s in proto.stages:
+        for (stage, cid), vals in sorted(by_stage_cfg.items()):
+            if stage == s.stage:
+                series[cid].append([s.stage, s.budget.kind, s.budget.value, round(sum(vals) / len(vals), 9)])
+    budget_data = {"series": {k: series[k] for k in sorted(series)}}
+    floors = sorted({round(f, 9) for f in (r.metric("floor_bpb") for r in rows) if f is not None and math.isfinite(f)})
+    if floors:
+        budget_data["floor_bpb"] = floors
+    figs.append({"id": "val_bpb_vs_budget", "kind": "val_bpb_vs_budget", "path": "figures/val_bpb_vs_budget.png",
+                 "inputs": csvs, "data": budget_data})
+
+    for s in proto.stages:
+        if len(s.hosts) < 2:
+            continue
+        a, b = s.hosts[0], s.hosts[1]
+        pts = []
+        for (stage, host, cid), vals in sorted(by_stage_host_cfg.items()):
+            if stage == s.stage and host == a and (stage, b, cid) in by_stage_host_cfg:
+                vb = by_stage_host_cfg[(stage, b, cid)]
+                pts.append([cid, round(sum(vals) / len(vals), 9), round(sum(vb) / len(vb), 9)])
+        if pts:
+            data = {"stage": s.stage, "hosts": [a, b], "points": pts,
+                    "host_labels": [labels.get(a, a), labels.get(b, b)]}
+            gate = gate_of_stage.get(s.stage)
+            if gate is not None:
+                data["gate"], data["promoted"] = gate, promoted[gate]
+            figs.append({"id": f"host_scatter_{s.stage}", "kind": "host_scatter",
+                         "path": f"figures/host_scatter_{s.stage}.png",
+                         "inputs": [c for c in csvs if parse_run_csv_path(c)[1] == s.stage]
+                         + ([labels_from] if labels_from else []),
+                         "data": data})
+    return figs
+
+
+def host_labels(pkg: Path, hosts) -> dict[str, str]:
+    """'windows (2 threads)' per host, from protocol.json's optional `host_profiles`, else from the
+    'Host profiles:' block `protocol run` writes into README.txt; the bare name where neither says."""
+    return _host_labels(pkg, hosts)[0]
+
+
+def _host_labels(pkg: Path, hosts) -> tuple[dict[str, str], str | None]:
+    """(labels, the package file they come from or None)."""
+    profiles: dict = {}
+    source = None
+    try:
+        profiles = json.loads((pkg / "protocol.json").read_text("utf-8")).get("host_profiles") or {}
+        source = "protocol.json" if profiles else None
+    except (OSError, ValueError, AttributeError):
+        profiles = {}
+    if not profiles and (pkg / "README.txt").is_file():
+        try:
+            lines = (pkg / "README.txt").read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            lines = []
+        if "Host profiles:" in lines:
+            for line in lines[lines.index("Host profiles:") + 1:]:
+                m = re.match(r"^  ([a-z0-9-]+): (\{.*\})$", line)
+                if not m:
+                    break
+                try:
+                    profiles[m[1]] = json.loads(m[2])
+                except ValueError:
+                    break
+            source = "README.txt" if profiles else None
+    labels = {h: f"{h} ({_profile_text(profiles[h])})" if isinstance(profiles.get(h), dict) and profiles[h] else h
+              for h in hosts}
+    return labels, (source if labels != {h: h for h in hosts} else None)
+
+
+def _profile_text(profile: dict) -> str:
+    parts = []
+    threads = profile.get("threads")
+    if threads is not None:
+        parts.append(f"{threads} thread{'' if threads == 1 else 's'}")
+    device = profile.get("device")
+    if device and not (device == "cpu" and threads is not None):
+        parts.append(str(device))
+    parts += [str(v) for k, v in sorted(profile.items()) if k not in ("threads", "device")]
+    return ", ".join(parts)
+
+
+def data_sha256(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+_MARKERS = "os^Dv<>pPX*h"
+
+
+def _candidates(fig: dict) -> list[str]:
+    d = fig["data"]
+    if fig["kind"] == "rank_across_gates":
+        return sorted(d["ranks"])
+    if fig["kind"] == "val_bpb_vs_budget":
+        return sorted(d["series"])
+    return sorted(p[0] for p in d.get("points", []))
+
+
+# tab20's ten dark hues first, then their light partners: neighbours in the legend never share a hue
+_COLOUR_ORDER = tuple(range(0, 20, 2)) + tuple(range(1, 20, 2))
+
+
+def _styles(candidates: list[str]) -> dict[str, dict]:
+    """A colour and a marker per candidate: twenty colours (ten hues, dark then light), and markers
+    that change with every candidate and shift every twenty, so no two candidates of a figure look
+    alike and no two neighbours share a hue or a marker."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return {cid: {"color": cmap(_COLOUR_ORDER[i % 20]), "marker": _MARKERS[(i // 20 + i) % len(_MARKERS)],
+                  "markersize": 5}
+            for i, cid in enumerate(candidates)}
+
+
+def render(fig: dict) -> bytes:
+    """PNG bytes of one figure."""
+    import matplotlib.pyplot as plt
+
+    f = draw(fig)
+    buf = io.BytesIO()
+    f.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(f)
+    return buf.getvalue()
+
+
+def draw(fig: dict):
+    """The matplotlib Figure of one figure's data, laid out (the caller closes it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "auditkit"
+    f, ax = plt.subplots(figsize=SIZE, dpi=DPI)
+    d = fig["data"]
+    styles = _styles(_candidates(fig))
+    if fig["kind"] == "rank_across_gates":
+        gates = d["gates"]
+        promoted = d.get("promoted", {})
+        out_x, out_y = [], []
+        for cid, by_gate in d["ranks"].items():
+            xs = [i for i, g in enumerate(gates) if by_gate.get(g) is not None]
+            ax.plot(xs, [by_gate[gates[i]] for i in xs], label=cid, **styles[cid])
+            for i in xs:
+                if gates[i] in promoted and cid not in promoted[gates[i]]:
+                    out_x.append(i)
+                    out_y.append(by_gate[gates[i]])
+        if out_x:
+            ax.scatter(out_x, out_y, s=130, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4,
+                       label="eliminated at this gate")
+        long = max((len(g) for g in gates), default=0) > 10
+        ax.set_xticks(range(len(gates)), gates, rotation=20 if long else 0, ha="right" if long else "center")
+        ax.invert_yaxis()
+        ax.set_ylabel("overall rank at gate (1 = best)")
+        ax.set_title("Rank of each candidate across gates")
+    elif fig["kind"] == "val_bpb_vs_budget":
+        budgets = sorted({p[2] for pts in d["series"].values() for p in pts})
+        kinds = sorted({p[1] for pts in d["series"].values() for p in pts})
+        for cid, pts in d["series"].items():
+            ax.plot([p[2] for p in pts], [p[3] for p in pts], label=cid, **styles[cid])
+        floors = d.get("floor_bpb", [])
+        for floor in floors:
+            ax.axhline(floor, color="black", linestyle=":", linewidth=1.0, label=f"data floor {floor:.3f} (floor_bpb)")
+        if floors:
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(min(lo, min(floors) - 0.03 * (hi - lo)), hi)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets])   # the stages' budgets, not powers of ten
+        ax.minorticks_off()
+        ax.set_xlabel("stage budget (" + " / ".join(kinds) + ", log scale)")
+        ax.set_ylabel("mean val_bpb (lower is better)")
+        ax.set_title("val_bpb against budget")
+    elif fig["kind"] == "host_scatter":
+        xs = [p[1] for p in d["points"]]
+        ys = [p[2] for p in d["points"]]
+        promoted = d.get("promoted")
+        for cid, x, y in d["points"]:
+            st = styles[cid]
+            hollow = promoted is not None and cid not in promoted
+            ax.scatter([x], [y], marker=st["marker"], zorder=3, s=40,
+                       facecolors="none" if hollow else st["color"], edgecolors=st["color"], linewidths=1.2,
+                       label=cid + (" (eliminated)" if hollow else ""))
+        lo, hi = min(xs + ys), max(xs + ys)
+        ax.plot([lo, hi], [lo, hi], linestyle="--", linewidth=0.8, color="0.5", label="equal on both hosts")
+        names = d.get("host_labels", d["hosts"])
+        ax.set_xlabel(f"{names[0]}: mean val_bpb")
+        ax.set_ylabel(f"{names[1]}: mean val_bpb")
+        title = f"Host against host, {d['stage']}"
+        if promoted is not None:
+            title += f"\nfilled: promoted at gate {d['gate']}; hollow: eliminated there"
+        ax.set_title(title, fontsize=10)
+    else:
+        raise AuditError(f"unknown figure kind {fig['kind']!r}")
+    n = len(ax.get_legend_handles_labels()[1])
+    ax.legend(fontsize=7, ncol=1 if n <= 16 else 2, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    f.tight_layout()
+    return f
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def generate_figures(pkg: str | Path, out: str | Path | None = None) -> list[dict]:
+    """Render every figure into `out` (default: the package) and write figure_manifest.json there."""
+    pkg = Path(pkg)
+    out = Path(out) if out else pkg
+    entries = []
+    for fig in figure_data(pkg):
+        png = render(fig)
+        atomic_write_bytes(out / fig["path"], png)
+        entries.append({"id": fig["id"], "path": fig["path"], "kind": fig["kind"], "inputs": fig["inputs"],
+                        "sha256": sha256_bytes(png), "data_sha256": data_sha256(fig["data"])})
+    doc = {"schema": "auditkit/figures/v1", "figures": entries}
+    atomic_write_bytes(out / FIGURE_MANIFEST, canonical_json_bytes(doc))
+    return entries
+
+
+def check_figures(pkg: str | Path) -> Report:
+    """Regenerate every listed figure's data and compare it with the recorded manifest and PNG."""
+    pkg = Path(pkg)
+    open_package(pkg)
+    report = Report("figures --check", str(pkg))
+    mpath = pkg / FIGURE_MANIFEST
+    if not mpath.exists():
+        report.add(Finding(FIGURE_MANIFEST, "figure-manifest-missing", message="run `auditkit figures` to write it"))
+        return report
+    try:
+        recorded = {e["id"]: e for e in json.loads(mpath.read_text("utf-8"))["figures"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AuditError(f"figure manifest is not readable: {exc}", path=str(mpath)) from exc
+    fresh = {f["id"]: f for f in figure_data(pkg)}
+    for fid in sorted(set(recorded) | set(fresh)):
+        rec, new = recorded.get(fid), fresh.get(fid)
+        if rec is None:
+            report.add(Finding(FIGURE_MANIFEST, "figure-unlisted", found=fid,
+                               message="the package's data gives a figure the manifest does not list"))
+            continue
+        if new is None:
+            report.add(Finding(FIGURE_MANIFEST, "figure-not-derivable", found=fid,
+                               message="the manifest lists a figure the package's data does not give"))
+            continue
+        if data_sha256(new["data"]) != rec.get("data_sha256"):
+            report.add(Finding(rec["path"], "figure-data-differs", expected=rec.get("data_sha256", ""),
+                               found=data_sha256(new["data"]),
+                               message="the plotted data regenerated from the package differs from what was drawn"))
+        png_path = pkg / rec["path"]
+        if not png_path.is_file():
+            report.add(Finding(rec["path"], "figure-missing", message="the recorded figure file is absent"))
+            continue
+        data = png_path.read_bytes()
+        if sha256_bytes(data) != rec.get("sha256"):
+            report.add(Finding(rec["path"], "figure-changed", expected=rec.get("sha256", ""), found=sha256_bytes(data)))
+        if png_size(data) != png_size(render(new)):
+            report.add(Finding(rec["path"], "figure-size-differs", expected=str(png_size(render(new))),
+                               found=str(png_size(data))))
+    report.checked["figures"] = len(recorded)
+    return report

@@ -1,0 +1,400 @@
+"""Frozen gate rules (SPEC section 5): validation and the pure decision engine.
+
+`decide(rules, rows, candidates)` and `decide_columns(rules, cols, candidates)`
+turn frozen rules plus run rows into a `Decision`; neither does I/O, reads a
+clock or draws a random number, and the result does not depend on the order
+of the rows.  Both go through one vectorised core, so the small path
+(`RunRow` objects, tests) and the large path (columns read by pandas, replay
+of a million rows) give the same numbers bit for bit.
+
+Numbers, exactly:
+- a candidate's mean is ``math.fsum(values) / n`` (the correctly rounded sum,
+  so it does not depend on the order of the cells); `std` is the sample
+  standard deviation (``None`` for one cell);
+- the overall order sorts eligible candidates by that float mean, ties by
+  `config_id`; per-cell ranks sort by the metric value, ties by `config_id`;
+- a check's value is the difference of means rounded half-even to 9 decimals
+  (from its shortest decimal repr), compared with the threshold as decimals
+  (SPEC 5.9); mean/min/max/std are written rounded to 9 decimals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import Enum
+from typing import Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+from auditkit.findings import Finding, json_location
+from auditkit.package.schemas import validate_document
+
+DECIMALS = 9
+_QUANTUM = Decimal(1).scaleb(-DECIMALS)
+
+
+class CheckKind(str, Enum):
+    NEAR_EQUIVALENCE = "near_equivalence"
+    MEAN_GAP = "mean_gap"
+    RANKS_FIRST_IN_ALL_CELLS = "ranks_first_in_all_cells"
+
+    @property
+    def thresholded(self) -> bool:
+        return self in (CheckKind.NEAR_EQUIVALENCE, CheckKind.MEAN_GAP)
+
+
+class Better(str, Enum):
+    LOWER = "lower"
+    HIGHER = "higher"
+
+
+CHECK_KINDS = tuple(k.value for k in CheckKind)
+
+
+class DuplicateRowError(ValueError):
+    """Two rows for one candidate in one cell (SPEC 5.2). `where` names the rows when known."""
+
+    def __init__(self, config_id: str, cell: str, where: list[str]):
+        self.config_id, self.cell, self.where = config_id, cell, where
+        rows = f" ({'; '.join(where)})" if where else ""
+        super().__init__(f"two or more rows for candidate {config_id!r} in cell {cell}{rows}")
+
+
+def round9(x: float | None) -> float | None:
+    """`x` rounded half-even to 9 decimals from its shortest decimal repr (SPEC 5.9)."""
+    if x is None:
+        return None
+    return float(Decimal(repr(float(x))).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+
+
+def threshold_passes(kind: str, value: float | None, threshold: float) -> bool:
+    """Outcome of a thresholded check with the (already rounded) `value`; False when no value."""
+    if value is None:
+        return False
+    v = Decimal(repr(float(value)))
+    t = Decimal(repr(float(threshold)))
+    if kind == CheckKind.NEAR_EQUIVALENCE:
+        return abs(v) <= t
+    if kind == CheckKind.MEAN_GAP:
+        return v <= t
+    raise ValueError(f"check kind {kind!r} has no threshold")
+
+
+# --------------------------------------------------------------------------- validation
+
+def validate_rules(doc: dict, path: str, *, known_configs: set[str] | None = None) -> list[Finding]:
+    """Every way `doc` is not a usable rules file: schema first, then sense.
+
+    Sense: `always_keep` no longer than `top_k`; every config named in
+    `always_keep` or a check is a candidate (an explicit candidate list, or
+    `known_configs`, the matrix, otherwise); thresholds not negative; known
+    check kinds; no repeated stage, host or seed.  Each finding names its key.
+    """
+    findings = validate_document(doc, "rules", path)
+    if findings:
+        return findings
+
+    def bad(loc, code, expected, found, message):
+        findings.append(Finding(path=path, code=code, location=json_location(loc),
+                                expected=expected, found=found, message=message))
+
+    inputs, promote = doc["inputs"], doc["promote"]
+    for key in ("stages", "hosts", "seeds"):
+        seen = set()
+        for i, v in enumerate(inputs[key]):
+            if v in seen:
+                bad(["inputs", key, i], "rules-duplicate", "each value once", repr(v), f"remove the repeated {key[:-1]}")
+            seen.add(v)
+    cands = inputs["candidates"]
+    if isinstance(cands, list):
+        known = set(cands)
+        if known_configs is not None:
+            for i, c in enumerate(cands):
+                if c not in known_configs:
+                    bad(["inputs", "candidates", i], "rules-unknown-config", "a config_id of the matrix", c,
+                        "name only configurations that the matrix holds")
+    else:
+        known = known_configs if cands == "matrix" else None
+        if cands.startswith("promoted-by:") and cands.split(":", 1)[1] == doc["gate"]:
+            bad(["inputs", "candidates"], "rules-chain-cycle", "another gate", cands, "a gate cannot promote its own candidates")
+    keep = promote.get("always_keep", [])
+    if len(keep) > promote["top_k"]:
+        bad(["promote", "always_keep"], "rules-always-keep-too-long", f"at most top_k={promote['top_k']} entries",
+            f"{len(keep)} entries", "raise top_k or keep fewer candidates")
+    if len(set(keep)) != len(keep):
+        bad(["promote", "always_keep"], "rules-duplicate", "each config once", repr(keep), "remove the repeat")
+    names = [(["promote", "always_keep", i], c) for i, c in enumerate(keep)]
+    for i, check in enumerate(doc["checks"]):
+        kind = check["kind"]
+        if kind not in CHECK_KINDS:
+            bad(["checks", i, "kind"], "rules-unknown-check", f"one of {', '.join(CHECK_KINDS)}", kind,
+                "use a check kind SPEC.md section 5 defines")
+            continue
+        names.append((["checks", i, "candidate"], check["candidate"]))
+        if "reference" in check:
+            names.append((["checks", i, "reference"], check["reference"]))
+        if CheckKind(kind).thresholded and check["threshold"] < 0:
+            bad(["checks", i, "threshold"], "rules-negative-threshold", "a threshold >= 0",
+                repr(check["threshold"]), "thresholds bound an absolute gap; give a non-negative one")
+        if kind != CheckKind.RANKS_FIRST_IN_ALL_CELLS and check.get("reference") == check["candidate"]:
+            bad(["checks", i, "reference"], "rules-self-reference", "a reference other than the candidate",
+                check["reference"], "compare the candidate with a different configuration")
+    if known is not None:
+        for loc, c in names:
+            if c not in known:
+                bad(loc, "rules-not-a-candidate", "a candidate of this gate", c,
+                    "name a configuration that is among the gate's candidates")
+    return findings
+
+
+# --------------------------------------------------------------------------- the decision
+
+class CellResult(NamedTuple):
+    """One candidate in one cell (a NamedTuple: a decision holds one per run row)."""
+
+    value: float | None
+    rank: int | None
+    status: str  # the run's status, or "missing"
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    config_id: str
+    eligible: bool
+    rank: int | None
+    mean: float | None
+    min: float | None
+    max: float | None
+    std: float | None
+    wins: int
+    values: tuple[float | None, ...]   # per cell, in Decision.cells order (columns: one entry per run row)
+    cell_ranks: tuple[int | None, ...]
+    statuses: tuple[str, ...]          # the run's status, or "missing"
+    reason: str = ""  # why ineligible
+
+    @property
+    def cells(self) -> tuple[CellResult, ...]:
+        return tuple(map(CellResult._make, zip(self.values, self.cell_ranks, self.statuses)))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    kind: str
+    candidate: str
+    reference: str | None
+    value: float | None
+    threshold: float | None
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    gate: str
+    cells: tuple[tuple[str, int], ...]
+    candidates: tuple[CandidateResult, ...]  # eligible by rank, then ineligible by config_id
+    promoted: tuple[str, ...]
+    checks: tuple[CheckResult, ...]
+
+    def candidate(self, config_id: str) -> CandidateResult | None:
+        for c in self.candidates:
+            if c.config_id == config_id:
+                return c
+        return None
+
+    def to_json(self, *, rules_ref: dict, inputs: list[dict], decided_at: str) -> dict:
+        """The SPEC section 6 document."""
+        keys = [f"{h}/{s}" for h, s in self.cells]
+        cands = []
+        for c in self.candidates:
+            cells = {k: {"val_bpb": v, "rank": r} if st == "ok" else {"val_bpb": v, "rank": r, "status": st}
+                     for k, v, r, st in zip(keys, c.values, c.cell_ranks, c.statuses)}
+            doc = {"config_id": c.config_id, "eligible": c.eligible, "rank": c.rank,
+                   "mean": _r(c.mean), "min": _r(c.min), "max": _r(c.max), "std": _r(c.std),
+                   "wins": c.wins, "cells": cells}
+            if c.reason:
+                doc["ineligible"] = c.reason
+            cands.append(doc)
+        checks = []
+        for ch in self.checks:
+            d = {"kind": ch.kind, "candidate": ch.candidate, "value": ch.value,
+                 "threshold": ch.threshold, "passed": ch.passed}
+            if ch.reference is not None:
+                d["reference"] = ch.reference
+            checks.append(d)
+        return {"schema": "auditkit/decision/v1", "gate": self.gate, "rules": dict(rules_ref),
+                "inputs": [dict(i) for i in inputs], "cells": [[h, s] for h, s in self.cells],
+                "candidates": cands, "promoted": list(self.promoted), "checks": checks,
+                "decided_at": decided_at}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, DECIMALS)
+
+
+def decide(rules: dict, rows: Iterable, candidates: Sequence[str]) -> Decision:
+    """Apply frozen `rules` to run rows (`RunRow`s); pure.
+
+    `candidates` are the gate's candidates, already resolved by the caller.
+    Raises DuplicateRowError (a ValueError) for two rows of one candidate in one cell.
+    """
+    column = rules["metric"]["column"]
+    cols: dict[str, list] = {"stage": [], "host": [], "seed": [], "config_id": [], "status": [], "value": [],
+                             "where": []}
+    for r in rows:
+        cols["stage"].append(r.stage)
+        cols["host"].append(r.host)
+        cols["seed"].append(int(r.seed))
+        cols["config_id"].append(r.config_id)
+        cols["status"].append(r.status)
+        v = r.metric(column)
+        cols["value"].append(math.nan if v is None else float(v))
+        cols["where"].append(f"run {r.run_id}")
+    return decide_columns(rules, cols, candidates)
+
+
+def decide_columns(rules: dict, cols: Mapping[str, Sequence], candidates: Sequence[str]) -> Decision:
+    """`decide` on columns: equal-length sequences (lists, numpy arrays or pandas Series) named
+    `stage`, `host`, `seed` (int), `config_id`, `status`, `value` (float, NaN when absent),
+    and optionally `where` (text naming each row, used in DuplicateRowError). Pure."""
+    inputs = rules["inputs"]
+    better = Better(rules["metric"]["better"])
+    stage = np.asarray(cols["stage"], dtype=object)
+    host = np.asarray(cols["host"], dtype=object)
+    seed = np.asarray(cols["seed"], dtype=np.int64)
+    config = np.asarray(cols["config_id"], dtype=object)
+    status = np.asarray(cols["status"], dtype=object)
+    value = np.asarray(cols["value"], dtype=np.float64)
+
+    hosts = sorted(set(inputs["hosts"]))
+    seeds = sorted(set(int(s) for s in inputs["seeds"]))
+    cands = sorted(set(candidates))
+    cells = tuple((h, s) for h in hosts for s in seeds)
+    nc, ncell = len(cands), len(cells)
+
+    mask = (_isin(stage, set(inputs["stages"])) & _isin(host, set(hosts))
+            & np.isin(seed, np.asarray(seeds, dtype=np.int64)) & _isin(config, set(cands)))
+    idx = np.flatnonzero(mask)
+    h_i = _codes(host[idx], hosts)
+    s_i = np.searchsorted(np.asarray(seeds, dtype=np.int64), seed[idx])
+    c_i = _codes(config[idx], cands)
+    key = c_i * ncell + h_i * len(seeds) + s_i
+
+    if len(key):
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        dup = np.flatnonzero(sk[1:] == sk[:-1])
+        if len(dup):
+            k = int(sk[dup[0]])
+            rows_at = idx[order[sk == k]]
+            where = [str(cols["where"][int(i)]) for i in rows_at] if "where" in cols else []
+            h, s = cells[k % ncell]
+            raise DuplicateRowError(cands[k // ncell], f"{h}/{s}", where)
+
+    vals = np.full(nc * ncell, np.nan)
+    present = np.zeros(nc * ncell, dtype=bool)
+    ok = np.zeros(nc * ncell, dtype=bool)
+    stat = np.full(nc * ncell, "missing", dtype=object)
+    row_ok = (status[idx] == "ok") & np.isfinite(value[idx])
+    present[key] = True
+    stat[key] = status[idx]
+    ok[key] = row_ok
+    vals[key] = np.where(np.isfinite(value[idx]), value[idx], np.nan)
+    vals, present, ok, stat = (a.reshape(nc, ncell) for a in (vals, present, ok, stat))
+    eligible = ok.all(axis=1) if ncell else np.zeros(nc, dtype=bool)
+
+    # per-cell ranks among eligible candidates; candidates are sorted by config_id,
+    # so a stable sort breaks ties by config_id
+    el = np.flatnonzero(eligible)
+    ranks = np.zeros((nc, ncell), dtype=np.int64)
+    if len(el) and ncell:
+        sub = vals[el]
+        order = np.argsort(sub if better is Better.LOWER else -sub, axis=0, kind="stable")
+        r = np.empty_like(order)
+        np.put_along_axis(r, order, np.arange(1, len(el) + 1)[:, None], axis=0)
+        ranks[el] = r
+    wins = (ranks == 1).sum(axis=1)
+
+    stats = {}
+    for i in el.tolist():
+        xs = vals[i].tolist()
+        n = len(xs)
+        mean = math.fsum(xs) / n
+        std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
+        stats[i] = (mean, min(xs), max(xs), std)
+    sign = 1.0 if better is Better.LOWER else -1.0
+    ordered = sorted(stats, key=lambda i: (sign * stats[i][0], cands[i]))
+    overall = {i: pos + 1 for pos, i in enumerate(ordered)}
+
+    results = []
+    for i in ordered + [i for i in range(nc) if not eligible[i]]:
+        row_vals, row_present, row_stat = vals[i].tolist(), present[i].tolist(), stat[i].tolist()
+        row_rank = ranks[i].tolist()
+        el_i = bool(eligible[i])
+        if not el_i:
+            row_rank = [None] * ncell
+        columns = (tuple(None if v != v else v for v in row_vals), tuple(row_rank), tuple(row_stat))
+        if el_i:
+            mean, lo, hi, std = stats[i]
+            results.append(CandidateResult(cands[i], True, overall[i], mean, lo, hi, std, int(wins[i]), *columns))
+        else:
+            results.append(CandidateResult(cands[i], False, None, None, None, None, None, 0, *columns,
+                                           _reason(cells, row_present, row_stat, row_vals, ncell)))
+
+    top_k = int(rules["promote"]["top_k"])
+    keep = [c for c in rules["promote"].get("always_keep", []) if c in cands and eligible[cands.index(c)]]
+    chosen = set(keep[:top_k] if len(keep) > top_k else keep)
+    for i in ordered:
+        if len(chosen) >= top_k:
+            break
+        chosen.add(cands[i])
+    promoted = tuple(cands[i] for i in ordered if cands[i] in chosen)
+
+    by_id = {c.config_id: c for c in results}
+    checks = tuple(_check(ch, by_id, better, ncell) for ch in rules.get("checks", []))
+    return Decision(rules["gate"], cells, tuple(results), promoted, checks)
+
+
+def _isin(arr: np.ndarray, values) -> np.ndarray:
+    return pd.Series(arr, dtype=object).isin(list(values)).to_numpy(dtype=bool)
+
+
+def _codes(arr: np.ndarray, sorted_values: list) -> np.ndarray:
+    return pd.Categorical(arr, categories=sorted_values).codes.astype(np.int64)
+
+
+def _reason(cells, present, stat, vals, ncell) -> str:
+    if ncell == 0:
+        return "the rules select no cell"
+    parts = []
+    for (h, s), p, st, v in zip(cells, present, stat, vals):
+        if not p:
+            parts.append(f"{h}/{s} missing")
+        elif st != "ok":
+            parts.append(f"{h}/{s} {st}")
+        elif math.isnan(v):
+            parts.append(f"{h}/{s} metric not finite")
+    return "; ".join(parts)
+
+
+def _check(ch: dict, by_id: dict[str, CandidateResult], better: Better, ncell: int) -> CheckResult:
+    kind = ch["kind"]
+    cand = by_id.get(ch["candidate"])
+    ref_id = ch.get("reference")
+    threshold = ch.get("threshold")
+    if kind == CheckKind.RANKS_FIRST_IN_ALL_CELLS:
+        wins = cand.wins if cand is not None and cand.eligible else None
+        return CheckResult(kind, ch["candidate"], ref_id, None if wins is None else float(wins),
+                           None if threshold is None else float(threshold),
+                           bool(wins is not None and ncell > 0 and wins == ncell))
+    if kind not in CHECK_KINDS:
+        raise ValueError(f"unknown check kind {kind!r}")
+    ref = by_id.get(ref_id)
+    value = None
+    if cand is not None and ref is not None and cand.eligible and ref.eligible:
+        diff = cand.mean - ref.mean if better is Better.LOWER else ref.mean - cand.mean
+        value = round9(diff)
+    return CheckResult(kind, ch["candidate"], ref_id, value, float(threshold),
+                       threshold_passes(kind, value, threshold))

@@ -1,0 +1,115 @@
+"""Content-hashed MANIFEST (SPEC section 9): build it, and its pure parts.
+
+`MANIFEST.json` lists every other file of the package, sorted by POSIX path,
+with sha256 and size; `root` is the sha256 of the `sha256sum`-format lines
+``"<sha256>  <path>\\n"`` in that order, so one hash names the whole package.
+`MANIFEST.csv` holds the same entries (``path,sha256,bytes``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditkit.errors import AuditError
+from auditkit.package.store import atomic_write_text
+from auditkit.package.hashing import sha256_fileobj
+from auditkit.package.scan import unsafe_reason
+
+MANIFEST_JSON = "MANIFEST.json"
+MANIFEST_CSV = "MANIFEST.csv"
+MANIFEST_FILES = (MANIFEST_JSON, MANIFEST_CSV)
+
+
+@dataclass(frozen=True, order=True)
+class Entry:
+    path: str
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
+
+
+def root_hash(entries) -> str:
+    """sha256 of ``"<sha256>  <path>\\n"`` over `entries` in path order."""
+    h = hashlib.sha256()
+    for e in sorted(entries, key=lambda e: e.path):
+        h.update(f"{e.sha256}  {e.path}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def manifest_json_text(entries) -> str:
+    entries = sorted(entries, key=lambda e: e.path)
+    doc = {"schema": "auditkit/manifest/v1", "algorithm": "sha256",
+           "files": [e.to_json() for e in entries], "root": root_hash(entries)}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def manifest_csv_text(entries) -> str:
+    lines = ["path,sha256,bytes"]
+    for e in sorted(entries, key=lambda e: e.path):
+        path = e.path
+        if any(c in path for c in ',"\n\r'):
+            path = '"' + path.replace('"', '""') + '"'
+        lines.append(f"{path},{e.sha256},{e.bytes}")
+    return "\n".join(lines) + "\n"
+
+
+def list_package_files(root: Path) -> list[str]:
+    """Every regular file under `root` (POSIX relative paths, sorted), manifests excluded.
+
+    Raises AuditError on a symlink or special file: a package must hold neither.
+    """
+    out = []
+    def _raise(exc: OSError):
+        raise AuditError(f"cannot list the package: {exc}", path=str(root))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_raise):
+        dirnames.sort()
+        for name in list(dirnames) + filenames:
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if full.is_symlink():
+                raise AuditError(f"{rel} is a symlink; a package must hold only regular files",
+                                 path=str(root), hint="replace the link by the file it points to")
+            if name in filenames and not full.is_file():
+                raise AuditError(f"{rel} is not a regular file", path=str(root))
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            why = unsafe_reason(rel)
+            if why:
+                raise AuditError(f"{rel!r} cannot be listed: {why}", path=str(root),
+                                 hint="rename the file: the MANIFEST line format needs a plain relative path")
+            if rel not in MANIFEST_FILES:
+                out.append(rel)
+    return sorted(out)
+
+
+def build_manifest(root: str | Path, jobs: int | None = None) -> dict:
+    """Write MANIFEST.json and MANIFEST.csv for the package directory `root`; return the JSON doc.
+
+    Never changes any other file. Raises AuditError if `root` is not a directory
+    or holds a symlink or special file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise AuditError("not a package directory", path=str(root), hint="give the directory that holds protocol.json")
+    files = list_package_files(root)
+    jobs = jobs or os.cpu_count() or 1
+
+    def one(rel: str) -> Entry:
+        with open(root / rel, "rb", buffering=0) as f:
+            digest, n = sha256_fileobj(f)    # size and hash from the same read
+        return Entry(rel, digest, n)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        entries = list(pool.map(one, files))
+    text = manifest_json_text(entries)
+    atomic_write_text(root / MANIFEST_JSON, text)
+    atomic_write_text(root / MANIFEST_CSV, manifest_csv_text(entries))
+    return json.loads(text)

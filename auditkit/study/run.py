@@ -1,0 +1,524 @@
+"""Run a staged protocol end to end and write a package that audits itself.
+
+`run_protocol(manifest, out, hosts)` walks the stages in order; for each host
+it runs every missing cell (candidate x seed) through an executor.  Before a
+gate's first input stage starts, the gate's rules are frozen into
+`preanalysis/<gate>.rules.json` (`frozen_at` = then).  Once every host's rows
+for the gate's stages are in, the gate is decided with the same engine
+`replay-gate` uses, and later stages take their candidates from it.
+
+Crash safety: a row is appended by rewriting the host/stage CSV to a temporary
+file and `os.replace`-ing it; a checkpoint is stored the same way before its
+row.  A run killed at any moment leaves no partial row and no half-written
+file; running the command again skips finished cells (by config and seed) and
+never duplicates a row.  Rules and decisions are created exclusively (a hard
+link from a complete temporary file), so two host processes sharing one
+package directory never overwrite each other.
+
+Evidence (SPEC v1.1, `auditkit.evidence`): with a `Recorder` (the CLI's
+`--tsa URL`, `--sign-key KEY.pem` or `--evidence`), every freeze, cell start,
+landed row, decision and the finalization is appended to the hash-chained
+`evidence/events.jsonl`; freezes and decisions are timestamped by the TSAs and
+decisions and the package signed, as they happen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from auditkit.errors import AuditError
+from auditkit.package.store import (atomic_write_bytes, canonical_json_bytes as json_bytes, create_exclusive,
+                                    remove_stale_temporaries, utc_now)
+from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecutor
+from auditkit.package.hashing import sha256_bytes
+from auditkit.package.manifest import build_manifest
+from auditkit.study.spec import Manifest, Protocol, Stage, load_manifest
+from auditkit.package.rows import RUN_COLUMNS, read_csv_text, run_csv_path, write_csv_text
+
+EXIT_WAITING = 3
+
+
+def _error_line(text, limit: int = 160) -> str:
+    """The last non-empty line of an error (a traceback's message), shortened."""
+    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def run_id_for(host: str, stage: str, config_id: str, seed: int) -> str:
+    return f"{host}-{stage}-{config_id}-s{seed}"
+
+
+# --- the package being written ------------------------------------------------
+
+@dataclass
+class StudyDir:
+    """A package directory being written by the protocol runner."""
+
+    manifest: Manifest
+    out: Path
+    log: Callable[[str], None] = field(default=lambda msg: None)
+    evidence: object | None = None  # an auditkit.evidence.record.Recorder, when evidence is recorded
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.manifest.protocol
+
+    def init(self) -> None:
+        """Lay down protocol.json, the matrix and the runner source; refuse a different study."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out)
+        want = json_bytes(self.protocol.to_json())
+        pj = self.out / "protocol.json"
+        if pj.exists():
+            if pj.read_bytes() != want:
+                raise AuditError("this directory holds a different protocol", path=str(pj),
+                                 hint="use a new --out directory, or the manifest that wrote this one")
+        else:
+            atomic_write_bytes(pj, want)
+        try:
+            matrix = self.manifest.matrix_file.read_bytes()
+        except OSError as exc:
+            raise AuditError(f"cannot read the candidate matrix: {exc}", path=str(self.manifest.matrix_file)) from exc
+        mpath = self.out / self.protocol.matrix
+        if mpath.exists() and mpath.read_bytes() != matrix:
+            raise AuditError("the matrix in the package differs from the manifest's", path=str(mpath))
+        if not mpath.exists():
+            atomic_write_bytes(mpath, matrix)
+        self.snapshot_source()
+
+    def snapshot_source(self) -> None:
+        """Copy the runner source that produces the runs into source/runner/ (once)."""
+        import auditkit.runner as runner_pkg
+
+        src = Path(runner_pkg.__file__).parent
+        for p in sorted(src.glob("*.py")):
+            dest = self.out / "source" / "runner" / p.name
+            if not dest.exists():  # the snapshot of the source that ran; never rewritten
+                atomic_write_bytes(dest, p.read_bytes())
+
+    def matrix_rows(self) -> dict[str, dict]:
+        _, rows = read_csv_text((self.out / self.protocol.matrix).read_text("utf-8"), self.protocol.matrix)
+        return {r["config_id"]: r for r in rows}
+
+    # rows
+    def rows(self, host: str, stage: str) -> list[dict]:
+        p = self.out / run_csv_path(host, stage)
+        if not p.exists():
+            return []
+        return read_csv_text(p.read_text("utf-8"), str(p))[1]
+
+    def done_cells(self, host: str, stage: str) -> set[tuple[str, int]]:
+        return {(r["config_id"], int(r["seed"])) for r in self.rows(host, stage)}
+
+    def append_row(self, host: str, stage: str, row: dict) -> dict | None:
+        """Append `row` unless its run_id is there; return the row as the CSV now holds it (None if skipped)."""
+        rows = self.rows(host, stage)
+        if any(r["run_id"] == row["run_id"] for r in rows):
+            return None
+        rows.append({k: row.get(k, "") for k in RUN_COLUMNS})
+        atomic_write_bytes(self.out / run_csv_path(host, stage),
+                           write_csv_text(list(RUN_COLUMNS), rows).encode("utf-8"))
+        return next(r for r in self.rows(host, stage) if r["run_id"] == row["run_id"])
+
+    # gates
+    def rules_path(self, gate: str) -> Path:
+        return self.out / self.protocol.gate(gate).rules
+
+    def decision_path(self, gate: str) -> Path:
+        return self.out / self.protocol.gate(gate).decision_path
+
+    def freeze(self, gate: str) -> None:
+        """Freeze the gate's rules now, unless they are frozen already."""
+        path = self.rules_path(gate)
+        if path.exists():
+            self._record_freeze(gate)  # a run that crashed between the rules and their evidence
+            return
+        doc = {"schema": "auditkit/rules/v1", "gate": gate, "frozen_at": utc_now(), **self.manifest.rules[gate]}
+        from auditkit.gates.engine import validate_rules
+
+        bad = validate_rules(doc, str(path), known_configs=set(self.matrix_rows()))
+        if bad:
+            raise AuditError(f"the manifest's rules for gate {gate!r} are not valid: {bad[0]}",
+                             path=str(self.manifest.path), hint="fix [gates.rules] in the manifest")
+        if create_exclusive(path, json_bytes(doc)):
+            self.log(f"froze rules of gate {gate} at {doc['frozen_at']}")
+        self._record_freeze(gate)
+        time.sleep(0.002)  # every row started after this instant, strictly
+
+    def _record_freeze(self, gate: str) -> None:
+        if self.evidence is not None:
+            self.evidence.frozen(gate, self.protocol.gate(gate).rules)
+
+    def gate_missing(self, gate: str) -> list[str]:
+        """Cells the gate still waits for, as 'host/stage/config/seed' (empty when complete)."""
+        rules = json.loads(self.rules_path(gate).read_text("utf-8"))
+        missing = []
+        for sname in rules["inputs"]["stages"]:
+            stage = self.protocol.stage(sname)
+            cands = self.candidates(stage)
+            if cands is None:
+                return [f"decision of gate {stage.promoted_by}"]
+            for host in stage.hosts:
+                if host not in rules["inputs"]["hosts"]:
+                    continue
+                done = self.done_cells(host, sname)
+                for cid in cands:
+                    for seed in stage.seeds:
+                        if seed in rules["inputs"]["seeds"] and (cid, seed) not in done:
+                            missing.append(f"{host}/{sname}/{cid}/{seed}")
+        return missing
+
+    def decide(self, gate: str) -> bool:
+        """Decide the gate if all its rows are in; True when a decision exists afterwards."""
+        path = self.decision_path(gate)
+        if path.exists():
+            self._record_decision(gate)
+            return True
+        if not self.rules_path(gate).exists() or self.gate_missing(gate):
+            return False
+        from auditkit.gates.replay import decide_gate
+
+        doc = decide_gate(self.out, gate, decided_at=utc_now())
+        if create_exclusive(path, json_bytes(doc)):
+            self.log(f"decided gate {gate}: promoted {', '.join(doc['promoted'])}")
+        self._record_decision(gate)
+        return True
+
+    def _record_decision(self, gate: str) -> None:
+        if self.evidence is not None:
+            self.evidence.decided(gate, self.protocol.gate(gate).decision_path)
+
+    def candidates(self, stage: Stage) -> list[str] | None:
+        """The stage's candidates, or None while the gate it depends on is undecided."""
+        if stage.candidates == "matrix":
+            return list(self.matrix_rows())
+        if stage.promoted_by:
+            path = self.decision_path(stage.promoted_by)
+            if not path.exists():
+                return None
+            return list(json.loads(path.read_text("utf-8"))["promoted"])
+        return list(stage.candidates)
+
+    def gates_fed_by(self, stage: str) -> list[str]:
+        return [g for g, body in self.manifest.rules.items() if stage in body["inputs"]["stages"]]
+
+    def keep_checkpoint(self, stage: str) -> bool:
+        keep = self.manifest.runner.get("keep_checkpoints", "final")
+        if keep == "all":
+            return True
+        if keep == "none":
+            return False
+        if keep == "final":
+            return stage == self.protocol.stages[-1].stage
+        return stage in keep
+
+    def land(self, result: CellResult) -> dict:
+        """Store a finished cell: checkpoint first, then its row (each atomically)."""
+        from auditkit.study.runs import summary_to_row
+
+        t = result.task
+        ckpt_rel, ckpt_sha = "", ""
+        if result.checkpoint is not None:
+            ckpt_rel = f"checkpoints/{t.run_id}.safetensors"
+            atomic_write_bytes(self.out / ckpt_rel, result.checkpoint)
+            ckpt_sha = sha256_bytes(result.checkpoint)
+        row = summary_to_row(result.summary, host=t.host, stage=t.stage, budget=t.budget,
+                             checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha)
+        written = self.append_row(t.host, t.stage, row)
+        if written is not None and self.evidence is not None:
+            self.evidence.row_landed(t.run_id, run_csv_path(t.host, t.stage), written)
+        return row
+
+
+def planned_seconds(stage: Stage, n_cells: int) -> float:
+    return stage.budget.value * n_cells if stage.budget.kind == "seconds" else 0.0
+
+
+@dataclass
+class RunOutcome:
+    complete: bool
+    waiting_for: list[str]
+    cells_run: int
+    package: Path
+
+
+def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: Executor | None = None,
+                 wait: bool = True, poll_seconds: float = 2.0, finalize: bool = True,
+                 log: Callable[[str], None] = lambda m: None, evidence=None) -> RunOutcome:
+    """Run every missing cell of `hosts`, stage by stage; decide gates; finalize when all is in.
+
+    With `wait`, a gate that needs another host's rows is polled for until they
+    appear (hosts sharing one directory); without it the run stops there and
+    `RunOutcome.waiting_for` says what is missing (merge, then run again).
+    `evidence`: an `auditkit.evidence.record.Recorder` for `out`, or None.
+    """
+    proto = manifest.protocol
+    unknown = [h for h in hosts if h not in proto.hosts]
+    if unknown or not hosts:
+        raise AuditError(f"unknown host(s) {unknown or hosts}", path=str(manifest.path),
+                         hint=f"the protocol's hosts are: {', '.join(proto.hosts)}")
+    study = StudyDir(manifest, Path(out), log, evidence)
+    study.init()
+    executor = executor or LocalExecutor(keep_checkpoint=lambda task: study.keep_checkpoint(task.stage))
+    matrix = study.matrix_rows()
+    cells_run = 0
+    for si, stage in enumerate(proto.stages):
+        for gate in study.gates_fed_by(stage.stage):
+            study.freeze(gate)
+        cands = study.candidates(stage)
+        while cands is None:
+            gate = stage.promoted_by
+            if not study.decide(gate):
+                missing = study.gate_missing(gate)
+                if not wait:
+                    return RunOutcome(False, [f"gate {gate}: {m}" for m in missing], cells_run, study.out)
+                log(f"gate {gate} waits for {len(missing)} cell(s), e.g. {missing[0]}")
+                time.sleep(poll_seconds)
+            cands = study.candidates(stage)
+        tasks = []
+        for host in hosts:
+            if host not in stage.hosts:
+                continue
+            done = study.done_cells(host, stage.stage)
+            profile = manifest.host_profiles.get(host, {})
+            for cid in cands:
+                if cid not in matrix:
+                    raise AuditError(f"stage {stage.stage} names config {cid!r}, not in the matrix",
+                                     path=str(manifest.path))
+                for seed in stage.seeds:
+                    if (cid, seed) in done:
+                        continue
+                    tasks.append(CellTask(
+                        run_id=run_id_for(host, stage.stage, cid, seed), host=host, stage=stage.stage,
+                        config_id=cid, seed=seed, budget=stage.budget, matrix_row=matrix[cid],
+                        device=profile.get("device", "cpu"), threads=int(profile.get("threads", 1)),
+                        timeout=_timeout(stage, manifest), settings=dict(manifest.runner.get("settings", {}))))
+        left = planned_seconds(stage, len(tasks)) + sum(
+            planned_seconds(s, len(s.seeds) * len([h for h in hosts if h in s.hosts]) *
+                            _count_hint(study, s)) for s in proto.stages[si + 1:])
+        if tasks:
+            log(f"stage {stage.stage} ({stage.budget.label()}): {len(tasks)} cell(s) to run; "
+                f"about {left / 60:.1f} min of budget left in the protocol")
+        failures = []
+        if study.evidence is not None:
+            for t in tasks:
+                study.evidence.cell_started(t.run_id, t.host, t.stage, t.config_id, t.seed)
+        for i, result in enumerate(executor.run(tasks), 1):
+            row = study.land(result)
+            cells_run += 1
+            remaining = max(0.0, left - planned_seconds(stage, i))
+            why = ""
+            if row["status"] != "ok":
+                failures.append(_error_line(result.summary.get("error")))
+                why = f" ({failures[-1]})" if failures[-1] else ""
+            log(f"  [{stage.stage} {i}/{len(tasks)}] {result.task.host} {result.task.config_id} "
+                f"seed {result.task.seed}: {row['status']} val_bpb={row['val_bpb'] or '-'}{why}"
+                + (f"  (~{remaining / 60:.1f} min of budget left)" if remaining else ""))
+        if tasks and len(failures) == len(tasks) and len(tasks) > 1:
+            # every cell failing is the environment, not the candidates: stop before a
+            # gate decides on nothing and the next stages train nobody
+            raise AuditError(
+                f"every one of the {len(tasks)} cells of stage {stage.stage} failed; "
+                f"first error: {failures[0] or 'none recorded'}",
+                path=str(study.out),
+                hint="fix the cause (try one cell with `auditkit run`), then start again with a new "
+                     "--out directory; the failed rows stay in this one as evidence")
+    for gate in proto.gates:
+        if study.rules_path(gate.gate).exists():
+            study.decide(gate.gate)
+    waiting = []
+    for gate in proto.gates:
+        if not study.decision_path(gate.gate).exists():
+            missing = study.gate_missing(gate.gate) if study.rules_path(gate.gate).exists() else ["rules not frozen"]
+            waiting += [f"gate {gate.gate}: {m}" for m in missing]
+    if waiting:
+        return RunOutcome(False, waiting, cells_run, study.out)
+    if finalize:
+        finalize_package(study)
+    return RunOutcome(True, [], cells_run, study.out)
+
+
+def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executor: str = "local",
+              scheduler: str | None = None, wait: bool = True,
+              log: Callable[[str], None] = lambda m: None, tsa_urls: list[str] = (),
+              sign_keys: list[str] = (), evidence: bool = False) -> RunOutcome:
+    """`auditkit protocol run`: load the manifest, pick the hosts (`all` = every host) and the executor, run.
+
+    Evidence is recorded when `evidence` is set or TSAs or signing keys are given.
+    """
+    manifest = load_manifest(manifest_path)
+    recorder = None
+    if evidence or tsa_urls or sign_keys:
+        from auditkit.evidence.attest import load_signer
+        from auditkit.evidence.record import Recorder
+
+        recorder = Recorder(out, tsa_urls=list(tsa_urls), signers=[load_signer(k) for k in sign_keys], log=log)
+    hosts = list(manifest.protocol.hosts) if hosts == ["all"] else list(hosts)
+    ex = None
+    if executor == "dask":
+        if not scheduler:
+            raise AuditError("--executor dask needs --scheduler tcp://HOST:8786")
+        from auditkit.study.dask_executor import DaskExecutor
+
+        ex = DaskExecutor.connect(scheduler, manifest)
+    return run_protocol(manifest, Path(out), hosts, executor=ex, wait=wait, log=log, evidence=recorder)
+
+
+def _count_hint(study: StudyDir, stage: Stage) -> int:
+    cands = study.candidates(stage)
+    if cands is not None:
+        return len(cands)
+    rules = study.manifest.rules.get(stage.promoted_by, {})
+    return int(rules.get("promote", {}).get("top_k", 0))
+
+
+def _timeout(stage: Stage, manifest: Manifest) -> float:
+    if stage.budget.kind == "seconds":
+        return stage.budget.value * 3 + float(manifest.runner.get("timeout_margin", 120))
+    return float(manifest.runner.get("steps_timeout", 900))
+
+
+def finalize_package(study: StudyDir) -> dict:
+    """README.txt, tables, figures and the MANIFEST of a complete study directory."""
+    from auditkit.derived.tables import generate_tables
+
+    out = study.out
+    # README first: the figures label hosts with the profiles it lists (derived.figures.host_labels)
+    atomic_write_bytes(out / "README.txt", readme_text(study).encode("utf-8"))
+    generate_tables(out)
+    try:
+        from auditkit.derived.figures import generate_figures
+    except ImportError:  # matplotlib is an extra
+        generate_figures = None
+    if generate_figures is not None:
+        generate_figures(out)
+    if study.evidence is not None:
+        study.evidence.finalized()
+    return build_manifest(out)
+
+
+def readme_text(study: StudyDir) -> str:
+    proto = study.protocol
+    lines = [
+        f"Ancillary package: {proto.name}",
+        "",
+        f"Produced by `auditkit protocol run {study.manifest.path.name}` (auditkit's bundled runner,",
+        "source/runner/), from real training runs; nothing in it was edited by hand.",
+        *_runs_line(study),
+        "",
+        f"Hosts: {', '.join(proto.hosts)}",
+        "Stages:",
+    ]
+    for s in proto.stages:
+        lines.append(f"  {s.stage}: budget {s.budget.label()}, seeds {list(s.seeds)}, candidates {s.to_json()['candidates']}")
+    lines += ["Gates: " + ", ".join(g.gate for g in proto.gates), "",
+              "Host profiles:"]
+    for h in proto.hosts:
+        lines.append(f"  {h}: {json.dumps(study.manifest.host_profiles.get(h, {}), sort_keys=True)}")
+    settings = study.manifest.runner.get("settings")
+    if settings:
+        lines.append(f"Runner settings: {json.dumps(settings, sort_keys=True)}")
+    lines += ["", "Audit it:",
+              "  auditkit verify .              # whole and unaltered (MANIFEST, schemas, checkpoints)",
+              "  auditkit replay-gate all --package .   # every decision re-derived from the raw rows",
+              "  auditkit tables --package . --check     # every table regenerated",
+              "  auditkit figures --package . --check    # every figure regenerated", ""]
+    return "\n".join(lines)
+
+
+def _runs_line(study: StudyDir) -> list[str]:
+    """'auditkit X; N runs (status counts) from first start to last finish' — from the rows themselves."""
+    from collections import Counter
+
+    from auditkit import __version__
+
+    rows = [r for s in study.protocol.stages for h in s.hosts for r in study.rows(h, s.stage)]
+    if not rows:
+        return [f"auditkit {__version__}; no runs yet."]
+    status = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.get("status", "?") for r in rows).items()))
+    return [f"auditkit {__version__}; {len(rows)} runs ({status}), "
+            f"from {min(r.get('started_at', '') for r in rows)} to {max(r.get('finished_at', '') for r in rows)}."]
+
+
+# --- merging host outputs -----------------------------------------------------
+
+def merge_packages(sources: list[Path], into: Path, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Join host outputs into `into` (created if needed); sources are never changed.
+
+    Run CSVs are joined by run_id (a run_id with different contents is an
+    error); checkpoints must agree byte for byte; frozen rules and decisions
+    that differ only in `frozen_at`/`decided_at` keep the earliest; anything
+    else that differs is an error that names the file.  The package MANIFEST
+    is not rebuilt here: `protocol run` finalizes once every gate is decided.
+    """
+    into = Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    counts = {"rows": 0, "files": 0}
+    for src in sources:
+        src = Path(src)
+        if not (src / "protocol.json").is_file():
+            raise AuditError("not a protocol output directory (no protocol.json)", path=str(src))
+        for p in sorted(src.rglob("*")):
+            if p.is_symlink():
+                raise AuditError("symlink in a host output", path=str(p))
+            if not p.is_file() or p.name.startswith(".") or p.name in ("MANIFEST.json", "MANIFEST.csv"):
+                continue
+            rel = p.relative_to(src).as_posix()
+            dest = into / rel
+            if rel.startswith("remote-results/") and rel.endswith(".csv"):
+                counts["rows"] += _merge_rows(p, dest)
+            elif rel.startswith("preanalysis/") and rel.endswith(".rules.json"):
+                counts["files"] += _merge_timestamped(p, dest, "frozen_at")
+            elif rel.startswith("analysis/") and rel.endswith("_decision.json"):
+                counts["files"] += _merge_timestamped(p, dest, "decided_at")
+            elif rel.startswith("analysis/") or rel in ("README.txt", "table_manifest.json", "figure_manifest.json") \
+                    or rel.startswith("figures/"):
+                continue  # derived: regenerated when the merged study is finalized
+            elif dest.exists():
+                if dest.read_bytes() != p.read_bytes():
+                    raise AuditError(f"{rel} differs between host outputs", path=str(p),
+                                     hint="host outputs of one study must share protocol, matrix and runner source")
+            else:
+                atomic_write_bytes(dest, p.read_bytes())
+                counts["files"] += 1
+        log(f"merged {src}")
+    return counts
+
+
+def _merge_rows(src: Path, dest: Path) -> int:
+    header, new = read_csv_text(src.read_text("utf-8"), str(src))
+    old = read_csv_text(dest.read_text("utf-8"), str(dest))[1] if dest.exists() else []
+    by_id = {r["run_id"]: r for r in old}
+    added = 0
+    for r in new:
+        have = by_id.get(r["run_id"])
+        if have is None:
+            by_id[r["run_id"]] = r
+            old.append(r)
+            added += 1
+        elif have != r:
+            raise AuditError(f"run {r['run_id']} differs between host outputs", path=str(src),
+                             hint="two outputs recorded the same run differently; keep one of them")
+    if added:
+        atomic_write_bytes(dest, write_csv_text(header, old).encode("utf-8"))
+    return added
+
+
+def _merge_timestamped(src: Path, dest: Path, key: str) -> int:
+    new = json.loads(src.read_text("utf-8"))
+    if not dest.exists():
+        atomic_write_bytes(dest, src.read_bytes())
+        return 1
+    old = json.loads(dest.read_text("utf-8"))
+    if {k: v for k, v in new.items() if k != key} != {k: v for k, v in old.items() if k != key}:
+        raise AuditError(f"{dest.name} differs between host outputs beyond {key}", path=str(src),
+                         hint="the hosts froze or decided this gate differently; they cannot be merged")
+    if new[key] < old[key]:
+        atomic_write_bytes(dest, src.read_bytes())
+        return 1
+    return 0

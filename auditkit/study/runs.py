@@ -1,0 +1,185 @@
+"""Drive the bundled runner: one cell in a subprocess, with a timeout, and its run row.
+
+`run_cell` always returns a summary (and writes `summary.json`): a run that
+crashed gets status `failed`, one that ran past its timeout `timeout`, so a
+protocol records every cell it tried.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from auditkit.errors import AuditError
+from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
+from auditkit.study.spec import Budget
+from auditkit.package.rows import RUN_COLUMNS, format_float
+from auditkit.package.schemas import schema_errors
+
+
+SETTINGS_KEYS = {"data", "eval_tokens", "compile", "seq_len"}
+
+
+def runner_sha256() -> str:
+    from auditkit.runner.arch import runner_tree_sha256
+
+    return runner_tree_sha256()
+
+
+def parse_budget(text: str) -> Budget:
+    """`30s`, `2.5s`, `200steps` -> Budget. Raises AuditError with the accepted forms."""
+    t = str(text).strip().lower()
+    try:
+        if t.endswith("steps"):
+            b = Budget("steps", float(int(t[:-5])))
+        elif t.endswith("s"):
+            b = Budget("seconds", float(t[:-1]))
+        else:
+            raise ValueError
+    except ValueError:
+        raise AuditError(f"budget {text!r} is not understood", hint="write 30s (wall-clock seconds) or 200steps") from None
+    if b.value <= 0:
+        raise AuditError(f"budget {text!r} must be positive")
+    return b
+
+
+def _now() -> str:
+    return utc_now()
+
+
+def failed_summary(*, run_id: str, config_id: str, seed: int, budget: Budget, reason: str,
+                   status: str = "failed", started_at: str | None = None, total_seconds: float = 0.0) -> dict:
+    """A schema-valid summary for a run that never produced one of its own."""
+    now = _now()
+    return {"run_id": run_id, "config_id": config_id, "seed": int(seed), "status": status, "val_bpb": None,
+            "training_seconds": 0.0, "total_seconds": round(total_seconds, 3), "num_steps": 0,
+            "total_tokens_M": 0.0, "num_params_M": 0.0, "peak_vram_mb": 0.0, "mfu_percent": 0.0,
+            "started_at": started_at or now, "finished_at": now, "runner_sha256": runner_sha256(),
+            "budget": budget.to_json(), "device": "", "dtype": "", "checkpoint": None,
+            "checkpoint_sha256": None, "error": reason}
+
+
+def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: Path, run_id: str,
+             device: str = "cpu", threads: int = 1, timeout: float | None = None,
+             settings: dict | None = None) -> dict:
+    """Train one cell in a runner subprocess; return (and leave in out_dir) its summary.json.
+
+    `settings` are protocol-wide runner options: `data` (spec, default `markov:seed=0`),
+    `eval_tokens` (default 32768), `compile` (bool), `seq_len` (used where the row has
+    no seq_len).  An unknown setting gives a `failed` summary naming it.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - SETTINGS_KEYS)
+    if unknown:
+        summary = failed_summary(run_id=run_id, config_id=matrix_row.get("config_id", ""), seed=seed, budget=budget,
+                                 reason=f"unknown runner setting(s) {', '.join(unknown)}; "
+                                        f"known: {', '.join(sorted(SETTINGS_KEYS))}")
+        atomic_write_bytes(out_dir / "summary.json", canonical_json_bytes(summary))
+        return summary
+    if settings.get("seq_len") and not matrix_row.get("seq_len"):
+        matrix_row = dict(matrix_row, seq_len=str(int(settings["seq_len"])))
+    cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row),
+           "--seed", str(seed), "--budget", budget.label(), "--out", str(out_dir), "--run-id", run_id,
+           "--device", device, "--threads", str(threads)]
+    if "data" in settings:
+        cmd += ["--data", str(settings["data"])]
+    if "eval_tokens" in settings:
+        cmd += ["--eval-tokens", str(int(settings["eval_tokens"]))]
+    if settings.get("compile"):
+        cmd.append("--compile")
+    started = _now()
+    t0 = datetime.now(timezone.utc)
+    # PYTHONSAFEPATH: `-m` must import the installed auditkit, never an `auditkit/`
+    # directory that happens to sit in the current directory (a source checkout).
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
+    log_path = out_dir / "runner.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = None
+        except BaseException:  # our own interruption: never leave a runner behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    elapsed = (datetime.now(timezone.utc) - t0).total_seconds()
+    summary_path = out_dir / "summary.json"
+    tail = log_path.read_text("utf-8", "replace")[-2000:]
+    common = dict(run_id=run_id, config_id=matrix_row.get("config_id", ""), seed=seed, budget=budget,
+                  started_at=started, total_seconds=elapsed)
+    if rc is None:
+        summary = failed_summary(status="timeout", reason=f"killed after the {timeout:.0f} s timeout", **common)
+    elif rc != 0 or not summary_path.exists():
+        summary = failed_summary(reason=f"runner exited with status {rc}: {tail.strip()[-500:]}", **common)
+    else:
+        summary = json.loads(summary_path.read_text("utf-8"))
+        errors = schema_errors(summary, "run-summary")
+        if errors:
+            summary = failed_summary(reason=f"runner summary invalid at {errors[0][0]}: {errors[0][1]}", **common)
+    atomic_write_bytes(summary_path, canonical_json_bytes(summary))
+    return summary
+
+
+def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
+                   checkpoint_relpath: str = "", checkpoint_sha256: str = "") -> dict[str, str]:
+    """The SPEC section 4 run row (strings, fixed decimals) of a runner summary."""
+    ok = summary.get("status") == "ok" and summary.get("val_bpb") is not None
+    b = budget.to_json()
+    row = {
+        "run_id": summary["run_id"], "host": host, "stage": stage, "seed": str(int(summary["seed"])),
+        "config_id": summary["config_id"], "budget_kind": b["kind"], "budget_value": str(b["value"]),
+        "status": summary["status"] if ok or summary["status"] != "ok" else "failed",
+        "val_bpb": format_float(float(summary["val_bpb"])) if ok else "",
+        "training_seconds": format_float(float(summary.get("training_seconds", 0.0)), 3),
+        "total_seconds": format_float(float(summary.get("total_seconds", 0.0)), 3),
+        "num_steps": str(int(summary.get("num_steps", 0))),
+        "total_tokens_M": format_float(float(summary.get("total_tokens_M", 0.0))),
+        "num_params_M": format_float(float(summary.get("num_params_M", 0.0))),
+        "peak_vram_mb": format_float(float(summary.get("peak_vram_mb", 0.0)), 1),
+        "mfu_percent": format_float(float(summary.get("mfu_percent", 0.0)), 3),
+        "started_at": summary["started_at"], "finished_at": summary["finished_at"],
+        "runner_sha256": summary["runner_sha256"],
+        "checkpoint": checkpoint_relpath, "checkpoint_sha256": checkpoint_sha256 if checkpoint_relpath else "",
+    }
+    assert tuple(row) == RUN_COLUMNS
+    return row
+
+
+def load_matrix_row(matrix_path: str | Path, config_id: str) -> dict[str, str]:
+    """The matrix row of `config_id`; AuditError naming the file and the ids there otherwise."""
+    from auditkit.package.rows import read_csv_text
+
+    try:
+        rows = read_csv_text(Path(matrix_path).read_text("utf-8"), str(matrix_path))[1]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read the matrix: {exc}", path=str(matrix_path)) from exc
+    row = next((r for r in rows if r.get("config_id") == config_id), None)
+    if row is None:
+        raise AuditError(f"no row with config_id {config_id!r}", path=str(matrix_path),
+                         hint=f"config_ids there: {', '.join(r.get('config_id', '') for r in rows)}")
+    return row
+
+
+def run_adhoc(matrix_path: str | Path, config_id: str, *, seed: int, budget: str, out: Path, device: str = "cpu",
+              threads: int = 1, timeout: float | None = None, settings: dict | None = None,
+              host: str = "local") -> tuple[dict, dict]:
+    """Train one cell outside a study (`auditkit run`): its summary and its run row."""
+    b = parse_budget(budget)
+    row = load_matrix_row(matrix_path, config_id)
+    if timeout is None:
+        timeout = (b.value * 3 + 120) if b.kind == "seconds" else 1800
+    summary = run_cell(matrix_row=row, seed=seed, budget=b, out_dir=Path(out), run_id=f"{host}-{config_id}-s{seed}",
+                       device=device, threads=threads, timeout=timeout, settings=settings or {})
+    ckpt = "checkpoint.safetensors" if summary.get("checkpoint") else ""
+    return summary, summary_to_row(summary, host=host, stage="adhoc", budget=b, checkpoint_relpath=ckpt,
+                                   checkpoint_sha256=summary.get("checkpoint_sha256") or "")

@@ -1,0 +1,211 @@
+"""Staged protocols (SPEC section 3): `protocol.json` in a package, TOML in `manifests/`.
+
+A hand-written manifest (TOML) holds the protocol plus what only the writer
+needs: the matrix file, each gate's rules before they are frozen (everything
+but `schema`, `gate` and `frozen_at`), per-host runner profiles and runner
+settings.  `Protocol.to_json()` is the package form (`protocol.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auditkit.errors import AuditError
+from auditkit.package.schemas import schema_errors
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str  # "seconds" | "steps"
+    value: float
+
+    def to_json(self) -> dict:
+        v = int(self.value) if float(self.value).is_integer() else self.value
+        return {"kind": self.kind, "value": v}
+
+    def label(self) -> str:
+        v = int(self.value) if float(self.value).is_integer() else self.value
+        return f"{v}s" if self.kind == "seconds" else f"{v}steps"
+
+
+@dataclass(frozen=True)
+class Stage:
+    stage: str
+    budget: Budget
+    seeds: tuple[int, ...]
+    hosts: tuple[str, ...]
+    candidates: str | tuple[str, ...]  # "matrix" | "promoted-by:<gate>" | explicit ids
+
+    @property
+    def promoted_by(self) -> str | None:
+        if isinstance(self.candidates, str) and self.candidates.startswith("promoted-by:"):
+            return self.candidates.split(":", 1)[1]
+        return None
+
+    def to_json(self) -> dict:
+        cands = list(self.candidates) if isinstance(self.candidates, tuple) else self.candidates
+        return {"stage": self.stage, "budget": self.budget.to_json(), "seeds": list(self.seeds),
+                "hosts": list(self.hosts), "candidates": cands}
+
+
+@dataclass(frozen=True)
+class Gate:
+    gate: str
+    rules: str  # package-relative path of the frozen rules
+
+    @property
+    def decision_path(self) -> str:
+        return f"analysis/{self.gate}_decision.json"
+
+    def to_json(self) -> dict:
+        return {"gate": self.gate, "rules": self.rules}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    matrix: str
+    hosts: tuple[str, ...]
+    stages: tuple[Stage, ...]
+    gates: tuple[Gate, ...]
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.stage == name:
+                return s
+        raise KeyError(name)
+
+    def gate(self, name: str) -> Gate:
+        for g in self.gates:
+            if g.gate == name:
+                return g
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        return {"schema": "auditkit/protocol/v1", "name": self.name, "matrix": self.matrix,
+                "hosts": list(self.hosts), "stages": [s.to_json() for s in self.stages],
+                "gates": [g.to_json() for g in self.gates]}
+
+
+def protocol_from_dict(doc: dict, path: str = "protocol.json") -> Protocol:
+    """Protocol from its JSON form; raises AuditError naming the first bad key."""
+    errors = schema_errors(doc, "protocol")
+    if errors:
+        loc, msg = errors[0]
+        raise AuditError(f"protocol is not valid at {loc}: {msg}", path=path,
+                         hint="fix the protocol to follow SPEC.md section 3")
+    stages = tuple(
+        Stage(s["stage"], Budget(s["budget"]["kind"], float(s["budget"]["value"])),
+              tuple(s["seeds"]), tuple(s["hosts"]),
+              tuple(s["candidates"]) if isinstance(s["candidates"], list) else s["candidates"])
+        for s in doc["stages"]
+    )
+    gates = tuple(Gate(g["gate"], g["rules"]) for g in doc["gates"])
+    proto = Protocol(doc["name"], doc["matrix"], tuple(doc["hosts"]), stages, gates)
+    _check_sense(proto, path)
+    return proto
+
+
+def _check_sense(p: Protocol, path: str) -> None:
+    names = [s.stage for s in p.stages]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise AuditError(f"stage names repeat: {sorted(dup)}", path=path)
+    gnames = [g.gate for g in p.gates]
+    if len(set(gnames)) != len(gnames):
+        raise AuditError(f"gate names repeat: {gnames}", path=path)
+    for i, s in enumerate(p.stages):
+        bad = [h for h in s.hosts if h not in p.hosts]
+        if bad:
+            raise AuditError(f"$.stages[{i}].hosts names hosts {bad} not in $.hosts {list(p.hosts)}", path=path)
+        if s.promoted_by and s.promoted_by not in gnames:
+            raise AuditError(f"$.stages[{i}].candidates names gate {s.promoted_by!r}, which the protocol does not define",
+                             path=path, hint=f"gates defined: {gnames}")
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    """Protocol from `protocol.json` or a manifest TOML."""
+    path = Path(path)
+    if path.suffix == ".toml":
+        return load_manifest(path).protocol
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AuditError(f"cannot read protocol: {exc}", path=str(path)) from exc
+    return protocol_from_dict(doc, str(path))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A hand-written protocol manifest (TOML) and what the runner needs beside it."""
+
+    path: Path
+    protocol: Protocol
+    matrix_file: Path                      # the candidate matrix CSV on disk
+    rules: dict[str, dict]                 # gate -> rules body (no schema/gate/frozen_at)
+    host_profiles: dict[str, dict] = field(default_factory=dict)  # host -> {threads, device, ...}
+    runner: dict = field(default_factory=dict)   # runner settings shared by every run
+    accounting: dict = field(default_factory=dict)  # e.g. {"unit": "gpu_hours"}
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read a manifest TOML. Raises AuditError naming the key at fault."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise AuditError(f"cannot read manifest: {exc}", path=str(path),
+                         hint="a manifest is a TOML file like manifests/micro.toml") from exc
+    for key in ("name", "matrix", "hosts", "stages"):
+        if key not in doc:
+            raise AuditError(f"manifest has no {key!r}", path=str(path))
+    matrix_file = (path.parent / doc["matrix"]).resolve()
+    gates = []
+    rules = {}
+    for i, g in enumerate(doc.get("gates", [])):
+        if "gate" not in g or "rules" not in g:
+            raise AuditError(f"gates[{i}] needs 'gate' and a [gates.rules] table", path=str(path))
+        gates.append({"gate": g["gate"], "rules": f"preanalysis/{g['gate']}.rules.json"})
+        rules[g["gate"]] = dict(g["rules"])
+    pdoc = {"schema": "auditkit/protocol/v1", "name": doc["name"],
+            "matrix": f"matrices/{Path(doc['matrix']).name}", "hosts": doc["hosts"],
+            "stages": doc["stages"], "gates": gates}
+    proto = protocol_from_dict(pdoc, str(path))
+    _check_gate_inputs(proto, rules, str(path))
+    return Manifest(path=path, protocol=proto, matrix_file=matrix_file, rules=rules,
+                    host_profiles=dict(doc.get("host_profiles", {})), runner=dict(doc.get("runner", {})),
+                    accounting=dict(doc.get("accounting", {})))
+
+
+def _check_gate_inputs(p: Protocol, rules: dict[str, dict], path: str) -> None:
+    """A gate's rules select rows the protocol actually produces.
+
+    A stage names its hosts and seeds, and so do the gate rules that read it
+    (SPEC sections 3 and 5); when they disagree the gate waits for rows that
+    never come, or silently reads fewer cells than planned.  Refuse it here,
+    before anything runs.
+    """
+    stages = {s.stage: s for s in p.stages}
+    for i, gate in enumerate(p.gates):
+        inputs = rules.get(gate.gate, {}).get("inputs")
+        if not isinstance(inputs, dict):
+            continue  # the rules schema reports it when the gate is frozen
+        key = f"gates[{i}].rules.inputs"
+        names = inputs.get("stages") or []
+        unknown = [n for n in names if n not in stages]
+        if unknown:
+            raise AuditError(f"{key}.stages names {unknown}, which the manifest's stages do not define",
+                             path=path, hint=f"stages defined: {list(stages)}")
+        for n in names:
+            missing = [h for h in inputs.get("hosts") or [] if h not in stages[n].hosts]
+            if missing:
+                raise AuditError(f"{key}.hosts names {missing}, but stage {n!r} runs only on {list(stages[n].hosts)}",
+                                 path=path, hint="make the gate's inputs.hosts and its stages' hosts agree")
+        seeds = {seed for n in names for seed in stages[n].seeds}
+        extra = [sd for sd in inputs.get("seeds") or [] if sd not in seeds]
+        if extra:
+            raise AuditError(f"{key}.seeds names {extra}, which none of its stages {names} runs",
+                             path=path, hint="make the gate's inputs.seeds and its stages' seeds agree")
