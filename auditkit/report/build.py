@@ -37,13 +37,14 @@ def _verdict(name: str, command: str, report: Report | None, error: str = "", su
 
 
 def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = None,
-                 freeze_evidence: dict | None = None, figures: bool = True, generated_at: str | None = None,
-                 jobs: int | None = None) -> dict:
+                 freeze_evidence: dict | None = None, trust=None, require=(), figures: bool = True,
+                 generated_at: str | None = None, jobs: int | None = None) -> dict:
     """Everything the page shows, as JSON-ready data. `claims`: a claims document or file (default:
     the package's own `claims.json`, when it has one). `freeze_evidence`: gate -> evidence object
-    (`level`, `time`, `authority`, `first_input_started_at`, ...) where the caller has it; a
-    `freeze_evidence` attribute of a replayed gate is used otherwise. Raises AuditError when the
-    package cannot be read at all."""
+    (`level`, `time`, `authority`, `first_input_started_at`, ...) where the caller has it already;
+    otherwise it is graded here (`auditkit.evidence`, with `trust` — an `evidence.level.Trust` —
+    and the `require`d levels) and is a verdict of its own. Raises AuditError when the package
+    cannot be read at all."""
     from auditkit.gates.replay import package_protocol, replay_all, replay_report
     from auditkit.derived.tables import build_tables, check_tables
     from auditkit.verify import verify_package
@@ -60,6 +61,8 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     replays = replay_all(pkg)
     rep = replay_report(replays, target)
     verdicts.append(_verdict("replay", f"auditkit replay-gate all --package {pkg}", rep))
+    if freeze_evidence is None:
+        freeze_evidence = _freeze_evidence(pkg, trust, require, verdicts)
 
     try:
         tab = check_tables(pkg)
@@ -97,6 +100,27 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
         "figures": _figures(pkg) if figures else [],
         "environment": environment(),
     }
+
+
+def _freeze_evidence(pkg: Path, trust, require, verdicts: list) -> dict | None:
+    """Per gate, the strongest freeze evidence that holds (`auditkit.evidence`); its findings
+    (contradicting evidence, a `require`d level not met) make a verdict."""
+    try:
+        from auditkit.evidence.report import add_freeze_evidence
+    except ImportError:  # pragma: no cover - evidence's libraries are base dependencies
+        return None
+    command = f"auditkit replay-gate all --package {pkg}" + "".join(f" --require {r}" for r in require)
+    rep = Report("evidence", str(pkg))
+    try:
+        add_freeze_evidence(rep, pkg, None, trust, list(require))
+    except AuditError as exc:
+        verdicts.append(_verdict("freeze evidence", command, None, exc.message))
+        return None
+    levels = sorted({str(e.get("level")) for e in (rep.info.get("freeze_evidence") or {}).values()})
+    verdicts.append(_verdict("freeze evidence", command, rep,
+                             summary=("levels: " + ", ".join(levels) if levels else "no gate graded")
+                             + (f"; {len(rep.findings)} finding(s)" if rep.findings else "")))
+    return rep.info.get("freeze_evidence")
 
 
 def _claims(pkg: Path, claims, verdicts: list, tables: list) -> tuple[list[dict], str]:
