@@ -91,7 +91,7 @@ def test_markdown(report):
     assert "| verify  | OK " in md
     assert "**bridge-first-all-cells-60min**" in md
     assert "### gate stage2 — replays identically" in md
-    assert "Freeze evidence: **timestamped** time 2026-04-29T08:00:00Z, authority test TSA" in md
+    assert "Freeze evidence: **timestamped**: timestamped 2026-04-29T08:00:00Z by test TSA" in md
     assert "data:image" not in md
 
 

@@ -149,6 +149,7 @@ def _gate(pkg: Path, r, tables: dict, evidence: dict | None) -> dict:
     doc = r.replayed or r.recorded
     out = {"gate": r.gate, "rules_path": r.rules_path, "identical": r.identical,
            "differences": [f.to_dict() for f in r.findings], "freeze_evidence": evidence,
+           "freeze_evidence_text": _describe(evidence),
            "frozen_at": (r.rules or {}).get("frozen_at"), "first_input_started_at": _first_start(pkg, r.rules),
            "top_k": None, "always_keep": [], "cells": [], "candidates": [], "checks": [], "promoted": [],
            "robustness": None, "sensitivity": []}
@@ -178,6 +179,18 @@ def _gate(pkg: Path, r, tables: dict, evidence: dict | None) -> dict:
     out["robustness"] = next((row for row in _rows(tables.get("robustness_gates")) if row["gate"] == r.gate), None)
     out["sensitivity"] = [row for row in _rows(tables.get("promotion_sensitivity")) if row["gate"] == r.gate]
     return out
+
+
+def _describe(evidence: dict | None) -> str:
+    """One line for a gate's freeze evidence (`evidence.level.describe`), or the non-empty fields."""
+    if not evidence:
+        return ""
+    try:
+        from auditkit.evidence.level import describe
+
+        return describe(evidence)
+    except (ImportError, KeyError, TypeError, ValueError):
+        return "; ".join(f"{k} {v}" for k, v in evidence.items() if k != "level" and v not in (None, "", [], {}))
 
 
 def _first_start(pkg: Path, rules: dict | None) -> str | None:

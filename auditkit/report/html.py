@@ -98,7 +98,7 @@ P(promoted) and the rank interval come from resampling the host-seed cells throu
 <div class="small">rules <code>{{ g.rules_path }}</code> · top_k {{ g.top_k }}{% if g.always_keep %} · always_keep {{ g.always_keep|join(', ') }}{% endif %}
 · frozen_at <code>{{ g.frozen_at or '-' }}</code> · first input row started <code>{{ g.first_input_started_at or '-' }}</code></div>
 <div class="evidence small freeze-evidence">{% if g.freeze_evidence %}freeze evidence:
-<b class="freeze-level">{{ g.freeze_evidence.level }}</b>{% for k, v in g.freeze_evidence.items() if k != 'level' %} · {{ k }} {{ v }}{% endfor %}
+<b class="freeze-level">{{ g.freeze_evidence.level }}</b> — {{ g.freeze_evidence_text }}
 {% else %}freeze evidence: none recorded beyond <code>frozen_at</code> (asserted by the package's author){% endif %}</div>
 {% if g.candidates %}
 <table class="cells"><tr><th>candidate</th><th>rank</th>{% for k in g.cells %}<th>{{ k }}</th>{% endfor %}<th>mean</th><th>std</th>

@@ -46,8 +46,7 @@ def render_markdown(data: dict) -> str:
                 + (f", always_keep {', '.join(g['always_keep'])}" if g["always_keep"] else "")
                 + f"; frozen_at `{g['frozen_at']}`, first input row started `{g['first_input_started_at']}`.", ""]
         ev = g.get("freeze_evidence")
-        out += [("Freeze evidence: **" + str(ev.get("level")) + "** "
-                 + ", ".join(f"{k} {v}" for k, v in ev.items() if k != "level")) if ev else
+        out += [("Freeze evidence: **" + str(ev.get("level")) + "**: " + g.get("freeze_evidence_text", "")) if ev else
                 "Freeze evidence: none recorded beyond `frozen_at` (asserted by the package's author).", ""]
         if g["candidates"]:
             rows = []
