@@ -6,7 +6,8 @@ import click
 
 from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import emit, fail, json_option, package_option
+from auditkit.cli.common import emit_as, fail, format_option, json_option, package_option
+from auditkit.cli.common import output_format as _output_format
 from auditkit.errors import AuditError
 
 
@@ -31,11 +32,17 @@ def decide_cmd(gate, package, force) -> None:
 @click.argument("gate", metavar="GATE|all")
 @package_option
 @json_option
+@format_option
 @evidence_options
 @profile_option
-def replay_gate_cmd(gate, package, as_json, trusted_tsa, trusted_keys, system_trust, require, profile) -> None:
+def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_keys, system_trust, require,
+                    profile) -> None:
     """Recompute GATE's decision (or every gate's) from the rules and raw rows and diff it with the record."""
+    fmt = _output_format(output_format, as_json)
+    as_json = fmt == "json"
     if profile:
+        if fmt in ("sarif", "junit"):
+            fail(AuditError(f"--format {fmt} does not apply with --profile yet", hint="use --format text or json"))
         from auditkit.cli.cmd_profile import replay_through
 
         if trusted_tsa or trusted_keys or system_trust:
@@ -55,10 +62,17 @@ def replay_gate_cmd(gate, package, as_json, trusted_tsa, trusted_keys, system_tr
                              system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)
-    if not as_json:
+    if fmt == "text":
+        from auditkit.report.reasons import reasons_of_document
+
         for r in replays:
-            click.echo(render_gate(r) + "\n")
-    emit(report, as_json)
+            click.echo(render_gate(r))
+            doc = r.replayed or r.recorded
+            if doc is not None and r.rules is not None:
+                why = reasons_of_document(doc, r.rules)
+                click.echo("why:\n" + "\n".join(f"  {c['config_id']}: {why[c['config_id']]}" for c in doc["candidates"]))
+            click.echo()
+    emit_as(report, fmt, package=package, replays=replays)
 
 
 COMMANDS = [decide_cmd, replay_gate_cmd]

@@ -30,6 +30,7 @@ SCHEMA_NAMES = (
     "event",
     "dsse-envelope",
     "statement",
+    "claims",
 )
 
 

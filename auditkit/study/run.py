@@ -384,10 +384,12 @@ def _timeout(stage: Stage, manifest: Manifest) -> float:
 
 
 def finalize_package(study: StudyDir) -> dict:
-    """Tables, figures, README.txt and the MANIFEST of a complete study directory."""
+    """README.txt, tables, figures and the MANIFEST of a complete study directory."""
     from auditkit.derived.tables import generate_tables
 
     out = study.out
+    # README first: the figures label hosts with the profiles it lists (derived.figures.host_labels)
+    atomic_write_bytes(out / "README.txt", readme_text(study).encode("utf-8"))
     generate_tables(out)
     try:
         from auditkit.derived.figures import generate_figures
@@ -395,7 +397,6 @@ def finalize_package(study: StudyDir) -> dict:
         generate_figures = None
     if generate_figures is not None:
         generate_figures(out)
-    atomic_write_bytes(out / "README.txt", readme_text(study).encode("utf-8"))
     if study.evidence is not None:
         study.evidence.finalized()
     return build_manifest(out)
