@@ -30,6 +30,7 @@ from auditkit.errors import AuditError
 from auditkit.package.store import (atomic_write_bytes, canonical_json_bytes as json_bytes, create_exclusive,
                                     fsync_dir, remove_stale_temporaries, stage_temporary, utc_now)
 from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecutor
+from auditkit.study.signals import critical
 from auditkit.package.hashing import sha256_bytes
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, build_manifest, manifest_entries, manifest_json_text
 from auditkit.study.spec import Manifest, Protocol, Stage, load_manifest
@@ -213,19 +214,21 @@ class StudyDir:
         return stage in keep
 
     def land(self, result: CellResult) -> dict:
-        """Store a finished cell: checkpoint first, then its row (each atomically)."""
+        """Store a finished cell: checkpoint first, then its row (each atomically; a stop
+        signal waits until both are down)."""
         from auditkit.study.runs import summary_to_row
 
         t = result.task
-        ckpt_rel, ckpt_sha = "", ""
-        if result.checkpoint is not None:
-            ckpt_rel = f"checkpoints/{t.run_id}.safetensors"
-            atomic_write_bytes(self.out / ckpt_rel, result.checkpoint)
-            ckpt_sha = sha256_bytes(result.checkpoint)
-            self.wrote = True
-        row = summary_to_row(result.summary, host=t.host, stage=t.stage, budget=t.budget,
-                             checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha)
-        self.append_row(t.host, t.stage, row)
+        with critical():
+            ckpt_rel, ckpt_sha = "", ""
+            if result.checkpoint is not None:
+                ckpt_rel = f"checkpoints/{t.run_id}.safetensors"
+                atomic_write_bytes(self.out / ckpt_rel, result.checkpoint)
+                ckpt_sha = sha256_bytes(result.checkpoint)
+                self.wrote = True
+            row = summary_to_row(result.summary, host=t.host, stage=t.stage, budget=t.budget,
+                                 checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha)
+            self.append_row(t.host, t.stage, row)
         return row
 
 
@@ -301,7 +304,7 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
         failures = []
         if tasks:
             study.snapshot_source()  # the source that runs these cells (never rewritten once there)
-        for i, result in enumerate(executor.run(tasks), 1):
+        for i, result in enumerate(_closing_iter(executor.run(tasks)), 1):
             row = study.land(result)
             cells_run += 1
             remaining = max(0.0, left - planned_seconds(stage, i))
@@ -333,6 +336,17 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
         return RunOutcome(False, waiting, cells_run, study.out)
     state = finalize_package(study)["state"] if finalize else ""
     return RunOutcome(True, [], cells_run, study.out, state)
+
+
+def _closing_iter(results):
+    """Iterate an executor's results and close the iterator however the loop ends, so an
+    executor can cancel what it still runs (a generator's `finally` runs at once)."""
+    try:
+        yield from results
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executor: str = "local",
@@ -614,7 +628,8 @@ def _commit(into: Path, writes: dict[str, bytes | Path]) -> None:
             tmp.unlink(missing_ok=True)
         raise
     into.mkdir(parents=True, exist_ok=True)
-    for tmp, dest in staged:
-        os.replace(tmp, dest)
-    for d in sorted({dest.parent for _, dest in staged}):
-        fsync_dir(d)
+    with critical():
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+        for d in sorted({dest.parent for _, dest in staged}):
+            fsync_dir(d)
