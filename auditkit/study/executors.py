@@ -85,8 +85,8 @@ def scratch_directory(run_id: str) -> Iterator[Path]:
 def _lock(fd: int, *, blocking: bool) -> bool:
     try:
         import fcntl
-    except ImportError:  # Windows: no advisory locks here; nothing is ever taken for stale
-        return not blocking
+    except ImportError:  # Windows: no advisory locks here, so nothing is ever taken for stale
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         return True
@@ -99,7 +99,7 @@ def remove_stale_scratch(tmp: str | Path | None = None) -> int:
     tmp = Path(tmp or tempfile.gettempdir())
     removed = 0
     try:
-        candidates = [p for p in tmp.iterdir() if p.name.startswith(SCRATCH_PREFIX)]
+        candidates = [p for p in tmp.iterdir() if p.name.startswith((SCRATCH_PREFIX, "." + SCRATCH_PREFIX))]
     except OSError:
         return 0
     for d in candidates:
@@ -108,7 +108,7 @@ def remove_stale_scratch(tmp: str | Path | None = None) -> int:
             if not d.is_dir() or d.is_symlink() or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
                 continue
             lock = d / LOCK_NAME
-            if lock.exists():
+            if lock.exists() and not d.name.startswith("."):  # a hidden one is still being set up: age only
                 fd = os.open(lock, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
                 try:
                     if not _lock(fd, blocking=False):
