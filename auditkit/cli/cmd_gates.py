@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
@@ -26,6 +28,9 @@ def decide_cmd(gate, package, force) -> None:
         fail(exc)
     click.echo(f"decided gate {gate}: promoted {', '.join(doc['promoted']) or '(none)'}")
     click.echo(f"wrote {path}")
+    if (Path(package) / "MANIFEST.json").is_file():
+        click.echo(f"warning: {Path(package) / 'MANIFEST.json'} is now stale (it recorded the package before this "
+                   f"decision); rebuild it with: auditkit manifest build {package}", err=True)
 
 
 @click.command("replay-gate")

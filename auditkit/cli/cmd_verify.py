@@ -67,12 +67,13 @@ def manifest_group() -> None:
 
 @manifest_group.command("build")
 @click.argument("package", type=click.Path(file_okay=False))
-def manifest_build_cmd(package) -> None:
-    """Write MANIFEST.json and MANIFEST.csv for PACKAGE (no other file changes)."""
+@click.option("--force", is_flag=True, help="List a directory that holds no protocol.json too.")
+def manifest_build_cmd(package, force) -> None:
+    """Write MANIFEST.json and MANIFEST.csv for PACKAGE (no other file changes; .git/ is never listed)."""
     from auditkit.package.manifest import build_manifest
 
     try:
-        doc = build_manifest(package)
+        doc = build_manifest(package, require_protocol=not force)
     except AuditError as exc:
         fail(exc)
     click.echo(f"wrote MANIFEST.json and MANIFEST.csv: {len(doc['files'])} files, root {doc['root']}")

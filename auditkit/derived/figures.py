@@ -33,7 +33,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, open_package
+from auditkit.derived.output import Written, output_dir, write_outputs
+from auditkit.package.store import canonical_json_bytes, open_package
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
 from auditkit.study.spec import load_protocol
@@ -299,19 +300,26 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", data[16:24])
 
 
-def generate_figures(pkg: str | Path, out: str | Path | None = None) -> list[dict]:
-    """Render every figure into `out` (default: the package) and write figure_manifest.json there."""
+def figure_files(pkg: str | Path) -> tuple[list[dict], dict[str, bytes]]:
+    """Every figure (PNG) and `figure_manifest.json`, in memory: (manifest entries, {path: bytes})."""
     pkg = Path(pkg)
-    out = Path(out) if out else pkg
-    entries = []
+    entries, files = [], {}
     for fig in figure_data(pkg):
         png = render(fig)
-        atomic_write_bytes(out / fig["path"], png)
+        files[fig["path"]] = png
         entries.append({"id": fig["id"], "path": fig["path"], "kind": fig["kind"], "inputs": fig["inputs"],
                         "sha256": sha256_bytes(png), "data_sha256": data_sha256(fig["data"])})
-    doc = {"schema": "auditkit/figures/v1", "figures": entries}
-    atomic_write_bytes(out / FIGURE_MANIFEST, canonical_json_bytes(doc))
-    return entries
+    files[FIGURE_MANIFEST] = canonical_json_bytes({"schema": "auditkit/figures/v1", "figures": entries})
+    return entries, files
+
+
+def generate_figures(pkg: str | Path, out: str | Path | None = None, *, in_place: bool = False) -> Written:
+    """Render every figure and write them and figure_manifest.json into `out`, or into the
+    package itself only with `in_place` (see `auditkit.derived.output`). Returns the manifest
+    entries (`.changed`: the files whose bytes changed). Raises AuditError."""
+    dest = output_dir(pkg, out, in_place=in_place, what="figures")
+    entries, files = figure_files(pkg)
+    return Written(entries, dest, write_outputs(dest, files))
 
 
 def check_figures(pkg: str | Path) -> Report:

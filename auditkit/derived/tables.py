@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_text, canonical_json_bytes
+from auditkit.derived.output import Written, output_dir, write_outputs
+from auditkit.package.store import canonical_json_bytes
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
 from auditkit.study.spec import Protocol, Stage, load_protocol
@@ -564,15 +565,21 @@ def _manifest(tables: list[Table]) -> tuple[dict, dict[str, str]]:
     return {"schema": "auditkit/tables/v1", "tables": entries}, files
 
 
-def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None) -> list[dict]:
-    """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
-    `out_dir` (default: the package). Returns the manifest entries. Raises AuditError."""
-    out = Path(out_dir) if out_dir is not None else Path(package_dir)
+def table_files(package_dir: str | Path) -> tuple[list[dict], dict[str, bytes]]:
+    """Every table file and `table_manifest.json`, in memory: (manifest entries, {path: bytes})."""
     doc, files = _manifest(build_tables(package_dir))
     files[TABLE_MANIFEST] = canonical_json_bytes(doc).decode("utf-8")
-    for rel, text in files.items():
-        atomic_write_text(out / rel, text)
-    return doc["tables"]
+    return doc["tables"], {rel: text.encode("utf-8") for rel, text in files.items()}
+
+
+def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None, *,
+                    in_place: bool = False) -> Written:
+    """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
+    `out_dir`, or into the package itself only with `in_place` (see `auditkit.derived.output`).
+    Returns the manifest entries (`.changed`: the files whose bytes changed). Raises AuditError."""
+    dest = output_dir(package_dir, out_dir, in_place=in_place, what="tables")
+    entries, files = table_files(package_dir)
+    return Written(entries, dest, write_outputs(dest, files))
 
 
 def check_tables(package_dir: str | Path) -> Report:
