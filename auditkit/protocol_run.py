@@ -32,7 +32,7 @@ from auditkit.executors import CellResult, CellTask, Executor, LocalExecutor
 from auditkit.hashing import sha256_bytes
 from auditkit.manifest import build_manifest
 from auditkit.protocol import Manifest, Protocol, Stage
-from auditkit.rows import RUN_COLUMNS, read_csv_text, run_csv_path, write_csv_text
+from auditkit.rows import read_csv_text, run_csv_path, run_header, write_csv_text
 
 EXIT_WAITING = 3
 
@@ -162,9 +162,10 @@ class StudyDir:
         rows = self.rows(host, stage)
         if any(r["run_id"] == row["run_id"] for r in rows):
             return
-        rows.append({k: row.get(k, "") for k in RUN_COLUMNS})
+        rows.append(row)
+        header = run_header(rows)
         atomic_write_bytes(self.out / run_csv_path(host, stage),
-                           write_csv_text(list(RUN_COLUMNS), rows).encode("utf-8"))
+                           write_csv_text(header, [{k: r.get(k, "") for k in header} for r in rows]).encode("utf-8"))
 
     # gates
     def rules_path(self, gate: str) -> Path:

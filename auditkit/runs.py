@@ -17,11 +17,14 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.protocol import Budget
-from auditkit.rows import RUN_COLUMNS, format_float
+from auditkit.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.validation import schema_errors
 
 
-SETTINGS_KEYS = {"data", "eval_tokens", "compile", "seq_len"}
+SETTINGS_KEYS = {"data", "eval_tokens", "eval_seq_len", "tokenizer", "vocab_size", "compile", "seq_len"}
+# protocol-wide runner settings passed on as options (the evaluation protocol among them)
+_OPTIONS = {"data": "--data", "eval_tokens": "--eval-tokens", "eval_seq_len": "--eval-seq-len",
+            "tokenizer": "--tokenizer", "vocab_size": "--vocab-size"}
 
 
 def runner_sha256() -> str:
@@ -69,8 +72,10 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     """Train one cell in a runner subprocess; return (and leave in out_dir) its summary.json.
 
     `settings` are protocol-wide runner options: `data` (spec, default `markov:seed=0`),
-    `eval_tokens` (default 32768), `compile` (bool), `seq_len` (used where the row has
-    no seq_len).  An unknown setting gives a `failed` summary naming it.
+    the evaluation protocol `eval_tokens` and `eval_seq_len` (the runner's defaults
+    otherwise), `tokenizer` (auto, bytes, bpe) and `vocab_size`, `compile` (bool),
+    `seq_len` (used where the row has no seq_len).  An unknown setting gives a
+    `failed` summary naming it.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,10 +92,10 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row),
            "--seed", str(seed), "--budget", budget.label(), "--out", str(out_dir), "--run-id", run_id,
            "--device", device, "--threads", str(threads)]
-    if "data" in settings:
-        cmd += ["--data", str(settings["data"])]
-    if "eval_tokens" in settings:
-        cmd += ["--eval-tokens", str(int(settings["eval_tokens"]))]
+    for key, option in _OPTIONS.items():
+        if key in settings:
+            v = settings[key]
+            cmd += [option, str(int(v)) if key in ("eval_tokens", "eval_seq_len", "vocab_size") else str(v)]
     if settings.get("compile"):
         cmd.append("--compile")
     started = _now()
@@ -150,5 +155,15 @@ def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
         "runner_sha256": summary["runner_sha256"],
         "checkpoint": checkpoint_relpath, "checkpoint_sha256": checkpoint_sha256 if checkpoint_relpath else "",
     }
-    assert tuple(row) == RUN_COLUMNS
+    # v1.1 optional columns: how val_bpb was measured (empty where the run has no metric)
+    se = summary.get("val_bpb_se")
+    row.update({
+        "val_bpb_se": format_float(float(se)) if ok and se is not None else "",
+        "eval_sha256": str(summary.get("eval_sha256") or "") if ok else "",
+        "eval_seq_len": str(int(summary["eval_seq_len"])) if ok and summary.get("eval_seq_len") else "",
+        "eval_tokens": str(int(summary["eval_tokens"])) if ok and summary.get("eval_tokens") else "",
+        "eval_bytes": str(int(summary["eval_bytes"])) if ok and summary.get("eval_bytes") else "",
+        "tokenizer": str(summary.get("tokenizer") or "") if ok else "",
+    })
+    assert tuple(row) == RUN_COLUMNS + OPTIONAL_RUN_COLUMNS
     return row
