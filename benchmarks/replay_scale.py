@@ -3,7 +3,7 @@
     python benchmarks/replay_scale.py                 # ~100, 10k, 100k, 1M run rows
     python benchmarks/replay_scale.py --max-rows 100000
 
-For each size a synthetic package (`auditkit.synth`) is generated once, then
+For each size a synthetic package (`fixtures.synth`) is generated once, then
 each measured step runs in a fresh subprocess so its peak RSS is its own:
 `replay_all` (every gate: hashes, freeze, chain, recompute, diff),
 `generate_tables` and `check_tables`.  Goals: the reference-size package
@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtures.synth
+
 from tabulate import tabulate
 
 # (configs, hosts, seeds) -> run rows (SynthShape.rows)
@@ -29,8 +31,8 @@ SHAPES = [(12, 2, 2), (250, 4, 9), (2500, 4, 9), (5000, 4, 49)]
 STEP = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from auditkit.replay import replay_all
-from auditkit.tables import check_tables, generate_tables
+from auditkit.gates.replay import replay_all
+from auditkit.derived.tables import check_tables, generate_tables
 t1 = time.perf_counter()
 step, pkg = sys.argv[1], sys.argv[2]
 if step == "replay":
@@ -62,7 +64,7 @@ def measure(step: str, pkg: Path, scratch: Path) -> dict:
 
 
 def main(argv=None) -> None:
-    from auditkit.synth import SynthShape, make_package
+    from fixtures.synth import SynthShape, make_package
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-rows", type=int, default=1_050_000)

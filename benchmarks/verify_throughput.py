@@ -3,7 +3,7 @@
     python benchmarks/verify_throughput.py               # ~2 GiB package, medians of 3 rounds
     python benchmarks/verify_throughput.py --size-gib 0.25 --repeat 1   # quick look
 
-Builds a synthetic package (a study from `auditkit.synth`, many small JSON/CSV
+Builds a synthetic package (a study from `fixtures.synth`, many small JSON/CSV
 files under `source/`, two large safetensors checkpoints whose tensors are
 exactly what their `model_config` implies, and large binary blobs), then times
 on the same, page-cache-warm bytes, each as a child process:
@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtures.synth
 
 import numpy as np
 
@@ -98,8 +100,8 @@ def big_checkpoint(path: Path, target_bytes: int, run_id: str, rng: np.random.Ge
 
 
 def build(root: Path, size: int, small_files: int, large_files: int) -> None:
-    from auditkit.manifest import build_manifest
-    from auditkit.synth import SynthShape, make_package
+    from auditkit.package.manifest import build_manifest
+    from fixtures.synth import SynthShape, make_package
 
     make_package(root, SynthShape(configs=24, hosts=2, seeds=2), manifest=False)
     rng = np.random.default_rng(0)

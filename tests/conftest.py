@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def smoke_local_package(tmp_path_factory) -> Path:
-    from auditkit.protocol import load_manifest
-    from auditkit.protocol_run import run_protocol
+    from auditkit.study.spec import load_manifest
+    from auditkit.study.run import run_protocol
 
     manifest = load_manifest(REPO / "manifests" / "smoke.toml")
     out = tmp_path_factory.mktemp("smoke") / "pkg"

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from auditkit.cli import cli
-from auditkit.protocol import load_manifest
-from auditkit.rows import read_csv_text
+from auditkit.study.spec import load_manifest
+from auditkit.package.rows import read_csv_text
 
 REPO = Path(__file__).resolve().parents[1]
 ANC = REPO / "ancillary"

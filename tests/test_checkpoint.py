@@ -16,8 +16,8 @@ from safetensors.numpy import save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pkgbuild  # noqa: E402
-from auditkit.checkpoint import CheckpointScanner, architecture_problems, expected_num_params, scan_bytes  # noqa: E402
+from fixtures import pkgbuild  # noqa: E402
+from auditkit.package.checkpoint import CheckpointScanner, architecture_problems, expected_num_params, scan_bytes  # noqa: E402
 
 
 def codes(scan) -> list[str]:

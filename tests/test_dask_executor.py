@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from auditkit.dask_executor import DaskExecutor, slot_for, workers_for_host
+from auditkit.study.dask_executor import DaskExecutor, slot_for, workers_for_host
 from auditkit.errors import AuditError
-from auditkit.executors import CellTask
-from auditkit.protocol import Budget, load_manifest
-from auditkit.protocol_run import run_protocol
+from auditkit.study.executors import CellTask
+from auditkit.study.spec import Budget, load_manifest
+from auditkit.study.run import run_protocol
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "manifests" / "smoke.toml"
@@ -47,7 +47,7 @@ def _cluster():
 
 
 def _rows(pkg: Path) -> set[tuple]:
-    from auditkit.rows import read_csv_text
+    from auditkit.package.rows import read_csv_text
 
     out = []
     for p in sorted((pkg / "remote-results").glob("*.csv")):
@@ -61,8 +61,8 @@ def test_dask_executor_matches_local_and_survives_a_killed_worker(tmp_path, smok
     import psutil
     from distributed import Client
 
-    from auditkit.replay import replay_all
-    from auditkit.verify import verify_package
+    from auditkit.gates.replay import replay_all
+    from auditkit.verify.orchestrate import verify_package
 
     manifest = load_manifest(SMOKE)
     out = tmp_path / "dask-pkg"

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from auditkit.deep import checkpoint_metadata, reevaluate_checkpoint
-from auditkit.protocol import Budget
-from auditkit.runs import run_cell, summary_to_row
+from auditkit.verify.deep import checkpoint_metadata, reevaluate_checkpoint
+from auditkit.study.spec import Budget
+from auditkit.study.runs import run_cell, summary_to_row
 
 TINY = {"config_id": "tiny", "role": "screened", "depth": "1", "aspect_ratio": "32", "head_dim": "16",
         "seq_len": "64", "total_batch_size": "512", "device_batch_size": "8", "matrix_lr": "0.03"}

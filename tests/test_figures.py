@@ -7,8 +7,8 @@ import json
 from click.testing import CliRunner
 
 from auditkit.cli import cli
-from auditkit.figures import check_figures, generate_figures, png_size
-from auditkit.validation import schema_errors
+from auditkit.derived.figures import check_figures, generate_figures, png_size
+from auditkit.package.schemas import schema_errors
 
 
 def test_smoke_figures_are_listed_and_check(smoke_copy):

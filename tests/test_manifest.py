@@ -22,14 +22,14 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pkgbuild  # noqa: E402
+from fixtures import pkgbuild  # noqa: E402
 from auditkit.cli import cli  # noqa: E402
 from auditkit.errors import AuditError  # noqa: E402
-from auditkit.hashing import sha256_fileobj  # noqa: E402
-from auditkit.manifest import Entry, build_manifest, manifest_csv_text, root_hash  # noqa: E402
-from auditkit.package import scan_file  # noqa: E402
-from auditkit.validation import schema_errors  # noqa: E402
-from auditkit.verify import verify_package  # noqa: E402
+from auditkit.package.hashing import sha256_fileobj  # noqa: E402
+from auditkit.package.manifest import Entry, build_manifest, manifest_csv_text, root_hash  # noqa: E402
+from auditkit.package.scan import scan_file  # noqa: E402
+from auditkit.package.schemas import schema_errors  # noqa: E402
+from auditkit.verify.orchestrate import verify_package  # noqa: E402
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_build_changes_no_other_file_and_is_byte_stable(pkg):
              and not p.name.startswith("MANIFEST.")}
     assert before == after
     assert sorted(os.listdir(pkg)) == sorted(os.listdir(pkg))  # no temp files left behind
-    assert not [n for n in os.listdir(pkg) if ".tmp-" in n]
+    assert not [n for n in os.listdir(pkg) if n.startswith(".auditkit-tmp-")]
 
 
 def test_nested_manifest_names_are_ordinary_files(pkg):
@@ -240,7 +240,7 @@ entry_values = st.one_of(st.text(max_size=12), st.integers(-2, 2 ** 40), st.bool
 @settings(max_examples=300, deadline=None)
 @given(entry=st.dictionaries(st.sampled_from(["path", "sha256", "bytes", "extra"]), entry_values))
 def test_fast_manifest_entry_check_agrees_with_the_schema(entry):
-    from auditkit.verify import fast_valid
+    from auditkit.verify.orchestrate import fast_valid
 
     doc = {"schema": "auditkit/manifest/v1", "algorithm": "sha256", "files": [entry], "root": "0" * 64}
     assert fast_valid("manifest", ("properties", "files", "items"))(entry) == (schema_errors(doc, "manifest") == [])

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pkgbuild  # noqa: E402
-import auditkit.package as package  # noqa: E402
+from fixtures import pkgbuild  # noqa: E402
+import auditkit.package.scan as package  # noqa: E402
 from auditkit.cli import cli  # noqa: E402
 from auditkit.errors import AuditError  # noqa: E402
-from auditkit.package import scan_package, unsafe_reason  # noqa: E402
-from auditkit.verify import verify_package  # noqa: E402
+from auditkit.package.scan import scan_package, unsafe_reason  # noqa: E402
+from auditkit.verify.orchestrate import verify_package  # noqa: E402
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def test_documents_are_read_first_and_handed_over_once(pkg):
 
 
 def test_small_files_are_batched_in_order_and_large_ones_alone():
-    from auditkit.package import CHUNK, _batches
+    from auditkit.package.scan import CHUNK, _batches
     items = [(f"f{i}", f"/x/f{i}", 10) for i in range(130)] + [("big", "/x/big", 10 * CHUNK), ("s", "/x/s", 1)]
     batches = _batches(items)
     assert [it for b in batches for it in b] == items          # every file once, order kept

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from auditkit.errors import AuditError
-from auditkit.executors import CellResult
-from auditkit.protocol import load_manifest
-from auditkit.protocol_run import (create_exclusive, merge_packages, remove_stale_temporaries,
+from auditkit.study.executors import CellResult
+from auditkit.study.spec import load_manifest
+from auditkit.study.run import (create_exclusive, merge_packages, remove_stale_temporaries,
                                    run_protocol)
-from auditkit.rows import read_csv_text
-from protofakes import FakeExecutor
+from auditkit.package.rows import read_csv_text
+from fixtures.protofakes import FakeExecutor
 
 MATRIX = "config_id,role,depth\nbridge,reference,2\ngreedy,greedy,2\nd8_ar48,sentinel,2\ns01,screened,2\ns02,screened,2\n"
 
@@ -120,9 +120,9 @@ def test_resume_after_crash_runs_each_cell_once(manifest, tmp_path):
 def test_stale_temporaries_are_removed(manifest, tmp_path):
     out = tmp_path / "pkg"
     (out / "remote-results").mkdir(parents=True)
-    (out / "remote-results" / ".windows_smoke_summary.csv.tmp-123").write_text("half a row")
+    (out / "remote-results" / ".auditkit-tmp-123-windows_smoke_summary.csv").write_text("half a row")
     assert remove_stale_temporaries(out) == 1
-    assert not list(out.rglob("*.tmp-*"))
+    assert not list(out.rglob(".auditkit-tmp-*"))
 
 
 def test_single_host_without_wait_stops_at_gate_then_merge_completes(manifest, tmp_path):
@@ -179,7 +179,7 @@ class BrokenExecutor:
         self.ran = []
 
     def run(self, tasks):
-        from protofakes import fake_summary
+        from fixtures.protofakes import fake_summary
 
         for task in tasks:
             self.ran.append(task.run_id)

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from auditkit.cli import cli
 from auditkit.errors import AuditError
-from auditkit.manifest import build_manifest
-from auditkit.replay import decide_gate, decision_text, gate_inputs, replay_all, replay_gate
-from auditkit.synth import make_package
+from auditkit.package.manifest import build_manifest
+from auditkit.gates.replay import decide_gate, decision_text, gate_inputs, replay_all, replay_gate
+from fixtures.synth import make_package
 
 
 @pytest.fixture(scope="module")

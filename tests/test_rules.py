@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditkit.protocol import load_manifest
-from auditkit.rows import RunRow
-from auditkit.rules import CheckKind, DuplicateRowError, decide, round9, threshold_passes, validate_rules
+from auditkit.study.spec import load_manifest
+from auditkit.package.rows import RunRow
+from auditkit.gates.engine import CheckKind, DuplicateRowError, decide, round9, threshold_passes, validate_rules
 
 
 def rules(top_k=2, keep=(), checks=(), hosts=("a", "b"), seeds=(1,), better="lower", candidates="matrix"):
@@ -153,7 +153,7 @@ def test_every_check_kind_is_handled():
 
 
 def test_to_json_is_valid_against_the_schema():
-    from auditkit.validation import schema_errors
+    from auditkit.package.schemas import schema_errors
 
     d = decide(rules(checks=[{"kind": "ranks_first_in_all_cells", "candidate": "x"}]),
                grid({"x": (1.0, 1.0), "y": (1.1, None)}), ["x", "y"])

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from auditkit.hashing import sha256_file
-from auditkit.protocol import Budget
+from auditkit.package.hashing import sha256_file
+from auditkit.study.spec import Budget
 from auditkit.runner.arch import expected_tensors, model_config_from_row, num_params, runner_tree_sha256
 from auditkit.evalproto import gate_eval_findings
-from auditkit.runs import run_cell, summary_to_row
-from auditkit.validation import schema_errors
+from auditkit.study.runs import run_cell, summary_to_row
+from auditkit.package.schemas import schema_errors
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"config_id": "tiny", "role": "screened", "depth": "1", "aspect_ratio": "32", "head_dim": "16",

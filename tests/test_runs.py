@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from auditkit.cli import cli
 from auditkit.errors import AuditError
-from auditkit.protocol import Budget
-from auditkit.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS
-from auditkit.runs import parse_budget, run_cell, summary_to_row
-from auditkit.validation import schema_errors
+from auditkit.study.spec import Budget
+from auditkit.package.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS
+from auditkit.study.runs import parse_budget, run_cell, summary_to_row
+from auditkit.package.schemas import schema_errors
 
 TINY = {"config_id": "tiny", "role": "screened", "depth": "1", "aspect_ratio": "32", "head_dim": "16",
         "seq_len": "64", "total_batch_size": "512", "device_batch_size": "8", "matrix_lr": "0.03"}

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from auditkit.cli import cli
-from auditkit.rows import read_csv_text
+from auditkit.package.rows import read_csv_text
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "manifests" / "smoke.toml")
@@ -81,7 +81,7 @@ def test_sigkill_mid_cell_then_resume_gives_the_same_rows(tmp_path, smoke_local_
     assert r.returncode == 0, r.stderr[-2000:]
     keys = row_keys(out)
     assert keys == row_keys(smoke_local_package) and len(keys) == len(set(keys))
-    assert not list(out.rglob(".*.tmp-*"))
+    assert not list(out.rglob(".auditkit-tmp-*"))
     assert invoke("verify", out).exit_code == 0
     assert invoke("replay-gate", "all", "--package", out).exit_code == 0
 

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from auditkit.cli import cli
-from auditkit.tables import (TableKind, build_tables, check_tables, generate_tables, kendall,
+from auditkit.derived.tables import (TableKind, build_tables, check_tables, generate_tables, kendall,
                              manifest_counterfactual, spearman)
-from auditkit.synth import make_package
-from auditkit.validation import schema_errors
+from fixtures.synth import make_package
+from auditkit.package.schemas import schema_errors
 
 
 @pytest.fixture(scope="module")

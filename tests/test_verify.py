@@ -17,11 +17,11 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pkgbuild  # noqa: E402
+from fixtures import pkgbuild  # noqa: E402
 from auditkit.cli import cli  # noqa: E402
 from auditkit.errors import AuditError  # noqa: E402
-from auditkit.manifest import build_manifest  # noqa: E402
-from auditkit.verify import verify_package  # noqa: E402
+from auditkit.package.manifest import build_manifest  # noqa: E402
+from auditkit.verify.orchestrate import verify_package  # noqa: E402
 
 LINUX = "remote-results/linux_s1_summary.csv"
 WINDOWS = "remote-results/windows_s1_summary.csv"
@@ -383,7 +383,7 @@ def test_deep_without_torch_is_exit_2(pkg, monkeypatch):
 
 
 def test_deep_calls_the_reevaluator_once_per_named_checkpoint(pkg, monkeypatch):
-    import auditkit.deep as deep
+    import auditkit.verify.deep as deep
     from auditkit.findings import Finding
 
     seen = []
@@ -457,7 +457,7 @@ def test_cli_cannot_run(tmp_path):
 
 
 def test_verify_never_writes_inside_the_package(pkg, monkeypatch):
-    import auditkit.deep as deep
+    import auditkit.verify.deep as deep
 
     monkeypatch.setattr(deep, "reevaluate_checkpoint", lambda data, row, path: [])
     os.chmod(pkg, 0o555)

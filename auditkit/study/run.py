@@ -19,20 +19,19 @@ package directory never overwrite each other.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from auditkit.errors import AuditError
-from auditkit.executors import CellResult, CellTask, Executor, LocalExecutor
-from auditkit.hashing import sha256_bytes
-from auditkit.manifest import build_manifest
-from auditkit.protocol import Manifest, Protocol, Stage
-from auditkit.rows import read_csv_text, run_csv_path, run_header, write_csv_text
+from auditkit.package.store import (atomic_write_bytes, canonical_json_bytes as json_bytes, create_exclusive,
+                                    remove_stale_temporaries, utc_now)
+from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecutor
+from auditkit.package.hashing import sha256_bytes
+from auditkit.package.manifest import build_manifest
+from auditkit.study.spec import Manifest, Protocol, Stage, load_manifest
+from auditkit.package.rows import read_csv_text, run_csv_path, run_header, write_csv_text
 
 EXIT_WAITING = 3
 
@@ -44,57 +43,8 @@ def _error_line(text, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def utc_now() -> str:
-    """Current UTC time, microseconds, `Z` suffix."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def run_id_for(host: str, stage: str, config_id: str, seed: int) -> str:
     return f"{host}-{stage}-{config_id}-s{seed}"
-
-
-# --- small atomic file helpers ------------------------------------------------
-
-def _synced_temporary(path: Path, data: bytes) -> Path:
-    """`data` written and fsynced to a temporary file beside `path` (removed by the next run if left)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and os.replace (never half-written)."""
-    os.replace(_synced_temporary(path, data), path)
-
-
-def create_exclusive(path: Path, data: bytes) -> bool:
-    """Create `path` with `data` only if it does not exist yet; True if this call created it."""
-    tmp = _synced_temporary(path, data)
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(tmp)
-
-
-def json_bytes(doc: dict) -> bytes:
-    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def remove_stale_temporaries(out: Path) -> int:
-    """Delete temporary files a killed run left behind (``.<name>.tmp-<pid>``)."""
-    n = 0
-    for p in out.rglob(".*.tmp-*"):
-        if p.is_file():
-            p.unlink()
-            n += 1
-    return n
 
 
 # --- the package being written ------------------------------------------------
@@ -180,7 +130,7 @@ class StudyDir:
         if path.exists():
             return
         doc = {"schema": "auditkit/rules/v1", "gate": gate, "frozen_at": utc_now(), **self.manifest.rules[gate]}
-        from auditkit.rules import validate_rules
+        from auditkit.gates.engine import validate_rules
 
         bad = validate_rules(doc, str(path), known_configs=set(self.matrix_rows()))
         if bad:
@@ -216,7 +166,7 @@ class StudyDir:
             return True
         if not self.rules_path(gate).exists() or self.gate_missing(gate):
             return False
-        from auditkit.replay import decide_gate
+        from auditkit.gates.replay import decide_gate
 
         doc = decide_gate(self.out, gate, decided_at=utc_now())
         if create_exclusive(path, json_bytes(doc)):
@@ -249,7 +199,7 @@ class StudyDir:
 
     def land(self, result: CellResult) -> dict:
         """Store a finished cell: checkpoint first, then its row (each atomically)."""
-        from auditkit.runs import summary_to_row
+        from auditkit.study.runs import summary_to_row
 
         t = result.task
         ckpt_rel, ckpt_sha = "", ""
@@ -367,6 +317,22 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
     return RunOutcome(True, [], cells_run, study.out)
 
 
+def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executor: str = "local",
+              scheduler: str | None = None, wait: bool = True,
+              log: Callable[[str], None] = lambda m: None) -> RunOutcome:
+    """`auditkit protocol run`: load the manifest, pick the hosts (`all` = every host) and the executor, run."""
+    manifest = load_manifest(manifest_path)
+    hosts = list(manifest.protocol.hosts) if hosts == ["all"] else list(hosts)
+    ex = None
+    if executor == "dask":
+        if not scheduler:
+            raise AuditError("--executor dask needs --scheduler tcp://HOST:8786")
+        from auditkit.study.dask_executor import DaskExecutor
+
+        ex = DaskExecutor.connect(scheduler, manifest)
+    return run_protocol(manifest, Path(out), hosts, executor=ex, wait=wait, log=log)
+
+
 def _count_hint(study: StudyDir, stage: Stage) -> int:
     cands = study.candidates(stage)
     if cands is not None:
@@ -383,12 +349,12 @@ def _timeout(stage: Stage, manifest: Manifest) -> float:
 
 def finalize_package(study: StudyDir) -> dict:
     """Tables, figures, README.txt and the MANIFEST of a complete study directory."""
-    from auditkit.tables import generate_tables
+    from auditkit.derived.tables import generate_tables
 
     out = study.out
     generate_tables(out)
     try:
-        from auditkit.figures import generate_figures
+        from auditkit.derived.figures import generate_figures
     except ImportError:  # matplotlib is an extra
         generate_figures = None
     if generate_figures is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from auditkit.errors import AuditError
-from auditkit.executors import CellResult, CellTask, execute_cell
+from auditkit.study.executors import CellResult, CellTask, execute_cell
 
 
 def workers_for_host(worker_names: dict[str, str], host: str) -> list[str]:
@@ -129,7 +129,7 @@ class DaskExecutor:
 
 
 def _failed_summary(task: CellTask, exc: Exception) -> dict:
-    from auditkit.runs import failed_summary
+    from auditkit.study.runs import failed_summary
 
     return failed_summary(run_id=task.run_id, config_id=task.config_id, seed=task.seed,
                           budget=task.budget, reason=f"dask: {type(exc).__name__}: {exc}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.validation import schema_errors
+from auditkit.package.schemas import schema_errors
 
 
 @dataclass(frozen=True)

@@ -31,22 +31,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from auditkit.checkpoint import architecture_problems, expected_num_params
+from auditkit.package.checkpoint import architecture_problems, expected_num_params
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, row_location
-from auditkit.manifest import MANIFEST_CSV, MANIFEST_JSON, Entry, root_hash
-from auditkit.package import DOC_CAP, FileScan, PackageScan, scan_package, unsafe_reason
-from auditkit.rows import RUN_COLUMNS, parse_run_csv_path
+from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, Entry, root_hash
+from auditkit.package.scan import DOC_CAP, FileScan, PackageScan, scan_package, unsafe_reason
+from auditkit.package.rows import RUN_COLUMNS, parse_run_csv_path
 
 
 def schema_errors(instance, name: str):
-    from auditkit.validation import schema_errors as errors
+    from auditkit.package.schemas import schema_errors as errors
 
     return errors(instance, name)
 
 
 def validate_document(instance, name: str, path: str):
-    from auditkit.validation import validate_document as validate
+    from auditkit.package.schemas import validate_document as validate
 
     return validate(instance, name, path)
 
@@ -158,7 +158,7 @@ def _compile(schema) -> Callable[[object], bool]:
 def fast_valid(name: str, pointer: tuple[str, ...] = ()) -> Callable[[object], bool] | None:
     """A predicate equal to "valid against schema `name` (at `pointer`)", or None if the schema
     uses a keyword the compiler does not know."""
-    from auditkit.validation import load_schema
+    from auditkit.package.schemas import load_schema
 
     schema = load_schema(name)
     for key in pointer:
@@ -192,7 +192,7 @@ def _warm() -> None:
     try:
         import numpy  # noqa: F401
 
-        from auditkit.validation import SCHEMA_NAMES, validator
+        from auditkit.package.schemas import SCHEMA_NAMES, validator
 
         for name in SCHEMA_NAMES:
             validator(name)
@@ -616,14 +616,14 @@ SWITCH_INTERVAL = 1e-4
 
 
 def _deep_module():
-    """`auditkit.deep`, imported only for --deep; AuditError (exit 2) when it or torch is missing."""
+    """`auditkit.verify.deep`, imported only for --deep; AuditError (exit 2) when it or torch is missing."""
     import importlib.util
 
     hint = "--deep needs the runner extra: pip install torch==2.13.0"
     if importlib.util.find_spec("torch") is None:
         raise AuditError("--deep re-evaluates checkpoints with torch, which is not installed", hint=hint)
     try:
-        import auditkit.deep as deep
+        import auditkit.verify.deep as deep
     except ImportError as exc:
         raise AuditError(f"--deep is not available: {exc}", hint=hint) from exc
     return deep

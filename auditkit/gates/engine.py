@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from auditkit.findings import Finding, json_location
-from auditkit.validation import validate_document
+from auditkit.package.schemas import validate_document
 
 DECIMALS = 9
 _QUANTUM = Decimal(1).scaleb(-DECIMALS)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.hashing import sha256_fileobj
-from auditkit.package import unsafe_reason
+from auditkit.package.store import atomic_write_text
+from auditkit.package.hashing import sha256_fileobj
+from auditkit.package.scan import unsafe_reason
 
 MANIFEST_JSON = "MANIFEST.json"
 MANIFEST_CSV = "MANIFEST.csv"
@@ -109,15 +110,6 @@ def build_manifest(root: str | Path, jobs: int | None = None) -> dict:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         entries = list(pool.map(one, files))
     text = manifest_json_text(entries)
-    _atomic_write(root / MANIFEST_JSON, text)
-    _atomic_write(root / MANIFEST_CSV, manifest_csv_text(entries))
+    atomic_write_text(root / MANIFEST_JSON, text)
+    atomic_write_text(root / MANIFEST_CSV, manifest_csv_text(entries))
     return json.loads(text)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

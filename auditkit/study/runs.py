@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.protocol import Budget
-from auditkit.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS, format_float
-from auditkit.validation import schema_errors
+from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
+from auditkit.study.spec import Budget
+from auditkit.package.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS, format_float
+from auditkit.package.schemas import schema_errors
 
 
 SETTINGS_KEYS = {"data", "eval_tokens", "eval_seq_len", "tokenizer", "vocab_size", "compile", "seq_len"}
@@ -51,7 +52,7 @@ def parse_budget(text: str) -> Budget:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_now()
 
 
 def failed_summary(*, run_id: str, config_id: str, seed: int, budget: Budget, reason: str,
@@ -85,7 +86,7 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         summary = failed_summary(run_id=run_id, config_id=matrix_row.get("config_id", ""), seed=seed, budget=budget,
                                  reason=f"unknown runner setting(s) {', '.join(unknown)}; "
                                         f"known: {', '.join(sorted(SETTINGS_KEYS))}")
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_bytes(out_dir / "summary.json", canonical_json_bytes(summary))
         return summary
     if settings.get("seq_len") and not matrix_row.get("seq_len"):
         matrix_row = dict(matrix_row, seq_len=str(int(settings["seq_len"])))
@@ -130,7 +131,7 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         errors = schema_errors(summary, "run-summary")
         if errors:
             summary = failed_summary(reason=f"runner summary invalid at {errors[0][0]}: {errors[0][1]}", **common)
-    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_bytes(summary_path, canonical_json_bytes(summary))
     return summary
 
 
@@ -167,3 +168,33 @@ def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
     })
     assert tuple(row) == RUN_COLUMNS + OPTIONAL_RUN_COLUMNS
     return row
+
+
+def load_matrix_row(matrix_path: str | Path, config_id: str) -> dict[str, str]:
+    """The matrix row of `config_id`; AuditError naming the file and the ids there otherwise."""
+    from auditkit.package.rows import read_csv_text
+
+    try:
+        rows = read_csv_text(Path(matrix_path).read_text("utf-8"), str(matrix_path))[1]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read the matrix: {exc}", path=str(matrix_path)) from exc
+    row = next((r for r in rows if r.get("config_id") == config_id), None)
+    if row is None:
+        raise AuditError(f"no row with config_id {config_id!r}", path=str(matrix_path),
+                         hint=f"config_ids there: {', '.join(r.get('config_id', '') for r in rows)}")
+    return row
+
+
+def run_adhoc(matrix_path: str | Path, config_id: str, *, seed: int, budget: str, out: Path, device: str = "cpu",
+              threads: int = 1, timeout: float | None = None, settings: dict | None = None,
+              host: str = "local") -> tuple[dict, dict]:
+    """Train one cell outside a study (`auditkit run`): its summary and its run row."""
+    b = parse_budget(budget)
+    row = load_matrix_row(matrix_path, config_id)
+    if timeout is None:
+        timeout = (b.value * 3 + 120) if b.kind == "seconds" else 1800
+    summary = run_cell(matrix_row=row, seed=seed, budget=b, out_dir=Path(out), run_id=f"{host}-{config_id}-s{seed}",
+                       device=device, threads=threads, timeout=timeout, settings=settings or {})
+    ckpt = "checkpoint.safetensors" if summary.get("checkpoint") else ""
+    return summary, summary_to_row(summary, host=host, stage="adhoc", budget=b, checkpoint_relpath=ckpt,
+                                   checkpoint_sha256=summary.get("checkpoint_sha256") or "")

@@ -2,11 +2,11 @@
 
 A *cell task* is one training run (candidate x seed x host x stage).  An
 executor takes cell tasks and yields finished `CellResult`s as they complete;
-the protocol loop (`auditkit.protocol_run`) writes rows and checkpoints in
+the protocol loop (`auditkit.study.run`) writes rows and checkpoints in
 the package itself, so every executor lands results the same way.
 
 - `LocalExecutor` runs cells one after another in runner subprocesses here.
-- `DaskExecutor` (see `auditkit.dask_executor`) sends each cell to a worker of
+- `DaskExecutor` (see `auditkit.study.dask_executor`) sends each cell to a worker of
   the cell's host on a Dask cluster.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
-from auditkit.protocol import Budget
+from auditkit.study.spec import Budget
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Executor(Protocol):
 
 def execute_cell(task: CellTask, *, keep_checkpoint: bool = True) -> CellResult:
     """Run one cell in a runner subprocess in a scratch directory; never raises for a bad run."""
-    from auditkit.runs import run_cell
+    from auditkit.study.runs import run_cell
 
     work = Path(tempfile.mkdtemp(prefix=f"auditkit-{task.run_id}-"))
     try:

@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
+from auditkit.package.store import atomic_write_bytes, canonical_json_bytes
 from auditkit.findings import Finding, Report, json_location
-from auditkit.hashing import sha256_file
-from auditkit.protocol import Protocol, load_protocol
-from auditkit.rows import read_csv_text, run_csv_path
-from auditkit.rules import DuplicateRowError, decide_columns, validate_rules
-from auditkit.validation import validate_document
+from auditkit.package.hashing import sha256_file
+from auditkit.study.spec import Protocol, load_protocol
+from auditkit.package.rows import read_csv_text, run_csv_path
+from auditkit.gates.engine import DuplicateRowError, decide_columns, validate_rules
+from auditkit.package.schemas import validate_document
 
 TOLERANCE = 1e-9
 ROW_COLUMNS = ("run_id", "host", "stage", "seed", "config_id", "status", "started_at")
@@ -218,15 +219,12 @@ def write_decision(package_dir: str | Path, gate: str, decided_at: str, *, force
                          path=str(out), hint=f"replay it with: auditkit replay-gate {gate} --package {pkg}; "
                                              "to overwrite it anyway pass --force")
     doc = decide_gate(pkg, gate, decided_at)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(decision_text(doc), encoding="utf-8", newline="\n")
-    tmp.replace(out)
+    atomic_write_bytes(out, canonical_json_bytes(doc))
     return out, doc
 
 
 def decision_text(doc: dict) -> str:
-    return json.dumps(doc, indent=2) + "\n"
+    return canonical_json_bytes(doc).decode("utf-8")
 
 
 def validate_decision(doc: dict, path: str, *, cells: bool = True) -> list[Finding]:

@@ -23,10 +23,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from auditkit.errors import AuditError
+from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, open_package
 from auditkit.findings import Finding, Report
-from auditkit.hashing import sha256_bytes
-from auditkit.protocol import load_protocol
-from auditkit.rows import RunRow, parse_run_csv_path, read_csv_text
+from auditkit.package.hashing import sha256_bytes
+from auditkit.study.spec import load_protocol
+from auditkit.package.rows import RunRow, parse_run_csv_path, read_csv_text
 
 FIGURE_MANIFEST = "figure_manifest.json"
 DPI = 100
@@ -45,6 +46,7 @@ def _rows(pkg: Path) -> list[RunRow]:
 
 def figure_data(pkg: Path) -> list[dict]:
     """Every figure's id, path, kind, inputs and the data it plots (JSON-ready, deterministic)."""
+    open_package(pkg)
     proto = load_protocol(pkg / "protocol.json")
     rows = _rows(pkg)
     csvs = sorted(p.relative_to(pkg).as_posix() for p in (pkg / "remote-results").glob("*.csv"))
@@ -189,19 +191,18 @@ def generate_figures(pkg: str | Path, out: str | Path | None = None) -> list[dic
     entries = []
     for fig in figure_data(pkg):
         png = render(fig)
-        dest = out / fig["path"]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(png)
+        atomic_write_bytes(out / fig["path"], png)
         entries.append({"id": fig["id"], "path": fig["path"], "kind": fig["kind"], "inputs": fig["inputs"],
                         "sha256": sha256_bytes(png), "data_sha256": data_sha256(fig["data"])})
     doc = {"schema": "auditkit/figures/v1", "figures": entries}
-    (out / FIGURE_MANIFEST).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / FIGURE_MANIFEST, canonical_json_bytes(doc))
     return entries
 
 
 def check_figures(pkg: str | Path) -> Report:
     """Regenerate every listed figure's data and compare it with the recorded manifest and PNG."""
     pkg = Path(pkg)
+    open_package(pkg)
     report = Report("figures --check", str(pkg))
     mpath = pkg / FIGURE_MANIFEST
     if not mpath.exists():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
-from auditkit.checkpoint import CheckpointScan, CheckpointScanner
+from auditkit.package.checkpoint import CheckpointScan, CheckpointScanner
 from auditkit.errors import AuditError
 
 CHUNK = 1 << 20

@@ -26,7 +26,6 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -35,12 +34,13 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
+from auditkit.package.store import atomic_write_text, canonical_json_bytes
 from auditkit.findings import Finding, Report
-from auditkit.hashing import sha256_bytes
-from auditkit.protocol import Protocol, Stage, load_protocol
-from auditkit.rows import read_csv_text, run_csv_path
-from auditkit.rules import CheckKind, threshold_passes
-from auditkit.validation import validate_document
+from auditkit.package.hashing import sha256_bytes
+from auditkit.study.spec import Protocol, Stage, load_protocol
+from auditkit.package.rows import read_csv_text, run_csv_path
+from auditkit.gates.engine import CheckKind, threshold_passes
+from auditkit.package.schemas import validate_document
 
 TABLE_MANIFEST = "table_manifest.json"
 TABLE_DIR = "analysis"
@@ -255,7 +255,7 @@ def protocol_counterfactual(protocol: Protocol, rules: dict[str, dict], matrix_s
 
 def manifest_counterfactual(manifest_path: str | Path) -> list[dict]:
     """`protocol_counterfactual` of a hand-written manifest TOML (its matrix counted)."""
-    from auditkit.protocol import load_manifest
+    from auditkit.study.spec import load_manifest
 
     m = load_manifest(manifest_path)
     try:
@@ -542,14 +542,9 @@ def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None) 
     `out_dir` (default: the package). Returns the manifest entries. Raises AuditError."""
     out = Path(out_dir) if out_dir is not None else Path(package_dir)
     doc, files = _manifest(build_tables(package_dir))
-    files[TABLE_MANIFEST] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    files[TABLE_MANIFEST] = canonical_json_bytes(doc).decode("utf-8")
     for rel, text in files.items():
-        dest = out / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, dest)
+        atomic_write_text(out / rel, text)
     return doc["tables"]
 
 

@@ -1,0 +1,64 @@
+"""The `auditkit` group: exit codes and the catch-all that keeps tracebacks away from users.
+
+Exit codes: 0 everything holds, 1 findings, 2 the check could not run (usage,
+unreadable input, broken schema, or an error auditkit did not expect), 130 on
+Ctrl-C (128 + the signal number for SIGTERM/SIGHUP).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from auditkit import __version__
+from auditkit.cli import cmd_derived, cmd_gates, cmd_study, cmd_verify
+from auditkit.cli.common import EXIT_ERROR, fail
+from auditkit.errors import AuditError
+
+
+class AuditGroup(click.Group):
+    """Turns AuditError into a clean message (exit 2), any unexpected exception into
+    "could not check ... please report" (exit 2, never 1), and Ctrl-C into exit 130."""
+
+    def main(self, *args, **kwargs):
+        kwargs.setdefault("standalone_mode", True)
+        try:
+            return super().main(*args, **kwargs)
+        except AuditError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(128 + signal.SIGINT)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (AuditError, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit,
+                KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback, never exit 1
+            click.echo(f"error: could not check: {type(exc).__name__}: {exc}\n"
+                       "hint: this is a bug in auditkit, not a finding about the package; please report it "
+                       "with the command you ran", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditkit")
+def cli() -> None:
+    """Make ML pretraining studies auditable."""
+
+
+for _module in (cmd_verify, cmd_gates, cmd_derived, cmd_study):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="auditkit")
+
+
+if __name__ == "__main__":
+    main()

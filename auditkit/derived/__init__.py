@@ -1,0 +1,1 @@
+"""auditkit.derived"""

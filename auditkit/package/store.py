@@ -1,0 +1,379 @@
+"""The one store every command reads a package through, and the one way auditkit writes.
+
+Reading (`PackageStore`):
+
+- regular files only: a symlink is never followed (every path component is
+  opened with ``O_NOFOLLOW`` relative to its parent directory's descriptor),
+  a FIFO, socket or device is refused before it could block (``O_NONBLOCK``
+  then ``fstat``), nothing outside the package root is reachable (``..`` and
+  absolute paths are refused);
+- strict text: UTF-8 only (a BOM or an invalid byte names the file and offset);
+- strict JSON (`loads_strict`): duplicate keys, ``NaN``/``Infinity``, numbers
+  that overflow to infinity, integers too long to parse and nesting deeper
+  than `MAX_JSON_DEPTH` are refused, naming the file and the key;
+- one CSV reader (`read_csv`).
+
+A read that fails because the *package* is defective raises `PackageDefect`
+(an `AuditError` that carries a `Finding`): commands report it as a finding
+(exit 1), not as "could not check" (exit 2).
+
+Writing: `atomic_write_bytes` (temporary file in the same directory, fsync,
+rename, fsync of the directory) so a kill at any moment leaves the old file or
+the new one; `create_exclusive`; `canonical_json_bytes` (the one JSON form
+auditkit writes); `utc_now` (the one clock format).
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import math
+import os
+import re
+import stat
+from datetime import datetime, timezone
+from pathlib import Path
+
+from auditkit.errors import AuditError
+from auditkit.findings import Finding
+
+MAX_JSON_DEPTH = 64
+MAX_INT_DIGITS = 64
+MAX_DOC_BYTES = 64 * 1024 * 1024  # a JSON/CSV document larger than this is not read whole
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class PackageDefect(AuditError):
+    """A read refused because the package itself is defective (a finding, exit 1)."""
+
+    def __init__(self, finding: Finding):
+        super().__init__(f"{finding.path}: {finding.message}", path=finding.path, hint=finding.hint or None)
+        self.finding = finding
+
+
+def defect(path: str, code: str, message: str, *, location: str = "", expected: str = "", found: str = "",
+           hint: str = "") -> PackageDefect:
+    return PackageDefect(Finding(path=path, code=code, location=location, expected=expected, found=found,
+                                 message=message, hint=hint))
+
+
+# --- paths ---------------------------------------------------------------------
+
+def unsafe_reason(name: str) -> str | None:
+    """Why a package-relative path may not be used (absolute, `..`, empty part, NUL), or None."""
+    if not name or "\x00" in name:
+        return "empty path or NUL byte"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or "\\" in name:
+        return "absolute or Windows-style path"
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "'..', '.' or an empty component"
+    return None
+
+
+def _refuse_kind(rel: str, mode: int) -> None:
+    kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else
+            "a directory" if stat.S_ISDIR(mode) else "not a regular file")
+    raise defect(rel, "not-regular-file", f"{kind}, not a regular file: auditkit reads regular files only",
+                 expected="a regular file", found=kind,
+                 hint="a package holds regular files; find out why this one is not (it is not followed or read)")
+
+
+class PackageStore:
+    """Read-only, no-follow access to the files under one package root."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        try:
+            st = os.stat(self.root)
+        except OSError as exc:
+            raise AuditError(f"cannot open the package: {exc.strerror}", path=str(root)) from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise AuditError("not a package directory", path=str(root))
+
+    # -- opening --------------------------------------------------------------
+    def _open_fd(self, rel: str) -> int:
+        why = unsafe_reason(rel)
+        if why:
+            raise defect(rel, "unsafe-path", f"unsafe path ({why})", hint="a package path is relative and stays inside it")
+        parts = rel.split("/")
+        dfd = os.open(self.root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+        try:
+            for i, part in enumerate(parts[:-1]):
+                try:
+                    nfd = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=dfd)
+                except OSError as exc:
+                    self._explain(rel, "/".join(parts[: i + 1]), exc, dfd, part)
+                os.close(dfd)
+                dfd = nfd
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dfd)
+            except OSError as exc:
+                self._explain(rel, rel, exc, dfd, parts[-1])
+        finally:
+            os.close(dfd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            _refuse_kind(rel, st.st_mode)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd
+
+    @staticmethod
+    def _explain(rel: str, where: str, exc: OSError, dfd: int, name: str):
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            try:
+                mode = os.lstat(name, dir_fd=dfd).st_mode
+            except OSError:
+                mode = 0
+            if stat.S_ISLNK(mode) or exc.errno == errno.ELOOP:
+                raise defect(rel, "symlink", f"{where} is a symbolic link: auditkit never follows one",
+                             expected="a regular file", found="a symbolic link",
+                             hint="a package holds regular files; a link could point anywhere") from None
+            _refuse_kind(where, mode)
+        if exc.errno == errno.ENOENT:
+            raise defect(rel, "missing-file", "no such file in the package", expected="the file", found="nothing",
+                         hint="the package does not hold a file another part of it refers to") from None
+        raise AuditError(f"cannot read: {exc.strerror}", path=rel) from None
+
+    def open(self, rel: str):
+        """A binary file object for the regular file `rel` (PackageDefect otherwise)."""
+        return os.fdopen(self._open_fd(rel), "rb")
+
+    # -- queries ------------------------------------------------------------------
+    def kind(self, rel: str) -> str | None:
+        """'file', 'dir', 'other' (symlink, FIFO, ...) or None (absent), without following links."""
+        if unsafe_reason(rel):
+            return "other"
+        p = self.root / rel
+        try:
+            for parent in reversed(p.relative_to(self.root).parents[:-1]):
+                if not stat.S_ISDIR(os.lstat(self.root / parent).st_mode):
+                    return "other"
+            mode = os.lstat(p).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
+
+    def is_file(self, rel: str) -> bool:
+        return self.kind(rel) == "file"
+
+    # -- reading ------------------------------------------------------------------
+    def read_bytes(self, rel: str, cap: int = MAX_DOC_BYTES) -> bytes:
+        with self.open(rel) as f:
+            data = f.read(cap + 1)
+        if len(data) > cap:
+            raise defect(rel, "file-too-large", f"larger than {cap} bytes, the most auditkit reads as one document",
+                         expected=f"<= {cap} bytes", found=f"> {cap} bytes")
+        return data
+
+    def read_text(self, rel: str) -> str:
+        return decode_utf8(self.read_bytes(rel), rel)
+
+    def read_json(self, rel: str):
+        return loads_strict(self.read_bytes(rel), rel)
+
+    def read_csv(self, rel: str) -> tuple[list[str], list[dict[str, str]]]:
+        return parse_csv(self.read_text(rel), rel)
+
+    def sha256(self, rel: str) -> str:
+        from auditkit.package.hashing import sha256_fileobj
+
+        with self.open(rel) as f:
+            return sha256_fileobj(f)[0]
+
+
+def open_package(path: str | Path, *, what: str = "package") -> PackageStore:
+    """The store of a package directory; AuditError (exit 2) if `path` holds no `protocol.json`."""
+    store = PackageStore(path) if os.path.isdir(path) else None
+    if store is None or store.kind("protocol.json") != "file":
+        raise AuditError(f"not a {what} directory (no protocol.json)", path=str(path),
+                         hint="give the directory that holds protocol.json (with --package PATH where it is an option)")
+    return store
+
+
+# --- strict text, JSON and CSV -------------------------------------------------
+
+def decode_utf8(data: bytes, rel: str) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise defect(rel, "text-bom", "starts with a UTF-8 byte-order mark", expected="UTF-8 without BOM",
+                     found="BOM", hint="the file was rewritten by an editor or tool that adds a BOM")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise defect(rel, "text-not-utf8", f"not UTF-8 text (invalid byte at offset {exc.start})",
+                     location=f"byte {exc.start}", expected="UTF-8", found=repr(data[exc.start:exc.start + 4]),
+                     hint="package text files are UTF-8; find out which tool wrote this one") from None
+
+
+_DEPTH_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def _json_depth(data: bytes) -> int:
+    depth = best = 0
+    for m in _DEPTH_TOKENS.finditer(data):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            if depth > best:
+                best = depth
+                if best > MAX_JSON_DEPTH:
+                    return best
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return best
+
+
+class _Strict(ValueError):
+    def __init__(self, code: str, message: str, key: str = ""):
+        super().__init__(message)
+        self.code, self.key = code, key
+
+
+def _pairs(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Strict("json-duplicate-key", f"key {k!r} appears twice in one object", k)
+        out[k] = v
+    return out
+
+
+def _constant(name):
+    raise _Strict("json-non-finite", f"{name} is not JSON (no NaN or Infinity)", name)
+
+
+def _float(text):
+    x = float(text)
+    if not math.isfinite(x):
+        raise _Strict("json-non-finite", f"number {text[:20]}{'...' if len(text) > 20 else ''} overflows to infinity")
+    return x
+
+
+def _int(text):
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _Strict("json-number-too-long", f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def loads_strict(data: bytes | str, rel: str):
+    """Parse JSON strictly (see the module docstring); PackageDefect naming `rel` and the key."""
+    if isinstance(data, bytes):
+        text = decode_utf8(data, rel)
+        raw = data
+    else:
+        text, raw = data, data.encode("utf-8", "surrogatepass")
+    depth = _json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise defect(rel, "json-too-deep", f"nested deeper than {MAX_JSON_DEPTH} levels",
+                     expected=f"<= {MAX_JSON_DEPTH} levels", found=f"> {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float,
+                          parse_int=_int)
+    except _Strict as exc:
+        raise defect(rel, exc.code, str(exc), location=exc.key,
+                     hint="a strict JSON reader refuses this; a second value for a key could hide a forged one") from None
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        where = f"line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise defect(rel, "json-invalid", f"not valid JSON: {getattr(exc, 'msg', exc)}", location=where,
+                     hint="the file is damaged or not JSON") from None
+
+
+def parse_csv(text: str, rel: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows (dicts of strings) of CSV `text` (PackageDefect if it is not CSV)."""
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        header = list(reader.fieldnames or [])
+        rows = [dict(r) for r in reader]
+    except csv.Error as exc:
+        raise defect(rel, "csv-unreadable", f"not a readable CSV: {exc}") from None
+    return header, rows
+
+
+# --- writing -----------------------------------------------------------------------
+
+def canonical_json_bytes(doc) -> bytes:
+    """The one JSON form auditkit writes: sorted keys, 2-space indent, UTF-8, one final newline."""
+    return (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def utc_now() -> str:
+    """The one clock format: UTC, microseconds, `Z` suffix (string order is time order)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+TEMP_PREFIX = ".auditkit-tmp-"
+
+
+def _synced_temporary(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY | _DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a synced temporary beside it and a rename: never half-written."""
+    path = Path(path)
+    tmp = _synced_temporary(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def create_exclusive(path: str | Path, data: bytes) -> bool:
+    """Create `path` with `data` only if it does not exist yet; True if this call created it."""
+    path = Path(path)
+    tmp = _synced_temporary(path, data)
+    try:
+        os.link(tmp, path)
+        _fsync_dir(path.parent)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(out: str | Path) -> int:
+    """Delete temporary files a killed writer left behind under `out`."""
+    n = 0
+    for p in Path(out).rglob(f"{TEMP_PREFIX}*"):
+        if p.is_file() and not p.is_symlink():
+            p.unlink()
+            n += 1
+    return n
