@@ -336,3 +336,22 @@ def test_data_problems_exit_2_before_training(tmp_path, capsys, case, needle):
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and "Traceback" not in err
     assert not out.exists()  # refused before anything was written or trained
+
+
+def test_a_bpe_run_records_its_tokenizer_and_its_checkpoint_re_evaluates(tmp_path):
+    from auditkit.verify.deep import reevaluate_checkpoint
+
+    corpus_file = tmp_path / "c.txt"
+    corpus_file.write_text(paragraphs(300))
+    s = run_cell(matrix_row=TINY, seed=1, budget=Budget("steps", 3), out_dir=tmp_path / "o", run_id="bpe",
+                 timeout=120, settings={"data": f"text:{corpus_file}", "vocab_size": 320, "eval_tokens": 256,
+                                        "eval_seq_len": 64})
+    assert s["status"] == "ok", s.get("error")
+    assert s["tokenizer"].startswith("bpe") and s["model_config"]["vocab_size"] <= 320
+    assert s["eval_bytes"] > s["eval_tokens"] == 256 and s["floor_bpb"] is None
+    row = summary_to_row(s, host="h", stage="s", budget=Budget("steps", 3), checkpoint_relpath="c.safetensors",
+                         checkpoint_sha256=s["checkpoint_sha256"])
+    assert schema_errors(row, "run-row") == [] and row["tokenizer"] == s["tokenizer"]
+    data = (tmp_path / "o" / "checkpoint.safetensors").read_bytes()
+    assert reevaluate_checkpoint(data, row, "c.safetensors") == []
+    assert [f.code for f in reevaluate_checkpoint(data, dict(row, val_bpb="9.000000"), "c")] == ["deep-val-bpb-mismatch"]
