@@ -113,6 +113,21 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse, as a caching allocator would, instead of giving
+    every large block back to the system: otherwise each activation of a CPU step is a fresh
+    mapping whose pages fault in one by one (about 15% of a step's CPU time at the micro sizes).
+    Numbers are unchanged; a no-op where there is no glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+    except (OSError, AttributeError):
+        pass
+
+
 def measure_cpu_peak(torch) -> float:
     """fp32 FLOP/s of a large square matmul on this CPU with the current thread count."""
     n = 1024
@@ -395,6 +410,7 @@ def main(argv=None) -> int:
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     args.t_start, args.started_at = t_start, started_at
+    keep_freed_memory()
     try:
         if args.matrix:
             if not args.config_id:
