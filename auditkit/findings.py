@@ -22,9 +22,13 @@ class Finding:
     expected: str = ""
     found: str = ""
     message: str = ""
+    hint: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.hint:
+            del d["hint"]  # the store's findings carry a hint; the JSON form of the others is unchanged
+        return d
 
     def __str__(self) -> str:
         where = self.path + (f" [{self.location}]" if self.location else "")

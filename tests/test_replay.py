@@ -73,7 +73,9 @@ def test_cli_replay_json(pkg):
     res = run("replay-gate", "confirm", "--package", str(pkg), "--json")
     assert res.exit_code == 0
     doc = json.loads(res.output)
-    assert doc["ok"] is True and doc["info"] == {"gate confirm": "identical"}
+    assert doc["ok"] is True and doc["info"]["gate confirm"] == "identical"
+    assert set(doc["info"]) == {"gate confirm", "freeze_evidence"}  # SPEC v1.1: per gate, the freeze evidence
+    assert doc["info"]["freeze_evidence"]["confirm"]["level"] == "asserted"
 
 
 def test_decide_gate_needs_no_manifest_and_no_tables(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from auditkit.cli.cmd_profile import profile_option
 from auditkit.cli.common import emit, fail, json_option, package_option
 from auditkit.cli.render import counterfactual_table
 from auditkit.errors import AuditError
@@ -17,8 +18,13 @@ from auditkit.errors import AuditError
 @click.option("--out", type=click.Path(file_okay=False), help="Write tables here instead of the package.")
 @click.option("--check", is_flag=True, help="Regenerate in memory and compare with the recorded tables.")
 @json_option
-def tables_cmd(package, out, check, as_json) -> None:
+@profile_option
+def tables_cmd(package, out, check, as_json, profile) -> None:
     """Regenerate the package's derived tables (CSV + JSON) and table_manifest.json."""
+    if profile:
+        from auditkit.cli.cmd_profile import tables_through
+
+        tables_through(package, profile, check, out, as_json)
     from auditkit.derived.tables import check_tables, generate_tables
 
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
+from auditkit.cli.cmd_profile import profile_option
 from auditkit.cli.common import emit, fail, json_option, package_option
 from auditkit.errors import AuditError
 
@@ -29,8 +31,14 @@ def decide_cmd(gate, package, force) -> None:
 @click.argument("gate", metavar="GATE|all")
 @package_option
 @json_option
-def replay_gate_cmd(gate, package, as_json) -> None:
+@evidence_options
+@profile_option
+def replay_gate_cmd(gate, package, as_json, trusted_tsa, trusted_keys, system_trust, require, profile) -> None:
     """Recompute GATE's decision (or every gate's) from the rules and raw rows and diff it with the record."""
+    if profile:
+        from auditkit.cli.cmd_profile import replay_through
+
+        replay_through(gate, package, profile, as_json)
     from auditkit.gates.replay import render_gate, replay_all, replay_gate, replay_report
 
     try:
@@ -38,6 +46,11 @@ def replay_gate_cmd(gate, package, as_json) -> None:
     except AuditError as exc:
         fail(exc, as_json)
     report = replay_report(replays, package)
+    try:
+        with_freeze_evidence(report, package, None if gate == "all" else [gate], trusted_tsa, trusted_keys,
+                             system_trust, require, as_json)
+    except AuditError as exc:
+        fail(exc, as_json)
     if not as_json:
         for r in replays:
             click.echo(render_gate(r) + "\n")

@@ -58,13 +58,18 @@ def protocol_group() -> None:
 @click.option("--no-wait", is_flag=True, help="Stop at a gate that waits for another host's rows (exit 3).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:8786), with --executor dask.")
-def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler) -> None:
+@click.option("--tsa", "tsa_urls", multiple=True, help="RFC 3161 TSA URL: timestamp every freeze and decision (repeatable).")
+@click.option("--sign-key", "sign_keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Ed25519 or ECDSA P-256 private key (PEM): sign decisions and the package (repeatable).")
+@click.option("--evidence", is_flag=True, help="Keep the event log (evidence/) even without --tsa or --sign-key.")
+def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, tsa_urls, sign_keys, evidence) -> None:
     """Run every cell of MANIFEST for the given host(s), stage by stage."""
     from auditkit.study.run import EXIT_WAITING, run_study
 
     try:
         outcome = run_study(manifest_path, Path(out), list(hosts), executor=executor, scheduler=scheduler,
-                            wait=not no_wait, log=lambda m: click.echo(m, err=True))
+                            wait=not no_wait, log=lambda m: click.echo(m, err=True), tsa_urls=list(tsa_urls),
+                            sign_keys=list(sign_keys), evidence=evidence)
     except AuditError as exc:
         fail(exc)
     if not outcome.complete:

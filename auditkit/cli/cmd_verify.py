@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
+from auditkit.cli.cmd_profile import profile_option
 from auditkit.cli.common import emit, fail, json_option
 from auditkit.errors import AuditError
 
@@ -27,14 +29,24 @@ def _progress_bar(total: int):
 @click.option("--deep", is_flag=True, help="Also re-evaluate every checkpoint's val_bpb (needs torch).")
 @click.option("--max-members", type=int, help="Refuse archives with more members than this.")
 @click.option("--max-bytes", type=int, help="Refuse archives whose members add up to more bytes than this.")
-def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes) -> None:
+@evidence_options
+@profile_option
+def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes, trusted_tsa, trusted_keys, system_trust,
+               require, profile) -> None:
     """Prove PACKAGE (a directory, .tar, .tar.gz or .tgz) is whole, unaltered and well formed."""
+    if profile:
+        from auditkit.cli.cmd_profile import verify_through
+
+        if deep or max_members or max_bytes:
+            fail(AuditError("--deep, --max-members and --max-bytes do not apply with --profile"), as_json)
+        verify_through(package, profile, as_json)
     from auditkit.verify import verify_package
 
     try:
         report = verify_package(package, jobs=jobs, deep=deep,
                                 progress_factory=_progress_bar if sys.stderr.isatty() else None,
                                 max_members=max_members, max_bytes=max_bytes)
+        with_freeze_evidence(report, package, None, trusted_tsa, trusted_keys, system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)
     emit(report, as_json)

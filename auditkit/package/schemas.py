@@ -26,6 +26,10 @@ SCHEMA_NAMES = (
     "checkpoint-metadata",
     "table-manifest",
     "figure-manifest",
+    # v1.1 evidence/ (auditkit.evidence)
+    "event",
+    "dsse-envelope",
+    "statement",
 )
 
 

@@ -14,6 +14,12 @@ file; running the command again skips finished cells (by config and seed) and
 never duplicates a row.  Rules and decisions are created exclusively (a hard
 link from a complete temporary file), so two host processes sharing one
 package directory never overwrite each other.
+
+Evidence (SPEC v1.1, `auditkit.evidence`): with a `Recorder` (the CLI's
+`--tsa URL`, `--sign-key KEY.pem` or `--evidence`), every freeze, cell start,
+landed row, decision and the finalization is appended to the hash-chained
+`evidence/events.jsonl`; freezes and decisions are timestamped by the TSAs and
+decisions and the package signed, as they happen.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class StudyDir:
     manifest: Manifest
     out: Path
     log: Callable[[str], None] = field(default=lambda msg: None)
+    evidence: object | None = None  # an auditkit.evidence.record.Recorder, when evidence is recorded
 
     @property
     def protocol(self) -> Protocol:
@@ -108,14 +115,16 @@ class StudyDir:
     def done_cells(self, host: str, stage: str) -> set[tuple[str, int]]:
         return {(r["config_id"], int(r["seed"])) for r in self.rows(host, stage)}
 
-    def append_row(self, host: str, stage: str, row: dict) -> None:
+    def append_row(self, host: str, stage: str, row: dict) -> dict | None:
+        """Append `row` unless its run_id is there; return the row as the CSV now holds it (None if skipped)."""
         rows = self.rows(host, stage)
         if any(r["run_id"] == row["run_id"] for r in rows):
-            return
+            return None
         rows.append(row)
         header = run_header(rows)
         atomic_write_bytes(self.out / run_csv_path(host, stage),
                            write_csv_text(header, [{k: r.get(k, "") for k in header} for r in rows]).encode("utf-8"))
+        return next(r for r in self.rows(host, stage) if r["run_id"] == row["run_id"])
 
     # gates
     def rules_path(self, gate: str) -> Path:
@@ -128,6 +137,7 @@ class StudyDir:
         """Freeze the gate's rules now, unless they are frozen already."""
         path = self.rules_path(gate)
         if path.exists():
+            self._record_freeze(gate)  # a run that crashed between the rules and their evidence
             return
         doc = {"schema": "auditkit/rules/v1", "gate": gate, "frozen_at": utc_now(), **self.manifest.rules[gate]}
         from auditkit.gates.engine import validate_rules
@@ -138,7 +148,12 @@ class StudyDir:
                              path=str(self.manifest.path), hint="fix [gates.rules] in the manifest")
         if create_exclusive(path, json_bytes(doc)):
             self.log(f"froze rules of gate {gate} at {doc['frozen_at']}")
+        self._record_freeze(gate)
         time.sleep(0.002)  # every row started after this instant, strictly
+
+    def _record_freeze(self, gate: str) -> None:
+        if self.evidence is not None:
+            self.evidence.frozen(gate, self.protocol.gate(gate).rules)
 
     def gate_missing(self, gate: str) -> list[str]:
         """Cells the gate still waits for, as 'host/stage/config/seed' (empty when complete)."""
@@ -163,6 +178,7 @@ class StudyDir:
         """Decide the gate if all its rows are in; True when a decision exists afterwards."""
         path = self.decision_path(gate)
         if path.exists():
+            self._record_decision(gate)
             return True
         if not self.rules_path(gate).exists() or self.gate_missing(gate):
             return False
@@ -171,7 +187,12 @@ class StudyDir:
         doc = decide_gate(self.out, gate, decided_at=utc_now())
         if create_exclusive(path, json_bytes(doc)):
             self.log(f"decided gate {gate}: promoted {', '.join(doc['promoted'])}")
+        self._record_decision(gate)
         return True
+
+    def _record_decision(self, gate: str) -> None:
+        if self.evidence is not None:
+            self.evidence.decided(gate, self.protocol.gate(gate).decision_path)
 
     def candidates(self, stage: Stage) -> list[str] | None:
         """The stage's candidates, or None while the gate it depends on is undecided."""
@@ -209,7 +230,9 @@ class StudyDir:
             ckpt_sha = sha256_bytes(result.checkpoint)
         row = summary_to_row(result.summary, host=t.host, stage=t.stage, budget=t.budget,
                              checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha)
-        self.append_row(t.host, t.stage, row)
+        written = self.append_row(t.host, t.stage, row)
+        if written is not None and self.evidence is not None:
+            self.evidence.row_landed(t.run_id, run_csv_path(t.host, t.stage), written)
         return row
 
 
@@ -227,19 +250,20 @@ class RunOutcome:
 
 def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: Executor | None = None,
                  wait: bool = True, poll_seconds: float = 2.0, finalize: bool = True,
-                 log: Callable[[str], None] = lambda m: None) -> RunOutcome:
+                 log: Callable[[str], None] = lambda m: None, evidence=None) -> RunOutcome:
     """Run every missing cell of `hosts`, stage by stage; decide gates; finalize when all is in.
 
     With `wait`, a gate that needs another host's rows is polled for until they
     appear (hosts sharing one directory); without it the run stops there and
     `RunOutcome.waiting_for` says what is missing (merge, then run again).
+    `evidence`: an `auditkit.evidence.record.Recorder` for `out`, or None.
     """
     proto = manifest.protocol
     unknown = [h for h in hosts if h not in proto.hosts]
     if unknown or not hosts:
         raise AuditError(f"unknown host(s) {unknown or hosts}", path=str(manifest.path),
                          hint=f"the protocol's hosts are: {', '.join(proto.hosts)}")
-    study = StudyDir(manifest, Path(out), log)
+    study = StudyDir(manifest, Path(out), log, evidence)
     study.init()
     executor = executor or LocalExecutor(keep_checkpoint=lambda task: study.keep_checkpoint(task.stage))
     matrix = study.matrix_rows()
@@ -282,6 +306,9 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
             log(f"stage {stage.stage} ({stage.budget.label()}): {len(tasks)} cell(s) to run; "
                 f"about {left / 60:.1f} min of budget left in the protocol")
         failures = []
+        if study.evidence is not None:
+            for t in tasks:
+                study.evidence.cell_started(t.run_id, t.host, t.stage, t.config_id, t.seed)
         for i, result in enumerate(executor.run(tasks), 1):
             row = study.land(result)
             cells_run += 1
@@ -319,9 +346,19 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
 
 def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executor: str = "local",
               scheduler: str | None = None, wait: bool = True,
-              log: Callable[[str], None] = lambda m: None) -> RunOutcome:
-    """`auditkit protocol run`: load the manifest, pick the hosts (`all` = every host) and the executor, run."""
+              log: Callable[[str], None] = lambda m: None, tsa_urls: list[str] = (),
+              sign_keys: list[str] = (), evidence: bool = False) -> RunOutcome:
+    """`auditkit protocol run`: load the manifest, pick the hosts (`all` = every host) and the executor, run.
+
+    Evidence is recorded when `evidence` is set or TSAs or signing keys are given.
+    """
     manifest = load_manifest(manifest_path)
+    recorder = None
+    if evidence or tsa_urls or sign_keys:
+        from auditkit.evidence.attest import load_signer
+        from auditkit.evidence.record import Recorder
+
+        recorder = Recorder(out, tsa_urls=list(tsa_urls), signers=[load_signer(k) for k in sign_keys], log=log)
     hosts = list(manifest.protocol.hosts) if hosts == ["all"] else list(hosts)
     ex = None
     if executor == "dask":
@@ -330,7 +367,7 @@ def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executo
         from auditkit.study.dask_executor import DaskExecutor
 
         ex = DaskExecutor.connect(scheduler, manifest)
-    return run_protocol(manifest, Path(out), hosts, executor=ex, wait=wait, log=log)
+    return run_protocol(manifest, Path(out), hosts, executor=ex, wait=wait, log=log, evidence=recorder)
 
 
 def _count_hint(study: StudyDir, stage: Stage) -> int:
@@ -360,6 +397,8 @@ def finalize_package(study: StudyDir) -> dict:
     if generate_figures is not None:
         generate_figures(out)
     atomic_write_bytes(out / "README.txt", readme_text(study).encode("utf-8"))
+    if study.evidence is not None:
+        study.evidence.finalized()
     return build_manifest(out)
 
 

@@ -1,0 +1,529 @@
+"""Per gate, the strongest evidence that its rules were frozen before its data.
+
+Levels, weakest first (each includes the ones before it):
+
+- `asserted`: the package's own `frozen_at` (SPEC v1; anyone can back-date it);
+- `chained`: the event log is intact, records the freeze of exactly these
+  rules, and records every row of the gate's input CSVs landing after it (and
+  no landed row missing);
+- `timestamped`: chained, and a token from a TSA the reviewer trusts covers the
+  rules file, made (genTime + accuracy) before the first input row's
+  `started_at` and before the first of its row-landed events.
+
+Flags on top: `signed by <key id>` (the decision's attestation verifies under a
+trusted key) and `seeds bound to anchor` (every input row's run seed is derived
+from a trusted freeze token, `seeds`).
+
+Evidence that contradicts the package is a finding with its own code; evidence
+that is merely absent or not trusted lowers the level (and is named in
+`untrusted`), and becomes a finding only when the reviewer asks for more with
+`require_findings` (`--require LEVEL`). A token or signature that chains only to
+roots/keys the reviewer did not name is a finding (`tsa-untrusted`,
+`attestation-untrusted-signer`) when the reviewer named some, and nothing of its
+kind from a trusted one covers the same subject.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from auditkit.evidence import ATTESTATIONS_DIR, EVENTS_PATH, EVIDENCE_DIR, KEYS_DIR, TIMESTAMPS_DIR
+from auditkit.evidence import attest, seeds as seedmod, tsa
+from auditkit.evidence.canonical import format_utc, parse_utc, row_hash, sha256_hex
+from auditkit.evidence.events import Event, decision_findings, order_findings, verify_chain
+from auditkit.findings import Finding
+
+EVENT_SUBJECT_PREFIX = f"{EVENTS_PATH}#"
+CONTENT_ROOT_SUBJECT = "content-root"  # a token over the ASCII hex content root (`auditkit timestamp`)
+MANIFEST_FILES = ("MANIFEST.json", "MANIFEST.csv")
+PACKAGE_ATTESTATION = f"{ATTESTATIONS_DIR}/package.dsse.json"
+
+
+def decision_attestation_path(gate: str) -> str:
+    return f"{ATTESTATIONS_DIR}/{gate}.decision.dsse.json"
+
+
+class Level(str, enum.Enum):
+    ASSERTED = "asserted"
+    CHAINED = "chained"
+    TIMESTAMPED = "timestamped"
+
+    @property
+    def rank(self) -> int:
+        return list(Level).index(self)
+
+
+#: what `--require` accepts: a level, or a flag
+REQUIREMENTS = ("asserted", "chained", "timestamped", "signed", "seeds-bound")
+
+
+@dataclass(frozen=True)
+class GateRef:
+    """A gate as the package names it: its rules, its decision and its input CSVs (package paths)."""
+
+    gate: str
+    rules: str
+    decision: str
+    inputs: tuple[str, ...]
+    frozen_at: str = ""
+
+
+@dataclass
+class Trust:
+    """What the reviewer trusts: TSA root certificates and public keys (SSlibKey)."""
+
+    tsa_roots: list = field(default_factory=list)
+    keys: list = field(default_factory=list)
+
+    @classmethod
+    def from_files(cls, tsa_pems: Sequence[str | Path] = (), key_pems: Sequence[str | Path] = (),
+                   system_store: bool = False) -> "Trust":
+        roots = tsa.load_certificates(tsa_pems) + (tsa.system_roots() if system_store else [])
+        return cls(roots, [attest.load_public_key(p) for p in key_pems])
+
+
+@dataclass
+class EvidenceReport:
+    present: bool
+    gates: dict[str, dict] = field(default_factory=dict)   # freeze_evidence per gate
+    package: dict = field(default_factory=dict)            # package attestation, log state
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class DirReader:
+    """Read a package directory: `read(rel)` (None when absent) and `files()`."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def read(self, rel: str) -> bytes | None:
+        p = self.root / rel
+        try:
+            return p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        except OSError:
+            return None
+
+    def files(self) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                      if p.is_file() and not p.is_symlink())
+
+
+@dataclass
+class _Token:
+    event: Event
+    check: tsa.TokenCheck | None  # None when the token file is missing or changed
+
+
+def content_root(files: Sequence[tuple[str, str]]) -> str:
+    """SPEC section 9's root over (path, sha256) pairs."""
+    h = hashlib.sha256()
+    for path, sha in sorted(files):
+        h.update(f"{sha}  {path}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def manifest_content_root(reader) -> str | None:
+    """The content root from MANIFEST.json's entries (verify checks those against the files), or None."""
+    data = reader.read("MANIFEST.json")
+    try:
+        files = json.loads(data.decode("utf-8"))["files"] if data is not None else None
+        pairs = [(f["path"], f["sha256"]) for f in files if not f["path"].startswith(EVIDENCE_DIR + "/")]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return content_root(pairs)
+
+
+def content_files(paths: Sequence[str]) -> list[str]:
+    """The files a package attestation covers: all but the MANIFEST and evidence/."""
+    return sorted(p for p in paths if p not in MANIFEST_FILES and not p.startswith(EVIDENCE_DIR + "/"))
+
+
+# --- the whole package -------------------------------------------------------------
+
+def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = None) -> EvidenceReport:
+    """Check every piece of evidence in the package and grade each gate. Never raises on bad evidence."""
+    trust = trust or Trust()
+    files = reader.files()
+    log_bytes = reader.read(EVENTS_PATH)
+    present = log_bytes is not None or any(p.startswith(EVIDENCE_DIR + "/") for p in files)
+    rep = EvidenceReport(present=present)
+    if not present:
+        for g in gates:
+            rep.gates[g.gate] = _asserted(g)
+        return rep
+    events, chain_f = verify_chain(log_bytes) if log_bytes is not None else ([], [])
+    rep.findings.extend(chain_f)
+    if log_bytes is None:
+        rep.notes.append(f"{EVENTS_PATH} is absent: no freeze can be chained")
+    for e in events:
+        if e.type == "log-repaired":
+            rep.notes.append(f"{EVENTS_PATH} line {e.line}: a torn line of {e.get('dropped_bytes')} bytes "
+                             "was dropped after a crash")
+    tokens = _check_tokens(reader, events, trust, rep)
+    carried = attest.carried_keys({p: reader.read(p) or b"" for p in files if p.startswith(KEYS_DIR + "/")})
+    rep.package = _package_attestation(reader, files, events, trust, carried, rep)
+    rep.package["anchored"] = [
+        {"time": format_utc(t.check.info.gen_time), "authority": t.check.info.tsa_name,
+         "status": t.check.status.value}
+        for t in tokens if t.event.get("subject") == CONTENT_ROOT_SUBJECT and t.check is not None
+        and t.check.info is not None and t.check.status in (tsa.TokenStatus.TRUSTED, tsa.TokenStatus.UNTRUSTED)]
+    rep.package["chain"] = "absent" if log_bytes is None else ("broken" if chain_f else "intact")
+    rep.package["events"] = len(events)
+    for g in gates:
+        rep.gates[g.gate] = _gate(reader, g, events, bool(log_bytes is not None and not chain_f),
+                                  tokens, trust, carried, rep)
+    return rep
+
+
+def _asserted(g: GateRef) -> dict:
+    return {"level": Level.ASSERTED.value, "frozen_at": g.frozen_at or None, "time": None, "authority": None,
+            "accuracy_seconds": None, "lead_seconds": None, "first_input_started_at": None,
+            "signed_by": [], "seeds_bound": False, "untrusted": []}
+
+
+def _check_tokens(reader, events: Sequence[Event], trust: Trust, rep: EvidenceReport) -> list[_Token]:
+    """Check every logged token against the bytes its subject has now."""
+    by_seq = {e.seq: e for e in events}
+    out: list[_Token] = []
+    for e in events:
+        if e.type != "timestamped":
+            continue
+        rel, subject = str(e.get("token")), str(e.get("subject"))
+        data = reader.read(rel) if rel.startswith(TIMESTAMPS_DIR + "/") else None
+        if data is None:
+            rep.findings.append(Finding(rel, "tsa-token-missing", f"{EVENTS_PATH} line {e.line}",
+                                        "the token file the log names", "no such file in evidence/timestamps/",
+                                        "a recorded timestamp was removed"))
+            out.append(_Token(e, None))
+            continue
+        if sha256_hex(data) != e.get("token_sha256"):
+            rep.findings.append(Finding(rel, "tsa-token-changed", f"{EVENTS_PATH} line {e.line}",
+                                        f"sha256 {e.get('token_sha256')}", f"sha256 {sha256_hex(data)}",
+                                        "the token file is not the one the log recorded"))
+            out.append(_Token(e, None))
+            continue
+        if subject.startswith(EVENT_SUBJECT_PREFIX):
+            seq = subject[len(EVENT_SUBJECT_PREFIX):]
+            target = by_seq.get(int(seq)) if seq.isdigit() else None
+            digest = target.line_sha256 if target is not None else None
+        elif subject == CONTENT_ROOT_SUBJECT:
+            root = manifest_content_root(reader)
+            digest = sha256_hex(root.encode("ascii")) if root else None
+        else:
+            body = reader.read(subject)
+            digest = sha256_hex(body) if body is not None else None
+        if digest is None:
+            rep.findings.append(Finding(subject, "tsa-subject-missing", f"{EVENTS_PATH} line {e.line}",
+                                        "the timestamped file or event line", "absent",
+                                        "what this token covered is no longer in the package"))
+            out.append(_Token(e, None))
+            continue
+        chain = reader.read(str(e.get("chain", ""))) if e.get("chain") else None
+        carried = []
+        if chain:
+            try:
+                from cryptography import x509
+                carried = x509.load_pem_x509_certificates(chain)
+            except ValueError:
+                carried = []
+        check = tsa.check_token(data, digest, trust.tsa_roots, carried)
+        out.append(_Token(e, check))
+        if check.status is tsa.TokenStatus.OTHER_BYTES:
+            rep.findings.append(Finding(subject, "tsa-token-other-bytes", rel, f"a token over sha256 {digest}",
+                                        f"a token over sha256 {check.info.imprint_sha256 if check.info else '?'}",
+                                        "the timestamped bytes were changed after the token was made"
+                                        if subject.startswith(EVENT_SUBJECT_PREFIX) or subject.endswith(".json")
+                                        else "the token covers other bytes"))
+        elif check.status is tsa.TokenStatus.INVALID:
+            rep.findings.append(Finding(rel, "tsa-token-invalid", "", "a valid RFC 3161 token", check.detail,
+                                        "the token is damaged or forged"))
+    # a subject whose tokens all chain to untrusted roots, when the reviewer named roots
+    by_subject: dict[str, list[_Token]] = defaultdict(list)
+    for t in out:
+        by_subject[str(t.event.get("subject"))].append(t)
+    for subject, ts in by_subject.items():
+        statuses = [t.check.status for t in ts if t.check is not None]
+        if trust.tsa_roots and tsa.TokenStatus.UNTRUSTED in statuses and tsa.TokenStatus.TRUSTED not in statuses:
+            for t in ts:
+                if t.check is not None and t.check.status is tsa.TokenStatus.UNTRUSTED:
+                    rep.findings.append(Finding(str(t.event.get("token")), "tsa-untrusted", subject,
+                                                "a token chaining to a trusted TSA root", t.check.detail,
+                                                "anyone can run a TSA with a made-up clock: "
+                                                "this token proves nothing to this reviewer"))
+    return out
+
+
+def _package_attestation(reader, files, events, trust, carried, rep) -> dict:
+    data = reader.read(PACKAGE_ATTESTATION)
+    if data is None:
+        return {"attested": False, "signed_by": []}
+    check = _read_envelope(data, PACKAGE_ATTESTATION, attest.PACKAGE_PREDICATE, trust, carried, rep)
+    out = {"attested": True, "signed_by": check.signed_by if check else [],
+           "untrusted": check.untrusted if check else []}
+    if check is None or check.statement is None:
+        return out
+    subjects = attest.subjects_of(check.statement)
+    mismatch = []
+    for path, sha in sorted(subjects.items()):
+        body = reader.read(path)
+        if body is None or sha256_hex(body) != sha:
+            mismatch.append(Finding(path, "attestation-subject-mismatch", PACKAGE_ATTESTATION, f"sha256 {sha}",
+                                    "absent" if body is None else f"sha256 {sha256_hex(body)}",
+                                    "the file changed after the package was attested"))
+    for path in content_files(files):
+        if path not in subjects:
+            mismatch.append(Finding(path, "attestation-subject-mismatch", PACKAGE_ATTESTATION,
+                                    "a subject of the package attestation", "not attested",
+                                    "the file was added after the package was attested"))
+    pred = check.statement["predicate"]
+    root = content_root(list(subjects.items()))
+    if pred.get("root") != root:
+        mismatch.append(Finding(PACKAGE_ATTESTATION, "attestation-subject-mismatch", "$.predicate.root",
+                                f"{root} (the root of its subjects)", str(pred.get("root")),
+                                "the attested root is not that of the attested files"))
+    heads = {e.line_sha256 for e in events if e.type == "package-finalized"}
+    if pred.get("events_head") not in heads:
+        mismatch.append(Finding(EVENTS_PATH, "attestation-subject-mismatch", "$.predicate.events_head",
+                                f"a package-finalized line with sha256 {pred.get('events_head')}", "none",
+                                "the event log was rewritten after the package was attested"))
+    rep.findings.extend(mismatch)
+    out["root"] = pred.get("root")
+    return out
+
+
+def _read_envelope(data: bytes, rel: str, predicate_type: str, trust: Trust, carried, rep):
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        rep.findings.append(Finding(rel, "attestation-invalid", "", "a DSSE envelope (JSON)", str(exc), ""))
+        return None
+    check = attest.check_envelope(doc, trust.keys, carried)
+    for keyid in check.bad:
+        rep.findings.append(Finding(rel, "attestation-bad-signature", "$.signatures", "a signature that verifies",
+                                    f"key {keyid}: it does not verify",
+                                    "the attestation was changed after it was signed, or the signature forged"))
+    if check.error:
+        rep.findings.append(Finding(rel, "attestation-invalid", "", "a DSSE envelope with an in-toto Statement v1",
+                                    check.error, ""))
+        return check
+    if check.statement is not None and check.statement.get("predicateType") != predicate_type:
+        rep.findings.append(Finding(rel, "attestation-invalid", "$.predicateType", predicate_type,
+                                    str(check.statement.get("predicateType")), ""))
+        check.statement = None
+    if trust.keys and not check.signed_by and not check.bad:
+        rep.findings.append(Finding(rel, "attestation-untrusted-signer", "$.signatures", "a signature by a trusted key",
+                                    "; ".join(check.untrusted) or "none",
+                                    "signed only by keys this reviewer does not trust"))
+    return check
+
+
+# --- one gate ------------------------------------------------------------------------
+
+def _gate(reader, g: GateRef, events, chain_ok: bool, tokens: list[_Token], trust: Trust, carried,
+          rep: EvidenceReport) -> dict:
+    from auditkit.errors import AuditError
+    from auditkit.package.rows import read_csv_text
+
+    ev = _asserted(g)
+    rules = reader.read(g.rules)
+    if rules is None:
+        return ev
+    rules_sha = sha256_hex(rules)
+    rows: list[tuple[str, int, dict]] = []
+    hashes: dict[str, list[str]] = {}
+    for path in g.inputs:
+        body = reader.read(path)
+        if body is None:
+            continue
+        try:
+            _, parsed = read_csv_text(body.decode("utf-8"), path)
+            hashes[path] = [row_hash(r) for r in parsed]
+        except (AuditError, UnicodeDecodeError, ValueError):
+            rep.notes.append(f"gate {g.gate}: {path} could not be read as CSV; its rows are not checked here")
+            continue
+        rows += [(path, i, r) for i, r in enumerate(parsed, 1)]
+    starts = [t for t in (parse_utc(r.get("started_at", "")) for _, _, r in rows) if t is not None]
+    first_start = min(starts) if starts else None
+    ev["first_input_started_at"] = format_utc(first_start) if first_start else None
+
+    gate_f: list[Finding] = []
+    records_freezes = any(e.type == "rules-frozen" for e in events)
+    if not records_freezes and events:
+        rep.notes.append(f"gate {g.gate}: the event log records no freeze (it only anchors the package)")
+    if records_freezes:
+        gate_f += order_findings(events, g.gate, rules_sha, hashes, g.rules)
+        decision = reader.read(g.decision)
+        if decision is not None:
+            rep.findings.extend(decision_findings(events, g.gate, sha256_hex(decision), g.decision))
+    rep.findings.extend(gate_f)
+    chained = chain_ok and records_freezes and not gate_f
+    input_hashes = {(p, h) for p, hs in hashes.items() for h in hs}
+    landed_times = [parse_utc(e.time) for e in events
+                    if e.type == "row-landed" and (e.get("path"), e.get("row_sha256")) in input_hashes]
+    first_landed = min((t for t in landed_times if t is not None), default=None)
+
+    # tokens over the rules
+    trusted_before: list[tsa.TokenInfo] = []
+    for t in tokens:
+        if t.event.get("subject") != g.rules or t.check is None or t.check.info is None:
+            continue
+        st = t.check.status
+        if st not in (tsa.TokenStatus.TRUSTED, tsa.TokenStatus.UNTRUSTED):
+            continue
+        info = t.check.info
+        late = [(what, when) for what, when in (("the first input row's started_at", first_start),
+                                                ("the first input row-landed event", first_landed))
+                if when is not None and info.latest_time >= when]
+        if late:
+            what, when = late[0]
+            rep.findings.append(Finding(g.rules, "tsa-token-after-data", str(t.event.get("token")),
+                                        f"a token made before {what} ({format_utc(when)})",
+                                        f"genTime {format_utc(info.gen_time)}"
+                                        + (f" ± {info.accuracy_seconds:g} s" if info.accuracy_seconds else "")
+                                        + f" by {info.tsa_name}",
+                                        "the rules were timestamped after the data existed"))
+            continue
+        if st is tsa.TokenStatus.TRUSTED:
+            trusted_before.append(info)
+        else:
+            ev["untrusted"].append(f"timestamp by {info.tsa_name}: {t.check.detail}")
+    level = Level.ASSERTED
+    if chained:
+        level = Level.CHAINED
+    if chained and trusted_before:
+        level = Level.TIMESTAMPED
+        best = min(trusted_before, key=lambda i: i.gen_time)
+        ev.update(time=format_utc(best.gen_time), authority=best.tsa_name, accuracy_seconds=best.accuracy_seconds,
+                  lead_seconds=round((first_start - best.latest_time).total_seconds(), 6) if first_start else None)
+    ev["level"] = level.value
+
+    # the decision's attestation
+    env = reader.read(decision_attestation_path(g.gate))
+    if env is not None:
+        check = _read_envelope(env, decision_attestation_path(g.gate), attest.DECISION_PREDICATE, trust, carried, rep)
+        if check is not None:
+            ev["untrusted"] += [f"decision signature by key {u}" for u in check.untrusted]
+            if check.statement is not None and _decision_statement_holds(reader, g, check.statement, rep):
+                ev["signed_by"] = list(check.signed_by)
+
+    # seeds bound to a trusted anchor
+    ev["seeds_bound"] = _seeds_bound(g, rows, events, tokens, rep)
+    return ev
+
+
+def _decision_statement_holds(reader, g: GateRef, stmt: dict, rep: EvidenceReport) -> bool:
+    rel = decision_attestation_path(g.gate)
+    decision = reader.read(g.decision)
+    found = []
+    subj = attest.subjects_of(stmt)
+    if decision is None or subj.get(g.decision) != sha256_hex(decision):
+        found.append(Finding(g.decision, "attestation-subject-mismatch", rel,
+                             f"sha256 {subj.get(g.decision, '(not a subject)')}",
+                             "absent" if decision is None else f"sha256 {sha256_hex(decision)}",
+                             "the decision changed after it was attested"))
+    pred = stmt["predicate"]
+    rules = reader.read(g.rules)
+    want_rules = (pred.get("rules") or {}).get("sha256") if isinstance(pred.get("rules"), dict) else None
+    if rules is None or want_rules != sha256_hex(rules):
+        found.append(Finding(g.rules, "attestation-subject-mismatch", f"{rel} $.predicate.rules",
+                             f"sha256 {want_rules}", "absent" if rules is None else f"sha256 {sha256_hex(rules)}",
+                             "the rules differ from those the decision was attested with"))
+    for ref in pred.get("inputs") or []:
+        if not isinstance(ref, dict):
+            continue
+        body = reader.read(str(ref.get("path")))
+        if body is None or sha256_hex(body) != ref.get("sha256"):
+            found.append(Finding(str(ref.get("path")), "attestation-subject-mismatch", f"{rel} $.predicate.inputs",
+                                 f"sha256 {ref.get('sha256')}", "absent" if body is None else f"sha256 {sha256_hex(body)}",
+                                 "the input rows changed after the decision was attested"))
+    rep.findings.extend(found)
+    return not found
+
+
+def _seeds_bound(g: GateRef, rows, events, tokens: list[_Token], rep: EvidenceReport) -> bool:
+    stages = sorted({r.get("stage", "") for _, _, r in rows})
+    if not stages:
+        return False
+    anchors: dict[str, Event] = {}
+    for e in events:
+        if e.type == "seeds-anchored" and e.get("stage") not in anchors:
+            anchors[e.get("stage")] = e
+    by_token = {str(t.event.get("token")): t for t in tokens}
+    bound = True
+    for stage in stages:
+        a = anchors.get(stage)
+        if a is None:
+            bound = False
+            continue
+        tok = by_token.get(str(a.get("token")))
+        if tok is None or tok.event.get("token_sha256") != a.get("token_sha256"):
+            rep.findings.append(Finding(EVENTS_PATH, "seed-not-from-anchor", f"line {a.line}",
+                                        "an anchor that is a recorded timestamp token", str(a.get("token")),
+                                        f"stage {stage}'s seeds name an anchor the log does not hold"))
+            bound = False
+            continue
+        f = seedmod.seed_findings(str(a.get("token_sha256")), stage, rows)
+        rep.findings.extend(f)
+        if f or tok.check is None or tok.check.status is not tsa.TokenStatus.TRUSTED:
+            bound = False
+    return bound
+
+
+# --- what the reviewer demands ------------------------------------------------------------
+
+def meets(ev: dict, requirement: str) -> bool:
+    """Does one gate's freeze_evidence meet `requirement` (one of REQUIREMENTS)?"""
+    if requirement == "signed":
+        return bool(ev.get("signed_by"))
+    if requirement == "seeds-bound":
+        return bool(ev.get("seeds_bound"))
+    return Level(ev["level"]).rank >= Level(requirement).rank
+
+
+def require_findings(report: EvidenceReport, gates: Sequence[GateRef], required: Sequence[str]) -> list[Finding]:
+    """`evidence-below-required` for every gate whose evidence is weaker than each requirement."""
+    unknown = [r for r in required if r not in REQUIREMENTS]
+    if unknown:
+        raise ValueError(f"unknown requirement {unknown[0]!r}; choose from {', '.join(REQUIREMENTS)}")
+    out = []
+    for g in gates:
+        ev = report.gates.get(g.gate) or _asserted(g)
+        for req in required:
+            if not meets(ev, req):
+                why = "; ".join(ev.get("untrusted") or []) or "no such evidence in the package"
+                out.append(Finding(g.rules, "evidence-below-required", f"gate {g.gate}", req, describe(ev),
+                                   f"the reviewer requires {req}: {why}"))
+    return out
+
+
+def describe(ev: dict) -> str:
+    """One line: the level and flags, e.g. 'timestamped 2026-04-28T09:00:01Z by CN=TSA (3.2 s before the first input), signed by 1a2b3c4d5e6f7a8b'."""
+    level = ev["level"]
+    if level == Level.TIMESTAMPED.value:
+        text = f"timestamped {ev['time']} by {ev['authority']}"
+        if ev.get("lead_seconds") is not None:
+            text += f" ({_duration(ev['lead_seconds'])} before the first input)"
+    elif level == Level.CHAINED.value:
+        text = "chained (the event log orders every input row after the freeze)"
+    else:
+        text = f"asserted (frozen_at {ev.get('frozen_at') or '?'}, the package's own claim)"
+    if ev.get("signed_by"):
+        text += ", signed by " + ", ".join(k[:16] for k in ev["signed_by"])
+    if ev.get("seeds_bound"):
+        text += ", seeds bound to anchor"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,83 @@
+"""Freeze evidence in a command's report: what `verify` and `replay-gate` add per gate.
+
+`add_freeze_evidence(report, package, gates, trust, required)` grades every
+named gate (`level.package_evidence`), adds the findings (and one
+`evidence-below-required` per unmet `--require`), and puts the per-gate
+`freeze_evidence` objects into `report.info["freeze_evidence"]`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from auditkit.errors import AuditError
+from auditkit.evidence.level import (DirReader, GateRef, Trust, describe, package_evidence, require_findings)
+from auditkit.findings import Report
+
+
+def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[GateRef]:
+    """The package's gates (all, or those named) with their rules, decision and input CSVs."""
+    from auditkit.package.rows import run_csv_path
+
+    root = Path(package)
+    try:
+        protocol = json.loads((root / "protocol.json").read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AuditError(f"cannot read protocol.json: {exc}", path=str(root)) from None
+    out = []
+    for g in protocol.get("gates", []):
+        name = g.get("gate")
+        if gates is not None and name not in gates:
+            continue
+        rules_rel = g.get("rules") or f"preanalysis/{name}.rules.json"
+        try:
+            rules = json.loads((root / rules_rel).read_text("utf-8"))
+            ins = rules["inputs"]
+            inputs = tuple(run_csv_path(h, s) for s in ins["stages"] for h in ins["hosts"]
+                           if (root / run_csv_path(h, s)).is_file())
+        except (OSError, ValueError, KeyError, TypeError):
+            rules, inputs = {}, ()
+        out.append(GateRef(name, rules_rel, f"analysis/{name}_decision.json", inputs,
+                           str(rules.get("frozen_at", "")) if isinstance(rules, dict) else ""))
+    return out
+
+
+def add_freeze_evidence(report: Report, package: str | Path, gates: Sequence[str] | None = None,
+                        trust: Trust | None = None, required: Sequence[str] = ()) -> None:
+    """Grade the gates' freeze evidence into `report` (findings, info["freeze_evidence"], notes).
+
+    Raises AuditError when evidence was asked for (`trust` or `required`) and
+    the package is not a directory.
+    """
+    root = Path(package)
+    asked = bool(required) or bool(trust and (trust.tsa_roots or trust.keys))
+    if not root.is_dir() or not (root / "protocol.json").is_file():
+        if asked:
+            raise AuditError("freeze evidence is checked in a package directory, not an archive",
+                             path=str(package), hint="extract the archive and give its directory")
+        return
+    refs = gate_refs(root, gates)
+    ev = package_evidence(DirReader(root), refs, trust)
+    report.extend(ev.findings)
+    report.extend(require_findings(ev, refs, list(required)))
+    report.info["freeze_evidence"] = ev.gates
+    if ev.present:
+        report.info["evidence"] = {k: v for k, v in ev.package.items()}
+    if ev.notes:
+        report.info["evidence_notes"] = list(ev.notes)
+
+
+def render_freeze_evidence(report: Report) -> None:
+    """Turn the structured evidence in `report.info` into one readable line per gate (for text output)."""
+    gates = report.info.pop("freeze_evidence", None)
+    pkg = report.info.pop("evidence", None)
+    notes = report.info.pop("evidence_notes", [])
+    for gate, ev in (gates or {}).items():
+        report.info[f"gate {gate} frozen"] = describe(ev)
+    if pkg and pkg.get("attested"):
+        signed = ", ".join(k[:16] for k in pkg.get("signed_by") or []) or "no trusted key"
+        report.info["package attestation"] = f"signed by {signed} (root {pkg.get('root', '?')})"
+    for i, note in enumerate(notes, 1):
+        report.info[f"evidence note {i}"] = note

@@ -1,0 +1,325 @@
+"""RFC 3161 timestamps: request them over HTTP, store them, verify them offline.
+
+A token proves that some bytes existed by the token's `genTime`, as far as the
+reviewer trusts the timestamp authority (TSA) that signed it.  So a token only
+counts when its signature chains to a root certificate the *reviewer* names
+(`trusted`), never to one the package carries: anyone can run a TSA with a
+made-up clock.  Parsing and the signature/chain check are `rfc3161-client`'s
+(pyca/cryptography and OpenSSL underneath); this module decides what a result
+means for the package.
+
+Stored form, for a subject (a file's bytes or an event-log line):
+`evidence/timestamps/<label>.<k>.tsr`, the TSA's TimeStampResp in DER as it
+answered, and `<label>.<k>.chain.pem`, the certificates the token carries
+(PEM; informational, never trusted). A `timestamped` event in the log names
+both, the subject and its sha256.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Sequence
+
+from auditkit.errors import AuditError
+
+SHA256_OID = "2.16.840.1.101.3.4.2.1"
+TSQ_TYPE = "application/timestamp-query"
+TSR_TYPE = "application/timestamp-reply"
+MAX_RESPONSE_BYTES = 1 << 20
+
+
+class TokenStatus(str, enum.Enum):
+    """What a token proves about the bytes it is checked against."""
+
+    TRUSTED = "trusted"          # imprint matches; signature chains to a root the reviewer trusts
+    UNTRUSTED = "untrusted"      # imprint matches; chains to no trusted root (its own, or none checkable)
+    OTHER_BYTES = "other-bytes"  # the token is over different bytes
+    INVALID = "invalid"          # not a granted RFC 3161 token, or its signature/chain does not verify
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    gen_time: datetime
+    accuracy_seconds: float | None
+    tsa_name: str
+    serial_number: int
+    policy: str
+    imprint_sha256: str
+
+    @property
+    def latest_time(self) -> datetime:
+        """The latest moment the token may have been made: genTime + its resolution + the stated accuracy.
+
+        rfc3161-client reports genTime to the second (a fraction the TSA wrote
+        is dropped), so a genTime without a fraction is read as "some time in
+        that second".
+        """
+        resolution = 0.0 if self.gen_time.microsecond else 1.0
+        return self.gen_time + timedelta(seconds=resolution + (self.accuracy_seconds or 0.0))
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    status: TokenStatus
+    info: TokenInfo | None
+    detail: str = ""
+
+
+# --- requesting ---------------------------------------------------------------
+
+def build_request(data: bytes):
+    """A TimeStampReq over sha256(`data`) with a random nonce, asking for the TSA's certificate."""
+    import rfc3161_client as rc
+
+    return (rc.TimestampRequestBuilder().data(data).hash_algorithm(rc.HashAlgorithm.SHA256)
+            .nonce(nonce=True).cert_request(cert_request=True).build())
+
+
+def request_token(url: str, data: bytes, timeout: float = 30.0) -> bytes:
+    """Ask the TSA at `url` for a token over sha256(`data`); return its TimeStampResp (DER).
+
+    Raises AuditError naming the TSA when it cannot be reached, answers with an
+    HTTP error or a rejection, or answers for other bytes or another nonce.
+    """
+    import rfc3161_client as rc
+
+    if not re.match(r"^https?://", url):
+        raise AuditError(f"not an http(s) URL: {url!r}", hint="give the TSA's URL, e.g. --tsa https://tsa.example/tsr")
+    req = build_request(data)
+    http = urllib.request.Request(url, data=req.as_bytes(), method="POST",
+                                  headers={"Content-Type": TSQ_TYPE, "Accept": TSR_TYPE})
+    try:
+        with urllib.request.urlopen(http, timeout=timeout) as resp:  # noqa: S310 - the user's URL
+            body = resp.read(MAX_RESPONSE_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise AuditError(f"the TSA answered HTTP {exc.code} {exc.reason}", path=url,
+                         hint="check the URL; a TSA takes POSTed RFC 3161 requests") from None
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+        why = getattr(exc, "reason", exc)
+        raise AuditError(f"cannot reach the TSA: {why}", path=url,
+                         hint=f"check the URL and the network (timeout {timeout:g} s)") from None
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise AuditError("the TSA's answer is larger than 1 MiB; not a timestamp response", path=url)
+    try:
+        parsed = rc.decode_timestamp_response(body)
+    except ValueError as exc:
+        raise AuditError(f"the TSA's answer is not an RFC 3161 response: {exc}", path=url) from None
+    if rc.PKIStatus(parsed.status) not in (rc.PKIStatus.GRANTED, rc.PKIStatus.GRANTED_WITH_MODS):
+        why = "; ".join(parsed.status_string) if parsed.status_string else f"status {parsed.status}"
+        raise AuditError(f"the TSA refused the request: {why}", path=url)
+    if parsed.tst_info.nonce != req.nonce:
+        raise AuditError("the TSA's token does not carry the request's nonce (a replayed answer?)", path=url)
+    if parsed.tst_info.message_imprint.message != hashlib.sha256(data).digest():
+        raise AuditError("the TSA's token is over other bytes than those sent", path=url)
+    return body
+
+
+# --- reading and checking -----------------------------------------------------
+
+def load_certificates(paths: Sequence[str | Path]) -> list:
+    """Every certificate in the given PEM files (the reviewer's trust anchors). Raises AuditError naming a bad file."""
+    from cryptography import x509
+
+    out = []
+    for p in paths:
+        try:
+            data = Path(p).read_bytes()
+        except OSError as exc:
+            raise AuditError(f"cannot read the certificate file: {exc.strerror or exc}", path=str(p)) from None
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError as exc:
+            raise AuditError(f"not a PEM certificate file: {exc}", path=str(p),
+                             hint="give the TSA's root CA certificate in PEM form") from None
+        out.extend(certs)
+    return out
+
+
+def system_roots() -> list:
+    """The certificates of the system's default CA bundle (empty when there is none)."""
+    from cryptography import x509
+
+    cafile = ssl.get_default_verify_paths().cafile
+    if not cafile or not Path(cafile).is_file():
+        return []
+    try:
+        return x509.load_pem_x509_certificates(Path(cafile).read_bytes())
+    except ValueError:
+        return []
+
+
+def token_certificates(token: bytes) -> list:
+    """The certificates a TimeStampResp carries (empty if it does not parse)."""
+    import rfc3161_client as rc
+    from cryptography import x509
+
+    try:
+        parsed = rc.decode_timestamp_response(token)
+        return [x509.load_der_x509_certificate(c) for c in sorted(parsed.signed_data.certificates)]
+    except ValueError:
+        return []
+
+
+def certificates_pem(certs: Sequence) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return b"".join(c.public_bytes(Encoding.PEM) for c in certs)
+
+
+def token_info(token: bytes) -> TokenInfo:
+    """What a TimeStampResp says (unverified). Raises ValueError if it is not a granted token."""
+    import rfc3161_client as rc
+
+    parsed = rc.decode_timestamp_response(token)
+    if rc.PKIStatus(parsed.status) not in (rc.PKIStatus.GRANTED, rc.PKIStatus.GRANTED_WITH_MODS):
+        raise ValueError(f"status {parsed.status}, not granted")
+    tst = parsed.tst_info
+    imprint = tst.message_imprint
+    if imprint.hash_algorithm.dotted_string != SHA256_OID:
+        raise ValueError(f"message imprint uses {imprint.hash_algorithm.dotted_string}, not sha256")
+    acc = tst.accuracy
+    accuracy = None
+    if acc is not None:
+        accuracy = (acc.seconds or 0) + (acc.millis or 0) / 1e3 + (acc.micros or 0) / 1e6
+    return TokenInfo(gen_time=tst.gen_time, accuracy_seconds=accuracy, tsa_name=_tsa_name(parsed),
+                     serial_number=tst.serial_number, policy=tst.policy.dotted_string,
+                     imprint_sha256=imprint.message.hex())
+
+
+def _tsa_name(parsed) -> str:
+    from cryptography import x509
+
+    name = parsed.tst_info.name
+    if name is not None:
+        value = getattr(name, "value", name)
+        return value.rfc4514_string() if isinstance(value, x509.Name) else str(value)
+    signer = _signer_certificate(parsed, [])
+    return signer.subject.rfc4514_string() if signer is not None else "(unnamed TSA)"
+
+
+def _signer_certificate(parsed, carried: Sequence):
+    from cryptography import x509
+
+    certs = [x509.load_der_x509_certificate(c) for c in parsed.signed_data.certificates] + list(carried)
+    for si in parsed.signed_data.signer_infos:
+        for c in certs:
+            if c.issuer == si.issuer and c.serial_number == si.serial_number:
+                return c
+    return None
+
+
+def _self_signed(cert) -> bool:
+    return cert.issuer == cert.subject
+
+
+def check_token(token: bytes, data_sha256: str, trusted: Sequence = (), carried: Sequence = ()) -> TokenCheck:
+    """Check a stored TimeStampResp against the sha256 (hex) of the bytes it should cover.
+
+    `trusted`: root certificates the reviewer trusts (the only trust anchors).
+    `carried`: certificates the package carries (the stored chain); they may
+    help build a path from the TSA's certificate up to a trusted root, but a
+    self-signed one among them is never used as an anchor for TRUSTED — only
+    to tell an UNTRUSTED token (valid signature, unknown root) from an INVALID
+    one. Never raises on bad input: a token that does not parse is INVALID.
+    """
+    import rfc3161_client as rc
+
+    try:
+        info = token_info(token)
+        parsed = rc.decode_timestamp_response(token)
+    except ValueError as exc:
+        return TokenCheck(TokenStatus.INVALID, None, f"not a granted RFC 3161 sha256 timestamp: {exc}")
+    if info.imprint_sha256 != data_sha256:
+        return TokenCheck(TokenStatus.OTHER_BYTES, info,
+                          f"the token is over sha256 {info.imprint_sha256}, not {data_sha256}")
+    digest = bytes.fromhex(data_sha256)
+    embedded = token_certificates(token)
+    # intermediates: only certificates that are not self-signed (a self-signed one would be an anchor)
+    helpers = _unique([c for c in list(carried) + embedded if not _self_signed(c)], exclude=trusted)
+    trust_error = "no trusted TSA root was given"
+    if trusted:
+        try:
+            _verifier(_unique(trusted), helpers).verify(parsed, digest)
+            return TokenCheck(TokenStatus.TRUSTED, info, "")
+        except (rc.VerificationError, ValueError) as exc:
+            trust_error = str(exc)
+    own_roots = _unique([c for c in list(carried) + embedded if _self_signed(c)])
+    if not own_roots:
+        return TokenCheck(TokenStatus.UNTRUSTED, info,
+                          f"does not chain to a trusted root ({_short(trust_error)}); "
+                          "the package carries no root to check its signature against")
+    try:
+        _verifier(own_roots, helpers).verify(parsed, digest)
+    except (rc.VerificationError, ValueError) as exc:
+        return TokenCheck(TokenStatus.INVALID, info, f"the signature does not verify: {_short(str(exc))}")
+    roots = ", ".join(sorted(r.subject.rfc4514_string() for r in own_roots))
+    return TokenCheck(TokenStatus.UNTRUSTED, info,
+                      f"valid signature by {info.tsa_name}, chaining to {roots}, which is not among the trusted roots")
+
+
+def _verifier(roots: Sequence, intermediates: Sequence):
+    import rfc3161_client as rc
+
+    return rc.VerifierBuilder(roots=list(roots), intermediates=list(intermediates)).build()
+
+
+def _unique(certs: Sequence, exclude: Sequence = ()) -> list:
+    seen = set(exclude)
+    out = []
+    for c in certs:
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+def _short(text: str, limit: int = 200) -> str:
+    reasons = re.findall(r'(?:reason|data): "([^"]+)"', text)  # OpenSSL's error stack: keep its reasons
+    text = "; ".join(r.strip() for r in reasons if r.strip()) or text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- recording ----------------------------------------------------------------
+
+def record_timestamps(package: str | Path, events, *, subject: str, data: bytes, urls: Sequence[str],
+                      label: str, timeout: float = 30.0) -> list:
+    """Timestamp `data` at every TSA in `urls`; store each token and its certificates; log a `timestamped` event.
+
+    `subject` names what `data` is (a package path, or ``evidence/events.jsonl#<seq>``
+    for an event line); `label` names the stored files
+    (``evidence/timestamps/<label>.<k>.tsr``, k = 0, 1, ...: the first free index).
+    `events` is an `events.EventLog`. Returns the appended events. Raises
+    AuditError when a TSA fails (nothing is logged for it).
+    """
+    from auditkit.evidence import TIMESTAMPS_DIR
+    from auditkit.evidence.canonical import format_utc, sha256_hex
+    from auditkit.package.store import create_exclusive
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", label):
+        raise ValueError(f"token label {label!r} must be a plain file name")
+    package = Path(package)
+    out = []
+    for url in urls:
+        token = request_token(url, data, timeout)
+        info = token_info(token)
+        k = 0
+        while True:
+            rel = f"{TIMESTAMPS_DIR}/{label}.{k}.tsr"
+            if create_exclusive(package / rel, token):
+                break
+            k += 1
+        chain_rel = rel[: -len(".tsr")] + ".chain.pem"
+        create_exclusive(package / chain_rel, certificates_pem(token_certificates(token)))
+        out.append(events.append("timestamped", subject=subject, sha256=sha256_hex(data), token=rel,
+                                 token_sha256=sha256_hex(token), chain=chain_rel, tsa=url,
+                                 gen_time=format_utc(info.gen_time)))
+    return out

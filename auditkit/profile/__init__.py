@@ -1,0 +1,11 @@
+"""Audit packages auditkit did not write, through a reviewer-written profile (docs/PROFILES.md).
+
+    from auditkit.profile import load_profile, verify_profiled, replay_profiled, check_tables_profiled
+    from auditkit.profile import draft_profile
+"""
+
+from auditkit.profile.audit import ProfiledReport, check_tables_profiled, replay_profiled, verify_profiled
+from auditkit.profile.model import Profile, load_profile, parse_profile
+
+__all__ = ["Profile", "ProfiledReport", "check_tables_profiled", "load_profile", "parse_profile", "replay_profiled",
+           "verify_profiled"]
