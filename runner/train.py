@@ -395,7 +395,7 @@ def main(argv=None) -> int:
     p.add_argument("--config-id")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--budget", required=True, help="30s or 200steps")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="run directory to write (required unless --check)")
     p.add_argument("--run-id")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
@@ -408,7 +408,11 @@ def main(argv=None) -> int:
                    help="evaluation context length, the same for every candidate")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--check", action="store_true",
+                   help="read the arguments and the data (tokenizer, evaluation set) and exit: 0 usable, 2 not")
     args = p.parse_args(argv)
+    if not args.out and not args.check:
+        p.error("--out is required")
     args.t_start, args.started_at = t_start, started_at
     keep_freed_memory()
     try:
@@ -424,6 +428,11 @@ def main(argv=None) -> int:
     except (OSError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        es = prepared[4]
+        print(f"ok: data {args.data!r}, {prepared[3].tokenizer.label()}, evaluation of {es.n_tokens} tokens "
+              f"({es.n_bytes} bytes) in windows of {es.seq_len}")
+        return 0
     args.run_id = args.run_id or f"{row['config_id']}-s{args.seed}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

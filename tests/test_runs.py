@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -156,3 +157,31 @@ def test_a_source_checkout_in_the_working_directory_does_not_shadow_the_runner(t
     s = run_cell(matrix_row=TINY, seed=5, budget=Budget("steps", 2), out_dir=tmp_path / "out",
                  run_id="h-tiny-s5", timeout=300, settings=SETTINGS)
     assert s["status"] == "ok", s.get("error")
+
+
+def test_the_runner_checks_its_settings_and_data_before_a_protocol_runs(tmp_path):
+    from auditkit.study.runs import check_runner_settings
+
+    assert check_runner_settings(TINY, SETTINGS).startswith("ok: data 'markov:seed=0', bytes, evaluation of 2048 tokens")
+    with pytest.raises(AuditError, match="no such data file"):
+        check_runner_settings(TINY, {"data": f"text:{tmp_path / 'missing.txt'}"})
+    with pytest.raises(AuditError, match="the evaluation needs"):
+        check_runner_settings(TINY, {"eval_tokens": 10 ** 9})
+    with pytest.raises(AuditError, match="unknown runner setting"):
+        check_runner_settings(TINY, {"evaltokens": 5})
+
+
+def test_a_protocol_with_unusable_data_stops_before_writing_anything(tmp_path):
+    import shutil
+
+    from auditkit.study.run import run_protocol
+    from auditkit.study.spec import load_manifest
+
+    repo = Path(__file__).resolve().parents[1] / "manifests"
+    shutil.copy(repo / "smoke_matrix.csv", tmp_path / "smoke_matrix.csv")
+    text = (repo / "smoke.toml").read_text()
+    (tmp_path / "smoke.toml").write_text(text.replace('data = "markov:seed=0"', f'data = "text:{tmp_path}/nope.txt"'))
+    manifest = load_manifest(tmp_path / "smoke.toml")
+    with pytest.raises(AuditError, match="no such data file"):
+        run_protocol(manifest, tmp_path / "pkg", list(manifest.protocol.hosts))
+    assert not (tmp_path / "pkg").exists()

@@ -263,6 +263,15 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
     if unknown or not hosts:
         raise AuditError(f"unknown host(s) {unknown or hosts}", path=str(manifest.path),
                          hint=f"the protocol's hosts are: {', '.join(proto.hosts)}")
+    if executor is None:  # the bundled runner on this machine: let it check its data before any cell runs
+        from auditkit.study.runs import check_runner_settings
+
+        try:
+            first = read_csv_text(manifest.matrix_file.read_text("utf-8"), str(manifest.matrix_file))[1][:1]
+        except (OSError, UnicodeDecodeError, AuditError):
+            first = []  # StudyDir reports an unreadable matrix
+        if first:
+            log(check_runner_settings(first[0], manifest.runner.get("settings", {})))
     study = StudyDir(manifest, Path(out), log, evidence)
     study.init()
     executor = executor or LocalExecutor(keep_checkpoint=lambda task: study.keep_checkpoint(task.stage))

@@ -67,6 +67,44 @@ def failed_summary(*, run_id: str, config_id: str, seed: int, budget: Budget, re
             "checkpoint_sha256": None, "error": reason}
 
 
+def _settings_options(settings: dict) -> list[str]:
+    out = []
+    for key, option in _OPTIONS.items():
+        if key in settings:
+            v = settings[key]
+            out += [option, str(int(v)) if key in ("eval_tokens", "eval_seq_len", "vocab_size") else str(v)]
+    return out
+
+
+def check_runner_settings(matrix_row: dict[str, str], settings: dict | None, timeout: float = 900) -> str:
+    """Let the runner read these settings and their data (no training): its one-line verdict.
+
+    Raises AuditError with the runner's reason when it refuses them (a missing data file,
+    no `text` column, too little validation text for the evaluation, an unknown setting),
+    so a protocol stops before its first cell instead of recording a failed row per cell.
+    """
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - SETTINGS_KEYS)
+    if unknown:
+        raise AuditError(f"unknown runner setting(s) {', '.join(unknown)}",
+                         hint=f"known: {', '.join(sorted(SETTINGS_KEYS))}")
+    if settings.get("seq_len") and not matrix_row.get("seq_len"):
+        matrix_row = dict(matrix_row, seq_len=str(int(settings["seq_len"])))
+    cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row), "--seed", "0",
+           "--budget", "1steps", "--check", *_settings_options(settings)]
+    env = dict(os.environ, PYTHONSAFEPATH="1")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise AuditError(f"the runner took over {timeout:.0f} s to read its data") from None
+    if p.returncode != 0:
+        reason = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        raise AuditError(f"the runner refuses the settings {json.dumps(settings, sort_keys=True)}: "
+                         f"{reason.removeprefix('error: ')}",
+                         hint="fix the manifest's [runner].settings or the data, then run again")
+    return p.stdout.strip()
+
+
 def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: Path, run_id: str,
              device: str = "cpu", threads: int = 1, timeout: float | None = None,
              settings: dict | None = None) -> dict:
@@ -93,10 +131,7 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row),
            "--seed", str(seed), "--budget", budget.label(), "--out", str(out_dir), "--run-id", run_id,
            "--device", device, "--threads", str(threads)]
-    for key, option in _OPTIONS.items():
-        if key in settings:
-            v = settings[key]
-            cmd += [option, str(int(v)) if key in ("eval_tokens", "eval_seq_len", "vocab_size") else str(v)]
+    cmd += _settings_options(settings)
     if settings.get("compile"):
         cmd.append("--compile")
     started = _now()
