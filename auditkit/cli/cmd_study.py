@@ -30,15 +30,19 @@ def stopped(exc: Stopped) -> None:
 @click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--timeout", type=float, help="Kill the run after this many seconds (default: 3x budget + 120).")
 @click.option("--data", help="Data spec: markov:seed=N (default), text:PATH, parquet:PATH.")
-@click.option("--eval-tokens", type=click.IntRange(1), help="Validation tokens scored (default 32768).")
+@click.option("--eval-tokens", type=click.IntRange(1), help="Validation targets scored (runner default 524288).")
+@click.option("--eval-seq-len", type=click.IntRange(1), help="Evaluation context in tokens (runner default 128).")
+@click.option("--tokenizer", type=click.Choice(["auto", "bytes", "bpe"]), help="auto: bytes for markov, BPE for text.")
+@click.option("--vocab-size", type=click.IntRange(260), help="BPE vocabulary size (runner default 8192).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (its first steps are not timed).")
 @click.option("--host", default="local", show_default=True, help="Host label for the printed row.")
-def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout, data, eval_tokens, compile_,
-            host) -> None:
+def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout, data, eval_tokens, eval_seq_len,
+            tokenizer, vocab_size, compile_, host) -> None:
     """Train one cell with the bundled runner and print its run row."""
     from auditkit.study.runs import run_adhoc
 
-    settings = {k: v for k, v in (("data", data), ("eval_tokens", eval_tokens), ("compile", compile_)) if v}
+    settings = {k: v for k, v in (("data", data), ("eval_tokens", eval_tokens), ("eval_seq_len", eval_seq_len),
+                                  ("tokenizer", tokenizer), ("vocab_size", vocab_size), ("compile", compile_)) if v}
     try:
         with stop_on_signals():
             summary, row = run_adhoc(matrix_path, config_id, seed=seed, budget=budget, out=Path(out),

@@ -20,6 +20,9 @@ RUN_COLUMNS = (
     "total_tokens_M", "num_params_M", "peak_vram_mb", "mfu_percent",
     "started_at", "finished_at", "runner_sha256", "checkpoint", "checkpoint_sha256",
 )
+# v1.1 optional columns (SPEC section 4): how the row's val_bpb was measured.  A package
+# without them verifies as before; a runner that knows them writes all of them.
+OPTIONAL_RUN_COLUMNS = ("val_bpb_se", "eval_sha256", "eval_seq_len", "eval_tokens", "eval_bytes", "tokenizer")
 STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
 
 RUN_CSV_RE = re.compile(r"^remote-results/(?P<host>[a-z0-9-]+)_(?P<stage>.+)_summary\.csv$")
@@ -114,6 +117,11 @@ class RunRow:
             checkpoint_sha256=d.get("checkpoint_sha256", ""),
             extra=tuple(sorted((k, v) for k, v in d.items() if k not in RUN_COLUMNS and k is not None)),
         )
+
+
+def run_header(rows: list[dict]) -> list[str]:
+    """The columns to write for these run rows: SPEC's, then the optional ones any row has."""
+    return list(RUN_COLUMNS) + [c for c in OPTIONAL_RUN_COLUMNS if any(c in r for r in rows)]
 
 
 def write_csv_text(header: list[str], rows: list[dict]) -> str:

@@ -40,7 +40,7 @@ from auditkit.study.signals import critical
 from auditkit.package.hashing import sha256_bytes
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, build_manifest, manifest_entries, manifest_json_text
 from auditkit.study.spec import Manifest, Protocol, Stage, load_manifest
-from auditkit.package.rows import RUN_COLUMNS, read_csv_text, run_csv_path, write_csv_text
+from auditkit.package.rows import read_csv_text, run_csv_path, run_header, write_csv_text
 
 EXIT_WAITING = 3
 
@@ -134,9 +134,10 @@ class StudyDir:
         rows = self.rows(host, stage)
         if any(r["run_id"] == row["run_id"] for r in rows):
             return None
-        rows.append({k: row.get(k, "") for k in RUN_COLUMNS})
+        rows.append(row)
+        header = run_header(rows)
         atomic_write_bytes(self.out / run_csv_path(host, stage),
-                           write_csv_text(list(RUN_COLUMNS), rows).encode("utf-8"))
+                           write_csv_text(header, [{k: r.get(k, "") for k in header} for r in rows]).encode("utf-8"))
         self.wrote = True
         return next(r for r in self.rows(host, stage) if r["run_id"] == row["run_id"])
 
@@ -283,6 +284,15 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
     if unknown or not hosts:
         raise AuditError(f"unknown host(s) {unknown or hosts}", path=str(manifest.path),
                          hint=f"the protocol's hosts are: {', '.join(proto.hosts)}")
+    if executor is None:  # the bundled runner on this machine: let it check its data before any cell runs
+        from auditkit.study.runs import check_runner_settings
+
+        try:
+            first = read_csv_text(manifest.matrix_file.read_text("utf-8"), str(manifest.matrix_file))[1][:1]
+        except (OSError, UnicodeDecodeError, AuditError):
+            first = []  # StudyDir reports an unreadable matrix
+        if first:
+            log(check_runner_settings(first[0], manifest.runner.get("settings", {})))
     study = StudyDir(manifest, Path(out), log, evidence)
     study.init()
     executor = executor or LocalExecutor(keep_checkpoint=lambda task: study.keep_checkpoint(task.stage))

@@ -20,11 +20,14 @@ from typing import Callable
 from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
 from auditkit.study.spec import Budget
-from auditkit.package.rows import RUN_COLUMNS, format_float
+from auditkit.package.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.package.schemas import schema_errors
 
 
-SETTINGS_KEYS = {"data", "eval_tokens", "compile", "seq_len"}
+SETTINGS_KEYS = {"data", "eval_tokens", "eval_seq_len", "tokenizer", "vocab_size", "compile", "seq_len"}
+# protocol-wide runner settings passed on as options (the evaluation protocol among them)
+_OPTIONS = {"data": "--data", "eval_tokens": "--eval-tokens", "eval_seq_len": "--eval-seq-len",
+            "tokenizer": "--tokenizer", "vocab_size": "--vocab-size"}
 
 
 def runner_sha256() -> str:
@@ -66,14 +69,54 @@ def failed_summary(*, run_id: str, config_id: str, seed: int, budget: Budget, re
             "checkpoint_sha256": None, "error": reason}
 
 
+def _settings_options(settings: dict) -> list[str]:
+    out = []
+    for key, option in _OPTIONS.items():
+        if key in settings:
+            v = settings[key]
+            out += [option, str(int(v)) if key in ("eval_tokens", "eval_seq_len", "vocab_size") else str(v)]
+    return out
+
+
+def check_runner_settings(matrix_row: dict[str, str], settings: dict | None, timeout: float = 900) -> str:
+    """Let the runner read these settings and their data (no training): its one-line verdict.
+
+    Raises AuditError with the runner's reason when it refuses them (a missing data file,
+    no `text` column, too little validation text for the evaluation, an unknown setting),
+    so a protocol stops before its first cell instead of recording a failed row per cell.
+    """
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - SETTINGS_KEYS)
+    if unknown:
+        raise AuditError(f"unknown runner setting(s) {', '.join(unknown)}",
+                         hint=f"known: {', '.join(sorted(SETTINGS_KEYS))}")
+    if settings.get("seq_len") and not matrix_row.get("seq_len"):
+        matrix_row = dict(matrix_row, seq_len=str(int(settings["seq_len"])))
+    cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row), "--seed", "0",
+           "--budget", "1steps", "--check", *_settings_options(settings)]
+    env = dict(os.environ, PYTHONSAFEPATH="1")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise AuditError(f"the runner took over {timeout:.0f} s to read its data") from None
+    if p.returncode != 0:
+        reason = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        raise AuditError(f"the runner refuses the settings {json.dumps(settings, sort_keys=True)}: "
+                         f"{reason.removeprefix('error: ')}",
+                         hint="fix the manifest's [runner].settings or the data, then run again")
+    return p.stdout.strip()
+
+
 def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: Path, run_id: str,
              device: str = "cpu", threads: int = 1, timeout: float | None = None,
              settings: dict | None = None, stop: Callable[[], bool] | None = None) -> dict:
     """Train one cell in a runner subprocess; return (and leave in out_dir) its summary.json.
 
     `settings` are protocol-wide runner options: `data` (spec, default `markov:seed=0`),
-    `eval_tokens` (default 32768), `compile` (bool), `seq_len` (used where the row has
-    no seq_len).  An unknown setting gives a `failed` summary naming it.
+    the evaluation protocol `eval_tokens` and `eval_seq_len` (the runner's defaults
+    otherwise), `tokenizer` (auto, bytes, bpe) and `vocab_size`, `compile` (bool),
+    `seq_len` (used where the row has no seq_len).  An unknown setting gives a
+    `failed` summary naming it.
 
     The runner runs in its own process group and dies with this process (Linux).  If
     this call is interrupted (a signal's `Stopped`, any exception) or `stop()` turns
@@ -96,10 +139,7 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     cmd = [sys.executable, "-m", "auditkit.study.child", str(os.getpid()), "auditkit.runner.train",
            "--config-json", json.dumps(matrix_row), "--seed", str(seed), "--budget", budget.label(),
            "--out", str(out_dir), "--run-id", run_id, "--device", device, "--threads", str(threads)]
-    if "data" in settings:
-        cmd += ["--data", str(settings["data"])]
-    if "eval_tokens" in settings:
-        cmd += ["--eval-tokens", str(int(settings["eval_tokens"]))]
+    cmd += _settings_options(settings)
     if settings.get("compile"):
         cmd.append("--compile")
     started = _now()
@@ -203,7 +243,17 @@ def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
         "runner_sha256": summary["runner_sha256"],
         "checkpoint": checkpoint_relpath, "checkpoint_sha256": checkpoint_sha256 if checkpoint_relpath else "",
     }
-    assert tuple(row) == RUN_COLUMNS
+    # v1.1 optional columns: how val_bpb was measured (empty where the run has no metric)
+    se = summary.get("val_bpb_se")
+    row.update({
+        "val_bpb_se": format_float(float(se)) if ok and se is not None else "",
+        "eval_sha256": str(summary.get("eval_sha256") or "") if ok else "",
+        "eval_seq_len": str(int(summary["eval_seq_len"])) if ok and summary.get("eval_seq_len") else "",
+        "eval_tokens": str(int(summary["eval_tokens"])) if ok and summary.get("eval_tokens") else "",
+        "eval_bytes": str(int(summary["eval_bytes"])) if ok and summary.get("eval_bytes") else "",
+        "tokenizer": str(summary.get("tokenizer") or "") if ok else "",
+    })
+    assert tuple(row) == RUN_COLUMNS + OPTIONAL_RUN_COLUMNS
     return row
 
 
