@@ -2,12 +2,15 @@
 
     python -m auditkit.runner.train --matrix manifests/micro_matrix.csv --config-id bridge \
         --seed 42 --budget 30s --out runs/bridge-s42 [--device cpu|cuda] [--threads 2] \
-        [--data markov:seed=0|text:PATH|parquet:PATH] [--eval-tokens 32768] [--compile]
+        [--data markov:seed=0|text:PATH|parquet:PATH] [--eval-tokens 32768] [--compile] [--rng-seed N]
 
 (also `python runner/train.py ...` from the repository root).  Budgets: `30s` of
 wall-clock training (schedules follow elapsed/budget, as in autoresearch) or
 `200steps` (schedules follow step/steps; on CPU the same seed and thread count
-give bit-identical weights).  Prints the autoresearch-style summary after `---`.
+give bit-identical weights).  `--rng-seed N` seeds the generators (weights,
+batches) with N instead of --seed, which stays the run's identity (an anchored
+stage's seed derived from the freeze token); summary and checkpoint metadata
+record it as `rng_seed`.  Prints the autoresearch-style summary after `---`.
 Exit status 0 whenever a summary was written (look at its `status`: ok,
 diverged, oom, failed), 2 for bad arguments.
 """
@@ -145,8 +148,11 @@ def train(args, row: dict) -> dict:
         "model_config": cfg, "hyperparameters": hp, "checkpoint": None, "checkpoint_sha256": None,
         "eval_sha256": eval_bytes_sha256(corpus.val, T, args.eval_tokens),
     }
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    rng_seed = args.seed if args.rng_seed is None else args.rng_seed
+    if args.rng_seed is not None:
+        summary["rng_seed"] = args.rng_seed
+    torch.manual_seed(rng_seed)
+    gen = torch.Generator().manual_seed(rng_seed)
     model = GPT(cfg)
     model.init_weights(gen)
     model.to(device)
@@ -154,7 +160,7 @@ def train(args, row: dict) -> dict:
     step_fn = torch.compile(model) if args.compile else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     train_tokens = torch.from_numpy(corpus.train.astype("int64"))
-    batch_gen = torch.Generator().manual_seed(args.seed + 1_000_003)
+    batch_gen = torch.Generator().manual_seed(rng_seed + 1_000_003)
     peak = (CUDA_BF16_PEAK.get(next((k for k in CUDA_BF16_PEAK if k in torch.cuda.get_device_name()), "H100"))
             if device.type == "cuda" else measure_cpu_peak(torch))
 
@@ -227,6 +233,8 @@ def train(args, row: dict) -> dict:
                 "eval_tokens": str(args.eval_tokens), "runner_sha256": summary["runner_sha256"],
                 "val_bpb": f"{summary['val_bpb']:.6f}", "dtype": "float32", "device": device.type,
                 "eval_sha256": summary["eval_sha256"]}
+        if args.rng_seed is not None:
+            meta["rng_seed"] = str(args.rng_seed)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
         data = safetensors_bytes(state, meta)
         atomic_write(Path(args.out) / "checkpoint.safetensors", data)
@@ -321,6 +329,8 @@ def print_block(s: dict) -> None:
     print(f"status:           {s.get('status')}")
     print(f"floor_bpb:        {num('floor_bpb', '.6f')}")
     print(f"seed:             {s.get('seed')}")
+    if s.get("rng_seed") is not None:
+        print(f"rng_seed:         {s.get('rng_seed')}")
     print(f"device:           {s.get('device')}")
     print(f"dtype:            {s.get('dtype')}")
     print(f"budget_mode:      {s.get('budget', {}).get('kind')}")
@@ -335,6 +345,7 @@ def main(argv=None) -> int:
     src.add_argument("--config-json", help="the matrix row as a JSON object")
     p.add_argument("--config-id")
     p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--rng-seed", type=int, help="seed the generators with this instead of --seed (kept as identity)")
     p.add_argument("--budget", required=True, help="30s or 200steps")
     p.add_argument("--out", required=True)
     p.add_argument("--run-id")
@@ -355,6 +366,8 @@ def main(argv=None) -> int:
             if "config_id" not in row:
                 raise ValueError("--config-json needs a config_id")
         parse_budget(args.budget)
+        if args.rng_seed is not None and not 0 <= args.rng_seed < 2 ** 62:
+            raise ValueError(f"--rng-seed {args.rng_seed} is outside 0 .. 2**62-1")
         model_config_from_row(row)
         hyperparameters(row)
     except (OSError, ValueError) as exc:
@@ -374,6 +387,8 @@ def main(argv=None) -> int:
                    "started_at": now, "finished_at": now, "runner_sha256": runner_tree_sha256(),
                    "budget": parse_budget(args.budget), "device": args.device, "dtype": "",
                    "checkpoint": None, "checkpoint_sha256": None, "error": f"{type(exc).__name__}: {exc}"}
+        if args.rng_seed is not None:
+            summary["rng_seed"] = args.rng_seed
     atomic_write(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     print_block(summary)
     return 0

@@ -21,6 +21,9 @@ RUN_COLUMNS = (
     "started_at", "finished_at", "runner_sha256", "checkpoint", "checkpoint_sha256",
 )
 STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
+#: the seed a run trained with, when its stage's seeds are anchored (SPEC v1.1); after RUN_COLUMNS
+RNG_SEED_COLUMN = "rng_seed"
+OPTIONAL_RUN_COLUMNS = (RNG_SEED_COLUMN,)
 
 RUN_CSV_RE = re.compile(r"^remote-results/(?P<host>[a-z0-9-]+)_(?P<stage>.+)_summary\.csv$")
 

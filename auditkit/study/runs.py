@@ -66,8 +66,11 @@ def failed_summary(*, run_id: str, config_id: str, seed: int, budget: Budget, re
 
 def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: Path, run_id: str,
              device: str = "cpu", threads: int = 1, timeout: float | None = None,
-             settings: dict | None = None) -> dict:
+             settings: dict | None = None, rng_seed: int | None = None) -> dict:
     """Train one cell in a runner subprocess; return (and leave in out_dir) its summary.json.
+
+    `rng_seed`: seed the run's generators with it instead of `seed` (anchored stages);
+    a runner that does not report training with it gives a `failed` summary.
 
     `settings` are protocol-wide runner options: `data` (spec, default `markov:seed=0`),
     `eval_tokens` (default 32768), `compile` (bool), `seq_len` (used where the row has
@@ -88,6 +91,8 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row),
            "--seed", str(seed), "--budget", budget.label(), "--out", str(out_dir), "--run-id", run_id,
            "--device", device, "--threads", str(threads)]
+    if rng_seed is not None:
+        cmd += ["--rng-seed", str(int(rng_seed))]
     if "data" in settings:
         cmd += ["--data", str(settings["data"])]
     if "eval_tokens" in settings:
@@ -126,6 +131,9 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         errors = schema_errors(summary, "run-summary")
         if errors:
             summary = failed_summary(reason=f"runner summary invalid at {errors[0][0]}: {errors[0][1]}", **common)
+        elif rng_seed is not None and summary.get("rng_seed") != int(rng_seed):
+            summary = failed_summary(reason=f"the runner reports rng_seed {summary.get('rng_seed')}, "
+                                            f"not the anchored {rng_seed} it was given", **common)
     atomic_write_bytes(summary_path, canonical_json_bytes(summary))
     return summary
 
