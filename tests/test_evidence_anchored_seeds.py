@@ -219,3 +219,36 @@ def test_runner_trains_with_the_anchored_seed_and_records_it(tmp_path):
     (wa, meta), (wp, meta_plain) = loaded["anchored"], loaded["plain"]
     assert (meta["seed"], meta["rng_seed"]) == ("43", str(rng)) and "rng_seed" not in meta_plain
     assert wa.keys() == wp.keys() and all(bool((wa[k] == wp[k]).all()) for k in wa)
+
+
+def test_verify_compares_a_rows_rng_seed_with_its_checkpoint(tmp_path):
+    """The checkpoint's metadata records the seed it trained with; a row claiming another is a finding."""
+    from fixtures import pkgbuild
+    from auditkit.verify.orchestrate import verify_package
+
+    pkg = pkgbuild.build(tmp_path / "pkg")
+    rel = "remote-results/linux_s1_summary.csv"
+    header, rows = read_csv_text((pkg / rel).read_text())
+    for r in rows:  # checkpoints trained with rng_seed 7, as the runner records it
+        data = pkgbuild.checkpoint_bytes(r["run_id"], r["config_id"], extra_meta={"rng_seed": "7"})
+        (pkg / r["checkpoint"]).write_bytes(data)
+        r.update(checkpoint_sha256=pkgbuild.sha(data), rng_seed="7")
+
+    def write_rows():
+        text = write_csv_text([*header, "rng_seed"], rows)
+        (pkg / rel).write_text(text)
+        dpath = pkg / "analysis/s1_decision.json"
+        decision = json.loads(dpath.read_text())
+        decision["inputs"] = [dict(i, sha256=pkgbuild.sha(text.encode())) if i["path"] == rel else i
+                              for i in decision["inputs"]]
+        dpath.write_text(json.dumps(decision, indent=2) + "\n")
+        build_manifest(pkg)
+
+    write_rows()
+    report = verify_package(pkg)
+    assert report.ok, report.render_text()
+    rows[1]["rng_seed"] = "8"
+    write_rows()
+    report = verify_package(pkg)
+    assert [(f.code, f.path, f.location, f.expected, f.found) for f in report.findings] == [
+        ("checkpoint-run-mismatch", rows[1]["checkpoint"], "__metadata__.rng_seed", "8", "7")]
