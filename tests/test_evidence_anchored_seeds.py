@@ -117,6 +117,8 @@ def test_verify_and_replay_report_seeds_bound_for_the_anchored_gate_only(study, 
     r = invoke("replay-gate", "all", "--package", study, "--trusted-tsa", good_pki.ca_cert,
                "--require", "seeds-bound", "--json")
     assert r.exit_code == 1 and json.loads(r.output)["counts"] == {"evidence-below-required": 1}
+    r = invoke("tables", "--package", study, "--check")
+    assert r.exit_code == 0, r.output
     # a token nobody trusts binds nothing
     r = invoke("verify", study, "--json")
     assert r.exit_code == 0 and json.loads(r.output)["info"]["freeze_evidence"]["stage2"]["seeds_bound"] is False
