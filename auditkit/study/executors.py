@@ -37,6 +37,7 @@ class CellTask:
     threads: int = 1
     timeout: float | None = None
     settings: dict = field(default_factory=dict)
+    rng_seed: int | None = None   # anchored stages: the seed it trains with (`seed` stays its identity)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ def execute_cell(task: CellTask, *, keep_checkpoint: bool = True,
     with scratch_directory(task.run_id) as work:
         summary = run_cell(matrix_row=task.matrix_row, seed=task.seed, budget=task.budget,
                            out_dir=work, run_id=task.run_id, device=task.device,
-                           threads=task.threads, timeout=task.timeout, settings=dict(task.settings), stop=stop)
+                           threads=task.threads, timeout=task.timeout, settings=dict(task.settings), stop=stop,
+                           rng_seed=task.rng_seed)
         ckpt = work / "checkpoint.safetensors"
         data = ckpt.read_bytes() if keep_checkpoint and summary.get("status") == "ok" and ckpt.is_file() else None
         return CellResult(task, summary, data)

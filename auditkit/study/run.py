@@ -19,7 +19,10 @@ Evidence (SPEC v1.1, `auditkit.evidence`): with a `Recorder` (the CLI's
 `--tsa URL`, `--sign-key KEY.pem` or `--evidence`), every freeze, cell start,
 landed row, decision and the finalization is appended to the hash-chained
 `evidence/events.jsonl`; freezes and decisions are timestamped by the TSAs and
-decisions and the package signed, as they happen.
+decisions and the package signed, as they happen.  A stage with
+`rng_seeds = "anchored"` trains every cell with the seed derived from the
+freeze token of the first gate reading it (`evidence.seeds`); its rows keep
+the nominal `seed` and add `rng_seed`.
 """
 
 from __future__ import annotations
@@ -33,14 +36,15 @@ from pathlib import Path
 from typing import Callable
 
 from auditkit.errors import AuditError
+from auditkit.evidence.seeds import anchored_seed
 from auditkit.package.store import (atomic_write_bytes, canonical_json_bytes as json_bytes, create_exclusive,
                                     fsync_dir, remove_stale_temporaries, stage_temporary, utc_now)
 from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecutor
 from auditkit.study.signals import critical
 from auditkit.package.hashing import sha256_bytes
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, build_manifest, manifest_entries, manifest_json_text
-from auditkit.study.spec import Manifest, Protocol, Stage, load_manifest
-from auditkit.package.rows import read_csv_text, run_csv_path, run_header, write_csv_text
+from auditkit.study.spec import Manifest, Protocol, Stage, anchor_gate, load_manifest
+from auditkit.package.rows import read_csv_text, RNG_SEED_COLUMN, run_csv_path, run_header, write_csv_text
 
 EXIT_WAITING = 3
 
@@ -130,8 +134,13 @@ class StudyDir:
         return {(r["config_id"], int(r["seed"])) for r in self.rows(host, stage)}
 
     def append_row(self, host: str, stage: str, row: dict) -> dict | None:
-        """Append `row` unless its run_id is there; return the row as the CSV now holds it (None if skipped)."""
-        rows = self.rows(host, stage)
+        """Append `row` unless its run_id is there; return the row as the CSV now holds it (None if skipped).
+
+        The columns are RUN_COLUMNS, then any the file has already, then the
+        optional ones (`rng_seed`) the row carries.
+        """
+        p = self.out / run_csv_path(host, stage)
+        header, rows = read_csv_text(p.read_text("utf-8"), str(p)) if p.exists() else ([], [])
         if any(r["run_id"] == row["run_id"] for r in rows):
             return None
         rows.append(row)
@@ -250,6 +259,8 @@ class StudyDir:
                 self.wrote = True
             row = summary_to_row(result.summary, host=t.host, stage=t.stage, budget=t.budget,
                                  checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha)
+            if t.rng_seed is not None:
+                row[RNG_SEED_COLUMN] = str(t.rng_seed)
             written = self.append_row(t.host, t.stage, row)
             if written is not None and self.evidence is not None:
                 self.evidence.row_landed(t.run_id, run_csv_path(t.host, t.stage), written)
@@ -284,6 +295,7 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
     if unknown or not hosts:
         raise AuditError(f"unknown host(s) {unknown or hosts}", path=str(manifest.path),
                          hint=f"the protocol's hosts are: {', '.join(proto.hosts)}")
+    _check_anchor_possible(manifest, evidence)
     if executor is None:  # the bundled runner on this machine: let it check its data before any cell runs
         from auditkit.study.runs import check_runner_settings
 
@@ -311,6 +323,7 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
                 log(f"gate {gate} waits for {len(missing)} cell(s), e.g. {missing[0]}")
                 time.sleep(poll_seconds)
             cands = study.candidates(stage)
+        anchor = _anchor(study, stage) if any(h in stage.hosts for h in hosts) else None
         tasks = []
         for host in hosts:
             if host not in stage.hosts:
@@ -328,7 +341,8 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
                         run_id=run_id_for(host, stage.stage, cid, seed), host=host, stage=stage.stage,
                         config_id=cid, seed=seed, budget=stage.budget, matrix_row=matrix[cid],
                         device=profile.get("device", "cpu"), threads=int(profile.get("threads", 1)),
-                        timeout=_timeout(stage, manifest), settings=dict(manifest.runner.get("settings", {}))))
+                        timeout=_timeout(stage, manifest), settings=dict(manifest.runner.get("settings", {})),
+                        rng_seed=None if anchor is None else anchored_seed(anchor, stage.stage, seed)))
         left = planned_seconds(stage, len(tasks)) + sum(
             planned_seconds(s, len(s.seeds) * len([h for h in hosts if h in s.hosts]) *
                             _count_hint(study, s)) for s in proto.stages[si + 1:])
@@ -410,6 +424,24 @@ def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executo
 
         ex = DaskExecutor.connect(scheduler, manifest)
     return run_protocol(manifest, Path(out), hosts, executor=ex, wait=wait, log=log, evidence=recorder)
+
+
+def _check_anchor_possible(manifest: Manifest, evidence) -> None:
+    """An anchored stage's seeds come from a freeze token: refuse, before anything is written, a run without a TSA."""
+    anchored = [s.stage for s in manifest.protocol.stages if s.anchored]
+    if anchored and (evidence is None or not getattr(evidence, "tsa_urls", None)):
+        raise AuditError(f"stage(s) {', '.join(anchored)} set rng_seeds = \"anchored\": their seeds are derived "
+                         "from the freeze's timestamp token, and this run asks no TSA for one",
+                         path=str(manifest.path),
+                         hint="give --tsa URL (an RFC 3161 timestamp authority), or drop the setting")
+
+
+def _anchor(study: StudyDir, stage: Stage) -> str | None:
+    """The anchor (sha256 of the token file) of an anchored stage, logged before its first cell; None otherwise."""
+    if not stage.anchored:
+        return None
+    gate = anchor_gate(study.protocol, study.manifest.rules, stage.stage)
+    return study.evidence.anchor_seeds(stage.stage, study.protocol.gate(gate).rules)
 
 
 def _count_hint(study: StudyDir, stage: Stage) -> int:

@@ -109,8 +109,12 @@ def check_runner_settings(matrix_row: dict[str, str], settings: dict | None, tim
 
 def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: Path, run_id: str,
              device: str = "cpu", threads: int = 1, timeout: float | None = None,
-             settings: dict | None = None, stop: Callable[[], bool] | None = None) -> dict:
+             settings: dict | None = None, stop: Callable[[], bool] | None = None,
+             rng_seed: int | None = None) -> dict:
     """Train one cell in a runner subprocess; return (and leave in out_dir) its summary.json.
+
+    `rng_seed`: seed the run's generators with it instead of `seed` (anchored stages);
+    a runner that does not report training with it gives a `failed` summary.
 
     `settings` are protocol-wide runner options: `data` (spec, default `markov:seed=0`),
     the evaluation protocol `eval_tokens` and `eval_seq_len` (the runner's defaults
@@ -140,6 +144,8 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
            "--config-json", json.dumps(matrix_row), "--seed", str(seed), "--budget", budget.label(),
            "--out", str(out_dir), "--run-id", run_id, "--device", device, "--threads", str(threads)]
     cmd += _settings_options(settings)
+    if rng_seed is not None:
+        cmd += ["--rng-seed", str(int(rng_seed))]
     if settings.get("compile"):
         cmd.append("--compile")
     started = _now()
@@ -173,6 +179,9 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         errors = schema_errors(summary, "run-summary")
         if errors:
             summary = failed_summary(reason=f"runner summary invalid at {errors[0][0]}: {errors[0][1]}", **common)
+        elif rng_seed is not None and summary.get("rng_seed") != int(rng_seed):
+            summary = failed_summary(reason=f"the runner reports rng_seed {summary.get('rng_seed')}, "
+                                            f"not the anchored {rng_seed} it was given", **common)
     atomic_write_bytes(summary_path, canonical_json_bytes(summary))
     return summary
 

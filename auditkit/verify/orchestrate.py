@@ -36,7 +36,7 @@ from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, row_location
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, Entry, root_hash
 from auditkit.package.scan import DOC_CAP, FileScan, PackageScan, scan_package, unsafe_reason
-from auditkit.package.rows import RUN_COLUMNS, parse_run_csv_path
+from auditkit.package.rows import RNG_SEED_COLUMN, RUN_COLUMNS, parse_run_csv_path
 
 
 def schema_errors(instance, name: str):
@@ -574,6 +574,11 @@ class _Checker:
                 if mid != rid:
                     self.add(ck, "checkpoint-run-mismatch", "__metadata__.run_id", rid, mid,
                              "the row names a checkpoint of another run")
+                rng = (r.get(RNG_SEED_COLUMN) or "").strip()
+                if rng and scan.metadata.get(RNG_SEED_COLUMN) != rng:  # anchored seeds (SPEC v1.1)
+                    self.add(ck, "checkpoint-run-mismatch", f"__metadata__.{RNG_SEED_COLUMN}", rng,
+                             scan.metadata.get(RNG_SEED_COLUMN) or "absent",
+                             "the checkpoint was not trained with the seed its row claims")
                 n_params = expected_num_params(scan)
                 if n_params is not None:
                     n = n_params / 1e6
