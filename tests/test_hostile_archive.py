@@ -272,6 +272,7 @@ def test_zero_padding_after_the_end_marker_is_fine(members, tmp_path):
     ("empty.tgz", b"", "cannot read the archive"),
     ("cut-xz.tar", "cut-xz", "cannot read the archive"),
     ("cut-bz2.tar", "cut-bz2", "cannot read the archive"),
+    ("sparse-map.tar", "sparse-map", "malformed member header"),
 ])
 def test_a_damaged_archive_is_exit_2(name, blob, words, members, tmp_path):
     if blob is None:                  # flip one byte of the gzip trailer's CRC
@@ -282,6 +283,12 @@ def test_a_damaged_archive_is_exit_2(name, blob, words, members, tmp_path):
         blob = compress("xz", members + END)[:-100]
     elif blob == "cut-bz2":
         blob = compress("bz2", members + END)[:-100]
+    elif blob == "sparse-map":          # a pax GNU.sparse 1.0 member whose map is not numbers
+        info = tarfile.TarInfo("pkg/s")
+        info.size = 512
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "pkg/s",
+                            "GNU.sparse.realsize": "100"}
+        blob = members + info.tobuf(format=tarfile.PAX_FORMAT) + b"zz\nyy\n".ljust(512, b"\0") + END
     refused(tmp_path, write(tmp_path / name, blob), words)
 
 
@@ -327,3 +334,31 @@ def test_gunzip_reads_what_the_gzip_module_reads(payloads, padding, damage, read
     except (OSError, EOFError, zlib.error):
         got = None
     assert got == want
+
+
+@lru_cache(maxsize=None)
+def small_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("pkg/MANIFEST.json", b"{}"), ("pkg/a.csv", b"x,y\n1,2\n"), ("pkg/b/c.txt", b"c" * 700)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@settings(max_examples=300, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(1, 255)), min_size=1, max_size=6),
+       gz=st.booleans())
+def test_a_damaged_header_is_read_or_refused_never_a_crash(flips, gz, tmp_path_factory):
+    """Bytes changed anywhere in the headers of a small archive: a scan, or AuditError (exit 2), nothing else."""
+    data = bytearray(small_tar())
+    for at, x in flips:
+        data[at % len(data)] ^= x
+    blob = compress("gz", bytes(data)) if gz else bytes(data)
+    path = tmp_path_factory.getbasetemp() / "fuzz.tgz"
+    path.write_bytes(blob)
+    try:
+        scan_package(path)
+    except AuditError:
+        pass

@@ -37,6 +37,7 @@ import json
 import math
 import re
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 
 HEADER_CAP = 100_000_000          # the reference's MAX_HEADER_SIZE
@@ -282,9 +283,9 @@ class CheckpointScanner:
             self.problem("checkpoint-header-invalid", "header", "a JSON object", _show(header))
             self._dead = True
             return
-        for key in sorted(set(repeated)):
+        for key, n in sorted(Counter(repeated).items()):
             self.problem("checkpoint-duplicate-key", f"key {_show(key)}", "each key once in its object",
-                         f"{repeated.count(key) + 1} times (readers may keep different copies)")
+                         f"{n + 1} times (readers may keep different copies)")
         meta = header.pop("__metadata__", None)
         if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
             self.problem("checkpoint-header-invalid", "__metadata__", "null or an object of strings", _show(meta))

@@ -419,6 +419,21 @@ def _shown(name: str) -> str:
     return ascii(name)[1:-1]
 
 
+def _open_tar(stream) -> tarfile.TarFile:
+    """The TarFile over the decompressed stream (tarfile reads the first member here)."""
+    try:
+        return tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo)
+    except ValueError as exc:         # tarfile lets this through on a malformed sparse map
+        raise tarfile.ReadError(f"malformed member header: {exc}") from None
+
+
+def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+    try:
+        return tar.next()
+    except ValueError as exc:
+        raise tarfile.ReadError(f"malformed member header: {exc}") from None
+
+
 def default_max_ratio() -> int:
     return _env_int("AUDITKIT_MAX_RATIO", 200)
 
@@ -450,8 +465,8 @@ def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int
             f.seek(0)
             stream = _decompressed(_CountedRaw(f, budget), magic)
             produced = io.BufferedReader(_Produced(stream, budget), CHUNK)
-            with stream, produced, tarfile.open(fileobj=produced, mode="r|", tarinfo=_CappedTarInfo) as tar:
-                while (m := tar.next()) is not None:
+            with stream, produced, _open_tar(produced) as tar:
+                while (m := _next_member(tar)) is not None:
                     tar.members.clear()       # stream mode keeps every member otherwise: memory per member
                     count += 1
                     if count > max_members:
