@@ -389,7 +389,10 @@ class _HeaderTooLarge(Exception):
 
 
 class _CappedTarInfo(tarfile.TarInfo):
-    """tarfile reads a pax or GNU long-name header into memory whole: refuse one beyond ARCHIVE_META_CAP first."""
+    """tarfile reads a pax or GNU long-name header into memory whole: refuse one beyond ARCHIVE_META_CAP first.
+
+    `_proc_member` is tarfile's dispatch on the member type, which its source names the entry point to
+    override in a subclass; it is called for every header, extended ones included."""
 
     def _proc_member(self, tar):
         if self.type in _META_TYPES and self.size > ARCHIVE_META_CAP:
@@ -510,20 +513,16 @@ def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int
                         out.problems.append(("archive-trailing-data", path.name,
                                              "data after the end-of-archive marker (hidden members?)"))
                         break
-    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-        for fs in scans.values():
+    except BaseException as exc:
+        for fs in scans.values():     # --deep's spooled checkpoints: their temporary files go now
             fs.read_spool()
-        raise AuditError(f"cannot read the archive: {exc}", path=str(path),
-                         hint="check that the file is a complete .tar, .tar.gz or .tgz") from exc
-    except _HeaderTooLarge as exc:
-        for fs in scans.values():
-            fs.read_spool()
-        raise AuditError(f"cannot read the archive: {exc}", path=str(path),
-                         hint="a pax or GNU long-name header this large is not a package's; the archive is hostile "
-                              "or damaged") from None
-    except AuditError:
-        for fs in scans.values():
-            fs.read_spool()
+        if isinstance(exc, _HeaderTooLarge):
+            raise AuditError(f"cannot read the archive: {exc}", path=str(path),
+                             hint="a pax or GNU long-name header this large is not a package's; the archive is "
+                                  "hostile or damaged") from None
+        if isinstance(exc, (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)):
+            raise AuditError(f"cannot read the archive: {exc}", path=str(path),
+                             hint="check that the file is a complete .tar, .tar.gz or .tgz") from exc
         raise
     tops = {n.split("/", 1)[0] for n in scans}
     prefix = ""
