@@ -278,8 +278,9 @@ _GROUPS: tuple[list[Code], ...] = (
                                         "accepts (100,000,000 bytes).",
          "The file is not a safetensors file the reference loads: damaged or hostile. Do not load it with other "
          "tools."),
-        ("checkpoint-header-invalid", "A checkpoint's header is not JSON as the safetensors reference reads it, or "
-                                      "an entry lacks dtype, shape or data_offsets.",
+        ("checkpoint-header-invalid", "A checkpoint's header is not JSON as the safetensors reference reads it, an "
+                                      "entry lacks dtype, shape or data_offsets, or `__metadata__` is not a map of "
+                                      "strings.",
          "The file is damaged or not a safetensors file; compare its hash with the row's checkpoint_sha256."),
         ("checkpoint-duplicate-key", "A key appears twice in a checkpoint's header; readers may keep different "
                                      "copies, so two tools could load different weights.",
@@ -349,7 +350,7 @@ _GROUPS: tuple[list[Code], ...] = (
         ("rules-unknown-config", "The rules name a candidate that is not in the matrix.",
          "Find out where the configuration came from."),
         ("rules-chain-cycle", "A gate's candidates are `promoted-by` the gate itself.",
-         "The rules cannot be decided as written: read the protocol's gate order."),
+         "The rules cannot be decided as written: find which gate's promoted list the authors meant."),
         ("chain-cycle", "`promoted-by` candidates form a cycle across gates, so none of them can be decided.",
          "Read the gates' `inputs.candidates` along the cycle shown."),
         ("rules-always-keep-too-long", "always_keep names more candidates than top_k promotes.",
@@ -408,8 +409,8 @@ _GROUPS: tuple[list[Code], ...] = (
         ("chain-broken-on-replay", "The parent gate's replayed promoted list differs from the recorded one this "
                                    "gate used.",
          "The parent gate's decision does not follow from its rules: start with the parent's findings."),
-        ("decision-differs", "The recorded decision differs from the replay in its gate name, cells or candidate "
-                             "order.",
+        ("decision-differs", "The recorded decision differs from the replay in its gate name, its cells, the "
+                             "order of its candidates or the cells a candidate has.",
          "Compare the recorded and replayed values shown; `replay-gate --json` gives the whole replay."),
         ("promoted-differs", "The rules applied to the raw rows promote a different list than the recorded one.",
          "This is the outcome of the gate: compare the candidates' recomputed values and ranks with the recorded "
