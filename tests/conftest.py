@@ -1,11 +1,15 @@
 """Shared fixtures. `smoke_local_package`: manifests/smoke.toml run once per session
 with the local executor and the real runner (about a minute on 2 cores); tests that
-need to change it copy it first."""
+need to change it copy it first.
+
+`pytest_sessionfinish` fails the session when a finding made during it carries a
+code that auditkit/codes.py does not catalogue."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +47,24 @@ def smoke_copy(smoke_local_package, tmp_path) -> Path:
     dest = tmp_path / "pkg"
     shutil.copytree(smoke_local_package, dest)
     return dest
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when a finding made during it carries a code the catalogue lacks
+    (auditkit.codes, docs/FINDINGS.md): every code an auditor can see is explained there."""
+    from auditkit.codes import uncatalogued
+    from auditkit.findings import EMITTED_CODES
+
+    missing = uncatalogued(EMITTED_CODES)
+    if not missing:
+        return
+    text = ("finding codes emitted during the tests but not catalogued in auditkit/codes.py: "
+            + ", ".join(missing) + "\n  add an entry for each (code, family, meaning, what to do), then run "
+            "`python -m auditkit.codes > docs/FINDINGS.md`")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(text, red=True)
+    else:
+        sys.stderr.write(text + "\n")
+    if session.exitstatus == 0:
+        session.exitstatus = 1

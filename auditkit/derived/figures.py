@@ -329,7 +329,8 @@ def check_figures(pkg: str | Path) -> Report:
     report = Report("figures --check", str(pkg))
     mpath = pkg / FIGURE_MANIFEST
     if not mpath.exists():
-        report.add(Finding(FIGURE_MANIFEST, "figure-manifest-missing", message="run `auditkit figures` to write it"))
+        report.add(Finding(FIGURE_MANIFEST, "figure-manifest-missing",
+                           message="no figure manifest is recorded, so the figures cannot be checked against their data"))
         return report
     try:
         recorded = {e["id"]: e for e in json.loads(mpath.read_text("utf-8"))["figures"]}

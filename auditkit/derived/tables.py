@@ -592,7 +592,7 @@ def check_tables(package_dir: str | Path) -> Report:
     mpath = pkg / TABLE_MANIFEST
     if not mpath.is_file():
         rep.add(Finding(TABLE_MANIFEST, "table-manifest-missing", expected="a table manifest", found="no such file",
-                        message="generate the tables: auditkit tables --package PATH"))
+                        message="no table manifest is recorded, so the tables cannot be checked against their inputs"))
         return rep
     try:
         recorded = json.loads(mpath.read_text("utf-8"))
@@ -634,7 +634,7 @@ def check_tables(package_dir: str | Path) -> Report:
             rep.add(_first_difference(path, on_disk, files[path]))
     for path in sorted(set(fresh) - listed):
         rep.add(Finding(TABLE_MANIFEST, "table-not-listed", "$.tables", path, "not listed",
-                        "regenerate the tables so every table is listed"))
+                        "a table this package's data gives is not in the recorded manifest"))
     rep.checked = {"tables": len(recorded["tables"])}
     return rep
 
@@ -652,6 +652,6 @@ def _first_difference(path: str, got: str, want: str) -> Finding:
                 loc = f"row {i}" + (f", column {cols[0]}" if cols else "")
             return Finding(path, "table-differs", loc, b, a,
                            f"the recorded table is not what its inputs give ({n_diff} line(s) differ); "
-                           "regenerate with auditkit tables")
+                           "compare it with the rows it is derived from")
     return Finding(path, "table-differs", f"line {min(len(g), len(w)) + 1}", f"{len(w)} lines", f"{len(g)} lines",
-                   "the recorded table is not what its inputs give; regenerate with auditkit tables")
+                   "the recorded table is not what its inputs give; compare it with the rows it is derived from")

@@ -361,7 +361,7 @@ def _replay_gate(view: PackageView, gv: GateView, done: dict[str, GateResult]) -
     except DuplicateRowError as exc:
         f.append(Finding(exc.where[0].split(" row ")[0] if exc.where else where, "duplicate-run-row",
                          "; ".join(exc.where), "one row per candidate and cell", f"{exc.config_id} in {exc.cell}",
-                         "remove the extra row"))
+                         "two rows claim one cell: find out which run is genuine"))
         return out
     out.replayed = decision.to_json(
         rules_ref={"path": f"{view.profile.source}#gates.{g.gate}", "sha256": view.profile.sha256},
