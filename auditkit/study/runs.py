@@ -20,7 +20,7 @@ from typing import Callable
 from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
 from auditkit.study.spec import Budget
-from auditkit.package.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS, format_float
+from auditkit.package.rows import EVAL_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.package.schemas import schema_errors
 
 
@@ -262,7 +262,7 @@ def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
         "eval_bytes": str(int(summary["eval_bytes"])) if ok and summary.get("eval_bytes") else "",
         "tokenizer": str(summary.get("tokenizer") or "") if ok else "",
     })
-    assert tuple(row) == RUN_COLUMNS + OPTIONAL_RUN_COLUMNS
+    assert tuple(row) == RUN_COLUMNS + EVAL_COLUMNS
     return row
 
 
