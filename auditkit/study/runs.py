@@ -287,6 +287,7 @@ def run_adhoc(matrix_path: str | Path, config_id: str, *, seed: int, budget: str
     """Train one cell outside a study (`auditkit run`): its summary and its run row."""
     b = parse_budget(budget)
     row = load_matrix_row(matrix_path, config_id)
+    check_runner_settings(row, settings)  # unusable data or settings: exit 2 before any training
     if timeout is None:
         timeout = (b.value * 3 + 120) if b.kind == "seconds" else 1800
     summary = run_cell(matrix_row=row, seed=seed, budget=b, out_dir=Path(out), run_id=f"{host}-{config_id}-s{seed}",
