@@ -3,7 +3,7 @@
     python -m auditkit.runner.train --matrix manifests/micro_matrix.csv --config-id bridge \
         --seed 42 --budget 30s --out runs/bridge-s42 [--device cpu|cuda] [--threads 2] \
         [--data markov:seed=0|text:PATH|parquet:PATH] [--tokenizer auto|bytes|bpe] [--vocab-size 8192] \
-        [--eval-tokens 262144] [--eval-seq-len 128] [--compile]
+        [--eval-tokens 262144] [--eval-seq-len 128] [--compile] [--rng-seed N]
 
 (also `python runner/train.py ...` from the repository root).  Budgets: `30s` of
 wall-clock training (schedules follow elapsed/budget, as in autoresearch) or
@@ -11,6 +11,9 @@ wall-clock training (schedules follow elapsed/budget, as in autoresearch) or
 give bit-identical weights).  Every candidate is scored on the same evaluation
 (`--eval-tokens` validation targets in windows of `--eval-seq-len`, whatever
 its training seq_len).  Prints the autoresearch-style summary after `---`.
+`--rng-seed N` seeds the generators (weights, batches) with N instead of --seed,
+which stays the run's identity (an anchored stage's seed derived from the
+freeze token); summary and checkpoint metadata record it as `rng_seed`.
 Exit status 0 whenever a summary was written (look at its `status`: ok,
 diverged, oom, failed), 2 for bad arguments or unusable data (before training).
 """
@@ -215,8 +218,11 @@ def train(args, row: dict, prepared) -> dict:
         "floor_bpb": floor_for(corpus, es), "entropy_rate_bpb": corpus.floor_bpb,
         **es.record(), "model_config": cfg, "hyperparameters": hp, "checkpoint": None, "checkpoint_sha256": None,
     }
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    rng_seed = args.seed if args.rng_seed is None else args.rng_seed
+    if args.rng_seed is not None:
+        summary["rng_seed"] = args.rng_seed
+    torch.manual_seed(rng_seed)
+    gen = torch.Generator().manual_seed(rng_seed)
     model = GPT(cfg)
     model.init_weights(gen)
     model.to(device)
@@ -224,7 +230,7 @@ def train(args, row: dict, prepared) -> dict:
     step_fn = torch.compile(model, dynamic=False) if args.compile else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     train_tokens = torch.from_numpy(corpus.train)
-    batch_gen = torch.Generator().manual_seed(args.seed + 1_000_003)
+    batch_gen = torch.Generator().manual_seed(rng_seed + 1_000_003)
     peak = (CUDA_BF16_PEAK.get(next((k for k in CUDA_BF16_PEAK if k in torch.cuda.get_device_name()), "H100"))
             if device.type == "cuda" else measure_cpu_peak(torch))
 
@@ -304,6 +310,8 @@ def train(args, row: dict, prepared) -> dict:
                 "runner_sha256": summary["runner_sha256"], "val_bpb": f"{summary['val_bpb']:.6f}",
                 "val_bpb_se": "" if summary["val_bpb_se"] is None else f"{summary['val_bpb_se']:.6f}",
                 "dtype": "float32", "device": device.type}
+        if args.rng_seed is not None:
+            meta["rng_seed"] = str(args.rng_seed)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
         data = safetensors_bytes(state, meta)
         atomic_write(Path(args.out) / "checkpoint.safetensors", data)
@@ -379,6 +387,8 @@ def print_block(s: dict) -> None:
     print(f"eval_sha256:      {s.get('eval_sha256')}")
     print(f"tokenizer:        {s.get('tokenizer')}")
     print(f"seed:             {s.get('seed')}")
+    if s.get("rng_seed") is not None:
+        print(f"rng_seed:         {s.get('rng_seed')}")
     print(f"device:           {s.get('device')}")
     print(f"dtype:            {s.get('dtype')}")
     print(f"budget_mode:      {s.get('budget', {}).get('kind')}")
@@ -394,6 +404,7 @@ def main(argv=None) -> int:
     src.add_argument("--config-json", help="the matrix row as a JSON object")
     p.add_argument("--config-id")
     p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--rng-seed", type=int, help="seed the generators with this instead of --seed (kept as identity)")
     p.add_argument("--budget", required=True, help="30s or 200steps")
     p.add_argument("--out", help="run directory to write (required unless --check)")
     p.add_argument("--run-id")
@@ -424,6 +435,8 @@ def main(argv=None) -> int:
             row = json.loads(args.config_json)
             if "config_id" not in row:
                 raise ValueError("--config-json needs a config_id")
+        if args.rng_seed is not None and not 0 <= args.rng_seed < 2 ** 62:
+            raise ValueError(f"--rng-seed {args.rng_seed} is outside 0 .. 2**62-1")
         prepared = prepare(args, row)
     except (OSError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -447,6 +460,8 @@ def main(argv=None) -> int:
                    "started_at": started_at, "finished_at": now, "runner_sha256": runner_tree_sha256(),
                    "budget": parse_budget(args.budget), "device": args.device, "dtype": "",
                    "checkpoint": None, "checkpoint_sha256": None, "error": f"{type(exc).__name__}: {exc}"}
+        if args.rng_seed is not None:
+            summary["rng_seed"] = args.rng_seed
     atomic_write(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     print_block(summary)
     return 0

@@ -17,7 +17,11 @@ sorted JSON keys.  Kinds (`TableKind`):
   (`host_comparison`), and per host pair Spearman and Kendall correlation of
   those ranks and the top-k overlap (`host_correlation`);
 - `stage_summary`: per stage and candidate, n, mean, std, min, max of val_bpb;
-- `smoke_summary`: per smoke-stage run, status, steps, val_bpb.
+- `smoke_summary`: per smoke-stage run, status, steps, val_bpb;
+- `robustness`: per gate, resampling over host-seed cells through the engine
+  (`auditkit.report.robustness`): each candidate's probability of promotion and rank
+  interval, each check's probability of flipping, the margin at the cut in units of
+  the noise, the promoted list under other `top_k`; host correlations with intervals.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_text, canonical_json_bytes
+from auditkit.derived.output import Written, output_dir, write_outputs
+from auditkit.package.store import canonical_json_bytes
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
 from auditkit.study.spec import Protocol, Stage, load_protocol
@@ -56,6 +61,7 @@ class TableKind(str, Enum):
     HOST_COMPARISON = "host_comparison"
     STAGE_SUMMARY = "stage_summary"
     SMOKE_SUMMARY = "smoke_summary"
+    ROBUSTNESS = "robustness"
 
 
 @dataclass(frozen=True)
@@ -304,25 +310,46 @@ def _promotion(p: _Package) -> list[Table]:
         if i > furthest.get(cid, (-1, ""))[0]:
             furthest[cid] = (i, stage)
     by_gate = {g: {c["config_id"]: c for c in p.decisions[g]["candidates"]} for g in gates}
+    why = _reasons_by_gate(p, gates)
     rows = []
     for m in sorted(p.matrix, key=lambda r: r["config_id"]):
         cid = m["config_id"]
-        ranks, outcome = [], None
+        ranks, outcome, reason = [], None, None
         for g in gates:
             c = by_gate[g].get(cid)
             ranks.append(None if c is None else c.get("rank"))
             if outcome is None and c is not None:
                 if not c["eligible"]:
-                    outcome = f"ineligible at {g}"
+                    outcome, reason = f"ineligible at {g}", why[g].get(cid)
                 elif cid not in p.decisions[g]["promoted"]:
-                    outcome = f"eliminated at {g}"
+                    outcome, reason = f"eliminated at {g}", why[g].get(cid)
         entered = [g for g in gates if cid in by_gate[g]]
         if outcome is None:
             outcome = f"promoted by {entered[-1]}" if entered else "not a candidate"
-        rows.append((cid, m.get("role", ""), furthest.get(cid, (0, None))[1], *ranks, outcome))
+            reason = why[entered[-1]].get(cid) if entered else None
+        rows.append((cid, m.get("role", ""), furthest.get(cid, (0, None))[1], *ranks, outcome, reason))
     return [Table("promotion_survival", TableKind.PROMOTION_SURVIVAL.value,
-                  ("config_id", "role", "furthest_stage", *[f"rank_{g}" for g in gates], "outcome"),
+                  ("config_id", "role", "furthest_stage", *[f"rank_{g}" for g in gates], "outcome", "reason"),
                   tuple(rows), tuple([p.protocol.matrix] + p.run_csvs + p.decision_paths))]
+
+
+def _reasons_by_gate(p: _Package, gates: list[str]) -> dict[str, dict[str, str]]:
+    """Per gate, why each candidate was promoted, eliminated or ineligible (`auditkit.report.reasons`),
+    from the recorded decision and the gate's rules; {} for a gate without readable rules."""
+    from auditkit.report.reasons import reasons_of_document
+
+    out = {}
+    for g in gates:
+        rules = p.rules.get(g)
+        ok = isinstance(rules, dict) and isinstance(rules.get("promote"), dict) and "top_k" in rules["promote"]
+        out[g] = reasons_of_document(p.decisions[g], rules) if ok else {}
+    return out
+
+
+def _robustness(p: _Package) -> list[Table]:
+    from auditkit.report.robustness import robustness_tables
+
+    return robustness_tables(p)
 
 
 def flip_threshold(kind: str, value: float | None) -> float | None:
@@ -515,6 +542,7 @@ GENERATORS = {
     TableKind.HOST_COMPARISON: _hosts,
     TableKind.STAGE_SUMMARY: _stage_summary,
     TableKind.SMOKE_SUMMARY: _smoke,
+    TableKind.ROBUSTNESS: _robustness,
 }
 
 
@@ -537,15 +565,21 @@ def _manifest(tables: list[Table]) -> tuple[dict, dict[str, str]]:
     return {"schema": "auditkit/tables/v1", "tables": entries}, files
 
 
-def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None) -> list[dict]:
-    """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
-    `out_dir` (default: the package). Returns the manifest entries. Raises AuditError."""
-    out = Path(out_dir) if out_dir is not None else Path(package_dir)
+def table_files(package_dir: str | Path) -> tuple[list[dict], dict[str, bytes]]:
+    """Every table file and `table_manifest.json`, in memory: (manifest entries, {path: bytes})."""
     doc, files = _manifest(build_tables(package_dir))
     files[TABLE_MANIFEST] = canonical_json_bytes(doc).decode("utf-8")
-    for rel, text in files.items():
-        atomic_write_text(out / rel, text)
-    return doc["tables"]
+    return doc["tables"], {rel: text.encode("utf-8") for rel, text in files.items()}
+
+
+def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None, *,
+                    in_place: bool = False) -> Written:
+    """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
+    `out_dir`, or into the package itself only with `in_place` (see `auditkit.derived.output`).
+    Returns the manifest entries (`.changed`: the files whose bytes changed). Raises AuditError."""
+    dest = output_dir(package_dir, out_dir, in_place=in_place, what="tables")
+    entries, files = table_files(package_dir)
+    return Written(entries, dest, write_outputs(dest, files))
 
 
 def check_tables(package_dir: str | Path) -> Report:
@@ -558,7 +592,7 @@ def check_tables(package_dir: str | Path) -> Report:
     mpath = pkg / TABLE_MANIFEST
     if not mpath.is_file():
         rep.add(Finding(TABLE_MANIFEST, "table-manifest-missing", expected="a table manifest", found="no such file",
-                        message="generate the tables: auditkit tables --package PATH"))
+                        message="no table manifest is recorded, so the tables cannot be checked against their inputs"))
         return rep
     try:
         recorded = json.loads(mpath.read_text("utf-8"))
@@ -600,7 +634,7 @@ def check_tables(package_dir: str | Path) -> Report:
             rep.add(_first_difference(path, on_disk, files[path]))
     for path in sorted(set(fresh) - listed):
         rep.add(Finding(TABLE_MANIFEST, "table-not-listed", "$.tables", path, "not listed",
-                        "regenerate the tables so every table is listed"))
+                        "a table this package's data gives is not in the recorded manifest"))
     rep.checked = {"tables": len(recorded["tables"])}
     return rep
 
@@ -618,6 +652,6 @@ def _first_difference(path: str, got: str, want: str) -> Finding:
                 loc = f"row {i}" + (f", column {cols[0]}" if cols else "")
             return Finding(path, "table-differs", loc, b, a,
                            f"the recorded table is not what its inputs give ({n_diff} line(s) differ); "
-                           "regenerate with auditkit tables")
+                           "compare it with the rows it is derived from")
     return Finding(path, "table-differs", f"line {min(len(g), len(w)) + 1}", f"{len(w)} lines", f"{len(g)} lines",
-                   "the recorded table is not what its inputs give; regenerate with auditkit tables")
+                   "the recorded table is not what its inputs give; compare it with the rows it is derived from")

@@ -263,7 +263,7 @@ def cell_findings(path: str, i: int, cells) -> list[Finding]:
 
 def _cell_finding(path: str, loc: list, expected: str, found) -> list[Finding]:
     return [Finding(path, "schema-invalid", json_location(loc), expected, _show(found),
-                    "fix the value at this location to follow SPEC.md")]
+                    "the value at this location does not follow SPEC.md")]
 
 
 # --------------------------------------------------------------------------- replay
@@ -375,7 +375,8 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     try:
         rec = s.json(dec_rel)
     except AuditError as exc:
-        f.append(Finding(dec_rel, "decision-missing", found=exc.message, message=f"decide it: auditkit decide {gate}"))
+        f.append(Finding(dec_rel, "decision-missing", found=exc.message,
+                         message=f"gate {gate}'s recorded decision is absent or unreadable: nothing to replay against"))
         rec = None
     if rec is not None:
         schema_bad = validate_decision(rec, dec_rel, cells=False)  # cells: in diff_decisions
@@ -451,7 +452,7 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     except DuplicateRowError as exc:
         first = exc.where[0].split(" row ")[0] if exc.where else g.rules
         f.append(Finding(first, "duplicate-run-row", "; ".join(exc.where), "one row per candidate and cell",
-                         f"{exc.config_id} in {exc.cell}", "remove the extra row"))
+                         f"{exc.config_id} in {exc.cell}", "two rows claim one cell: find out which run is genuine"))
         return out
     replayed = decision.to_json(
         rules_ref={"path": g.rules, "sha256": s.sha(g.rules)},

@@ -22,8 +22,12 @@ RUN_COLUMNS = (
 )
 # v1.1 optional columns (SPEC section 4): how the row's val_bpb was measured.  A package
 # without them verifies as before; a runner that knows them writes all of them.
-OPTIONAL_RUN_COLUMNS = ("val_bpb_se", "eval_sha256", "eval_seq_len", "eval_tokens", "eval_bytes", "tokenizer")
 STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
+#: the seed a run trained with, when its stage's seeds are anchored (SPEC v1.1); after RUN_COLUMNS
+RNG_SEED_COLUMN = "rng_seed"
+#: v1.1 optional columns, in this order after RUN_COLUMNS: how val_bpb was measured, then rng_seed
+OPTIONAL_RUN_COLUMNS = ("val_bpb_se", "eval_sha256", "eval_seq_len", "eval_tokens", "eval_bytes", "tokenizer",
+                        RNG_SEED_COLUMN)
 
 RUN_CSV_RE = re.compile(r"^remote-results/(?P<host>[a-z0-9-]+)_(?P<stage>.+)_summary\.csv$")
 
@@ -120,8 +124,10 @@ class RunRow:
 
 
 def run_header(rows: list[dict]) -> list[str]:
-    """The columns to write for these run rows: SPEC's, then the optional ones any row has."""
-    return list(RUN_COLUMNS) + [c for c in OPTIONAL_RUN_COLUMNS if any(c in r for r in rows)]
+    """The columns to write for these run rows: SPEC's, then the optional ones any row has
+    (in OPTIONAL_RUN_COLUMNS order), then any other column a row already carries."""
+    header = list(RUN_COLUMNS) + [c for c in OPTIONAL_RUN_COLUMNS if any(c in r for r in rows)]
+    return header + sorted({c for r in rows for c in r} - set(header))
 
 
 def write_csv_text(header: list[str], rows: list[dict]) -> str:

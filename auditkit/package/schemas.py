@@ -30,6 +30,7 @@ SCHEMA_NAMES = (
     "event",
     "dsse-envelope",
     "statement",
+    "claims",
 )
 
 
@@ -72,7 +73,7 @@ def validate_document(instance, name: str, path: str, *, prefix_location: str = 
                 location=(prefix_location + (", " if prefix_location else "") + loc) if prefix_location else loc,
                 expected=f"a document valid against schema {name}",
                 found=msg,
-                message="fix the value at this location to follow SPEC.md",
+                message="the value at this location does not follow SPEC.md",
             )
         )
     return findings

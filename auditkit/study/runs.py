@@ -12,8 +12,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
@@ -107,14 +109,23 @@ def check_runner_settings(matrix_row: dict[str, str], settings: dict | None, tim
 
 def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: Path, run_id: str,
              device: str = "cpu", threads: int = 1, timeout: float | None = None,
-             settings: dict | None = None) -> dict:
+             settings: dict | None = None, stop: Callable[[], bool] | None = None,
+             rng_seed: int | None = None) -> dict:
     """Train one cell in a runner subprocess; return (and leave in out_dir) its summary.json.
+
+    `rng_seed`: seed the run's generators with it instead of `seed` (anchored stages);
+    a runner that does not report training with it gives a `failed` summary.
 
     `settings` are protocol-wide runner options: `data` (spec, default `markov:seed=0`),
     the evaluation protocol `eval_tokens` and `eval_seq_len` (the runner's defaults
     otherwise), `tokenizer` (auto, bytes, bpe) and `vocab_size`, `compile` (bool),
     `seq_len` (used where the row has no seq_len).  An unknown setting gives a
     `failed` summary naming it.
+
+    The runner runs in its own process group and dies with this process (Linux).  If
+    this call is interrupted (a signal's `Stopped`, any exception) or `stop()` turns
+    true (polled every `STOP_POLL_SECONDS`; raises `CellCancelled`), the whole group is
+    killed and the runner's half-written files are removed before the exception goes on.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,10 +139,13 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         return summary
     if settings.get("seq_len") and not matrix_row.get("seq_len"):
         matrix_row = dict(matrix_row, seq_len=str(int(settings["seq_len"])))
-    cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row),
-           "--seed", str(seed), "--budget", budget.label(), "--out", str(out_dir), "--run-id", run_id,
-           "--device", device, "--threads", str(threads)]
+    # the runner runs under auditkit.study.child, which makes it die with this process
+    cmd = [sys.executable, "-m", "auditkit.study.child", str(os.getpid()), "auditkit.runner.train",
+           "--config-json", json.dumps(matrix_row), "--seed", str(seed), "--budget", budget.label(),
+           "--out", str(out_dir), "--run-id", run_id, "--device", device, "--threads", str(threads)]
     cmd += _settings_options(settings)
+    if rng_seed is not None:
+        cmd += ["--rng-seed", str(int(rng_seed))]
     if settings.get("compile"):
         cmd.append("--compile")
     started = _now()
@@ -143,15 +157,14 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            rc = None
-        except BaseException:  # our own interruption: never leave a runner behind
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            rc = _wait(proc, timeout, stop)
+        except BaseException:  # our own interruption (a signal, a cancelled task): never leave a runner behind
+            kill_process_group(proc)
+            _remove_runner_temporaries(out_dir, proc.pid)
             raise
+        if rc is None:
+            kill_process_group(proc)
+            _remove_runner_temporaries(out_dir, proc.pid)
     elapsed = (datetime.now(timezone.utc) - t0).total_seconds()
     summary_path = out_dir / "summary.json"
     tail = log_path.read_text("utf-8", "replace")[-2000:]
@@ -166,8 +179,56 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         errors = schema_errors(summary, "run-summary")
         if errors:
             summary = failed_summary(reason=f"runner summary invalid at {errors[0][0]}: {errors[0][1]}", **common)
+        elif rng_seed is not None and summary.get("rng_seed") != int(rng_seed):
+            summary = failed_summary(reason=f"the runner reports rng_seed {summary.get('rng_seed')}, "
+                                            f"not the anchored {rng_seed} it was given", **common)
     atomic_write_bytes(summary_path, canonical_json_bytes(summary))
     return summary
+
+
+class CellCancelled(Exception):
+    """`run_cell` was told to stop (its `stop()` turned true); the runner was killed."""
+
+
+STOP_POLL_SECONDS = 1.0
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None, stop: Callable[[], bool] | None) -> int | None:
+    """The runner's exit status, None past `timeout`; CellCancelled once `stop()` is true."""
+    if stop is None:
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = STOP_POLL_SECONDS if deadline is None else min(STOP_POLL_SECONDS, deadline - time.monotonic())
+        try:
+            return proc.wait(timeout=max(step, 0.0))
+        except subprocess.TimeoutExpired:
+            pass
+        if stop():
+            raise CellCancelled("the cell was cancelled")
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+
+
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """Kill `proc` and everything in its process group (it was started as a session leader); reap it."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # Windows: no process groups here
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _remove_runner_temporaries(out_dir: Path, pid: int) -> None:
+    """The runner writes `.NAME.tmp-PID` then renames; a killed runner leaves them behind."""
+    for p in out_dir.glob(f".*.tmp-{pid}"):
+        p.unlink(missing_ok=True)
 
 
 def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,

@@ -49,7 +49,7 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str) -> list[F
         cfg = json.loads(meta["model_config"])
     except (ValueError, KeyError) as exc:
         return [Finding(path, "deep-unreadable", where, "a safetensors file with model_config metadata", str(exc),
-                        "the checkpoint cannot be re-evaluated; replace it with the one the run wrote")]
+                        "the checkpoint cannot be re-evaluated: its metadata names no readable model_config")]
     findings = []
     for key in ("run_id", "config_id", "seed"):
         if str(meta.get(key)) != str(row.get(key)):

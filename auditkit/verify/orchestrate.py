@@ -36,7 +36,7 @@ from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, row_location
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, Entry, root_hash
 from auditkit.package.scan import DOC_CAP, FileScan, PackageScan, scan_package, unsafe_reason
-from auditkit.package.rows import RUN_COLUMNS, parse_run_csv_path
+from auditkit.package.rows import RNG_SEED_COLUMN, RUN_COLUMNS, parse_run_csv_path
 
 
 def schema_errors(instance, name: str):
@@ -278,7 +278,7 @@ class _Checker:
             key = unicodedata.normalize("NFC", rel).casefold()
             if key in seen:
                 self.add(rel, "path-collision", "", "a path unique ignoring case and Unicode normalisation",
-                         f"same as {seen[key]}", "rename one of the two files")
+                         f"same as {seen[key]}", "copied to a case-insensitive file system, one overwrites the other")
             else:
                 seen[key] = rel
 
@@ -307,7 +307,7 @@ class _Checker:
         doc = self.json_doc(MANIFEST_JSON)
         if MANIFEST_JSON not in self.files:
             self.add(MANIFEST_JSON, "manifest-missing", "", "MANIFEST.json", "absent",
-                     "build it with `auditkit manifest build PATH`")
+                     "nothing records the package's files or their hashes: obtain the published MANIFEST.json")
         if doc is None:
             if MANIFEST_CSV not in self.files:
                 self.manifest_csv({})
@@ -317,7 +317,7 @@ class _Checker:
         entries = doc.get("files") if isinstance(doc, dict) and isinstance(doc.get("files"), list) else []
         if not entries:
             self.add(MANIFEST_JSON, "manifest-empty", "$.files", "at least one file", "none",
-                     "an empty manifest proves nothing: rebuild it")
+                     "an empty manifest vouches for no file")
         paths_in_order = []
         for i, e in enumerate(entries):
             if not isinstance(e, dict) or not isinstance(e.get("path"), str):
@@ -350,7 +350,7 @@ class _Checker:
                 self.add(p, "file-size-changed", "", f"{e.bytes} bytes", f"{fs.bytes} bytes")
         for p in sorted(set(self.files) - set(listed) - {MANIFEST_JSON, MANIFEST_CSV}):
             self.add(p, "file-unlisted", "", "listed in MANIFEST.json", "not listed",
-                     "a file the MANIFEST does not list: remove it or rebuild the manifest")
+                     "a file the MANIFEST does not list: nothing vouches for its bytes; find out who added it")
         recorded_root = doc.get("root") if isinstance(doc, dict) else None
         computed = root_hash(listed.values())
         if recorded_root != computed:
@@ -366,7 +366,7 @@ class _Checker:
         fs = self.files.get(MANIFEST_CSV)
         if fs is None:
             self.add(MANIFEST_CSV, "manifest-csv-missing", "", "MANIFEST.csv", "absent",
-                     "rebuild with `auditkit manifest build PATH`")
+                     "SPEC section 9 asks for MANIFEST.csv beside MANIFEST.json")
             return
         rows = self.csv_rows(MANIFEST_CSV, ("path", "sha256", "bytes"), require_rows=False)
         if rows is None:
@@ -379,7 +379,7 @@ class _Checker:
             if want.get(p) != seen.get(p):
                 self.add(MANIFEST_CSV, "manifest-csv-mismatch", f"path {p}",
                          want.get(p, "no entry"), seen.get(p, "no entry"),
-                         "MANIFEST.csv and MANIFEST.json disagree: rebuild both")
+                         "MANIFEST.csv and MANIFEST.json disagree: one was edited after the pair was written")
 
     # -- CSV -------------------------------------------------------------------
     def csv_rows(self, rel: str, required: tuple[str, ...], *, require_rows: bool = True):
@@ -397,10 +397,12 @@ class _Checker:
             return None
         raw = fs.content
         if raw.startswith(b"\xef\xbb\xbf"):
-            self.add(rel, "csv-bom", "byte 0", "no byte-order mark", "UTF-8 BOM", "save the file as UTF-8 without BOM")
+            self.add(rel, "csv-bom", "byte 0", "no byte-order mark", "UTF-8 BOM",
+                     "the file was re-saved by a tool that adds a BOM")
             raw = raw[3:]
         if b"\r\n" in raw:
-            self.add(rel, "csv-crlf", "", "\\n line endings", "\\r\\n line endings", "write the file with \\n endings")
+            self.add(rel, "csv-crlf", "", "\\n line endings", "\\r\\n line endings",
+                     "the file was re-saved by a tool that writes \\r\\n endings")
         try:
             text = raw.decode("utf-8")
             reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
@@ -417,7 +419,7 @@ class _Checker:
         missing = [c for c in required if c not in header]
         if missing:
             self.add(rel, "csv-missing-column", "header", ", ".join(missing), ", ".join(header) or "no header",
-                     "add the missing column(s): SPEC.md lists the required ones")
+                     "SPEC.md lists the required columns; rows without them are not checked")
         if require_rows and not rows:
             self.add(rel, "csv-empty", "", "at least one row", "no rows", "an empty table proves nothing")
         return rows
@@ -574,6 +576,11 @@ class _Checker:
                 if mid != rid:
                     self.add(ck, "checkpoint-run-mismatch", "__metadata__.run_id", rid, mid,
                              "the row names a checkpoint of another run")
+                rng = (r.get(RNG_SEED_COLUMN) or "").strip()
+                if rng and scan.metadata.get(RNG_SEED_COLUMN) != rng:  # anchored seeds (SPEC v1.1)
+                    self.add(ck, "checkpoint-run-mismatch", f"__metadata__.{RNG_SEED_COLUMN}", rng,
+                             scan.metadata.get(RNG_SEED_COLUMN) or "absent",
+                             "the checkpoint was not trained with the seed its row claims")
                 n_params = expected_num_params(scan)
                 if n_params is not None:
                     n = n_params / 1e6
