@@ -127,12 +127,12 @@ def test_json_paths_are_logical_locations_and_table_lines_regions(reports, broke
 
 
 def test_findings_without_path_or_package_still_make_valid_sarif():
-    rep = Report("verify", "x", [Finding("", "package-empty", "", "files", "none", "nothing to check"),
+    rep = Report("verify", "x", [Finding("", "table-manifest-empty", "", "a table", "none", "nothing to check"),
                                  Finding("a b/c.csv", "row-invalid", "row 4, column q", "1", "2", "m")])
     log = sarif_log([rep])
     assert schema_errors(log) == []
     res = log["runs"][0]["results"]
-    assert "locations" not in next(r for r in res if r["ruleId"] == "package-empty")
+    assert "locations" not in next(r for r in res if r["ruleId"] == "table-manifest-empty")
     row = next(r for r in res if r["ruleId"] == "row-invalid")["locations"][0]["physicalLocation"]
     assert row == {"artifactLocation": {"uri": "a%20b/c.csv", "uriBaseId": "PKGROOT"}, "region": {"startLine": 5}}
     assert schema_errors(sarif_log([Report("verify", "ok")])) == []

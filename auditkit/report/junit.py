@@ -54,7 +54,7 @@ def _case(suite: ET.Element, classname: str, name: str, *, failure: str | None =
         ET.SubElement(case, "failure", message=failure, type="finding").text = text or failure
         suite.set("failures", str(int(suite.get("failures")) + 1))
     elif error is not None:
-        ET.SubElement(case, "error", message=error, type="not-checkable").text = text or error
+        ET.SubElement(case, "error", message=error, type="claim-not-checkable").text = text or error
         suite.set("errors", str(int(suite.get("errors")) + 1))
     if out:
         ET.SubElement(case, "system-out").text = out
