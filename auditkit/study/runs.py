@@ -19,6 +19,7 @@ from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
+from auditkit.study.signals import critical
 from auditkit.study.spec import Budget
 from auditkit.package.rows import EVAL_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.package.schemas import schema_errors
@@ -155,12 +156,15 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
     log_path = out_dir / "runner.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = None
         try:
+            with critical():  # a stop while the child starts waits until we hold it, so it is killed too
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             rc = _wait(proc, timeout, stop)
         except BaseException:  # our own interruption (a signal, a cancelled task): never leave a runner behind
-            kill_process_group(proc)
-            _remove_runner_temporaries(out_dir, proc.pid)
+            if proc is not None:
+                kill_process_group(proc)
+                _remove_runner_temporaries(out_dir, proc.pid)
             raise
         if rc is None:
             kill_process_group(proc)
