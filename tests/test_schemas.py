@@ -113,7 +113,7 @@ BAD = [
 
 @pytest.mark.parametrize("name,edit", BAD, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD)])
 def test_schemas_refuse_what_spec_forbids(name, edit):
-    from auditkit.verify.orchestrate import fast_valid
+    from auditkit.verify.fastschema import fast_valid
 
     assert breaks(name, edit)
     doc = copy.deepcopy(example(name))
@@ -171,7 +171,7 @@ CELL = st.one_of(
                                               "role", "model_config", "step", "extra"]), CELL, max_size=4),
        drop=st.lists(st.sampled_from(["run_id", "val_bpb", "checkpoint", "role", "seed", "status"]), max_size=2))
 def test_fast_path_agrees_with_jsonschema(name, edits, drop):
-    from auditkit.verify.orchestrate import fast_valid
+    from auditkit.verify.fastschema import fast_valid
 
     doc = {**example(name), **{k: v for k, v in edits.items()}}
     for k in drop:
@@ -183,7 +183,7 @@ def test_fast_path_agrees_with_jsonschema(name, edits, drop):
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
 def test_fast_path_on_every_example(name):
-    from auditkit.verify.orchestrate import fast_valid
+    from auditkit.verify.fastschema import fast_valid
 
     fast = fast_valid(name)
     if fast is not None and (EXAMPLES / f"{name}.json").exists():

@@ -1,0 +1,161 @@
+"""verify's parts: the view of a scanned package and the registry of checks over it.
+
+Each check is a lazy generator over a read-only view (no I/O); each family finds its
+own kind of defect; schema findings keep the failing keyword and the JSON path.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fixtures import pkgbuild  # noqa: E402
+from auditkit.package.manifest import build_manifest  # noqa: E402
+from auditkit.package.scan import scan_package  # noqa: E402
+from auditkit.verify import verify_package  # noqa: E402
+from auditkit.verify.checks import CHECKS, iter_findings  # noqa: E402
+from auditkit.verify.view import PackageView  # noqa: E402
+
+LINUX = "remote-results/linux_s1_summary.csv"
+RULES = "preanalysis/s1.rules.json"
+DECISION = "analysis/s1_decision.json"
+CKPT = "checkpoints/linux-s1-a-s1.safetensors"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return pkgbuild.build(tmp_path_factory.mktemp("checks") / "pkg")
+
+
+@pytest.fixture
+def pkg(base, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(base, tmp_path / "pkg"))
+
+
+def view_of(pkg: Path) -> PackageView:
+    return PackageView(scan_package(pkg, jobs=1))
+
+
+def edit_json(path: Path, fn) -> None:
+    doc = json.loads(path.read_text())
+    fn(doc)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def test_the_registry_names_every_family_and_each_check_is_lazy():
+    assert list(CHECKS) == ["manifest", "documents", "rows", "decisions", "derived", "checkpoints"]
+    for name, check in CHECKS.items():
+        assert inspect.isgeneratorfunction(check), name
+
+
+def test_a_whole_package_gives_no_finding_from_any_check(base):
+    view = view_of(base)
+    for name, check in CHECKS.items():
+        assert list(check(view)) == [], name
+
+
+# one defect per family; only that family's check sees it (the MANIFEST rebuilt, so the manifest check is quiet)
+FAMILY_CASES = {
+    "manifest": (lambda pkg: (pkg / "README.txt").write_text("changed\n"), "file-changed", False),
+    "documents": (lambda pkg: edit_json(pkg / RULES, lambda d: d.pop("metric")), "schema-invalid", True),
+    "rows": (lambda pkg: pkgbuild.set_cell(pkg / LINUX, 1, "host", "windows"), "host-mismatch", True),
+    "decisions": (lambda pkg: edit_json(pkg / DECISION, lambda d: d["inputs"][0].update(sha256="0" * 64)),
+                  "decision-input-hash", True),
+    "derived": (lambda pkg: (pkg / "table_manifest.json").write_text(json.dumps(
+        {"schema": "auditkit/tables/v1", "tables": [{"id": "t", "path": "analysis/t.csv", "kind": "stage_summary",
+                                                      "inputs": [LINUX], "sha256": "0" * 64}]})), "derived-missing",
+                True),
+    "checkpoints": (lambda pkg: pkgbuild.set_cell(pkg / LINUX, 1, "num_params_M", "1.000000"), "num-params-mismatch",
+                    True),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILY_CASES))
+def test_each_family_finds_its_own_defect(pkg, family):
+    edit, code, rebuild = FAMILY_CASES[family]
+    edit(pkg)
+    if rebuild:
+        build_manifest(pkg)
+    view = view_of(pkg)
+    by_family = {name: [f.code for f in check(view)] for name, check in CHECKS.items()}
+    assert code in by_family[family], by_family
+    assert all(code not in codes for name, codes in by_family.items() if name != family), by_family
+
+
+def test_the_checks_read_only_the_view(pkg, monkeypatch):
+    pkgbuild.set_cell(pkg / LINUX, 2, "val_bpb", "nan")
+    build_manifest(pkg)
+    view = view_of(pkg)
+    from auditkit.verify.fastschema import warm
+    import auditkit.runner.arch  # noqa: F401 - imports and schema files are not the checks' reads
+
+    warm()
+
+    def refuse(*a, **k):
+        raise AssertionError("a check opened a file")
+
+    monkeypatch.setattr(os, "open", refuse)
+    monkeypatch.setattr(builtins, "open", refuse)
+    found = list(iter_findings(view))
+    assert {f.code for f in found} == {"row-invalid", "decision-input-hash"}
+
+
+def test_order_of_the_checks_does_not_change_the_findings(pkg):
+    pkgbuild.set_cell(pkg / LINUX, 1, "config_id", "ghost")
+    (pkg / "extra.txt").write_text("x")
+    edit_json(pkg / RULES, lambda d: d.update(frozen_at="yesterday"))
+    forward = sorted(iter_findings(view_of(pkg)))
+    backward = sorted(iter_findings(view_of(pkg), reversed(list(CHECKS))))
+    assert forward == backward and len(forward) >= 3
+
+
+def test_findings_come_lazily(pkg):
+    for rel in ("README.txt", RULES, DECISION):
+        (pkg / rel).write_text((pkg / rel).read_text() + " ")
+    it = iter_findings(view_of(pkg))
+    first = next(it)
+    assert first.code == "file-changed"          # the rest is not computed until asked for
+    assert len([first, *it]) >= 3
+
+
+def test_schema_findings_keep_the_keyword_and_the_json_path(pkg):
+    edit_json(pkg / RULES, lambda d: (d.update(frozen_at="yesterday"), d["promote"].update(top_k="1")))
+    pkgbuild.set_cell(pkg / LINUX, 1, "status", "crashed")
+    build_manifest(pkg)
+    r = verify_package(pkg)
+    got = {(f.path, f.location, f.expected) for f in r.findings if f.code in ("schema-invalid", "row-invalid")}
+    assert (RULES, "$.frozen_at", "schema rules, keyword pattern at properties/frozen_at/pattern") in got
+    assert (RULES, "$.promote.top_k", "schema rules, keyword type at properties/promote/properties/top_k/type") in got
+    assert (LINUX, "row 1, column status", "a value following SPEC section 4 (enum)") in got
+
+
+def test_the_view_parses_each_document_once_and_caches_it(pkg):
+    view = view_of(pkg)
+    assert view.document(RULES) is view.document(RULES)
+    assert view.table(LINUX) is view.table(LINUX)
+    assert view.configs == {"a", "b"} and view.stages == {"s1"}
+    assert sorted(view.runs) == ["linux-s1-a-s1", "linux-s1-b-s1", "windows-s1-a-s1", "windows-s1-b-s1"]
+    assert [ck for _, _, ck in view.named_checkpoints()] == [CKPT, "checkpoints/linux-s1-b-s1.safetensors"]
+    with pytest.raises(TypeError):
+        view.files["x"] = None  # read-only
+
+
+def test_a_short_row_and_a_duplicated_column_are_findings(pkg):
+    p = pkg / LINUX
+    lines = p.read_text().splitlines()
+    lines[1] = lines[1].rsplit(",", 2)[0]                     # the last two cells gone
+    lines[0] = lines[0].replace("mfu_percent", "seed")         # a column named twice
+    p.write_text("\n".join(lines) + "\n")
+    build_manifest(pkg)
+    codes = {f.code for f in verify_package(pkg).findings if f.path == LINUX}
+    assert {"csv-missing-cells", "csv-duplicate-column"} <= codes
