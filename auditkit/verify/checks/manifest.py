@@ -13,7 +13,7 @@ from typing import Iterator
 
 from auditkit.findings import Finding
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, Entry, root_hash
-from auditkit.package.scan import unsafe_reason
+from auditkit.package.scan import printable_name, unsafe_reason
 from auditkit.verify.view import PackageView, finding
 
 
@@ -25,7 +25,7 @@ def check(view: PackageView) -> Iterator[Finding]:
 
 def refused(view: PackageView) -> Iterator[Finding]:
     for code, rel, found in view.problems:
-        yield finding(rel, code, "", "a regular file at a safe relative path inside the package", found,
+        yield finding(printable_name(rel), code, "", "a regular file at a safe relative path inside the package", found,
                       "packages hold only regular files at relative paths; the entry was not read")
 
 

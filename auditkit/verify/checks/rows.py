@@ -9,11 +9,18 @@ matrix config_ids are unique.
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 from auditkit.findings import Finding, row_location
 from auditkit.package.rows import parse_run_csv_path
+from auditkit.package.store import MAX_INT_DIGITS
 from auditkit.verify.view import PackageView, finding, parse_timestamp
+
+
+DECIMAL_COLUMNS = ("budget_value", "val_bpb", "training_seconds", "total_seconds", "total_tokens_M", "num_params_M",
+                   "peak_vram_mb", "mfu_percent")
+INTEGER_COLUMNS = ("seed", "num_steps")
 
 
 def _column(json_path: str) -> str | None:
@@ -68,10 +75,31 @@ def run_rows(view: PackageView) -> Iterator[Finding]:
             if configs and r.get("config_id") and r["config_id"] not in configs:
                 yield finding(rel, "unknown-config", row_location(i, "config_id"), "a config_id of the matrix",
                               r["config_id"])
+            yield from numbers(rel, i, r)
             a, b = parse_timestamp(r.get("started_at")), parse_timestamp(r.get("finished_at"))
             if a and b and _ordered(a, b) is False:
                 yield finding(rel, "time-order", row_location(i, "finished_at"), f"at or after {r['started_at']}",
                               r["finished_at"])
+
+
+def numbers(rel: str, i: int, r: dict[str, str]) -> Iterator[Finding]:
+    """Numbers the schema's decimal pattern accepts but no reader can use: a decimal that overflows
+    to infinity (a 400-digit val_bpb), an integer longer than any parser takes."""
+    for col in DECIMAL_COLUMNS:
+        v = r.get(col, "")
+        if len(v) > 300:
+            try:
+                finite = math.isfinite(float(v))
+            except ValueError:
+                continue            # not a decimal at all: the schema says so
+            if not finite:
+                yield finding(rel, "value-not-finite", row_location(i, col), "a finite decimal",
+                              f"{v[:20]}... ({len(v)} characters)", "the value overflows to infinity when read")
+    for col in INTEGER_COLUMNS:
+        v = r.get(col, "")
+        if len(v.lstrip("-")) > MAX_INT_DIGITS:
+            yield finding(rel, "value-too-long", row_location(i, col), f"an integer of at most {MAX_INT_DIGITS} digits",
+                          f"{v[:20]}... ({len(v)} characters)")
 
 
 def _ordered(a, b) -> bool | None:
