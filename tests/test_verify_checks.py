@@ -159,3 +159,30 @@ def test_a_short_row_and_a_duplicated_column_are_findings(pkg):
     build_manifest(pkg)
     codes = {f.code for f in verify_package(pkg).findings if f.path == LINUX}
     assert {"csv-missing-cells", "csv-duplicate-column"} <= codes
+
+
+@pytest.mark.parametrize("value,keyword", [("2026-05-01T09:00:00Z\n", "pattern"), ("2026-13-45T99:00:00Z", "format"),
+                                           ("2026-02-29T09:00:00Z", "format")])
+def test_a_frozen_at_with_a_final_newline_or_no_real_date_is_a_finding(pkg, value, keyword):
+    edit_json(pkg / RULES, lambda d: d.update(frozen_at=value))
+    build_manifest(pkg)
+    f = [f for f in verify_package(pkg).findings if f.code == "schema-invalid"]
+    assert [(x.path, x.location) for x in f] == [(RULES, "$.frozen_at")] and f"keyword {keyword}" in f[0].expected
+
+
+def test_a_run_row_value_with_a_final_newline_is_a_finding(pkg):
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO((pkg / LINUX).read_text(), newline="")))
+    rows[0]["val_bpb"] += "\n"                 # a quoted cell may hold a newline
+    rows[1]["finished_at"] += "\n"
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    (pkg / LINUX).write_text(buf.getvalue())
+    build_manifest(pkg)
+    f = {(x.location, x.expected) for x in verify_package(pkg).findings if x.code == "row-invalid"}
+    assert ("row 1, column val_bpb", "a value following SPEC section 4 (pattern)") in f
+    assert ("row 2, column finished_at", "a value following SPEC section 4 (pattern)") in f

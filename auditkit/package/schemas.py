@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Iterator
 
 import jsonschema
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, json_location
@@ -50,9 +50,19 @@ def load_schema(name: str) -> dict:
     return schema
 
 
+# The formats the schemas use, checked (jsonschema only annotates a format unless given a checker):
+# `date-time` is RFC 3339 with a real calendar date (rfc3339-validator, jsonschema's own choice).
+# Its regex, like every `$` under Python's re, accepts a final newline: the schemas' patterns
+# (ending in `(?!\n)$`) refuse that.
+FORMATS = FormatChecker(formats=("date-time",))
+
+
 @lru_cache(maxsize=None)
 def validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name))
+    if "date-time" not in FORMATS.checkers:  # jsonschema registers it only when rfc3339-validator imports
+        raise AuditError("the date-time format cannot be checked: rfc3339-validator is not installed",
+                         hint="reinstall auditkit (pip install .), which depends on it")
+    return Draft202012Validator(load_schema(name), format_checker=FORMATS)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,14 @@ def _is_type(x, t: str) -> bool:
     raise _Unsupported(t)
 
 
+def _format(name: str) -> Callable[[object], bool]:
+    from auditkit.package.schemas import FORMATS
+
+    if name not in FORMATS.checkers:
+        return lambda x: True          # jsonschema only annotates a format its checker does not know
+    return lambda x: FORMATS.conforms(x, name)
+
+
 def _compile(schema) -> Callable[[object], bool]:
     if schema is True:
         return lambda x: True
@@ -58,7 +66,7 @@ def _compile(schema) -> Callable[[object], bool]:
     if not isinstance(schema, dict):
         raise _Unsupported(repr(schema))
     keys = set(schema) - _IGNORED
-    if keys <= {"type", "pattern", "minLength"} and schema.get("type") == "string":
+    if keys <= {"type", "pattern", "minLength"} and schema.get("type") == "string":  # no format among them
         rx = re.compile(schema.get("pattern", ""))
         n = schema.get("minLength", 0)
         return lambda x: isinstance(x, str) and len(x) >= n and rx.search(x) is not None  # the common column
@@ -74,6 +82,8 @@ def _compile(schema) -> Callable[[object], bool]:
         elif key == "pattern":
             rx = re.compile(val)
             tests.append(lambda x, rx=rx: not isinstance(x, str) or rx.search(x) is not None)
+        elif key == "format":
+            tests.append(_format(val))
         elif key == "minLength":
             tests.append(lambda x, n=val: not isinstance(x, str) or len(x) >= n)
         elif key == "minimum":
