@@ -53,7 +53,7 @@ def edit_json(path: Path, fn) -> None:
 
 
 def test_the_registry_names_every_family_and_each_check_is_lazy():
-    assert list(CHECKS) == ["manifest", "documents", "rows", "decisions", "derived", "checkpoints"]
+    assert list(CHECKS) == ["manifest", "documents", "rows", "decisions", "derived", "checkpoints", "source"]
     for name, check in CHECKS.items():
         assert inspect.isgeneratorfunction(check), name
 
@@ -77,7 +77,15 @@ FAMILY_CASES = {
                 True),
     "checkpoints": (lambda pkg: pkgbuild.set_cell(pkg / LINUX, 1, "num_params_M", "1.000000"), "num-params-mismatch",
                     True),
+    "source": (lambda pkg: _snapshot(pkg, {"train.py": "print('a runner that did not run')\n"}), "runner-sha-mismatch",
+               True),
 }
+
+
+def _snapshot(pkg: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (pkg / "source/runner" / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / "source/runner" / name).write_text(text)
 
 
 @pytest.mark.parametrize("family", list(FAMILY_CASES))
@@ -186,3 +194,88 @@ def test_a_run_row_value_with_a_final_newline_is_a_finding(pkg):
     f = {(x.location, x.expected) for x in verify_package(pkg).findings if x.code == "row-invalid"}
     assert ("row 1, column val_bpb", "a value following SPEC section 4 (pattern)") in f
     assert ("row 2, column finished_at", "a value following SPEC section 4 (pattern)") in f
+
+
+# -- the runner snapshot against the rows' runner_sha256 -----------------------------------------------
+
+def _runner_package(pkg: Path) -> str:
+    """Snapshot the real runner into source/runner/ and record its tree hash in every row."""
+    import shutil
+
+    import auditkit.runner as runner
+    from auditkit.runner.arch import runner_tree_sha256
+
+    src = Path(runner.__file__).parent
+    (pkg / "source/runner").mkdir(parents=True)
+    for p in src.glob("*.py"):
+        shutil.copy(p, pkg / "source/runner" / p.name)
+    sha = runner_tree_sha256(src)
+    for rel in (LINUX, "remote-results/windows_s1_summary.csv"):
+        for row in (1, 2):
+            pkgbuild.set_cell(pkg / rel, row, "runner_sha256", sha)
+    _refresh_decision(pkg)       # the decision records its inputs' hashes: the rows changed
+    build_manifest(pkg)
+    return sha
+
+
+def _refresh_decision(pkg: Path) -> None:
+    import hashlib
+
+    def fn(d):
+        for inp in d["inputs"]:
+            inp["sha256"] = hashlib.sha256((pkg / inp["path"]).read_bytes()).hexdigest()
+    edit_json(pkg / DECISION, fn)
+
+
+@pytest.mark.parametrize("change", ["edit", "add", "remove"])
+def test_a_changed_runner_snapshot_with_a_rebuilt_manifest_is_a_finding(pkg, change):
+    sha = _runner_package(pkg)
+    assert verify_package(pkg).ok
+    snap = pkg / "source/runner"
+    if change == "edit":
+        (snap / "train.py").write_text((snap / "train.py").read_text() + "\n# changed\n")
+    elif change == "add":
+        (snap / "extra.py").write_text("x = 1\n")
+    else:
+        (snap / "optim.py").unlink()
+    build_manifest(pkg)
+    f = verify_package(pkg).findings
+    assert {(x.path, x.code, x.location) for x in f} == {
+        (LINUX, "runner-sha-mismatch", "row 1, column runner_sha256"),
+        ("remote-results/windows_s1_summary.csv", "runner-sha-mismatch", "row 1, column runner_sha256")}
+    assert all(x.found.startswith(sha) and "and 1 more row(s) of this file: 2" in x.found for x in f)
+
+
+def test_files_the_tree_hash_leaves_out_do_not_count(pkg):
+    _runner_package(pkg)
+    (pkg / "source/runner/README.md").write_text("notes\n")
+    (pkg / "source/runner/sub").mkdir()
+    (pkg / "source/runner/sub/helper.py").write_text("y = 2\n")
+    build_manifest(pkg)
+    assert verify_package(pkg).ok
+
+
+def test_the_snapshot_hash_is_the_runners_tree_hash(tmp_path):
+    import auditkit.runner as runner
+    from auditkit.runner.arch import runner_tree_sha256
+    from auditkit.verify.checks.source import snapshot_sha256
+
+    trees = {"real": None, "one": {"a.py": "1"}, "order": {"b.py": "2", "a.py": "1", "B.py": "3", "a_b.py": ""},
+             "unicode": {"caf\u00e9.py": "x", "z.py": "y"}}
+    for name, files in trees.items():
+        root = tmp_path / name
+        if files is None:
+            import shutil
+
+            shutil.copytree(Path(runner.__file__).parent, root / "source/runner",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            _snapshot(root, files)
+        view = view_of(root)
+        assert snapshot_sha256(view) == runner_tree_sha256(root / "source/runner"), name
+
+
+def test_a_package_without_a_snapshot_is_not_checked(base):
+    from auditkit.verify.checks.source import check
+
+    assert list(check(view_of(base))) == []

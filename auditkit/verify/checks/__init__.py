@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator
 
 from auditkit.findings import Finding
-from auditkit.verify.checks import checkpoints, decisions, derived, documents, manifest, rows
+from auditkit.verify.checks import checkpoints, decisions, derived, documents, manifest, rows, source
 from auditkit.verify.view import PackageView
 
 Check = Callable[[PackageView], Iterator[Finding]]
@@ -22,6 +22,7 @@ CHECKS: dict[str, Check] = {
     "decisions": decisions.check,        # decisions name files with the hashes they record
     "derived": derived.check,            # table and figure manifests match their files
     "checkpoints": checkpoints.check,    # checkpoints as scanned and as the rows name them
+    "source": source.check,              # the runner snapshot is the source every row says ran
 }
 
 
