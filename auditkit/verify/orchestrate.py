@@ -9,6 +9,7 @@ checkpoint named by a row is re-evaluated (torch, `deep.py`).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -51,6 +52,25 @@ def _deep_module():
     return deep
 
 
+PACKAGE_MARKS = (MANIFEST_JSON, "protocol.json")
+NOT_A_PACKAGE_HINT = ("give the package's top directory, the one that holds MANIFEST.json and protocol.json "
+                      "(SPEC section 1)")
+
+
+def _refuse_a_directory_that_is_no_package(path: Path) -> None:
+    """AuditError at once — before a byte is hashed — for a directory with neither mark of a package."""
+    if path.is_dir() and not any(os.path.lexists(path / name) for name in PACKAGE_MARKS):
+        raise AuditError("not a package: this directory holds neither MANIFEST.json nor protocol.json",
+                         path=str(path), hint=NOT_A_PACKAGE_HINT + "; nothing was read")
+
+
+def _refuse_an_archive_that_holds_no_package(path, scan: PackageScan) -> None:
+    named = set(scan.files) | {rel for _, rel, _ in scan.problems}
+    if not any(name in named for name in PACKAGE_MARKS):
+        raise AuditError("not a package: the archive holds neither MANIFEST.json nor protocol.json", path=str(path),
+                         hint=NOT_A_PACKAGE_HINT)
+
+
 def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = False,
                    progress_factory: Callable[[int], object] | None = None, max_members: int | None = None,
                    max_bytes: int | None = None) -> Report:
@@ -59,6 +79,7 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
     `progress_factory(total_bytes)` may return a tqdm-like bar (or None) once
     the size of the package is known.
     """
+    _refuse_a_directory_that_is_no_package(Path(path))
     deep_mod = _deep_module() if deep else None
     warm = threading.Thread(target=_warm, name="auditkit-warm", daemon=True)
     warm.start()
@@ -91,6 +112,7 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
             bar.close()
     warm.join()
     try:
+        _refuse_an_archive_that_holds_no_package(path, scan)
         view = views[0] if views else PackageView(scan)
         return _report(path, view, deep_mod)
     finally:
