@@ -384,6 +384,14 @@ _GROUPS: tuple[list[Code], ...] = (
     ),
     _family(
         Family.REPLAY,
+        ("eval-protocol-mismatch", "A gate's input rows were scored on different evaluations: their eval_sha256, "
+                                   "eval_seq_len or tokenizer (v1.1 columns) differ from most of the gate's rows.",
+         "The val_bpb the gate compares are not measured alike (other tokens, context or tokenizer): find which "
+         "runner settings each row ran with (summary.json, checkpoint metadata) before trusting the ranking."),
+        ("eval-protocol-unrecorded", "A gate's input row has none of the evaluation columns while other inputs "
+                                     "of the gate have them.",
+         "This row's val_bpb cannot be shown to be measured like the others': find how it was evaluated (its "
+         "summary or checkpoint metadata) and whether it was produced by another runner."),
         ("input-missing", "A run CSV the gate's rules select (host x stage) is not in the package.",
          "Obtain the file from the published copy; the replay without it decides on fewer rows."),
         ("input-not-recorded", "The decision's inputs leave out a run CSV its rules select.",
