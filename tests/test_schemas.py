@@ -22,7 +22,7 @@ EXAMPLES = Path(__file__).resolve().parent / "data" / "spec_examples"
 SPEC = REPO / "docs" / "SPEC.md"   # the format (a verbatim copy of the study's SPEC.md), kept with its code
 SCHEMA_OF = {"auditkit/rules/v1": "rules", "auditkit/decision/v1": "decision", "auditkit/protocol/v1": "protocol",
              "auditkit/manifest/v1": "manifest", "auditkit/tables/v1": "table-manifest",
-             "auditkit/figures/v1": "figure-manifest"}
+             "auditkit/figures/v1": "figure-manifest", "auditkit/claims/v1": "claims"}
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)

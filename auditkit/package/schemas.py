@@ -32,6 +32,7 @@ SCHEMA_NAMES = (
     "event",
     "dsse-envelope",
     "statement",
+    "claims",
 )
 
 
@@ -108,7 +109,7 @@ def validate_document(instance, name: str, path: str, *, prefix_location: str = 
                 location=(prefix_location + ", " + v.json_path) if prefix_location else v.json_path,
                 expected=v.expectation(name),
                 found=v.message,
-                message="fix the value at this location to follow SPEC.md",
+                message="the value at this location does not follow SPEC.md",
             )
         )
     return findings

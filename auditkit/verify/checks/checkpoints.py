@@ -12,6 +12,7 @@ from typing import Iterator
 
 from auditkit.findings import Finding, row_location
 from auditkit.package.checkpoint import architecture_problems, expected_num_params
+from auditkit.package.rows import RNG_SEED_COLUMN
 from auditkit.verify.view import PackageView, finding
 
 
@@ -39,6 +40,11 @@ def named_by_rows(view: PackageView) -> Iterator[Finding]:
         if mid != rid:
             yield finding(ck, "checkpoint-run-mismatch", "__metadata__.run_id", rid, mid,
                           "the row names a checkpoint of another run")
+        rng = (r.get(RNG_SEED_COLUMN) or "").strip()
+        if rng and scan.metadata.get(RNG_SEED_COLUMN) != rng:  # anchored seeds (SPEC v1.1)
+            yield finding(ck, "checkpoint-run-mismatch", f"__metadata__.{RNG_SEED_COLUMN}", rng,
+                          scan.metadata.get(RNG_SEED_COLUMN) or "absent",
+                          "the checkpoint was not trained with the seed its row claims")
         n_params = expected_num_params(scan)
         if n_params is None:
             continue
