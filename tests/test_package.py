@@ -268,8 +268,8 @@ def test_large_packages_are_read_in_processes_small_ones_in_threads(pkg, monkeyp
     from auditkit.package import procread
 
     used = []
-    real = procread.read_batches
-    monkeypatch.setattr(procread, "read_batches", lambda *a, **k: used.append(True) or real(*a, **k))
+    real = procread.Readers.__enter__
+    monkeypatch.setattr(procread.Readers, "__enter__", lambda self: used.append(True) or real(self))
     assert verify_package(pkg).ok and used == []
     monkeypatch.setattr(package, "PROCESS_MIN_BYTES", 1)
     assert verify_package(pkg).ok and used == [True]

@@ -6,16 +6,17 @@ documents, the checks, imports — needs it.  Here each reader is a process of i
 (forked: it starts at once, with the modules already imported), so the parent's
 checks never hold a reader back, and `jobs` readers use `jobs` cores.
 
-The parent deals out batches of files (documents first, then the rest largest
-first) through a queue; each worker opens its files through the package store (no
-link followed, nothing but regular files), scans them and sends the `FileScan`s back
-on its own pipe.  Fork is used only where it is safe and cheap: on Linux, from a
+Each worker takes the next batch of files nobody has taken yet (a shared counter;
+the batches largest first, so the workers finish together), opens its files through
+the package store (no link followed, nothing but regular files), scans them and
+sends the `FileScan`s back on its own pipe.  Fork is used only where it is safe and cheap: on Linux, from a
 process that runs no other thread (a fork copies one thread; a lock another thread
 held would stay locked in the child).  Elsewhere the caller reads in threads.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import signal
 import sys
@@ -34,16 +35,18 @@ def available() -> bool:
             and threading.active_count() == 1)
 
 
-def _warm_numpy() -> None:
-    try:
-        import numpy  # noqa: F401 - the checkpoint scanner's first float chunk needs it
-    except ImportError:
-        pass
+def _import(names: tuple[str, ...]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass                      # the reader that needs it says so
 
 
-def _worker(batches, tasks, conn, read_one: Callable, want_progress: bool) -> None:
+def _worker(batches, counter, conn, read_one: Callable, want_progress: bool, preload: tuple[str, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's: it stops the workers
-    threading.Thread(target=_warm_numpy, daemon=True).start()
+    if preload:   # imported beside the first reads (hashing releases the GIL), not when the first checkpoint needs it
+        threading.Thread(target=_import, args=(preload,), daemon=True).start()
     pending = 0
 
     def progress(k: int) -> None:
@@ -54,7 +57,12 @@ def _worker(batches, tasks, conn, read_one: Callable, want_progress: bool) -> No
             pending = 0
 
     try:
-        while (i := tasks.get()) is not None:
+        while True:
+            with counter.get_lock():                  # the next batch nobody has taken
+                i = counter.value
+                counter.value += 1
+            if i >= len(batches):
+                break
             conn.send(("batch", i, [read_one(item, progress if want_progress else None) for item in batches[i]]))
         if pending:
             conn.send(("progress", pending))
@@ -68,55 +76,62 @@ def _worker(batches, tasks, conn, read_one: Callable, want_progress: bool) -> No
         conn.close()
 
 
-def read_batches(batches: list[list], jobs: int, read_one: Callable, *, progress: Callable[[int], None] | None,
-                 on_batch: Callable[[int, list], None], on_started: Callable[[], None] | None = None) -> None:
-    """Run `read_one(item, progress)` for every item of every batch in `jobs` forked workers;
-    `on_batch(i, results)` is called in this process as batches come back, in any order;
-    `on_started()` once every worker runs.  Raises the first worker's AuditError; stops every
-    worker on any exit."""
-    ctx = multiprocessing.get_context("fork")
-    tasks = ctx.SimpleQueue()
-    for i in range(len(batches)):
-        tasks.put(i)
-    n = max(1, min(jobs, len(batches)))
-    for _ in range(n):
-        tasks.put(None)
-    workers, conns = [], []
-    try:
-        for _ in range(n):
-            recv, send = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_worker, args=(batches, tasks, send, read_one, progress is not None), daemon=True)
-            p.start()
-            send.close()
-            workers.append(p)
-            conns.append(recv)
-        if on_started:
-            on_started()
-        live = list(conns)
+class Readers:
+    """`jobs` forked workers that run `read_one(item, progress)` over every item of `batches`
+    (each first imports the modules `preload` names, in a thread of its own).
+
+    Entering forks them (they start at once); `collect(on_batch)` hands each batch's results to
+    `on_batch(i, results)` in this process as they come back, in any order, and raises the first
+    worker's AuditError; leaving stops and reaps every worker, whatever happened."""
+
+    def __init__(self, batches: list[list], jobs: int, read_one: Callable, progress: Callable[[int], None] | None,
+                 *, preload: tuple[str, ...] = ()):
+        self.batches, self.read_one, self.progress, self.preload = batches, read_one, progress, preload
+        self.n = max(1, min(jobs, len(batches))) if batches else 0
+        self.workers: list = []
+        self.conns: list = []
+
+    def __enter__(self) -> "Readers":
+        ctx = multiprocessing.get_context("fork")
+        counter = ctx.Value("q", 0)
+        try:
+            for _ in range(self.n):
+                recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_worker, args=(self.batches, counter, send, self.read_one,
+                                                      self.progress is not None, self.preload), daemon=True)
+                p.start()
+                send.close()
+                self.workers.append(p)
+                self.conns.append(recv)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def collect(self, on_batch: Callable[[int, list], None]) -> None:
+        live = list(self.conns)
         while live:
             for conn in wait(live):
                 try:
                     msg = conn.recv()
                 except EOFError:
-                    live.remove(conn)
                     raise AuditError("a reader process ended without finishing its files",
                                      hint="run again; if it persists, run with --jobs 1 and report it") from None
                 if msg[0] == "batch":
                     on_batch(msg[1], msg[2])
                 elif msg[0] == "progress":
-                    if progress is not None:
-                        progress(msg[1])
+                    if self.progress is not None:
+                        self.progress(msg[1])
                 elif msg[0] == "error":
                     raise msg[1]
                 else:   # done
                     live.remove(conn)
-                    conn.close()
-    finally:
-        for p in workers:
+
+    def __exit__(self, *exc) -> None:
+        for p in self.workers:
             if p.is_alive():
                 p.terminate()
-        for p in workers:
+        for p in self.workers:
             p.join()
-        for conn in conns:
+        for conn in self.conns:
             conn.close()
-        tasks.close()

@@ -266,7 +266,6 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
                 raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
 
     n_docs = sum(1 for rel, _ in items if wants_content(rel))
-    batches = _batches(items[:n_docs]) + _batches(items[n_docs:])
     docs_in, handed = 0, False
 
     def land(results: list) -> None:
@@ -285,12 +284,21 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
     if processes is None:
         processes = not keep and total >= PROCESS_MIN_BYTES and procread.available()
     if processes and not keep and procread.available():
-        procread.read_batches(batches, max(1, jobs), one, progress=progress, on_batch=lambda i, results: land(results),
-                              on_started=(lambda: on_started(True)) if on_started else None)
+        # the reader processes take the large files at once; this process reads the documents meanwhile
+        # (and checks them while the readers hash)
+        large = _batches(items[n_docs:])
+        preload = ("numpy",) if any(rel.endswith(".safetensors") for rel, _ in items[n_docs:]) else ()
+        with procread.Readers(large, max(1, jobs), one, progress, preload=preload) as readers:
+            if on_started:
+                on_started(True)
+            for batch in _batches(items[:n_docs]):
+                land([one(item) for item in batch])
+            readers.collect(lambda i, results: land(results))
     else:
         if on_started:
             on_started(False)
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            batches = _batches(items[:n_docs]) + _batches(items[n_docs:])
             for results in pool.map(lambda batch: [one(item) for item in batch], batches):
                 land(results)
     if not handed and on_documents is not None:
