@@ -127,6 +127,10 @@ _GROUPS: tuple[list[Code], ...] = (
         ("document-too-large", "`verify` met a JSON or CSV document larger than it parses (64 MiB): it is hashed "
                                "but its content is not checked.",
          "Find out why the document is this large; check its content by other means."),
+        ("name-not-utf8", "A file or directory name that is not UTF-8 (shown with its bytes as `\\xNN`). It "
+                          "cannot be listed in a MANIFEST and is never read; nothing under such a directory is.",
+         "No package writer makes such a name: find out which tool or copy produced it (a legacy encoding, a "
+         "damaged archive) and obtain the file under its real name."),
         ("path-collision", "Two paths differ only in letter case or Unicode normalisation: on a case-insensitive "
                            "file system (macOS, Windows) one overwrites the other.",
          "Compare the two files; a copy of the package made on such a system holds only one of them."),
@@ -229,6 +233,12 @@ _GROUPS: tuple[list[Code], ...] = (
                                "profile, one the profile names.",
          "Compare the header with SPEC.md (or the profile): a file from another writer or another version, or an "
          "edited one. Rows without the column cannot be checked."),
+        ("csv-duplicate-column", "Two columns of the header share a name: a reader keeps only one of them, so "
+                                 "two readers may see different values.",
+         "Look at both columns: an edited header or a file joined from two. Find out which column the writer "
+         "meant."),
+        ("csv-missing-cells", "A row has fewer cells than the header has columns; the missing cells read as empty.",
+         "Look at the row: a truncated or edited line. Compare it with the published copy."),
         ("csv-empty", "A CSV file has a header and no row: an empty table proves nothing.",
          "Find out whether rows were removed; compare with the published copy."),
     ),
@@ -256,6 +266,16 @@ _GROUPS: tuple[list[Code], ...] = (
          "The row was moved between files or edited: find which stage it really belongs to."),
         ("run-id-duplicate", "Two rows carry the same run_id.",
          "Compare the two rows: a copied row, or a run recorded twice with different results."),
+        ("value-not-finite", "A run-row decimal that the format's pattern accepts but that overflows to infinity "
+                             "when read (a 400-digit val_bpb).",
+         "No run measures such a value: the row was edited or damaged. Find out who wrote it."),
+        ("value-too-long", "A run-row integer (seed, num_steps) longer than any reader parses (64 digits).",
+         "No run records such a number: the row was edited or damaged. Find out who wrote it."),
+        ("runner-sha-mismatch", "The runner snapshot in `source/runner/` does not hash to the `runner_sha256` the "
+                                "rows record (the tree hash of its `*.py` files): the snapshot is not the source "
+                                "these runs say ran.",
+         "Compare the snapshot with the runner its authors published and with the rows' hash: the snapshot was "
+         "edited after the runs, or the runs used another version of the runner."),
         ("unknown-stage", "A row names a stage protocol.json does not define.",
          "Find where the row came from; it is not part of the protocol the gates decide on."),
         ("unknown-config", "A row names a config_id that is not in the matrix.",
