@@ -642,6 +642,59 @@ _GROUPS: tuple[list[Code], ...] = (
          "The checkpoint does not score what its row claims: the row was edited, or the row names another "
          "checkpoint. Compare with the run's own log."),
     ),
+    [  # codes added as the checks of issues 10, 12 and 14 landed
+        Code("checkpoint-header-too-complex", Family.CHECKPOINT,
+             "A checkpoint header holds more than 1,000,000 brackets and commas; it is not parsed (parsing such a "
+             "header costs minutes and gigabytes).",
+             "No writer of checkpoints makes such a header: treat the file as hostile or damaged."),
+        Code("csv-duplicate-column", Family.CSV, "A column name appears twice in a CSV header, so a reader cannot "
+             "tell which cell of the two counts.",
+             "Compare the two columns; find out which tool wrote the file."),
+        Code("csv-missing-cells", Family.CSV, "A CSV row has fewer cells than its header has columns.",
+             "The row was truncated or edited by hand: compare it with the run's own summary."),
+        Code("json-not-object", Family.JSON, "A JSON document that must be an object (protocol, rules, decision, "
+             "manifest) is an array, a string or a number.",
+             "The file is damaged or is another document under this name: compare it with the published copy."),
+        Code("name-not-utf8", Family.FILESYSTEM, "A file name in the package is not UTF-8; it is shown with its "
+             "bytes escaped and is not read.",
+             "Package paths are UTF-8: find out which tool made the name (an archive from another system?)."),
+        Code("protocol-invalid", Family.SCHEMA, "protocol.json does not follow SPEC section 3 (its schema); no "
+             "gate of it can be replayed.",
+             "Read the location and the expected form; compare protocol.json with the study's manifest."),
+        Code("protocol-senseless", Family.SCHEMA, "protocol.json is well formed but does not make sense: a gate "
+             "reads a stage that does not exist, a stage is listed twice, or candidates come from an unknown gate.",
+             "The protocol cannot have been run as written: find out which version of it the study used."),
+        Code("row-bad-seed", Family.ROWS, "A run row's seed is not an integer, so its cell (host, seed) is "
+             "unknown.",
+             "Compare the row with the run's own summary; the rows of a gate are not replayed until it is fixed."),
+        Code("rules-bad-frozen-at", Family.RULES, "The rules' `frozen_at` is not an ISO-8601 UTC time, so nothing "
+             "can be said about when the rules were frozen.",
+             "The rules were written by hand or damaged: look for the freeze time in the package's evidence or "
+             "history."),
+        Code("rules-non-finite-threshold", Family.RULES, "A check's threshold is NaN or infinite: every comparison "
+             "with it passes or fails whatever the data, so the check decides nothing.",
+             "Compare the threshold with the written pre-registration; the gate is not replayed with it."),
+        Code("run-csv-missing-column", Family.ROWS, "A run CSV lacks a column the gate engine needs (config_id, "
+             "host, seed, status or the gate's metric).",
+             "Without the column the gate cannot be replayed: compare the file with the published copy."),
+        Code("runner-sha-mismatch", Family.SCHEMA, "The runner snapshot under `source/` does not hash to the "
+             "`runner_sha256` its rows record, so the source shipped is not the source that ran.",
+             "Compare the snapshot with the runner of the recorded hash (SPEC defines the tree hash); find out "
+             "when the snapshot changed."),
+        Code("value-not-finite", Family.ROWS, "A number in a run row is NaN, infinite, or so long that it "
+             "overflows to infinity.",
+             "The row cannot be compared with others: look at the run's own summary and log."),
+        Code("value-too-long", Family.ROWS, "An integer in a run row has more digits than any real value has "
+             "(a parsing bomb).",
+             "Treat the row as hostile or damaged; compare it with the run's own summary."),
+        Code("eval-protocol-mismatch", Family.ROWS, "Inputs of one gate were scored on different evaluations "
+             "(other tokens, context length or tokenizer), so their val_bpb are not comparable.",
+             "Find which rows differ (the location names them) and whether the study changed its evaluation "
+             "settings mid-way; the gate's ranking is not a fair comparison."),
+        Code("eval-protocol-unrecorded", Family.ROWS, "One input of a gate does not record how it was evaluated "
+             "while the others do.",
+             "The row may come from another runner or have been edited: compare it with its run's summary."),
+    ],
 )
 
 CODES: tuple[Code, ...] = tuple(c for group in _GROUPS for c in group)

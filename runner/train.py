@@ -3,7 +3,7 @@
     python -m auditkit.runner.train --matrix manifests/micro_matrix.csv --config-id bridge \
         --seed 42 --budget 30s --out runs/bridge-s42 [--device cpu|cuda] [--threads 2] \
         [--data markov:seed=0|text:PATH|parquet:PATH] [--tokenizer auto|bytes|bpe] [--vocab-size 8192] \
-        [--eval-tokens 262144] [--eval-seq-len 128] [--compile] [--rng-seed N]
+        [--eval-tokens 524288] [--eval-seq-len 128] [--compile] [--check] [--rng-seed N]
 
 (also `python runner/train.py ...` from the repository root).  Budgets: `30s` of
 wall-clock training (schedules follow elapsed/budget, as in autoresearch) or

@@ -36,6 +36,7 @@ TEMPLATE = re.compile(r"(?:\{\}|[a-z0-9]+)(?:-(?:\{\}|[a-z0-9]+))+")
 # Kebab-case strings in auditkit/ that are not finding codes. Keep it short and say what each is.
 NON_CODES = {
     "utf-8",                                   # an encoding
+    "date-time",                               # a JSON Schema format
     "replay-gate", "seeds-bound",              # a command name; a --require choice
     "remote-results",                          # the run-CSV directory of a package
     "auditkit-warm",                           # a thread's name
@@ -56,6 +57,7 @@ DYNAMIC = {
     "{}-mismatch": {"host-mismatch", "stage-mismatch"},                  # profile/view.py
 }
 NON_CODE_TEMPLATES = {"cell-{}-{}",            # a dask task key
+                      "auditkit-cancel-{}",    # a dask cancellation event's name
                       # claim ids that report/claims.py:claims_from_study writes into claims.json
                       "{}-{}", "{}-{}-{}", "{}-winner", "{}-winner-cells", "host-spearman-{}-{}-{}",
                       "winner-mean-best-at-{}"}

@@ -47,3 +47,28 @@ def test_a_row_without_the_columns_among_rows_with_them():
 def test_the_result_does_not_depend_on_row_order():
     rows = [row("a-1"), row("b-2", sha=SHA_B), row("a-3"), row("c-4", seq="256")]
     assert gate_eval_findings("g", rows, where) == gate_eval_findings("g", rows[::-1], where)
+
+
+def test_verify_flags_a_gate_input_scored_on_another_evaluation(smoke_copy):
+    """Through `auditkit verify`: one input row of a gate claims another evaluation context."""
+    import csv
+    import io
+
+    from click.testing import CliRunner
+
+    from auditkit.cli import cli
+    from auditkit.package.manifest import build_manifest
+
+    assert CliRunner().invoke(cli, ["verify", str(smoke_copy)]).exit_code == 0
+    path = sorted((smoke_copy / "remote-results").glob("*.csv"))[0]
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert rows[0]["eval_seq_len"], "the bundled runner records its evaluation"
+    rows[0]["eval_seq_len"] = str(int(rows[0]["eval_seq_len"]) * 2)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    path.write_text(buf.getvalue())
+    build_manifest(smoke_copy)
+    r = CliRunner().invoke(cli, ["verify", str(smoke_copy)])
+    assert r.exit_code == 1 and "eval-protocol-mismatch" in r.output and path.name in r.output, r.output

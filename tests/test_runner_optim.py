@@ -13,6 +13,15 @@ from auditkit.runner.optim import Muon, apply_schedules, build_optimizers, lr_mu
 from auditkit.runner.train import HP_DEFAULTS
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: one thread (a second one only waits on a shared machine), as the runner's default."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("shape", [(64, 64), (256, 64), (64, 256)])
 def test_polar_express_brings_every_singular_value_near_one(shape):
     g = torch.randn(3, *shape, generator=torch.Generator().manual_seed(0))

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from auditkit.cli import cli
 from auditkit.errors import AuditError
 from auditkit.study.spec import Budget
-from auditkit.package.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS
+from auditkit.package.rows import EVAL_COLUMNS, RUN_COLUMNS
 from auditkit.study.runs import parse_budget, run_cell, summary_to_row
 from auditkit.package.schemas import schema_errors
 
@@ -39,7 +39,7 @@ def test_summary_to_row_has_exactly_the_spec_columns(ok_run):
     row = summary_to_row(s, host="linux", stage="stage1_5s", budget=Budget("steps", 4),
                          checkpoint_relpath="checkpoints/h-tiny-s5.safetensors",
                          checkpoint_sha256=s["checkpoint_sha256"])
-    assert tuple(row) == RUN_COLUMNS + OPTIONAL_RUN_COLUMNS and all(isinstance(v, str) for v in row.values())
+    assert tuple(row) == RUN_COLUMNS + EVAL_COLUMNS and all(isinstance(v, str) for v in row.values())
     assert schema_errors(row, "run-row") == []
     assert row["val_bpb"] == f"{s['val_bpb']:.6f}" and len(row["val_bpb"].split(".")[1]) == 6
     assert (row["budget_kind"], row["budget_value"], row["num_steps"], row["seed"]) == ("steps", "4", "4", "5")
@@ -54,7 +54,7 @@ def test_summary_to_row_never_claims_ok_without_a_metric(ok_run):
     _, s = ok_run
     row = summary_to_row(dict(s, val_bpb=None), host="h", stage="s", budget=Budget("seconds", 2.5))
     assert row["status"] == "failed" and row["val_bpb"] == "" and row["budget_value"] == "2.5"
-    assert all(row[c] == "" for c in OPTIONAL_RUN_COLUMNS) and schema_errors(row, "run-row") == []
+    assert all(row[c] == "" for c in EVAL_COLUMNS) and schema_errors(row, "run-row") == []
 
 
 def test_timeout_is_recorded(tmp_path):

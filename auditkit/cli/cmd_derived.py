@@ -12,6 +12,15 @@ from auditkit.cli.common import emit, fail, json_option, package_option
 from auditkit.cli.render import counterfactual_table
 from auditkit.derived.output import stale_manifest
 from auditkit.errors import AuditError
+from auditkit.findings import Report
+from auditkit.package.store import PackageDefect
+
+
+def _defect(command: str, package, exc: PackageDefect, as_json: bool) -> None:
+    """A defective package file found while generating: a finding (exit 1), not "could not check"."""
+    report = Report(command=command, target=str(package))
+    report.add(exc.finding)
+    emit(report, as_json)
 
 
 def _in_place_option(f):
@@ -50,6 +59,8 @@ def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
         if check:
             emit(check_tables(package), as_json)
         written = generate_tables(package, out, in_place=in_place)
+    except PackageDefect as exc:
+        _defect("tables", package, exc, as_json)
     except AuditError as exc:
         fail(exc, as_json)
     _report_written(written, "tables", as_json)
@@ -71,6 +82,8 @@ def figures_cmd(package, out, in_place, check, as_json) -> None:
         written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place)
     except ImportError as exc:
         fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'auditkit[figures]'"), as_json)
+    except PackageDefect as exc:
+        _defect("figures", package, exc, as_json)
     except AuditError as exc:
         fail(exc, as_json)
     _report_written(written, "figures", as_json)

@@ -55,16 +55,16 @@ def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_
                             hint="a package read through a profile carries no tokens or attestations; "
                                  "--require still applies"), as_json)
         replay_through(gate, package, profile, as_json, require)
-    from auditkit.gates.replay import render_gate, replay_all, replay_gate, replay_report
+    from auditkit.gates.replay import render_gate, replay_package
 
     try:
-        replays = replay_all(package) if gate == "all" else [replay_gate(package, gate)]
+        replays, report = replay_package(package, gate)
     except AuditError as exc:
         fail(exc, as_json)
-    report = replay_report(replays, package)
     try:
-        with_freeze_evidence(report, package, None if gate == "all" else [gate], trusted_tsa, trusted_keys,
-                             system_trust, require, as_json)
+        if replays:  # none when protocol.json itself is defective (that is the report's finding)
+            with_freeze_evidence(report, package, None if gate == "all" else [gate], trusted_tsa, trusted_keys,
+                                 system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)
     if fmt == "text":

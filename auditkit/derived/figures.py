@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import struct
 from collections import defaultdict
@@ -34,59 +35,96 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.derived.output import Written, output_dir, write_outputs
-from auditkit.package.store import canonical_json_bytes, open_package
+from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, defect,
+                                    open_package)
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
-from auditkit.study.spec import load_protocol
-from auditkit.package.rows import RunRow, parse_run_csv_path, read_csv_text
+from auditkit.study.spec import load_package_protocol
+from auditkit.package.rows import RunRow, parse_run_csv_path
 
 FIGURE_MANIFEST = "figure_manifest.json"
 DPI = 100
 SIZE = (7.0, 4.5)
 
 
-def _rows(pkg: Path) -> list[RunRow]:
+RUN_DIR = "remote-results"
+
+
+def _store(pkg) -> PackageStore:
+    return pkg if isinstance(pkg, PackageStore) else open_package(pkg)
+
+
+def _run_csvs(store: PackageStore) -> list[str]:
+    """The package's run CSVs (``remote-results/<host>_<stage>_summary.csv``), sorted; a
+    `remote-results` that is a link or a file is a PackageDefect (never followed)."""
+    kind = store.kind(RUN_DIR)
+    if kind is None:
+        return []
+    if kind != "dir":
+        if os.path.islink(store.root / RUN_DIR):
+            raise defect(RUN_DIR, "symlink", f"{RUN_DIR} is a symbolic link: auditkit never follows one",
+                         expected="a directory", found="a symbolic link",
+                         hint="a package holds regular files; a link could point anywhere")
+        raise defect(RUN_DIR, "not-regular-file", f"{RUN_DIR} is not a directory", expected="a directory",
+                     found="something else", hint="a package holds its run CSVs in a plain directory")
+    names = sorted(e.name for e in os.scandir(store.root / RUN_DIR))
+    return [f"{RUN_DIR}/{n}" for n in names if n.endswith(".csv") and parse_run_csv_path(f"{RUN_DIR}/{n}") is not None]
+
+
+def _rows(store: PackageStore, csvs: list[str]) -> list[RunRow]:
     out = []
-    for p in sorted((pkg / "remote-results").glob("*.csv")):
-        rel = p.relative_to(pkg).as_posix()
-        if parse_run_csv_path(rel) is None:
-            continue
-        out += [RunRow.from_strings(r) for r in read_csv_text(p.read_text("utf-8"), rel)[1]]
+    for rel in csvs:
+        for i, r in enumerate(store.read_csv(rel)[1], start=1):
+            try:
+                out.append(RunRow.from_strings(r))
+            except ValueError as exc:
+                raise defect(rel, "row-invalid", f"a value does not parse: {exc}", location=f"row {i}",
+                             hint="SPEC.md section 4 says what each column holds") from None
     return out
 
 
-def figure_data(pkg: Path) -> list[dict]:
-    """Every figure's id, path, kind, inputs and the data it plots (JSON-ready, deterministic)."""
-    open_package(pkg)
-    proto = load_protocol(pkg / "protocol.json")
-    rows = _rows(pkg)
-    csvs = sorted(p.relative_to(pkg).as_posix() for p in (pkg / "remote-results").glob("*.csv"))
+def _decision(store: PackageStore, rel: str) -> dict:
+    from auditkit.gates.replay import read_json, validate_decision
+
+    doc = read_json(store, rel)
+    bad = validate_decision(doc, rel)
+    if bad:
+        raise PackageDefect(bad[0])
+    return doc
+
+
+def figure_data(pkg) -> list[dict]:
+    """Every figure's id, path, kind, inputs and the data it plots (JSON-ready, deterministic).
+    Reads through the package's store; PackageDefect for a defective file."""
+    store = _store(pkg)
+    proto = load_package_protocol(store)
+    csvs = _run_csvs(store)
+    rows = _rows(store, csvs)
     figs = []
 
     ranks: dict[str, dict[str, int | None]] = defaultdict(dict)
     promoted: dict[str, list[str]] = {}
     dec_inputs = []
     for g in proto.gates:
-        path = pkg / g.decision_path
-        if not path.exists():
+        if store.kind(g.decision_path) is None:
             continue
         dec_inputs.append(g.decision_path)
-        doc = json.loads(path.read_text("utf-8"))
+        doc = _decision(store, g.decision_path)
         promoted[g.gate] = list(doc.get("promoted", []))
         for c in doc["candidates"]:
             ranks[c["config_id"]][g.gate] = c.get("rank")
     if dec_inputs:
         figs.append({"id": "rank_across_gates", "kind": "rank_across_gates", "path": "figures/rank_across_gates.png",
                      "inputs": dec_inputs,
-                     "data": {"gates": [g.gate for g in proto.gates if (pkg / g.decision_path).exists()],
+                     "data": {"gates": [g.gate for g in proto.gates if g.decision_path in dec_inputs],
                               "ranks": {k: ranks[k] for k in sorted(ranks)}, "promoted": promoted}})
     gate_of_stage = {}
     for g in proto.gates:   # the first gate that reads a stage decides its candidates' fate there
-        rules_path = pkg / g.rules
-        if g.gate in promoted and rules_path.is_file():
-            for st in json.loads(rules_path.read_text("utf-8")).get("inputs", {}).get("stages", []):
+        if g.gate in promoted and store.kind(g.rules) == "file":
+            rules = store.read_json(g.rules)
+            for st in (rules.get("inputs", {}).get("stages", []) if isinstance(rules, dict) else []):
                 gate_of_stage.setdefault(st, g.gate)
-    labels, labels_from = _host_labels(pkg, proto.hosts)
+    labels, labels_from = _host_labels(store, proto.hosts)
 
     by_stage_cfg: dict[tuple[str, str], list[float]] = defaultdict(list)
     by_stage_host_cfg: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -129,25 +167,25 @@ def figure_data(pkg: Path) -> list[dict]:
     return figs
 
 
-def host_labels(pkg: Path, hosts) -> dict[str, str]:
+def host_labels(pkg, hosts) -> dict[str, str]:
     """'windows (2 threads)' per host, from protocol.json's optional `host_profiles`, else from the
     'Host profiles:' block `protocol run` writes into README.txt; the bare name where neither says."""
-    return _host_labels(pkg, hosts)[0]
+    return _host_labels(_store(pkg), hosts)[0]
 
 
-def _host_labels(pkg: Path, hosts) -> tuple[dict[str, str], str | None]:
+def _host_labels(store: PackageStore, hosts) -> tuple[dict[str, str], str | None]:
     """(labels, the package file they come from or None)."""
     profiles: dict = {}
     source = None
     try:
-        profiles = json.loads((pkg / "protocol.json").read_text("utf-8")).get("host_profiles") or {}
+        profiles = store.read_json("protocol.json").get("host_profiles") or {}
         source = "protocol.json" if profiles else None
-    except (OSError, ValueError, AttributeError):
+    except (AuditError, AttributeError):
         profiles = {}
-    if not profiles and (pkg / "README.txt").is_file():
+    if not profiles and store.kind("README.txt") == "file":
         try:
-            lines = (pkg / "README.txt").read_text("utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
+            lines = store.read_text("README.txt").splitlines()
+        except AuditError:
             lines = []
         if "Host profiles:" in lines:
             for line in lines[lines.index("Host profiles:") + 1:]:
@@ -322,21 +360,33 @@ def generate_figures(pkg: str | Path, out: str | Path | None = None, *, in_place
     return Written(entries, dest, write_outputs(dest, files))
 
 
-def check_figures(pkg: str | Path) -> Report:
-    """Regenerate every listed figure's data and compare it with the recorded manifest and PNG."""
-    pkg = Path(pkg)
-    open_package(pkg)
+def check_figures(pkg) -> Report:
+    """Regenerate every listed figure's data and compare it with the recorded manifest and PNG.
+    A defective package file is a finding; AuditError only when `pkg` is no package."""
+    store = open_package(pkg)
     report = Report("figures --check", str(pkg))
-    mpath = pkg / FIGURE_MANIFEST
-    if not mpath.exists():
-        report.add(Finding(FIGURE_MANIFEST, "figure-manifest-missing",
-                           message="no figure manifest is recorded, so the figures cannot be checked against their data"))
-        return report
     try:
-        recorded = {e["id"]: e for e in json.loads(mpath.read_text("utf-8"))["figures"]}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AuditError(f"figure manifest is not readable: {exc}", path=str(mpath)) from exc
-    fresh = {f["id"]: f for f in figure_data(pkg)}
+        _check_figures(store, report)
+    except PackageDefect as exc:
+        report.add(exc.finding)
+    return report
+
+
+def _check_figures(store: PackageStore, report: Report) -> None:
+    if store.kind(FIGURE_MANIFEST) is None:
+        report.add(Finding(FIGURE_MANIFEST, "figure-manifest-missing", expected="a figure manifest", found="no such file",
+                           message="the package lists no figures, so none can be checked against its raw rows"))
+        return
+    from auditkit.gates.replay import read_json
+    from auditkit.package.schemas import validate_document
+
+    doc = read_json(store, FIGURE_MANIFEST)
+    bad = validate_document(doc, "figure-manifest", FIGURE_MANIFEST)
+    if bad:
+        report.extend(bad)
+        return
+    recorded = {e["id"]: e for e in doc["figures"]}
+    fresh = {f["id"]: f for f in figure_data(store)}
     for fid in sorted(set(recorded) | set(fresh)):
         rec, new = recorded.get(fid), fresh.get(fid)
         if rec is None:
@@ -350,16 +400,21 @@ def check_figures(pkg: str | Path) -> Report:
         if data_sha256(new["data"]) != rec.get("data_sha256"):
             report.add(Finding(rec["path"], "figure-data-differs", expected=rec.get("data_sha256", ""),
                                found=data_sha256(new["data"]),
-                               message="the plotted data regenerated from the package differs from what was drawn"))
-        png_path = pkg / rec["path"]
-        if not png_path.is_file():
-            report.add(Finding(rec["path"], "figure-missing", message="the recorded figure file is absent"))
+                               message="the data the package's rows give for this figure differs from what was drawn"))
+        if store.kind(rec["path"]) is None:
+            report.add(Finding(rec["path"], "figure-missing", expected="the listed figure file", found="no such file",
+                               message="the manifest lists a figure the package does not hold"))
             continue
-        data = png_path.read_bytes()
+        try:
+            data = store.read_bytes(rec["path"])
+        except PackageDefect as exc:
+            report.add(exc.finding)
+            continue
         if sha256_bytes(data) != rec.get("sha256"):
-            report.add(Finding(rec["path"], "figure-changed", expected=rec.get("sha256", ""), found=sha256_bytes(data)))
-        if png_size(data) != png_size(render(new)):
-            report.add(Finding(rec["path"], "figure-size-differs", expected=str(png_size(render(new))),
-                               found=str(png_size(data))))
+            report.add(Finding(rec["path"], "figure-changed", expected=rec.get("sha256", ""), found=sha256_bytes(data),
+                               message="the image is not the one the manifest recorded"))
+        size = png_size(render(new))
+        if png_size(data) != size:
+            report.add(Finding(rec["path"], "figure-size-differs", expected=str(size), found=str(png_size(data)),
+                               message="the image is not of the size regenerating it gives"))
     report.checked["figures"] = len(recorded)
-    return report

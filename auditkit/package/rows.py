@@ -25,9 +25,10 @@ RUN_COLUMNS = (
 STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
 #: the seed a run trained with, when its stage's seeds are anchored (SPEC v1.1); after RUN_COLUMNS
 RNG_SEED_COLUMN = "rng_seed"
-#: v1.1 optional columns, in this order after RUN_COLUMNS: how val_bpb was measured, then rng_seed
-OPTIONAL_RUN_COLUMNS = ("val_bpb_se", "eval_sha256", "eval_seq_len", "eval_tokens", "eval_bytes", "tokenizer",
-                        RNG_SEED_COLUMN)
+#: v1.1 optional columns: how val_bpb was measured (every row of the bundled runner has them)
+EVAL_COLUMNS = ("val_bpb_se", "eval_sha256", "eval_seq_len", "eval_tokens", "eval_bytes", "tokenizer")
+#: all v1.1 optional columns, in this order after RUN_COLUMNS
+OPTIONAL_RUN_COLUMNS = EVAL_COLUMNS + (RNG_SEED_COLUMN,)
 
 RUN_CSV_RE = re.compile(r"^remote-results/(?P<host>[a-z0-9-]+)_(?P<stage>.+)_summary\.csv$")
 

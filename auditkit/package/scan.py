@@ -26,6 +26,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from auditkit.package.checkpoint import CheckpointScan, CheckpointScanner
 from auditkit.errors import AuditError
+from auditkit.package.store import PackageDefect, PackageStore
 
 CHUNK = 1 << 20
 DOC_CAP = 64 * 1024 * 1024       # JSON/CSV documents parsed in memory up to this size (beyond: a finding)
@@ -80,6 +81,8 @@ def unsafe_reason(name: str) -> str | None:
     """Why a package-relative path is unsafe, or None."""
     if not name or "\x00" in name:
         return "empty or NUL in the path"
+    if printable_name(name) != name:
+        return "a name that is not UTF-8"
     if name.startswith("/") or (len(name) > 1 and name[1] == ":") or name.startswith("\\"):
         return "absolute path"
     if "\\" in name:
@@ -171,9 +174,19 @@ def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints:
     raise AuditError("not a package directory or a .tar/.tar.gz/.tgz archive", path=str(path))
 
 
-def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, str, int]]:
-    """(relative path, full path, size) of the regular files under `root`; symlinks, special files
-    and unsafe names become problems, never read.  os.scandir: one lstat per entry, none followed."""
+def printable_name(name: str) -> str:
+    """`name` as text that can be printed: bytes that are not UTF-8 (kept by the file system
+    decoder as surrogates) shown as ``\\xNN``."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, int]]:
+    """(relative path, size) of the regular files under `root`; symlinks, special files and unsafe
+    or non-UTF-8 names become problems, never read.  os.scandir: one lstat per entry, none followed."""
     stack = [("", str(root))]
     while stack:
         prefix, d = stack.pop()
@@ -182,48 +195,59 @@ def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, str, int]]:
         for e in entries:
             rel = prefix + e.name
             st = e.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                out.problems.append(("symlink", rel, f"a symbolic link to {os.readlink(e.path)}"))
+            if printable_name(rel) != rel:
+                out.problems.append(("name-not-utf8", printable_name(rel),
+                                     "a name that is not UTF-8: it cannot be listed in a MANIFEST"))
+            elif stat.S_ISLNK(st.st_mode):
+                out.problems.append(("symlink", rel, f"a symbolic link to {printable_name(os.readlink(e.path))}"))
             elif stat.S_ISDIR(st.st_mode):
                 stack.append((rel + "/", e.path))
             elif not stat.S_ISREG(st.st_mode):
-                out.problems.append(("special-file", rel, "not a regular file"))
+                out.problems.append(("special-file", rel, f"{_kind(st.st_mode)}, not a regular file"))
             elif (why := unsafe_reason(rel)) is not None:
                 out.problems.append(("unsafe-path", rel, why))
             else:
-                yield rel, e.path, st.st_size
+                yield rel, st.st_size
 
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+def _kind(mode: int) -> str:
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
 
 
 def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_documents=None) -> PackageScan:
+    """Every regular file under `root`, each opened through the store (`PackageStore.open`: every path
+    component opened without following a link, the file non-blocking, refused unless regular), so a
+    link or FIFO swapped in after the listing is refused, never followed or waited on."""
     out = PackageScan()
     try:
+        store = PackageStore(root)
         # documents first (their checks overlap the rest), then largest first: threads finish together
-        items = sorted(_walk(root, out), key=lambda t: (not wants_content(t[0]), -t[2], t[0]))
+        items = sorted(_walk(root, out), key=lambda t: (not wants_content(t[0]), -t[1], t[0]))
     except OSError as exc:
         raise AuditError(f"cannot list the package: {exc}", path=str(root)) from exc
     if total_hint:
-        total_hint(sum(s for _, _, s in items))
+        total_hint(sum(s for _, s in items))
 
     def one(item):
-        rel, full, _ = item
+        rel, _ = item
         try:
-            fd = os.open(full, _OPEN_FLAGS)   # no symlink followed, no FIFO waited on, even if swapped in since
-        except OSError as exc:
-            if os.path.islink(full):
-                return ("symlink", rel, "became a symbolic link while verify ran")
-            raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
-        with open(fd, "rb", buffering=0) as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ("special-file", rel, "not a regular file")
+            f = store.open(rel)
+        except PackageDefect as exc:
+            if exc.finding.code == "missing-file":
+                raise AuditError(f"{rel} disappeared while it was being verified", path=str(root),
+                                 hint="verify a package that nothing is writing to") from None
+            code = "special-file" if exc.finding.code == "not-regular-file" else exc.finding.code
+            return (code, rel, f"{exc.finding.found or exc.finding.message} (found when opening it)")
+        except AuditError as exc:
+            raise AuditError(f"cannot read {rel}: {exc.message}", path=str(root)) from exc
+        with f:
             try:
                 return scan_file(rel, f, keep=keep, progress=progress)
             except OSError as exc:
                 raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
 
-    n_docs = sum(1 for rel, _, _ in items if wants_content(rel))
+    n_docs = sum(1 for rel, _ in items if wants_content(rel))
     batches = _batches(items[:n_docs]) + _batches(items[n_docs:])
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         k = 0
@@ -246,11 +270,11 @@ def _batches(items: list, max_files: int = 64, max_bytes: int = 4 * CHUNK) -> li
     cur: list = []
     size = 0
     for item in items:
-        if cur and (len(cur) >= max_files or size + item[2] > max_bytes):
+        if cur and (len(cur) >= max_files or size + item[-1] > max_bytes):
             out.append(cur)
             cur, size = [], 0
         cur.append(item)
-        size += item[2]
+        size += item[-1]
     if cur:
         out.append(cur)
     return out

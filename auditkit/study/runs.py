@@ -19,8 +19,9 @@ from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
+from auditkit.study.signals import critical
 from auditkit.study.spec import Budget
-from auditkit.package.rows import OPTIONAL_RUN_COLUMNS, RUN_COLUMNS, format_float
+from auditkit.package.rows import EVAL_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.package.schemas import schema_errors
 
 
@@ -155,12 +156,15 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
     log_path = out_dir / "runner.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = None
         try:
+            with critical():  # a stop while the child starts waits until we hold it, so it is killed too
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             rc = _wait(proc, timeout, stop)
         except BaseException:  # our own interruption (a signal, a cancelled task): never leave a runner behind
-            kill_process_group(proc)
-            _remove_runner_temporaries(out_dir, proc.pid)
+            if proc is not None:
+                kill_process_group(proc)
+                _remove_runner_temporaries(out_dir, proc.pid)
             raise
         if rc is None:
             kill_process_group(proc)
@@ -262,7 +266,7 @@ def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
         "eval_bytes": str(int(summary["eval_bytes"])) if ok and summary.get("eval_bytes") else "",
         "tokenizer": str(summary.get("tokenizer") or "") if ok else "",
     })
-    assert tuple(row) == RUN_COLUMNS + OPTIONAL_RUN_COLUMNS
+    assert tuple(row) == RUN_COLUMNS + EVAL_COLUMNS
     return row
 
 
@@ -287,6 +291,7 @@ def run_adhoc(matrix_path: str | Path, config_id: str, *, seed: int, budget: str
     """Train one cell outside a study (`auditkit run`): its summary and its run row."""
     b = parse_budget(budget)
     row = load_matrix_row(matrix_path, config_id)
+    check_runner_settings(row, settings)  # unusable data or settings: exit 2 before any training
     if timeout is None:
         timeout = (b.value * 3 + 120) if b.kind == "seconds" else 1800
     summary = run_cell(matrix_row=row, seed=seed, budget=b, out_dir=Path(out), run_id=f"{host}-{config_id}-s{seed}",

@@ -74,7 +74,11 @@ def stop_on_signals():
 
 @contextmanager
 def critical():
-    """Defer a stop until this block is done (then raise it)."""
+    """Defer a stop until this block is done (then raise it).  Signals reach the main thread
+    only, so elsewhere (a Dask worker's thread) this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _state.deferring += 1
     try:
         yield
