@@ -194,7 +194,7 @@ _GROUPS: tuple[list[Code], ...] = (
     ),
     _family(
         Family.JSON,
-        ("json-invalid", "A JSON document does not parse.",
+        ("json-invalid", "A JSON document does not parse (or, read by `verify`, is not UTF-8).",
          "Open it at the location given: a truncated or damaged file, or not JSON at all. Compare it with the "
          "published copy."),
         ("json-duplicate-key", "A key appears twice in one JSON object. Readers disagree on which value counts, so "
