@@ -39,6 +39,7 @@ class Family(str, enum.Enum):
     DERIVED = "derived"
     TABLES = "tables"
     FIGURES = "figures"
+    CLAIMS = "claims"
     EVIDENCE = "evidence"
     PROFILE = "profile"
     DEEP = "deep"
@@ -81,6 +82,8 @@ _TITLES: dict[Family, tuple[str, str]] = {
                       "frozen."),
     Family.PROFILE: ("Profiles (`--profile`)", "A package auditkit did not write, read through a reviewer's profile "
                                                "(docs/PROFILES.md)."),
+    Family.CLAIMS: ("Claims (`auditkit claims`)", "Each statement of claims.json, decided from the raw rows through "
+                                                  "the engine replay uses (SPEC v1.1)."),
     Family.DEEP: ("Re-evaluation (`verify --deep`)", "Each checkpoint a row names, rebuilt with torch and re-evaluated."),
 }
 
@@ -503,6 +506,16 @@ _GROUPS: tuple[list[Code], ...] = (
          "The image was replaced or edited after it was drawn: compare it with the published copy."),
         ("figure-size-differs", "A figure's PNG has other pixel dimensions than a figure drawn from its data.",
          "The image was replaced or drawn by another tool: compare it with the published copy."),
+    ),
+    _family(
+        Family.CLAIMS,
+        ("claim-not-held", "A claim of claims.json does not hold on the package's raw rows: the gate check, rank, "
+                           "table value, promotion fact or host correlation it names is not what it states.",
+         "Run the claim's command (it is printed with the claim) and compare the found value with the paper's "
+         "sentence: a changed row, or a sentence the data never supported."),
+        ("claim-not-checkable", "A claim names what the package cannot decide: no such gate, table, row, column or "
+                                "check, a candidate that was not at the gate, or a gate that cannot be decided.",
+         "Read the reason given; correct the claim's check, or find what the package lacks."),
     ),
     _family(
         Family.EVIDENCE,

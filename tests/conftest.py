@@ -7,6 +7,7 @@ code that auditkit/codes.py does not catalogue."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,10 +19,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def smoke_local_package(tmp_path_factory) -> Path:
+    """Run once per test session; under pytest-xdist (`-n 2`) once for all workers: the first
+    worker to need it runs it under a file lock, the others wait and share it (read-only)."""
+    from filelock import FileLock
+
     from auditkit.study.spec import load_manifest
     from auditkit.study.run import run_protocol
 
     manifest = load_manifest(REPO / "manifests" / "smoke.toml")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "smoke-shared"
+        shared.mkdir(exist_ok=True)
+        out = shared / "pkg"
+        with FileLock(str(shared / "build.lock")):
+            if not (out / "MANIFEST.json").is_file():  # a half-built one (a worker that died) resumes
+                outcome = run_protocol(manifest, out, list(manifest.protocol.hosts))
+                assert outcome.complete, outcome.waiting_for
+        return out
     out = tmp_path_factory.mktemp("smoke") / "pkg"
     outcome = run_protocol(manifest, out, list(manifest.protocol.hosts))
     assert outcome.complete, outcome.waiting_for

@@ -48,13 +48,17 @@ NON_CODES = {
     # event types of evidence/events.jsonl (auditkit.evidence.events)
     "rules-frozen", "cell-started", "row-landed", "gate-decided", "package-finalized", "seeds-anchored",
     "log-repaired",
+    "system-out",                              # a JUnit XML element (report/junit.py)
 }
 # Codes built at run time from an f-string template, and the codes each makes.
 DYNAMIC = {
     "{}-differs": {"eligible-differs", "rank-differs", "wins-differs"},   # gates/replay.py, profile/audit.py
     "{}-mismatch": {"host-mismatch", "stage-mismatch"},                  # profile/view.py
 }
-NON_CODE_TEMPLATES = {"cell-{}-{}"}            # a dask task key
+NON_CODE_TEMPLATES = {"cell-{}-{}",            # a dask task key
+                      # claim ids that report/claims.py:claims_from_study writes into claims.json
+                      "{}-{}", "{}-{}-{}", "{}-winner", "{}-winner-cells", "host-spearman-{}-{}-{}",
+                      "winner-mean-best-at-{}"}
 
 # Advice that regenerates the evidence a finding is about (the finding would vanish, unexplained).
 REGENERATE = re.compile(

@@ -9,9 +9,11 @@ tests (`safetensors/src/tensor.rs` tests: `rs.*`; `bindings/python/tests`:
 (`json.*`: NaN, numbers out of range, `-0`, lone surrogates, nesting depth).
 Written against safetensors 0.8.0.
 
-One deliberate difference, asserted as such: a key twice in one JSON object.
-The reference keeps the last tensor or metadata entry of that name; auditkit
-reports `checkpoint-duplicate-key` (two readers could load different tensors).
+Two deliberate differences, asserted as such: a key twice in one JSON object
+(the reference keeps the last tensor or metadata entry of that name; auditkit
+reports `checkpoint-duplicate-key`: two readers could load different tensors),
+and a header of more than a million JSON values (`checkpoint-header-too-complex`:
+parsing 100 MB of tiny values in Python would take minutes and gigabytes).
 
 Every case also goes through `auditkit verify` on a package holding it: exit 1,
 the checkpoint named with the expected code, no traceback, under 10 s, and not
@@ -38,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixtures import pkgbuild  # noqa: E402
 from fixtures.cli_untouched import run_untouched  # noqa: E402
-from auditkit.package.checkpoint import DTYPES, HEADER_CAP, CheckpointScanner, scan_bytes  # noqa: E402
+from auditkit.package.checkpoint import (DTYPES, HEADER_CAP, MAX_HEADER_TOKENS, CheckpointScanner,  # noqa: E402
+                                         scan_bytes)
 from auditkit.package.manifest import build_manifest  # noqa: E402
 
 CKPT = "checkpoints/linux-s1-a-s1.safetensors"
@@ -243,6 +246,12 @@ CASES = [
     C("dup.ignored-field", sf(I32 % b',"x":1,"x":2', Z * 16), True, "checkpoint-duplicate-key", deliberate=True),
     C("dup.__metadata__", sf(b'{"__metadata__":null,"__metadata__":{"a":"b"}}'), False, "checkpoint-duplicate-key"),
     C("dup.dtype-field", sf(I32 % b',"dtype":"I32"', Z * 16), False, "checkpoint-duplicate-key"),
+    # -- auditkit's bound on parsing work (the reference reads it): a million values are not parsed -------
+    C("work.a-million-commas", sf(I32 % (b',"x":[' + b"0," * MAX_HEADER_TOKENS + b"0]"), Z * 16), True,
+      "checkpoint-header-too-complex", deliberate=True),
+    C("work.a-million-objects", sf(I32 % (b',"x":[' + b"{}," * (MAX_HEADER_TOKENS // 2) + b"{}]"), Z * 16), True,
+      "checkpoint-header-too-complex", deliberate=True),
+    C("work.just-under-the-bound", sf(I32 % (b',"x":[' + b"0," * (MAX_HEADER_TOKENS - 20) + b"0]"), Z * 16), True),
     # -- not safetensors at all ------------------------------------------------------------------------
     C("other.pickle", b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s.", False,
       "checkpoint-header-too-large"),
@@ -274,7 +283,8 @@ def test_verdict_agrees_with_the_reference(case, tmp_path):
     scan = scan_bytes(case.data)
     assert case.codes <= codes(scan), scan.problems
     if case.deliberate:
-        assert case.ref and not scan.well_formed and "checkpoint-duplicate-key" in codes(scan)
+        assert case.ref and not scan.well_formed
+        assert codes(scan) & {"checkpoint-duplicate-key", "checkpoint-header-too-complex"}
     else:
         assert scan.well_formed is case.ref, scan.problems
     if case.ref and not case.codes:
@@ -429,7 +439,7 @@ def headers(draw):
 @given(data=headers())
 def test_random_headers_get_the_reference_verdict(data):
     scan = scan_bytes(data)
-    assume("checkpoint-duplicate-key" not in codes(scan))       # the one deliberate difference, tested above
+    assume("checkpoint-duplicate-key" not in codes(scan))       # a deliberate difference, tested above
     assert scan.well_formed is reference_accepts_bytes(data), (data[:300], scan.problems)
 
 
@@ -482,3 +492,12 @@ def test_a_tensor_name_cannot_forge_a_line_of_the_report(built, tmp_path):
     assert exit_code == 1
     assert not any(line.startswith("OK") for line in out.splitlines())
     assert '"x\\nOK: verify everything"' in out
+
+
+def test_a_metadata_of_100000_keys_is_checked_in_seconds(built, tmp_path):
+    """(The metadata's schema check costs about 15 us a key: a million keys, within the header bound, take 15 s.)"""
+    meta = _meta(json.dumps(pkgbuild.MODEL_CONFIG))
+    meta.update({f"k{i}": "v" for i in range(100_000)})
+    pkg = _with_checkpoint(tmp_path, built, sf({"__metadata__": meta, "w": t("F32", (2,), (0, 8))}, Z * 8))
+    exit_code, out, seconds = run_untouched(["verify", str(pkg)], [pkg], tmp_path / "cwd")
+    assert exit_code == 1 and seconds < 10, (seconds, out[-500:])

@@ -223,9 +223,12 @@ def test_missing_package_and_unreadable_protocol(tmp_path, pkg):
     (tmp_path / "empty").mkdir()
     res = run("replay-gate", "all", "--package", str(tmp_path / "empty"))
     assert res.exit_code == 2 and "not a package directory (no protocol.json)" in res.output
+    # a damaged protocol.json is a finding about the package (exit 1), naming the file
     (pkg / "protocol.json").write_text("{not json")
     res = run("replay-gate", "all", "--package", str(pkg), "--json")
-    assert res.exit_code == 2 and json.loads(res.output)["exit_code"] == 2
+    doc = json.loads(res.output)
+    assert res.exit_code == 1 and doc["exit_code"] == 1
+    assert [(f["path"], f["code"]) for f in doc["findings"]] == [("protocol.json", "json-invalid")]
 
 
 # --------------------------------------------------------------------------- decide
@@ -245,3 +248,245 @@ def test_decide_writes_and_force_overwrites(pkg):
     res = run("decide", "final", "--package", str(pkg), "--force")
     assert res.exit_code == 0
     assert replay_gate(pkg, "final").identical
+
+
+# --------------------------------------------------------------------------- the store: defects are findings
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every entry under `root` (no link followed): what it is and, for a file, its bytes' hash."""
+    import hashlib
+    import os
+    import stat
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            rel = p.relative_to(root).as_posix()
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else oct(st.st_mode)
+    return out
+
+
+def _symlink_csv(pkg: Path) -> str:
+    rel = "remote-results/linux_confirm_summary.csv"
+    outside = pkg.parent / "elsewhere.csv"
+    shutil.copyfile(pkg / rel, outside)
+    (pkg / rel).unlink()
+    (pkg / rel).symlink_to(outside)
+    return rel
+
+
+def _fifo_csv(pkg: Path) -> str:
+    import os
+
+    rel = "remote-results/linux_final_summary.csv"
+    (pkg / rel).unlink()
+    os.mkfifo(pkg / rel)
+    return rel
+
+
+def _rules_edit(text_edit):
+    def tamper(pkg: Path) -> str:
+        rel = "preanalysis/confirm.rules.json"
+        p = pkg / rel
+        p.write_text(text_edit(p.read_text()))
+        return rel
+    return tamper
+
+
+def _bytes_edit(rel: str, edit):
+    def tamper(pkg: Path) -> str:
+        p = pkg / rel
+        p.write_bytes(edit(p.read_bytes()))
+        return rel
+    return tamper
+
+
+# (what is broken, the finding's code, the key or place it must name)
+DEFECTS = {
+    "symlinked-run-csv": (_symlink_csv, "symlink", ""),
+    "fifo-run-csv": (_fifo_csv, "not-regular-file", ""),
+    "duplicate-frozen_at": (_rules_edit(lambda t: t.replace('"frozen_at": ', '"frozen_at": "2026-01-01T00:00:00Z", "frozen_at": ', 1)),
+                            "json-duplicate-key", "frozen_at"),
+    "nan-threshold": (_rules_edit(lambda t: t.replace('"threshold": 0.01', '"threshold": NaN', 1)), "json-non-finite", "NaN"),
+    "overflowing-threshold": (_rules_edit(lambda t: t.replace('"threshold": 0.01', '"threshold": 1e400', 1)),
+                              "json-non-finite", ""),
+    "too-long-integer": (_rules_edit(lambda t: t.replace('"top_k": 3', '"top_k": 3' + "0" * 80, 1)),
+                         "json-number-too-long", ""),
+    "too-deep": (_rules_edit(lambda t: t.replace('"checks": [', '"deep": ' + "[" * 100 + "]" * 100 + ', "checks": [', 1)),
+                 "json-too-deep", ""),
+    "csv-not-utf8": (_bytes_edit("remote-results/windows_confirm_summary.csv", lambda b: b.replace(b"ok", b"\xff\xfe", 1)),
+                     "text-not-utf8", "byte"),
+    "csv-bom": (_bytes_edit("remote-results/windows_confirm_summary.csv", lambda b: b"\xef\xbb\xbf" + b), "text-bom", ""),
+    "decision-duplicate-key": (_bytes_edit("analysis/confirm_decision.json",
+                                           lambda b: b.replace(b'"gate": "confirm"', b'"gate": "confirm", "gate": "x"', 1)),
+                               "json-duplicate-key", "gate"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DEFECTS))
+def test_a_defective_file_is_a_finding_naming_it_and_nothing_is_written(pkg, kind):
+    tamper, code, key = DEFECTS[kind]
+    rel = tamper(pkg)
+    before = tree_digest(pkg.parent)
+    res = run("replay-gate", "all", "--package", str(pkg), "--json")
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.output)
+    hits = [f for f in doc["findings"] if f["code"] == code and f["path"] == rel]
+    assert hits, doc["findings"]
+    assert key in hits[0]["location"] + hits[0]["message"]
+    assert "Traceback" not in res.output
+    text = run("replay-gate", "all", "--package", str(pkg))
+    assert text.exit_code == 1 and f"{rel}" in text.output and code in text.output
+    assert tree_digest(pkg.parent) == before
+
+
+def test_a_defective_protocol_is_a_finding_naming_the_key(pkg):
+    p = pkg / "protocol.json"
+    p.write_text(p.read_text().replace('"name": ', '"name": "forged", "name": ', 1))
+    res = run("replay-gate", "all", "--package", str(pkg), "--json")
+    assert res.exit_code == 1
+    (f,) = json.loads(res.output)["findings"]
+    assert (f["path"], f["code"], f["location"]) == ("protocol.json", "json-duplicate-key", "name")
+    p.write_text(json.dumps({**load(p.with_name("MANIFEST.json")), "schema": "auditkit/protocol/v1"}))
+    res = run("replay-gate", "all", "--package", str(pkg), "--json")
+    assert res.exit_code == 1 and json.loads(res.output)["findings"][0]["code"] == "protocol-invalid"
+
+
+def test_rows_are_parsed_from_the_bytes_that_were_hashed(pkg):
+    from auditkit.gates.replay import read_run_csv
+    from auditkit.package.hashing import sha256_file
+    from auditkit.package.store import PackageStore
+
+    rel = "remote-results/linux_screen_summary.csv"
+    df, sha = read_run_csv(PackageStore(pkg), rel)
+    assert sha == sha256_file(pkg / rel)
+    assert str(df["started"].dtype).startswith("datetime64") and df["seed"].dtype.kind == "i"
+    assert list(df["_row"][:2]) == [1, 2]
+
+
+def test_a_seed_that_is_not_an_integer_names_its_row(pkg):
+    csv = pkg / "remote-results/linux_final_summary.csv"
+    rows = csv_rows(csv)
+    rows[2][rows[0].index("seed")] = "3x"
+    write_rows(csv, rows)
+    f = next(f for f in replay_gate(pkg, "final").findings if f.code == "row-bad-seed")
+    assert (f.path, f.location, f.found) == ("remote-results/linux_final_summary.csv", "row 2, column seed", "'3x'")
+
+
+def test_a_timestamp_that_does_not_parse_names_its_row(pkg):
+    csv = pkg / "remote-results/windows_final_summary.csv"
+    rows = csv_rows(csv)
+    rows[1][rows[0].index("started_at")] = "yesterday"
+    write_rows(csv, rows)
+    f = next(f for f in replay_gate(pkg, "final").findings if f.code == "row-bad-timestamp")
+    assert (f.path, f.location, f.found) == ("remote-results/windows_final_summary.csv", "row 1, column started_at",
+                                             "'yesterday'")
+
+
+def test_protocol_sense_is_a_finding_naming_the_key(pkg):
+    p = pkg / "protocol.json"
+    doc = load(p)
+    doc["stages"][1]["seeds"] = doc["stages"][1]["seeds"] + doc["stages"][1]["seeds"][:1]
+    dump(p, doc)
+    res = run("replay-gate", "all", "--package", str(pkg), "--json")
+    assert res.exit_code == 1
+    (f,) = json.loads(res.output)["findings"]
+    assert (f["path"], f["code"], f["location"]) == ("protocol.json", "protocol-senseless", "$.stages[1].seeds")
+
+
+# --------------------------------------------------------------------------- rules sense through the chain
+
+def test_a_cycle_of_promoted_by_across_gates_is_one_finding_per_gate(pkg):
+    p = pkg / "preanalysis/screen.rules.json"
+    doc = load(p)
+    doc["inputs"]["candidates"] = "promoted-by:final"  # screen -> final -> confirm -> screen
+    dump(p, doc)
+    res = run("replay-gate", "all", "--package", str(pkg), "--json")
+    assert res.exit_code == 1
+    cyc = [f for f in json.loads(res.output)["findings"] if f["code"] == "rules-chain-cycle"]
+    assert sorted(f["path"] for f in cyc) == ["preanalysis/confirm.rules.json", "preanalysis/final.rules.json",
+                                              "preanalysis/screen.rules.json"]
+    assert {f["found"] for f in cyc} == {"screen -> final -> confirm -> screen", "confirm -> screen -> final -> confirm",
+                                         "final -> confirm -> screen -> final"}
+
+
+def test_names_a_promoted_by_gate_can_never_have_are_findings(pkg):
+    p = pkg / "preanalysis/final.rules.json"
+    doc = load(p)
+    doc["promote"]["always_keep"] = ["no_such_config"]
+    doc["checks"].append({"kind": "near_equivalence", "candidate": "greedy", "reference": "ghost", "threshold": 0.01})
+    dump(p, doc)
+    found = {(f.code, f.location) for f in replay_gate(pkg, "final").findings}
+    assert {("rules-not-a-candidate", "$.promote.always_keep[0]"), ("rules-not-a-candidate", "$.checks[1].reference")} <= found
+    # the gate is still recomputed: its changed rules differ from the recorded decision
+    assert "rules-hash-mismatch" in {c for c, _ in found}
+
+
+# --------------------------------------------------------------------------- output: each finding once, --json
+
+def test_each_finding_is_printed_once(pkg):
+    csv = pkg / "remote-results/linux_screen_summary.csv"
+    rows = csv_rows(csv)
+    rows[1][rows[0].index("val_bpb")] = "1.000000"
+    write_rows(csv, rows)
+    p = pkg / "preanalysis/screen.rules.json"
+    doc = load(p)
+    doc["inputs"]["candidates"] = "promoted-by:final"
+    dump(p, doc)
+    res = run("replay-gate", "all", "--package", str(pkg))
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ": " in ln and ln.split(": ")[1].split(":")[0].count("-")]
+    finding_lines = [ln for ln in lines if ln.startswith(("preanalysis/", "analysis/", "remote-results/"))]
+    assert finding_lines and len(finding_lines) == len(set(finding_lines)), finding_lines
+    assert res.output.count("rules-chain-cycle:") == 3
+    assert "verdict: DIFFERS — " in res.output and "listed below" in res.output
+
+
+def test_json_carries_the_replayed_decision_beside_the_verdict(pkg):
+    res = run("replay-gate", "all", "--package", str(pkg), "--json")
+    assert res.exit_code == 0
+    gates = json.loads(res.output)["gates"]
+    assert [g["gate"] for g in gates] == ["screen", "confirm", "final"]
+    for g in gates:
+        gate = g["gate"]
+        rec = load(pkg / f"analysis/{gate}_decision.json")
+        assert g["verdict"] == "identical" and g["differences"] == 0
+        assert g["replayed"]["promoted"] == rec["promoted"]
+        assert g["replayed"]["ranks"] == {c["config_id"]: c["rank"] for c in rec["candidates"]}
+        assert g["replayed"]["checks"] == [{k: c.get(k) for k in ("kind", "candidate", "reference", "value",
+                                                                  "threshold", "passed")} for c in rec["checks"]]
+        rules = load(pkg / f"preanalysis/{gate}.rules.json")
+        assert g["frozen_at"] == rules["frozen_at"] and g["frozen_before_data"] is True
+        first = min(r[16] for f in (pkg / "remote-results").glob(f"*_{gate}_summary.csv") for r in csv_rows(f)[1:])
+        assert g["first_input_started_at"] == first
+
+
+def test_json_shows_a_late_freeze(pkg):
+    p = pkg / "preanalysis/final.rules.json"
+    doc = load(p)
+    doc["frozen_at"] = "2027-01-01T00:00:00Z"
+    dump(p, doc)
+    (g,) = json.loads(run("replay-gate", "final", "--package", str(pkg), "--json").output)["gates"]
+    assert (g["verdict"], g["frozen_at"], g["frozen_before_data"]) == ("differs", "2027-01-01T00:00:00Z", False)
+    assert g["replayed"]["promoted"] == load(pkg / "analysis/final_decision.json")["promoted"]
+    text = run("replay-gate", "final", "--package", str(pkg)).output
+    assert "frozen_at 2027-01-01T00:00:00Z NOT before the first input row's start" in text
+
+
+def test_no_hint_tells_the_auditor_to_regenerate_the_evidence(pkg):
+    from auditkit.derived.tables import check_tables, generate_tables
+
+    generate_tables(pkg)
+    csv = pkg / "remote-results/windows_confirm_summary.csv"
+    rows = csv_rows(csv)
+    rows[1][rows[0].index("val_bpb")] = "0.100000"
+    rows.append(list(rows[1]))
+    write_rows(csv, rows)
+    (pkg / "analysis/final_decision.json").unlink()
+    findings = [f for r in replay_all(pkg) for f in r.findings] + check_tables(pkg).findings
+    assert {"duplicate-run-row", "decision-missing", "table-differs"} <= {f.code for f in findings}
+    for f in findings:
+        text = (f.message + " " + f.hint).lower()
+        assert "regenerate" not in text and "auditkit " not in text and "remove the" not in text, str(f)

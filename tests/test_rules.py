@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from auditkit.study.spec import load_manifest
 from auditkit.package.rows import RunRow
-from auditkit.gates.engine import CheckKind, DuplicateRowError, decide, round9, threshold_passes, validate_rules
+from auditkit.gates.engine import (ChainBound, CheckKind, DuplicateRowError, chain_bound, decide, round9, threshold_passes,
+                                   validate_rules)
 
 
 def rules(top_k=2, keep=(), checks=(), hosts=("a", "b"), seeds=(1,), better="lower", candidates="matrix"):
@@ -237,3 +238,125 @@ def test_decide_is_deterministic_on_many_candidates():
     d1 = decide(rules(top_k=10), grid(values), list(values))
     d2 = decide(rules(top_k=10), list(reversed(grid(values))), sorted(values, reverse=True))
     assert d1 == d2 and len(d1.promoted) == 10
+
+
+# --------------------------------------------------------------------------- the promoted-by chain
+
+def chained(**gates):
+    """Rules per gate: name -> candidates spec (the rest as `rules()`)."""
+    out = {}
+    for name, cands in gates.items():
+        doc = rules(candidates=cands)
+        doc["gate"] = name
+        out[name] = doc
+    return out
+
+
+def test_chain_bound_follows_promoted_by_to_its_end():
+    docs = chained(a="matrix", b="promoted-by:a", c="promoted-by:b", d=["x", "y"], e="promoted-by:d")
+    assert chain_bound("c", docs.get, ["x", "y", "z"]) == ChainBound(frozenset({"x", "y", "z"}))
+    assert chain_bound("c", docs.get, None) == ChainBound(None)          # the matrix is not known
+    assert chain_bound("e", docs.get) == ChainBound(frozenset({"x", "y"}))
+    assert chain_bound("f", docs.get) == ChainBound(None)                 # no such gate: no bound, no cycle
+    cyc = chained(a="promoted-by:c", b="promoted-by:a", c="promoted-by:b", z="promoted-by:a")
+    assert chain_bound("a", cyc.get).cycle == ("a", "c", "b", "a")
+    assert chain_bound("z", cyc.get).cycle == ("a", "c", "b", "a")      # runs into it
+    assert chain_bound("s", chained(s="promoted-by:s").get).cycle == ("s", "s")
+
+
+def test_names_must_be_candidates_through_the_chain():
+    docs = chained(a="matrix", b="promoted-by:a")
+    doc = docs["b"]
+    doc["promote"]["always_keep"] = ["ghost"]
+    doc["checks"] = [{"kind": "near_equivalence", "candidate": "x", "reference": "nobody", "threshold": 0.01}]
+    chain = chain_bound("b", docs.get, ["x", "y"])
+    assert codes(validate_rules(doc, "b.json", known_configs=["x", "y"], chain=chain)) == [
+        ("rules-not-a-candidate", "$.checks[0].reference"),
+        ("rules-not-a-candidate", "$.promote.always_keep[0]"),
+    ]
+    doc["promote"]["always_keep"] = ["y"]
+    doc["checks"][0]["reference"] = "y"
+    assert validate_rules(doc, "b.json", chain=chain) == []
+    assert validate_rules(doc, "b.json", chain=ChainBound(None)) == []  # unknown bound: nothing to say
+
+
+def test_a_cycle_of_promoted_by_is_a_finding():
+    cyc = chained(a="promoted-by:b", b="promoted-by:a")
+    for name in ("a", "b"):
+        (f,) = validate_rules(cyc[name], f"{name}.json", chain=chain_bound(name, cyc.get))
+        assert (f.code, f.location) == ("rules-chain-cycle", "$.inputs.candidates")
+        assert f.found == f"{name} -> {'b' if name == 'a' else 'a'} -> {name}"
+    # a gate promoting its own candidates, with or without the chain resolved
+    own = chained(s="promoted-by:s")["s"]
+    assert codes(validate_rules(own, "s.json")) == [("rules-chain-cycle", "$.inputs.candidates")]
+    assert codes(validate_rules(own, "s.json", chain=chain_bound("s", {"s": own}.get))) == [
+        ("rules-chain-cycle", "$.inputs.candidates")]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_threshold_that_is_not_finite_is_a_finding(bad):
+    doc = rules(checks=[{"kind": "mean_gap", "candidate": "x", "reference": "y", "threshold": bad}])
+    assert codes(validate_rules(doc, "r.json")) == [("rules-non-finite-threshold", "$.checks[0].threshold")]
+    d = decide(doc, grid({"x": (1.0, 1.0), "y": (1.1, 1.1)}), ["x", "y"])
+    assert d.checks[0].passed is False  # never a crash, never a pass
+
+
+def test_frozen_at_must_be_a_time():
+    doc = rules()
+    doc["frozen_at"] = "2026-13-45T99:00:00Z"  # matches the schema's pattern
+    assert codes(validate_rules(doc, "r.json")) == [("rules-bad-frozen-at", "$.frozen_at")]
+
+
+def _manifest(tmp_path, rules_toml: str) -> "Path":
+    (tmp_path / "m.csv").write_text("config_id,role\nx,reference\ny,greedy\nz,screened\n")
+    text = f"""name = "t"
+matrix = "m.csv"
+hosts = ["h"]
+[[stages]]
+stage = "s1"
+budget = {{kind = "steps", value = 2}}
+seeds = [1]
+hosts = ["h"]
+candidates = "matrix"
+[[stages]]
+stage = "s2"
+budget = {{kind = "steps", value = 4}}
+seeds = [2]
+hosts = ["h"]
+candidates = "promoted-by:g1"
+[[gates]]
+gate = "g1"
+[gates.rules]
+inputs = {{stages = ["s1"], hosts = ["h"], seeds = [1], candidates = "matrix"}}
+metric = {{column = "val_bpb", better = "lower"}}
+promote = {{top_k = 2, always_keep = []}}
+checks = []
+[[gates]]
+gate = "g2"
+[gates.rules]
+{rules_toml}
+metric = {{column = "val_bpb", better = "lower"}}
+checks = [{{kind = "mean_gap", candidate = "y", reference = "x", threshold = THRESHOLD}}]
+"""
+    p = tmp_path / "m.toml"
+    return p, text
+
+
+@pytest.mark.parametrize("inputs,keep,threshold,refused", [
+    ('candidates = "promoted-by:g1"', '["x"]', "0.02", None),
+    ('candidates = "promoted-by:g1"', '["ghost"]', "0.02", "rules-not-a-candidate"),
+    ('candidates = "promoted-by:g2"', '["x"]', "0.02", "rules-chain-cycle"),
+    ('candidates = "promoted-by:g1"', '["x"]', "nan", "rules-non-finite-threshold"),
+])
+def test_a_manifest_is_refused_before_anything_runs(tmp_path, inputs, keep, threshold, refused):
+    from auditkit.errors import AuditError
+
+    p, text = _manifest(tmp_path, f'inputs = {{stages = ["s2"], hosts = ["h"], seeds = [2], {inputs}}}\n'
+                                  f"promote = {{top_k = 1, always_keep = {keep}}}")
+    p.write_text(text.replace("THRESHOLD", threshold))
+    if refused is None:
+        assert [g.gate for g in load_manifest(p).protocol.gates] == ["g1", "g2"]
+        return
+    with pytest.raises(AuditError, match=refused) as exc:
+        load_manifest(p)
+    assert "gates[1].rules" in str(exc.value)

@@ -95,7 +95,8 @@ def test_table_contents(pkg):
     assert budget[("gate_counterfactual", "confirm")][-1] == pytest.approx(4 * 4 * 12)
     assert budget[("total", None)][-1] == pytest.approx(0.8 + 8 + 16 + 144)
     surv = {r[0]: r for r in tables["promotion_survival"].rows}
-    assert surv["bridge"][2] == "final" and surv["bridge"][-1] == "promoted by final"
+    assert surv["bridge"][2] == "final" and surv["bridge"][-2] == "promoted by final"
+    assert surv["bridge"][-1] == "promoted: rank 1 of 3 eligible, within top_k=1"
     sens = [r for r in tables["threshold_sensitivity"].rows if r[7]]  # the frozen thresholds
     assert all(r[6] in (0.01, 0.02) for r in sens)
     smoke = tables["smoke_summary"].rows
@@ -125,3 +126,67 @@ def test_paper06_accounting_is_computed_from_the_manifest():
     res = run("counterfactual", "manifests/paper06.toml")
     assert res.exit_code == 0
     assert any(line.split()[-1] == "432.0" and "stage1 " in line for line in res.output.splitlines())
+
+
+# --------------------------------------------------------------------------- the store: defects are findings
+
+def _digest(root: Path) -> dict[str, str]:
+    import hashlib
+    import os
+
+    return {os.path.relpath(os.path.join(d, n), root): (hashlib.sha256(open(os.path.join(d, n), "rb").read()).hexdigest()
+                                                      if os.path.isfile(os.path.join(d, n))
+                                                      and not os.path.islink(os.path.join(d, n)) else "special")
+            for d, dirs, files in os.walk(root) for n in dirs + files}
+
+
+def _symlink(pkg: Path, rel: str) -> None:
+    outside = pkg.parent / ("outside-" + Path(rel).name)
+    if (pkg / rel).is_dir():
+        shutil.copytree(pkg / rel, outside)
+        shutil.rmtree(pkg / rel)
+    else:
+        shutil.copyfile(pkg / rel, outside)
+        (pkg / rel).unlink()
+    (pkg / rel).symlink_to(outside)
+
+
+CHECK, GENERATE, FIGURES = ("tables", "--check"), ("tables", "--out"), ("figures", "--out")
+
+
+@pytest.mark.parametrize("rel,commands", [
+    ("remote-results/linux_screen_summary.csv", (CHECK, GENERATE, FIGURES)),
+    ("remote-results", (CHECK, GENERATE, FIGURES)),
+    ("analysis/final_decision.json", (CHECK, GENERATE, FIGURES)),
+    ("matrices/synthetic.csv", (CHECK, GENERATE)),
+    ("preanalysis/screen.rules.json", (CHECK, GENERATE)),
+    ("analysis/stage_summary.csv", (CHECK,)),
+    ("table_manifest.json", (CHECK,)),
+])
+def test_tables_and_figures_never_follow_a_link(pkg, tmp_path, rel, commands):
+    _symlink(pkg, rel)
+    before = _digest(tmp_path)
+    for args in commands:
+        args = list(args) + ([str(tmp_path / args[0])] if args[1] == "--out" else [])
+        res = run(*args, "--package", str(pkg), "--json")
+        assert res.exit_code == 1, (args, res.output)
+        findings = json.loads(res.output)["findings"]
+        assert any(f["code"] == "symlink" and f["path"].startswith(rel) for f in findings), (args, findings)
+        assert "Traceback" not in res.output
+    assert _digest(tmp_path) == before  # nothing written, in the package or beside it
+
+
+def test_tables_check_reports_strict_json_and_utf8_defects(pkg):
+    p = pkg / "analysis/screen_decision.json"
+    good = p.read_text()
+    p.write_text(good.replace('"promoted": ', '"promoted": [], "promoted": ', 1))
+    rep = check_tables(pkg)
+    assert [(f.code, f.path, f.location) for f in rep.findings] == [
+        ("json-duplicate-key", "analysis/screen_decision.json", "promoted")]
+    p.write_text(good)
+    t = pkg / "analysis/stage_summary.csv"
+    t.write_bytes(t.read_bytes().replace(b"screen", b"scr\xe9en", 1))
+    rep = check_tables(pkg)
+    assert [(f.code, f.path) for f in rep.findings] == [("text-not-utf8", "analysis/stage_summary.csv")]
+    res = run("tables", "--check", "--package", str(pkg))
+    assert res.exit_code == 1 and "analysis/stage_summary.csv [byte " in res.output

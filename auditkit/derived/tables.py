@@ -17,7 +17,11 @@ sorted JSON keys.  Kinds (`TableKind`):
   (`host_comparison`), and per host pair Spearman and Kendall correlation of
   those ranks and the top-k overlap (`host_correlation`);
 - `stage_summary`: per stage and candidate, n, mean, std, min, max of val_bpb;
-- `smoke_summary`: per smoke-stage run, status, steps, val_bpb.
+- `smoke_summary`: per smoke-stage run, status, steps, val_bpb;
+- `robustness`: per gate, resampling over host-seed cells through the engine
+  (`auditkit.report.robustness`): each candidate's probability of promotion and rank
+  interval, each check's probability of flipping, the margin at the cut in units of
+  the noise, the promoted list under other `top_k`; host correlations with intervals.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_text, canonical_json_bytes
+from auditkit.derived.output import Written, output_dir, write_outputs
+from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, decode_utf8,
+                                    defect, open_package)
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
-from auditkit.study.spec import Protocol, Stage, load_protocol
+from auditkit.study.spec import Protocol, Stage, load_package_protocol
 from auditkit.package.rows import read_csv_text, run_csv_path
 from auditkit.gates.engine import CheckKind, threshold_passes
+from auditkit.gates.replay import MAX_RUN_CSV_BYTES, read_json
 from auditkit.package.schemas import validate_document
 
 TABLE_MANIFEST = "table_manifest.json"
@@ -56,6 +63,7 @@ class TableKind(str, Enum):
     HOST_COMPARISON = "host_comparison"
     STAGE_SUMMARY = "stage_summary"
     SMOKE_SUMMARY = "smoke_summary"
+    ROBUSTNESS = "robustness"
 
 
 @dataclass(frozen=True)
@@ -123,29 +131,19 @@ class Table:
 # --------------------------------------------------------------------------- context
 
 class _Package:
-    """What the generators read: protocol, matrix, all run rows, recorded decisions."""
+    """What the generators read: protocol, matrix, all run rows, recorded decisions — every
+    byte through the package's store (no link followed, strict UTF-8 and JSON; a defective
+    file raises PackageDefect naming it)."""
 
-    def __init__(self, package_dir: str | Path):
-        self.pkg = Path(package_dir)
-        if not (self.pkg / "protocol.json").is_file():
-            raise AuditError("not a package directory (no protocol.json)", path=str(self.pkg))
-        self.protocol = load_protocol(self.pkg / "protocol.json")
+    def __init__(self, package_dir: str | Path | PackageStore):
+        self.store = package_dir if isinstance(package_dir, PackageStore) else open_package(package_dir)
+        self.pkg = self.store.root
+        self.protocol = load_package_protocol(self.store)
         self.stage_order = {s.stage: i for i, s in enumerate(self.protocol.stages)}
-        text = (self.pkg / self.protocol.matrix).read_text("utf-8")
-        _, self.matrix = read_csv_text(text, self.protocol.matrix)
+        _, self.matrix = self.store.read_csv(self.protocol.matrix)
         self.run_csvs = sorted({run_csv_path(h, s.stage) for s in self.protocol.stages for h in s.hosts
-                                if (self.pkg / run_csv_path(h, s.stage)).is_file()})
-        frames = []
-        for rel in self.run_csvs:
-            try:
-                df = pd.read_csv(self.pkg / rel, dtype=str, keep_default_na=False,
-                                 usecols=lambda c: c in TABLE_COLUMNS)
-            except (OSError, ValueError, pd.errors.ParserError) as exc:
-                raise AuditError(f"not a readable run CSV: {exc}", path=rel) from exc
-            missing = [c for c in TABLE_COLUMNS if c not in df.columns]
-            if missing:
-                raise AuditError(f"run CSV lacks column(s) {missing}", path=rel)
-            frames.append(df)
+                                if self.store.kind(run_csv_path(h, s.stage)) is not None})
+        frames = [self._run_rows(rel) for rel in self.run_csvs]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in TABLE_COLUMNS}, dtype=str)
         df["seed"] = pd.to_numeric(df["seed"], errors="coerce").fillna(0).astype(np.int64)
         df["val"] = pd.to_numeric(df["val_bpb"], errors="coerce").astype(np.float64)
@@ -156,21 +154,36 @@ class _Package:
         self.decisions: dict[str, dict] = {}
         self.decision_paths: list[str] = []
         for g in self.protocol.gates:
-            p = self.pkg / g.decision_path
-            if p.is_file():
-                try:
-                    self.decisions[g.gate] = json.loads(p.read_text("utf-8"))
-                except ValueError as exc:
-                    raise AuditError(f"not readable JSON: {exc}", path=g.decision_path) from exc
+            if self.store.kind(g.decision_path) is not None:
+                self.decisions[g.gate] = self._json(g.decision_path, "decision")
                 self.decision_paths.append(g.decision_path)
         self.rules: dict[str, dict] = {}
         for g in self.protocol.gates:
-            p = self.pkg / g.rules
-            if p.is_file():
-                try:
-                    self.rules[g.gate] = json.loads(p.read_text("utf-8"))
-                except ValueError as exc:
-                    raise AuditError(f"not readable JSON: {exc}", path=g.rules) from exc
+            if self.store.kind(g.rules) is not None:
+                self.rules[g.gate] = self._json(g.rules, "rules")
+
+    def _run_rows(self, rel: str) -> pd.DataFrame:
+        data = self.store.read_bytes(rel, MAX_RUN_CSV_BYTES)
+        if not data.isascii():
+            decode_utf8(data, rel)
+        try:
+            df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, usecols=lambda c: c in TABLE_COLUMNS)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise defect(rel, "csv-unreadable", f"not a readable run CSV: {exc}") from None
+        missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+        if missing:
+            raise defect(rel, "run-csv-missing-column", f"the run CSV lacks column(s) {missing}", location="header",
+                         expected=", ".join(TABLE_COLUMNS), found=", ".join(df.columns),
+                         hint="SPEC.md section 4 lists the required columns")
+        return df
+
+    def _json(self, rel: str, schema: str) -> dict:
+        """A decision or rules document, strict and valid against its schema (else PackageDefect)."""
+        doc = read_json(self.store, rel)
+        bad = validate_document(doc, schema, rel) if schema == "rules" else _decision_shape(doc, rel)
+        if bad:
+            raise PackageDefect(bad[0])
+        return doc
 
     def gate_of_stage(self, stage: str) -> str | None:
         for g in self.protocol.gates:
@@ -304,25 +317,46 @@ def _promotion(p: _Package) -> list[Table]:
         if i > furthest.get(cid, (-1, ""))[0]:
             furthest[cid] = (i, stage)
     by_gate = {g: {c["config_id"]: c for c in p.decisions[g]["candidates"]} for g in gates}
+    why = _reasons_by_gate(p, gates)
     rows = []
     for m in sorted(p.matrix, key=lambda r: r["config_id"]):
         cid = m["config_id"]
-        ranks, outcome = [], None
+        ranks, outcome, reason = [], None, None
         for g in gates:
             c = by_gate[g].get(cid)
             ranks.append(None if c is None else c.get("rank"))
             if outcome is None and c is not None:
                 if not c["eligible"]:
-                    outcome = f"ineligible at {g}"
+                    outcome, reason = f"ineligible at {g}", why[g].get(cid)
                 elif cid not in p.decisions[g]["promoted"]:
-                    outcome = f"eliminated at {g}"
+                    outcome, reason = f"eliminated at {g}", why[g].get(cid)
         entered = [g for g in gates if cid in by_gate[g]]
         if outcome is None:
             outcome = f"promoted by {entered[-1]}" if entered else "not a candidate"
-        rows.append((cid, m.get("role", ""), furthest.get(cid, (0, None))[1], *ranks, outcome))
+            reason = why[entered[-1]].get(cid) if entered else None
+        rows.append((cid, m.get("role", ""), furthest.get(cid, (0, None))[1], *ranks, outcome, reason))
     return [Table("promotion_survival", TableKind.PROMOTION_SURVIVAL.value,
-                  ("config_id", "role", "furthest_stage", *[f"rank_{g}" for g in gates], "outcome"),
+                  ("config_id", "role", "furthest_stage", *[f"rank_{g}" for g in gates], "outcome", "reason"),
                   tuple(rows), tuple([p.protocol.matrix] + p.run_csvs + p.decision_paths))]
+
+
+def _reasons_by_gate(p: _Package, gates: list[str]) -> dict[str, dict[str, str]]:
+    """Per gate, why each candidate was promoted, eliminated or ineligible (`auditkit.report.reasons`),
+    from the recorded decision and the gate's rules; {} for a gate without readable rules."""
+    from auditkit.report.reasons import reasons_of_document
+
+    out = {}
+    for g in gates:
+        rules = p.rules.get(g)
+        ok = isinstance(rules, dict) and isinstance(rules.get("promote"), dict) and "top_k" in rules["promote"]
+        out[g] = reasons_of_document(p.decisions[g], rules) if ok else {}
+    return out
+
+
+def _robustness(p: _Package) -> list[Table]:
+    from auditkit.report.robustness import robustness_tables
+
+    return robustness_tables(p)
 
 
 def flip_threshold(kind: str, value: float | None) -> float | None:
@@ -515,11 +549,19 @@ GENERATORS = {
     TableKind.HOST_COMPARISON: _hosts,
     TableKind.STAGE_SUMMARY: _stage_summary,
     TableKind.SMOKE_SUMMARY: _smoke,
+    TableKind.ROBUSTNESS: _robustness,
 }
 
 
-def build_tables(package_dir: str | Path) -> list[Table]:
-    """Every table of the package, in memory, in kind order."""
+def _decision_shape(doc: dict, rel: str) -> list[Finding]:
+    """Schema findings for a decision, its per-cell objects checked directly (see replay)."""
+    from auditkit.gates.replay import validate_decision
+
+    return validate_decision(doc, rel)
+
+
+def build_tables(package_dir: str | Path | PackageStore) -> list[Table]:
+    """Every table of the package, in memory, in kind order (PackageDefect for a defective file)."""
     p = _Package(package_dir)
     out = []
     for kind in TableKind:
@@ -537,41 +579,50 @@ def _manifest(tables: list[Table]) -> tuple[dict, dict[str, str]]:
     return {"schema": "auditkit/tables/v1", "tables": entries}, files
 
 
-def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None) -> list[dict]:
-    """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
-    `out_dir` (default: the package). Returns the manifest entries. Raises AuditError."""
-    out = Path(out_dir) if out_dir is not None else Path(package_dir)
+def table_files(package_dir: str | Path) -> tuple[list[dict], dict[str, bytes]]:
+    """Every table file and `table_manifest.json`, in memory: (manifest entries, {path: bytes})."""
     doc, files = _manifest(build_tables(package_dir))
     files[TABLE_MANIFEST] = canonical_json_bytes(doc).decode("utf-8")
-    for rel, text in files.items():
-        atomic_write_text(out / rel, text)
-    return doc["tables"]
+    return doc["tables"], {rel: text.encode("utf-8") for rel, text in files.items()}
+
+
+def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None, *,
+                    in_place: bool = False) -> Written:
+    """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
+    `out_dir`, or into the package itself only with `in_place` (see `auditkit.derived.output`).
+    Returns the manifest entries (`.changed`: the files whose bytes changed). Raises AuditError."""
+    dest = output_dir(package_dir, out_dir, in_place=in_place, what="tables")
+    entries, files = table_files(package_dir)
+    return Written(entries, dest, write_outputs(dest, files))
 
 
 def check_tables(package_dir: str | Path) -> Report:
-    """Regenerate every table in memory and report each difference with the recorded files."""
-    pkg = Path(package_dir)
-    if not (pkg / "protocol.json").is_file():
-        raise AuditError("not a package directory (no protocol.json)", path=str(pkg),
-                         hint="give the package directory with --package PATH")
-    rep = Report(command="tables --check", target=str(pkg))
-    mpath = pkg / TABLE_MANIFEST
-    if not mpath.is_file():
-        rep.add(Finding(TABLE_MANIFEST, "table-manifest-missing", expected="a table manifest", found="no such file",
-                        message="no table manifest is recorded, so the tables cannot be checked against their inputs"))
-        return rep
+    """Regenerate every table in memory and report each difference with the recorded files.
+    A defective package file (a link, not UTF-8, not strict JSON, ...) is a finding; AuditError
+    only when `package_dir` is no package."""
+    store = open_package(package_dir)
+    rep = Report(command="tables --check", target=str(package_dir))
     try:
-        recorded = json.loads(mpath.read_text("utf-8"))
-    except ValueError as exc:
-        raise AuditError(f"not readable JSON: {exc}", path=TABLE_MANIFEST) from exc
+        _check_tables(store, rep)
+    except PackageDefect as exc:
+        rep.add(exc.finding)
+    return rep
+
+
+def _check_tables(store: PackageStore, rep: Report) -> None:
+    if store.kind(TABLE_MANIFEST) is None:
+        rep.add(Finding(TABLE_MANIFEST, "table-manifest-missing", expected="a table manifest", found="no such file",
+                        message="the package lists no derived tables, so none can be checked against its raw rows"))
+        return
+    recorded = read_json(store, TABLE_MANIFEST)
     bad = validate_document(recorded, "table-manifest", TABLE_MANIFEST)
     if bad:
         rep.extend(bad)
-        return rep
+        return
     if not recorded["tables"]:
         rep.add(Finding(TABLE_MANIFEST, "table-manifest-empty", "$.tables", "at least one table", "none",
                         "an empty table manifest checks nothing"))
-    doc, files = _manifest(build_tables(pkg))
+    doc, files = _manifest(build_tables(store))
     fresh = {e["path"]: e for e in doc["tables"]}
     listed = set()
     for i, e in enumerate(recorded["tables"]):
@@ -590,19 +641,21 @@ def check_tables(package_dir: str | Path) -> Report:
                             str(sorted(e["inputs"])), "the table's inputs are not what regenerating it reads"))
         if e["sha256"] != want["sha256"]:
             rep.add(Finding(TABLE_MANIFEST, "table-hash-differs", loc + ".sha256", want["sha256"], e["sha256"],
-                            "the recorded hash is not the regenerated table's"))
-        try:
-            on_disk = (pkg / path).read_text("utf-8")
-        except OSError:
+                            "the recorded hash is not that of the table its inputs give"))
+        if store.kind(path) is None:
             rep.add(Finding(path, "table-missing", expected="the listed table file", found="no such file"))
+            continue
+        try:
+            on_disk = store.read_text(path)
+        except PackageDefect as exc:
+            rep.add(exc.finding)
             continue
         if on_disk != files[path]:
             rep.add(_first_difference(path, on_disk, files[path]))
     for path in sorted(set(fresh) - listed):
         rep.add(Finding(TABLE_MANIFEST, "table-not-listed", "$.tables", path, "not listed",
-                        "a table this package's data gives is not in the recorded manifest"))
+                        "the package's data gives a table its manifest does not list"))
     rep.checked = {"tables": len(recorded["tables"])}
-    return rep
 
 
 def _first_difference(path: str, got: str, want: str) -> Finding:
@@ -617,7 +670,10 @@ def _first_difference(path: str, got: str, want: str) -> Finding:
                 cols = [header[j] for j in range(min(len(ga), len(wb), len(header))) if ga[j] != wb[j]]
                 loc = f"row {i}" + (f", column {cols[0]}" if cols else "")
             return Finding(path, "table-differs", loc, b, a,
-                           f"the recorded table is not what its inputs give ({n_diff} line(s) differ); "
-                           "compare it with the rows it is derived from")
+                           f"the recorded table is not what its inputs give ({n_diff} line(s) differ): {TABLE_DIFFERS}")
     return Finding(path, "table-differs", f"line {min(len(g), len(w)) + 1}", f"{len(w)} lines", f"{len(g)} lines",
-                   "the recorded table is not what its inputs give; compare it with the rows it is derived from")
+                   f"the recorded table is not what its inputs give: {TABLE_DIFFERS}")
+
+
+TABLE_DIFFERS = ("the table or its inputs changed after it was generated, or it was made another way; compare the "
+                 "inputs' hashes with the MANIFEST and look at the rows the differing line is computed from")

@@ -72,6 +72,7 @@ class GateRef:
     decision: str
     inputs: tuple[str, ...]
     frozen_at: str = ""
+    anchored_stages: tuple[str, ...] = ()  # input stages protocol.json declares `rng_seeds: "anchored"`
 
 
 @dataclass
@@ -460,6 +461,11 @@ def _seeds_bound(g: GateRef, rows, events, tokens: list[_Token], rep: EvidenceRe
     for stage in stages:
         a = anchors.get(stage)
         if a is None:
+            if stage in g.anchored_stages and events:
+                rep.findings.append(Finding(EVENTS_PATH, "seed-not-from-anchor", f"stage {stage}",
+                                            "a seeds-anchored event (protocol.json anchors the stage's seeds)",
+                                            "none", f"stage {stage}'s seeds were to be derived from its freeze "
+                                                    "token; the event log names no anchor"))
             bound = False
             continue
         tok = by_token.get(str(a.get("token")))

@@ -26,6 +26,8 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
         protocol = json.loads((root / "protocol.json").read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise AuditError(f"cannot read protocol.json: {exc}", path=str(root)) from None
+    stages = protocol.get("stages") if isinstance(protocol.get("stages"), list) else []
+    anchored = {s.get("stage") for s in stages if isinstance(s, dict) and s.get("rng_seeds") == "anchored"}
     out = []
     for g in protocol.get("gates", []):
         name = g.get("gate")
@@ -37,10 +39,11 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
             ins = rules["inputs"]
             inputs = tuple(run_csv_path(h, s) for s in ins["stages"] for h in ins["hosts"]
                            if (root / run_csv_path(h, s)).is_file())
+            anchored_in = tuple(s for s in ins["stages"] if s in anchored)
         except (OSError, ValueError, KeyError, TypeError):
-            rules, inputs = {}, ()
+            rules, inputs, anchored_in = {}, (), ()
         out.append(GateRef(name, rules_rel, f"analysis/{name}_decision.json", inputs,
-                           str(rules.get("frozen_at", "")) if isinstance(rules, dict) else ""))
+                           str(rules.get("frozen_at", "")) if isinstance(rules, dict) else "", anchored_in))
     return out
 
 

@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import Enum
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from datetime import datetime
+from typing import Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,8 +72,9 @@ def round9(x: float | None) -> float | None:
 
 
 def threshold_passes(kind: str, value: float | None, threshold: float) -> bool:
-    """Outcome of a thresholded check with the (already rounded) `value`; False when no value."""
-    if value is None:
+    """Outcome of a thresholded check with the (already rounded) `value`; False when no value
+    or no finite threshold (rules validation reports the latter)."""
+    if value is None or not math.isfinite(float(threshold)):
         return False
     v = Decimal(repr(float(value)))
     t = Decimal(repr(float(threshold)))
@@ -85,13 +87,48 @@ def threshold_passes(kind: str, value: float | None, threshold: float) -> bool:
 
 # --------------------------------------------------------------------------- validation
 
-def validate_rules(doc: dict, path: str, *, known_configs: set[str] | None = None) -> list[Finding]:
+class ChainBound(NamedTuple):
+    """What the candidates of a gate can be, found by following its ``promoted-by:`` chain to
+    the matrix or an explicit list: `configs` (None when a link of the chain cannot be read,
+    or the chain ends at the matrix and the matrix is not known) and the `cycle` of gates the
+    chain runs into (empty when it ends)."""
+
+    configs: frozenset[str] | None
+    cycle: tuple[str, ...] = ()
+
+
+def chain_bound(gate: str, rules_of: Callable[[str], dict | None],
+                matrix: Collection[str] | None = None) -> ChainBound:
+    """Follow ``promoted-by:`` from `gate` (`rules_of(name)` gives a gate's schema-valid rules,
+    or None when unknown or unreadable). A gate promoted by another decides among a subset of
+    that gate's candidates, so the chain's end bounds every name its rules may use. Pure."""
+    path = [gate]
+    name = gate
+    while True:
+        doc = rules_of(name)
+        if doc is None:
+            return ChainBound(None)
+        cands = doc["inputs"]["candidates"]
+        if isinstance(cands, list):
+            return ChainBound(frozenset(cands))
+        if cands == "matrix":
+            return ChainBound(None if matrix is None else frozenset(matrix))
+        parent = cands.split(":", 1)[1]
+        if parent in path:
+            return ChainBound(None, tuple(path[path.index(parent):]) + (parent,))
+        path.append(parent)
+        name = parent
+
+
+def validate_rules(doc: dict, path: str, *, known_configs: Collection[str] | None = None,
+                   chain: ChainBound | None = None) -> list[Finding]:
     """Every way `doc` is not a usable rules file: schema first, then sense.
 
-    Sense: `always_keep` no longer than `top_k`; every config named in
-    `always_keep` or a check is a candidate (an explicit candidate list, or
-    `known_configs`, the matrix, otherwise); thresholds not negative; known
-    check kinds; no repeated stage, host or seed.  Each finding names its key.
+    Sense: `frozen_at` a real time; `always_keep` no longer than `top_k`; every config named in
+    `always_keep` or a check is a candidate — of the explicit list, of the matrix
+    (`known_configs`) or, for ``promoted-by:``, of what the chain (`chain`, see `chain_bound`)
+    bounds; the chain ends (a cycle of ``promoted-by:`` is a finding); thresholds finite and
+    not negative; known check kinds; no repeated stage, host or seed.  Each finding names its key.
     """
     findings = validate_document(doc, "rules", path)
     if findings:
@@ -101,53 +138,76 @@ def validate_rules(doc: dict, path: str, *, known_configs: set[str] | None = Non
         findings.append(Finding(path=path, code=code, location=json_location(loc),
                                 expected=expected, found=found, message=message))
 
+    if not _is_time(doc["frozen_at"]):
+        bad(["frozen_at"], "rules-bad-frozen-at", "an ISO-8601 UTC time", repr(doc["frozen_at"]),
+            "a freeze time that is no time cannot show that the rules came before the data")
     inputs, promote = doc["inputs"], doc["promote"]
     for key in ("stages", "hosts", "seeds"):
         seen = set()
         for i, v in enumerate(inputs[key]):
             if v in seen:
-                bad(["inputs", key, i], "rules-duplicate", "each value once", repr(v), f"remove the repeated {key[:-1]}")
+                bad(["inputs", key, i], "rules-duplicate", "each value once", repr(v), f"a {key[:-1]} is named twice")
             seen.add(v)
     cands = inputs["candidates"]
+    known: Collection[str] | None
     if isinstance(cands, list):
         known = set(cands)
         if known_configs is not None:
             for i, c in enumerate(cands):
                 if c not in known_configs:
                     bad(["inputs", "candidates", i], "rules-unknown-config", "a config_id of the matrix", c,
-                        "name only configurations that the matrix holds")
+                        "the rules name a configuration the matrix does not hold")
+    elif cands == "matrix":
+        known = known_configs
     else:
-        known = known_configs if cands == "matrix" else None
-        if cands.startswith("promoted-by:") and cands.split(":", 1)[1] == doc["gate"]:
-            bad(["inputs", "candidates"], "rules-chain-cycle", "another gate", cands, "a gate cannot promote its own candidates")
+        known = chain.configs if chain is not None else None
+        if chain is not None and chain.cycle:
+            bad(["inputs", "candidates"], "rules-chain-cycle", "a promoted-by chain that ends at the matrix or a list",
+                " -> ".join(chain.cycle), "gates that promote each other's candidates decide among nothing")
+        elif chain is None and cands.split(":", 1)[1] == doc["gate"]:
+            bad(["inputs", "candidates"], "rules-chain-cycle", "a promoted-by chain that ends at the matrix or a list",
+                f"{doc['gate']} -> {doc['gate']}", "a gate cannot promote its own candidates")
     keep = promote.get("always_keep", [])
     if len(keep) > promote["top_k"]:
         bad(["promote", "always_keep"], "rules-always-keep-too-long", f"at most top_k={promote['top_k']} entries",
-            f"{len(keep)} entries", "raise top_k or keep fewer candidates")
+            f"{len(keep)} entries", "more configurations are always kept than top_k promotes")
     if len(set(keep)) != len(keep):
-        bad(["promote", "always_keep"], "rules-duplicate", "each config once", repr(keep), "remove the repeat")
+        bad(["promote", "always_keep"], "rules-duplicate", "each config once", repr(keep), "a configuration is always kept twice")
     names = [(["promote", "always_keep", i], c) for i, c in enumerate(keep)]
     for i, check in enumerate(doc["checks"]):
         kind = check["kind"]
         if kind not in CHECK_KINDS:
             bad(["checks", i, "kind"], "rules-unknown-check", f"one of {', '.join(CHECK_KINDS)}", kind,
-                "use a check kind SPEC.md section 5 defines")
+                "SPEC.md section 5 defines no such check: it has no outcome")
             continue
         names.append((["checks", i, "candidate"], check["candidate"]))
         if "reference" in check:
             names.append((["checks", i, "reference"], check["reference"]))
-        if CheckKind(kind).thresholded and check["threshold"] < 0:
+        if CheckKind(kind).thresholded and not math.isfinite(check["threshold"]):
+            bad(["checks", i, "threshold"], "rules-non-finite-threshold", "a finite threshold",
+                repr(check["threshold"]), "a check against NaN or infinity has no outcome")
+        elif CheckKind(kind).thresholded and check["threshold"] < 0:
             bad(["checks", i, "threshold"], "rules-negative-threshold", "a threshold >= 0",
-                repr(check["threshold"]), "thresholds bound an absolute gap; give a non-negative one")
+                repr(check["threshold"]), "a negative bound on a gap that is compared as absolute can never be met")
         if kind != CheckKind.RANKS_FIRST_IN_ALL_CELLS and check.get("reference") == check["candidate"]:
             bad(["checks", i, "reference"], "rules-self-reference", "a reference other than the candidate",
-                check["reference"], "compare the candidate with a different configuration")
+                check["reference"], "a candidate compared with itself passes by construction")
     if known is not None:
+        where = ("the gate's candidates" if not isinstance(cands, str) or cands == "matrix"
+                 else f"the candidates its chain ({cands}) can bring")
         for loc, c in names:
             if c not in known:
-                bad(loc, "rules-not-a-candidate", "a candidate of this gate", c,
-                    "name a configuration that is among the gate's candidates")
+                bad(loc, "rules-not-a-candidate", f"a configuration among {where}", c,
+                    "the rules name a configuration that can never be a candidate of this gate")
     return findings
+
+
+def _is_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- the decision

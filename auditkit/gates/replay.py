@@ -9,7 +9,10 @@ promoted-by chain, and every field of the decision).
 
 from __future__ import annotations
 
+import csv
 import gc
+import hashlib
+import io
 import json
 import math
 from contextlib import contextmanager
@@ -18,71 +21,160 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_bytes, canonical_json_bytes
 from auditkit.findings import Finding, Report, json_location
-from auditkit.package.hashing import sha256_file
-from auditkit.study.spec import Protocol, load_protocol
-from auditkit.package.rows import read_csv_text, run_csv_path
-from auditkit.gates.engine import DuplicateRowError, decide_columns, validate_rules
+from auditkit.gates.engine import DuplicateRowError, chain_bound, decide_columns, validate_rules
+from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
+from auditkit.package.store import (PackageDefect, PackageStore, atomic_write_bytes, canonical_json_bytes, decode_utf8,
+                                    defect, loads_strict, open_package)
+from auditkit.study.spec import Protocol, load_package_protocol
 
 TOLERANCE = 1e-9
-ROW_COLUMNS = ("run_id", "host", "stage", "seed", "config_id", "status", "started_at")
+ROW_COLUMNS = ("host", "stage", "seed", "config_id", "status", "started_at")
+TEXT_COLUMNS = ("host", "stage", "config_id", "status")
+# A decision holds one object per run row and a run CSV one line per run: both are read whole,
+# so they get a larger cap than the store's default for one document.
+MAX_RUN_CSV_BYTES = 1 << 30
+MAX_DECISION_BYTES = 1 << 30
 
 
 # --------------------------------------------------------------------------- loading
 
-def gate_inputs(package_dir: str | Path, rules: dict) -> list[str]:
+def package_store(package) -> PackageStore:
+    """The store of `package` (a directory path or an open store); AuditError (exit 2) if it is no package."""
+    return package if isinstance(package, PackageStore) else open_package(package)
+
+
+def gate_inputs(package_dir, rules: dict) -> list[str]:
     """The run CSVs the rules select: ``remote-results/<host>_<stage>_summary.csv`` for every
     host x stage of `inputs`, sorted (package-relative POSIX paths)."""
     ins = rules["inputs"]
     return sorted({run_csv_path(h, s) for h in ins["hosts"] for s in ins["stages"]})
 
 
-def load_gate_rows(package_dir: str | Path, paths: list[str], metric: str = "val_bpb") -> pd.DataFrame:
-    """The rows of `paths` as one frame: the run columns as text plus `seed` (int),
-    `value` (the metric as float, NaN when empty or not a number), `_file` and `_row`
-    (data rows counted from 1). Raises AuditError for a missing or unreadable file."""
-    pkg = Path(package_dir)
-    frames = []
-    for rel in paths:
-        p = pkg / rel
-        if not p.is_file():
-            raise AuditError("input run CSV is missing", path=rel,
-                             hint="the rules select this host x stage; the package must hold its rows")
-        try:
-            head = pd.read_csv(p, dtype=str, keep_default_na=False, nrows=0)
-            need = list(ROW_COLUMNS) + [metric]
-            missing = [c for c in need if c not in head.columns]
-            if missing:
-                raise AuditError(f"run CSV lacks column(s) {missing}", path=rel,
-                                 hint="SPEC.md section 4 lists the required columns")
-            df = pd.read_csv(p, dtype=str, keep_default_na=False, usecols=need, engine="c")
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
-            raise AuditError(f"not a readable run CSV: {exc}", path=rel) from exc
-        seed = pd.to_numeric(df["seed"], errors="coerce")
-        if seed.isna().any() or (seed % 1 != 0).any():
-            i = int(np.flatnonzero((seed.isna() | (seed % 1 != 0)).to_numpy())[0])
-            raise AuditError(f"row {i + 1}, column seed: {df['seed'].iat[i]!r} is not an integer", path=rel)
-        df["seed"] = seed.astype(np.int64)
-        df["value"] = pd.to_numeric(df[metric], errors="coerce").astype(np.float64)
-        df["_file"] = rel
-        df["_row"] = np.arange(1, len(df) + 1)
-        frames.append(df)
+def read_run_csv(store: PackageStore, rel: str, metric: str = "val_bpb") -> tuple[pd.DataFrame, str]:
+    """(rows, sha256) of one run CSV, parsed from the very bytes that were hashed.
+
+    Columns: `host`, `stage`, `config_id`, `status` (categorical), `seed` (int64), `value`
+    (the metric as float64, NaN when empty or not a number), `started` (UTC datetime, NaT
+    when not a timestamp), `_row` (data rows counted from 1), plus `started_at` (the text)
+    only when some timestamp did not parse.  Raises PackageDefect naming the file (and row)
+    when it is not a regular UTF-8 CSV with the columns replay needs, or a seed is no integer."""
+    data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
+    sha = hashlib.sha256(data).hexdigest()
+    if not data.isascii():
+        decode_utf8(data, rel)  # a BOM or an invalid byte is a PackageDefect naming the offset
+    header = _csv_header(data, rel)
+    need = list(ROW_COLUMNS) + ([metric] if metric not in ROW_COLUMNS else [])
+    missing = [c for c in need if c not in header]
+    if missing:
+        raise defect(rel, "run-csv-missing-column", f"the run CSV lacks column(s) {missing}", location="header",
+                     expected=", ".join(need), found=", ".join(header) or "no header",
+                     hint="SPEC.md section 4 lists the required columns; without them the gate cannot be replayed")
+    try:
+        df = _typed_rows(data, need, metric) if metric not in ROW_COLUMNS else None
+    except (ValueError, TypeError, OverflowError):
+        df = None  # a value that does not parse: the text path below finds and names it
+    except pd.errors.ParserError as exc:
+        raise defect(rel, "csv-unreadable", f"not a readable CSV: {exc}") from None
+    if df is None:
+        df = _text_rows(data, need, metric, rel)
+    df["_row"] = np.arange(1, len(df) + 1, dtype=np.int64)
+    return df, sha
+
+
+def _csv_header(data: bytes, rel: str) -> list[str]:
+    end = data.find(b"\n")
+    first = (data if end < 0 else data[:end]).decode("utf-8").rstrip("\r")
+    try:
+        header = next(csv.reader([first], strict=True), [])
+    except csv.Error as exc:
+        raise defect(rel, "csv-unreadable", f"the header is not CSV: {exc}", location="header") from None
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise defect(rel, "csv-duplicate-column", f"column {name!r} appears twice in the header", location="header",
+                         expected="each column once", found=name,
+                         hint="two columns of one name: which one holds the run's value is ambiguous")
+        seen.add(name)
+    return header
+
+
+def _typed_rows(data: bytes, need: list[str], metric: str) -> pd.DataFrame:
+    """The common case, parsed straight into compact columns by pandas' C reader."""
+    dtype = {c: "category" for c in TEXT_COLUMNS} | {"seed": "int64", metric: "float64"}
+    df = pd.read_csv(io.BytesIO(data), usecols=need, dtype=dtype, keep_default_na=False,
+                     na_values={metric: [""]}, parse_dates=["started_at"], date_format="ISO8601", engine="c")
+    if not isinstance(df["started_at"].dtype, pd.DatetimeTZDtype):
+        raise ValueError("a started_at that is not an ISO-8601 UTC timestamp")
+    return df.rename(columns={metric: "value", "started_at": "started"})
+
+
+def _text_rows(data: bytes, need: list[str], metric: str, rel: str) -> pd.DataFrame:
+    """Every value as text first: slower, and names the row of a value that does not parse."""
+    try:
+        raw = pd.read_csv(io.BytesIO(data), usecols=need, dtype=object, keep_default_na=False, engine="c")
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise defect(rel, "csv-unreadable", f"not a readable CSV: {exc}") from None
+    raw = raw.fillna("")
+    seed = pd.to_numeric(raw["seed"], errors="coerce")
+    bad = (seed.isna() | (seed % 1 != 0)).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise defect(rel, "row-bad-seed", "a seed is not an integer", location=f"row {i + 1}, column seed",
+                     expected="an integer", found=repr(raw["seed"].iat[i]),
+                     hint="cells are (host, seed) pairs: a row without an integer seed cannot be placed")
+    df = pd.DataFrame({c: raw[c].astype("category") for c in TEXT_COLUMNS})
+    df["seed"] = seed.astype(np.int64).to_numpy()
+    df["value"] = pd.to_numeric(raw[metric], errors="coerce").astype(np.float64).to_numpy()
+    df["started"] = pd.to_datetime(raw["started_at"], utc=True, format="ISO8601", errors="coerce")
+    df["started_at"] = raw["started_at"].astype(object).to_numpy()
+    return df
+
+
+def load_gate_rows(package, paths: list[str], metric: str = "val_bpb") -> pd.DataFrame:
+    """The rows of `paths` as one frame (the columns of `read_run_csv` plus `_file`).
+    Raises PackageDefect for a missing or unreadable file."""
+    store = package_store(package)
+    return concat_rows([_with_file(read_run_csv(store, rel, metric)[0], rel) for rel in paths])
+
+
+def _with_file(df: pd.DataFrame, rel: str) -> pd.DataFrame:
+    df["_file"] = pd.Categorical.from_codes(np.zeros(len(df), dtype=np.int8), categories=[rel])
+    return df
+
+
+def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of `read_run_csv` as one (categorical columns joined without decoding them)."""
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in ROW_COLUMNS}
-                            | {"seed": pd.Series(dtype=np.int64), "value": pd.Series(dtype=np.float64),
-                               "_file": pd.Series(dtype=object), "_row": pd.Series(dtype=np.int64)})
-    return pd.concat(frames, ignore_index=True)
+        out = pd.DataFrame({c: pd.Categorical([]) for c in TEXT_COLUMNS})
+        out["seed"] = np.zeros(0, dtype=np.int64)
+        out["value"] = np.zeros(0, dtype=np.float64)
+        out["started"] = pd.to_datetime(pd.Series([], dtype=object), utc=True)
+        out["_row"] = np.zeros(0, dtype=np.int64)
+        out["_file"] = pd.Categorical([])
+        return out
+    if len(frames) == 1:
+        return frames[0]
+    cols = {}
+    for c in frames[0].columns.union([c for f in frames for c in f.columns], sort=False):
+        parts = [f[c] if c in f.columns else pd.Series([None] * len(f), dtype=object) for f in frames]
+        if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
+            # categories of one text dtype (an empty file's have none to infer it from)
+            parts = [p.cat.rename_categories(p.cat.categories.astype(str)) for p in parts]
+            cols[c] = union_categoricals(parts, ignore_order=True)
+        else:
+            cols[c] = pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(cols)
 
 
 def _columns(df: pd.DataFrame) -> dict:
-    where = _Where(df)
-    return {"stage": df["stage"].to_numpy(), "host": df["host"].to_numpy(), "seed": df["seed"].to_numpy(),
-            "config_id": df["config_id"].to_numpy(), "status": df["status"].to_numpy(),
-            "value": df["value"].to_numpy(), "where": where}
+    return {"stage": df["stage"].to_numpy(object), "host": df["host"].to_numpy(object), "seed": df["seed"].to_numpy(),
+            "config_id": df["config_id"].to_numpy(object), "status": df["status"].to_numpy(object),
+            "value": df["value"].to_numpy(), "where": _Where(df)}
 
 
 class _Where:
@@ -111,35 +203,24 @@ def paused_gc():
             gc.enable()
 
 
-def read_json(pkg: Path, rel: str) -> dict:
-    """A package JSON object; AuditError if missing or unreadable. The cyclic garbage collector
-    is paused while parsing: a decision holds one object per run row, and collections
-    triggered by allocation alone would make parsing quadratic-ish for nothing."""
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        doc = json.loads((pkg / rel).read_text("utf-8"))
-    except FileNotFoundError as exc:
-        raise AuditError("file is missing", path=rel) from exc
-    except (OSError, ValueError) as exc:
-        raise AuditError(f"not readable JSON: {exc}", path=rel) from exc
-    finally:
-        if gc_was:
-            gc.enable()
+def read_json(package, rel: str) -> dict:
+    """A package JSON object, read strictly through the store (PackageDefect if it is missing,
+    not a regular file, not strict JSON or not an object)."""
+    return _json_object(package_store(package).read_bytes(rel, MAX_DECISION_BYTES), rel)
+
+
+def _json_object(data: bytes, rel: str) -> dict:
+    with paused_gc():
+        doc = loads_strict(data, rel)
     if not isinstance(doc, dict):
-        raise AuditError("not a JSON object", path=rel)
+        raise defect(rel, "json-not-object", "the document is not a JSON object", location="$",
+                     expected="a JSON object", found=type(doc).__name__)
     return doc
 
 
-def package_protocol(package_dir: str | Path) -> Protocol:
-    pkg = Path(package_dir)
-    if not pkg.is_dir():
-        raise AuditError("package directory not found", path=str(pkg),
-                         hint="give the package directory with --package PATH")
-    if not (pkg / "protocol.json").is_file():
-        raise AuditError("not a package directory (no protocol.json)", path=str(pkg),
-                         hint="give the directory that holds protocol.json with --package PATH")
-    return load_protocol(pkg / "protocol.json")
+def package_protocol(package) -> Protocol:
+    """The package's protocol (AuditError if `package` is no package, PackageDefect if the protocol is bad)."""
+    return load_package_protocol(package_store(package))
 
 
 def _gate(protocol: Protocol, gate: str):
@@ -150,61 +231,78 @@ def _gate(protocol: Protocol, gate: str):
         raise AuditError(f"unknown gate {gate!r}", hint=f"the protocol's gates are: {names}") from None
 
 
-def matrix_config_ids(package_dir: str | Path, protocol: Protocol) -> list[str]:
-    pkg = Path(package_dir)
-    try:
-        text = (pkg / protocol.matrix).read_text("utf-8")
-    except OSError as exc:
-        raise AuditError(f"cannot read the candidate matrix: {exc}", path=protocol.matrix) from exc
-    header, rows = read_csv_text(text, protocol.matrix)
+def matrix_config_ids(package, protocol: Protocol) -> list[str]:
+    """The candidate matrix's config_ids (PackageDefect if it is unreadable or has no config_id column)."""
+    header, rows = package_store(package).read_csv(protocol.matrix)
     if "config_id" not in header:
-        raise AuditError("matrix has no config_id column", path=protocol.matrix)
+        raise defect(protocol.matrix, "run-csv-missing-column", "the matrix has no config_id column",
+                     location="header", expected="config_id", found=", ".join(header) or "no header",
+                     hint="SPEC.md section 2: a matrix names its configurations in config_id")
     return [r["config_id"] for r in rows]
 
 
-def resolve_candidates(package_dir: str | Path, protocol: Protocol, rules: dict, *, read=None) -> list[str]:
+def resolve_candidates(package, protocol: Protocol, rules: dict, *, read=None) -> list[str]:
     """The gate's candidates: the matrix's config_ids, the recorded promoted list of the
-    gate named by ``promoted-by:``, or the explicit list. Raises AuditError if unreadable.
-    `read(rel) -> dict` reads a package JSON file (default: `read_json`)."""
+    gate named by ``promoted-by:``, or the explicit list. Raises AuditError (a PackageDefect
+    for a defective file) if unreadable. `read(rel) -> dict` reads a package JSON file."""
     cands = rules["inputs"]["candidates"]
     if cands == "matrix":
-        return matrix_config_ids(package_dir, protocol)
+        return matrix_config_ids(package, protocol)
     if isinstance(cands, str) and cands.startswith("promoted-by:"):
         g = _gate(protocol, cands.split(":", 1)[1])
-        doc = (read or (lambda rel: read_json(Path(package_dir), rel)))(g.decision_path)
-        if not isinstance(doc.get("promoted"), list):
-            raise AuditError("decision has no promoted list", path=g.decision_path)
-        return list(doc["promoted"])
+        doc = (read or (lambda rel: read_json(package, rel)))(g.decision_path)
+        promoted = doc.get("promoted")
+        if not isinstance(promoted, list) or not all(isinstance(c, str) for c in promoted):
+            raise defect(g.decision_path, "schema-invalid", "the decision has no promoted list", location="$.promoted",
+                         expected="a list of config_ids", found=json.dumps(promoted)[:80])
+        return list(promoted)
     return list(cands)
 
 
-def load_rules(package_dir: str | Path, protocol: Protocol, gate: str, *, known_configs=None) -> tuple[str, dict]:
+def load_rules(package, protocol: Protocol, gate: str, *, known_configs=None) -> tuple[str, dict]:
     """(path, doc) of a gate's frozen rules; AuditError if missing, unreadable or invalid."""
     rel = _gate(protocol, gate).rules
-    doc = read_json(Path(package_dir), rel)
-    bad = validate_rules(doc, rel, known_configs=known_configs)
+    doc = read_json(package, rel)
+    chain = None
+    if isinstance(doc.get("inputs"), dict) and str(doc["inputs"].get("candidates")).startswith("promoted-by:"):
+        chain = chain_bound(gate, lambda name: _valid_rules(package, protocol, name), known_configs)
+    bad = validate_rules(doc, rel, known_configs=known_configs, chain=chain)
     if bad:
         raise AuditError(f"rules are not valid: {bad[0]}", path=rel, hint="a gate's rules must follow SPEC.md section 5")
     return rel, doc
 
 
-def decide_gate(package_dir: str | Path, gate: str, decided_at: str) -> dict:
+def _valid_rules(package, protocol: Protocol, gate: str) -> dict | None:
+    """A gate's rules if they can be read and follow the schema, else None (for `chain_bound`)."""
+    try:
+        rel = protocol.gate(gate).rules
+        doc = read_json(package, rel)
+    except (KeyError, PackageDefect):
+        return None
+    return None if validate_document(doc, "rules", rel) else doc
+
+
+def decide_gate(package_dir, gate: str, decided_at: str) -> dict:
     """The full decision document (SPEC section 6) of `gate`, from the package's rules and
     rows, hashes included. Writes nothing. Raises AuditError when it cannot decide
     (unknown gate, missing or invalid rules or inputs, two rows of one candidate in a cell)."""
-    pkg = Path(package_dir)
-    protocol = package_protocol(pkg)
-    rules_rel, rules = load_rules(pkg, protocol, gate)
-    candidates = resolve_candidates(pkg, protocol, rules)
-    paths = gate_inputs(pkg, rules)
-    df = load_gate_rows(pkg, paths, rules["metric"]["column"])
+    store = package_store(package_dir)
+    protocol = package_protocol(store)
+    rules_rel, rules = load_rules(store, protocol, gate)
+    candidates = resolve_candidates(store, protocol, rules)
+    paths = gate_inputs(store, rules)
+    frames, inputs = [], []
+    for p in paths:
+        df, sha = read_run_csv(store, p, rules["metric"]["column"])
+        frames.append(_with_file(df, p))
+        inputs.append({"path": p, "sha256": sha})
+    df = concat_rows(frames)
     try:
         decision = decide_columns(rules, _columns(df), candidates)
     except DuplicateRowError as exc:
         raise AuditError(str(exc), path=paths[0] if len(paths) == 1 else None,
                          hint="each candidate has one row per (host, seed) cell; remove the extra row") from exc
-    inputs = [{"path": p, "sha256": sha256_file(pkg / p)} for p in paths]
-    return decision.to_json(rules_ref={"path": rules_rel, "sha256": sha256_file(pkg / rules_rel)},
+    return decision.to_json(rules_ref={"path": rules_rel, "sha256": store.sha256(rules_rel)},
                             inputs=inputs, decided_at=decided_at)
 
 
@@ -256,14 +354,15 @@ def cell_findings(path: str, i: int, cells) -> list[Finding]:
         v, r = cell.get("val_bpb"), cell.get("rank")
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             out += _cell_finding(path, ["candidates", i, "cells", key, "val_bpb"], "a number or null", v)
-        if r is not None and (isinstance(r, bool) or not isinstance(r, int)):
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))
+                              or not float(r).is_integer()):
             out += _cell_finding(path, ["candidates", i, "cells", key, "rank"], "an integer or null", r)
     return out
 
 
 def _cell_finding(path: str, loc: list, expected: str, found) -> list[Finding]:
     return [Finding(path, "schema-invalid", json_location(loc), expected, _show(found),
-                    "the value at this location does not follow SPEC.md")]
+                    "the decision does not follow SPEC.md section 6 here, so this part of it cannot be compared")]
 
 
 # --------------------------------------------------------------------------- replay
@@ -278,37 +377,103 @@ class GateReplay:
     recorded: dict | None = None
     replayed: dict | None = None
     findings: list[Finding] = field(default_factory=list)
+    first_input_start: str | None = None  # the earliest started_at of the rows the gate selects
 
     @property
     def identical(self) -> bool:
         return not self.findings
 
+    def summary(self) -> dict:
+        """The verdict and what the replay found, for `--json`: promoted list, ranks, checks and
+        `frozen_at` beside the first input row's start (None where the gate could not be replayed)."""
+        doc = self.replayed
+        frozen = self.rules.get("frozen_at") if isinstance(self.rules, dict) else None
+        before = None
+        if frozen and self.first_input_start:
+            try:
+                before = bool(pd.Timestamp(frozen) < pd.Timestamp(self.first_input_start))
+            except (ValueError, TypeError):
+                before = None
+        out = {"gate": self.gate, "verdict": "identical" if self.identical else "differs",
+               "differences": len(self.findings),
+               "frozen_at": frozen, "first_input_started_at": self.first_input_start, "frozen_before_data": before,
+               "replayed": None}
+        if doc is not None:
+            out["replayed"] = {
+                "promoted": list(doc["promoted"]),
+                "ranks": {c["config_id"]: c.get("rank") for c in doc["candidates"]},
+                "eligible": {c["config_id"]: c["eligible"] for c in doc["candidates"]},
+                "checks": [{k: ch.get(k) for k in ("kind", "candidate", "reference", "value", "threshold", "passed")}
+                           for ch in doc["checks"]],
+            }
+        return out
+
+
+@dataclass
+class ReplayReport(Report):
+    """A replay-gate Report whose JSON form also carries each gate's replayed decision (`gates`)."""
+
+    gates: list[dict] = field(default_factory=list)  # `GateReplay.summary()` of each gate, in protocol order
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "gates": self.gates}
+
 
 class _Session:
-    """Caches what several gates of one replay share (protocol, rows, replayed decisions)."""
+    """Caches what several gates of one replay share (protocol, rows, hashes, replayed decisions)."""
 
-    def __init__(self, package_dir: str | Path):
-        self.pkg = Path(package_dir)
-        self.protocol = package_protocol(self.pkg)
+    def __init__(self, package_dir):
+        self.store = package_store(package_dir)
+        self.pkg = self.store.root
+        self.protocol = package_protocol(self.store)
         self.results: dict[str, GateReplay] = {}
         self.frames: dict[tuple[str, str], pd.DataFrame] = {}
         self.hashes: dict[str, str] = {}
         self.docs: dict[str, dict] = {}
+        self.valid: dict[str, dict | None] = {}
+        self._matrix: tuple | None = None
 
     def json(self, rel: str) -> dict:
+        """A package JSON object, read strictly; the bytes parsed are the bytes hashed."""
         if rel not in self.docs:
-            self.docs[rel] = read_json(self.pkg, rel)
+            data = self.store.read_bytes(rel, MAX_DECISION_BYTES)
+            self.hashes[rel] = hashlib.sha256(data).hexdigest()
+            self.docs[rel] = _json_object(data, rel)
         return self.docs[rel]
+
+    def rules_of(self, gate: str) -> dict | None:
+        """A gate's rules when readable and valid against the schema, else None (for `chain_bound`)."""
+        if gate not in self.valid:
+            doc = None
+            try:
+                rel = self.protocol.gate(gate).rules
+                doc = self.json(rel)
+                if validate_document(doc, "rules", rel):
+                    doc = None
+            except (KeyError, PackageDefect):
+                doc = None
+            self.valid[gate] = doc
+        return self.valid[gate]
+
+    def matrix(self) -> list[str] | None:
+        """The matrix's config_ids, or None when it cannot be read (a gate over it reports why)."""
+        if self._matrix is None:
+            try:
+                self._matrix = (matrix_config_ids(self.store, self.protocol),)
+            except PackageDefect:
+                self._matrix = (None,)
+        return self._matrix[0]
 
     def sha(self, rel: str) -> str:
         if rel not in self.hashes:
-            self.hashes[rel] = sha256_file(self.pkg / rel)
+            self.hashes[rel] = self.store.sha256(rel)
         return self.hashes[rel]
 
     def frame(self, rel: str, metric: str) -> pd.DataFrame:
         key = (rel, metric)
         if key not in self.frames:
-            self.frames[key] = load_gate_rows(self.pkg, [rel], metric)
+            df, self.hashes[rel] = read_run_csv(self.store, rel, metric)
+            self.frames[key] = _with_file(df, rel)
         return self.frames[key]
 
     def replay(self, gate: str, stack: tuple[str, ...] = ()) -> GateReplay:
@@ -321,17 +486,18 @@ class _Session:
         return self.results[gate]
 
 
-def replay_gate(package_dir: str | Path, gate: str) -> GateReplay:
-    """Replay one gate. Raises AuditError when it cannot run (no package, unreadable
-    protocol, unknown gate); everything else is a finding."""
+def replay_gate(package_dir, gate: str) -> GateReplay:
+    """Replay one gate. Raises AuditError when it cannot run (no package, unknown gate) and
+    PackageDefect (an AuditError carrying a finding) when protocol.json is defective;
+    everything else is a finding."""
     s = _Session(package_dir)
     _gate(s.protocol, gate)
     with paused_gc():
         return s.replay(gate)
 
 
-def replay_all(package_dir: str | Path) -> list[GateReplay]:
-    """Replay every gate of the package's protocol, in protocol order."""
+def replay_all(package_dir) -> list[GateReplay]:
+    """Replay every gate of the package's protocol, in protocol order (raises as `replay_gate`)."""
     s = _Session(package_dir)
     if not s.protocol.gates:
         raise AuditError("the protocol defines no gate", path="protocol.json",
@@ -340,15 +506,44 @@ def replay_all(package_dir: str | Path) -> list[GateReplay]:
         return [s.replay(g.gate) for g in s.protocol.gates]
 
 
-def replay_report(replays: list[GateReplay], target: str) -> Report:
-    """One Report of every finding of `replays`."""
-    rep = Report(command="replay-gate", target=target)
+def replay_package(package_dir, gate: str) -> tuple[list[GateReplay], Report]:
+    """`replay_all` (gate ``all``) or `replay_gate`, and their report. A defective protocol.json
+    is a finding in the report, not an exception; AuditError still means "could not check"."""
+    try:
+        replays = replay_all(package_dir) if gate == "all" else [replay_gate(package_dir, gate)]
+    except PackageDefect as exc:
+        rep = ReplayReport(command="replay-gate", target=str(package_dir))
+        rep.add(exc.finding)
+        rep.checked = {"gates": 0}
+        return [], rep
+    return replays, replay_report(replays, str(package_dir))
+
+
+def replay_report(replays: list[GateReplay], target: str) -> ReplayReport:
+    """One report of every finding of `replays`, each once (a file two gates read is one finding
+    per gate only where the findings differ), and each gate's `summary` for `--json`."""
+    rep = ReplayReport(command="replay-gate", target=target)
+    seen = set()
     for r in replays:
-        rep.extend(r.findings)
+        for x in r.findings:
+            if x not in seen:
+                seen.add(x)
+                rep.add(x)
     rep.checked = {"gates": len(replays)}
+    rep.gates = [r.summary() for r in replays]
     rep.info = {f"gate {r.gate}": ("identical" if r.identical else f"{len(r.findings)} difference(s)")
                 for r in replays}
     return rep
+
+
+# rules findings after which the gate cannot be recomputed (the others are reported, and it is)
+_UNREPLAYABLE = {"schema-invalid", "rules-chain-cycle", "rules-non-finite-threshold"}
+
+
+def rules_promoted_by(rules: dict) -> str | None:
+    """The gate named by ``promoted-by:`` in rules' candidates, or None."""
+    cands = rules.get("inputs", {}).get("candidates") if isinstance(rules.get("inputs"), dict) else None
+    return cands.split(":", 1)[1] if isinstance(cands, str) and cands.startswith("promoted-by:") else None
 
 
 def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
@@ -360,12 +555,15 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     # rules
     try:
         rules = s.json(g.rules)
-    except AuditError as exc:
-        f.append(Finding(g.rules, "rules-unreadable", found=exc.message, message="the gate's frozen rules must be readable"))
+    except PackageDefect as exc:
+        f.append(exc.finding)
         return out
-    bad = validate_rules(rules, g.rules)
-    if bad:
-        f.extend(bad)
+    chain = None
+    if rules_promoted_by(rules) is not None:
+        chain = chain_bound(gate, s.rules_of, s.matrix())
+    bad = validate_rules(rules, g.rules, known_configs=s.matrix(), chain=chain)
+    f.extend(bad)
+    if any(x.code in _UNREPLAYABLE for x in bad):
         return out
     out.rules = rules
     if rules["gate"] != gate:
@@ -374,9 +572,13 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     # recorded decision
     try:
         rec = s.json(dec_rel)
-    except AuditError as exc:
-        f.append(Finding(dec_rel, "decision-missing", found=exc.message,
-                         message=f"gate {gate}'s recorded decision is absent or unreadable: nothing to replay against"))
+    except PackageDefect as exc:
+        if exc.finding.code == "missing-file":
+            f.append(Finding(dec_rel, "decision-missing", expected=f"the recorded decision of gate {gate}",
+                             found="no such file", message="the package does not hold the decision this gate made: "
+                             "without it there is nothing to replay against; find out whether it was ever recorded"))
+        else:
+            f.append(exc.finding)
         rec = None
     if rec is not None:
         schema_bad = validate_decision(rec, dec_rel, cells=False)  # cells: in diff_decisions
@@ -386,21 +588,35 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     out.recorded = rec
 
     # hashes and inputs named vs selected
-    selected = gate_inputs(s.pkg, rules)
-    present = [p for p in selected if (s.pkg / p).is_file()]
+    selected = gate_inputs(s.store, rules)
+    present = [p for p in selected if s.store.kind(p) is not None]
     for p in selected:
         if p not in present:
             f.append(Finding(p, "input-missing", expected="a run CSV the rules select", found="no such file",
-                             message=f"gate {gate} selects this host x stage; restore the file"))
+                             message=f"gate {gate} selects this host x stage, but the package holds no rows for it"))
+
+    # rows, read (and hashed) through the store
+    metric = rules["metric"]["column"]
+    frames = []
+    for p in list(present):
+        try:
+            frames.append(s.frame(p, metric))
+        except PackageDefect as exc:
+            f.append(exc.finding)
+            present.remove(p)
     if rec is not None:
         rr = rec["rules"]
         if rr["path"] != g.rules:
             f.append(Finding(dec_rel, "rules-path-mismatch", "$.rules.path", g.rules, rr["path"],
                              "the decision names other rules than the protocol's"))
-        actual = s.sha(g.rules)
+        try:
+            actual = s.sha(g.rules)
+        except PackageDefect:
+            actual = "unreadable"
         if rr["sha256"] != actual:
-            f.append(Finding(g.rules, "rules-hash-mismatch", "$.rules.sha256", rr["sha256"], actual,
-                             "the rules changed after the decision was recorded"))
+            f.append(Finding(dec_rel, "rules-hash-mismatch", "$.rules.sha256", rr["sha256"], actual,
+                             f"the decision records other bytes for {g.rules} than the package holds: the rules "
+                             "changed after the decision was recorded, or the record was altered"))
         named = {i["path"]: i["sha256"] for i in rec["inputs"]}
         for p in selected:
             if p not in named:
@@ -410,34 +626,32 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
             if p not in selected:
                 f.append(Finding(dec_rel, "input-extra", json_location(["inputs", i, "path"]), "only inputs the rules select",
                                  p, "the decision names a file its rules do not select"))
-            elif (s.pkg / p).is_file() and s.sha(p) != h:
+            elif p in present and s.sha(p) != h:
                 f.append(Finding(p, "input-hash-mismatch", "", h, s.sha(p),
                                  f"the rows changed after gate {gate} was decided"))
 
-    # rows
-    metric = rules["metric"]["column"]
-    try:
-        frames = [s.frame(p, metric) for p in present]
-    except AuditError as exc:
-        f.append(Finding(exc.path or "", "input-unreadable", found=exc.message, message=exc.hint or ""))
-        return out
-    df = pd.concat(frames, ignore_index=True) if frames else load_gate_rows(s.pkg, [])
+    df = concat_rows(frames)
     ins = rules["inputs"]
     sel = df[df["stage"].isin(ins["stages"]) & df["host"].isin(ins["hosts"]) & df["seed"].isin(ins["seeds"])]
     if len(sel) == 0:
         f.append(Finding(g.rules, "gate-no-rows", "$.inputs", "rows for the gate's stages, hosts and seeds",
                          "none", "a gate with no data decides nothing"))
     f.extend(_frozen_before(rules, sel, g.rules))
+    if len(sel) and sel["started"].notna().any():
+        out.first_input_start = _iso(sel["started"].min())
 
     # candidates and the chain
     cands_spec = ins["candidates"]
     try:
         if isinstance(cands_spec, str) and cands_spec.startswith("promoted-by:"):
             parent = cands_spec.split(":", 1)[1]
-            candidates = resolve_candidates(s.pkg, s.protocol, rules, read=s.json)
+            candidates = resolve_candidates(s.store, s.protocol, rules, read=s.json)
             f.extend(_chain(s, gate, parent, candidates, rec, stack, dec_rel))
         else:
-            candidates = resolve_candidates(s.pkg, s.protocol, rules)
+            candidates = resolve_candidates(s.store, s.protocol, rules)
+    except PackageDefect as exc:
+        f.append(exc.finding)
+        return out
     except AuditError as exc:
         f.append(Finding(exc.path or g.rules, "candidates-unresolved", "$.inputs.candidates", "a resolvable list",
                          exc.message, exc.hint or ""))
@@ -452,7 +666,8 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     except DuplicateRowError as exc:
         first = exc.where[0].split(" row ")[0] if exc.where else g.rules
         f.append(Finding(first, "duplicate-run-row", "; ".join(exc.where), "one row per candidate and cell",
-                         f"{exc.config_id} in {exc.cell}", "two rows claim one cell: find out which run is genuine"))
+                         f"{exc.config_id} in {exc.cell}", "two runs of one candidate in one cell: the rules cannot "
+                         "say which counts (SPEC 5.2); find out which run the recorded decision used"))
         return out
     replayed = decision.to_json(
         rules_ref={"path": g.rules, "sha256": s.sha(g.rules)},
@@ -460,28 +675,39 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
         decided_at=rec["decided_at"] if rec else "")
     out.replayed = replayed
     if rec is not None:
-        f.extend(diff_decisions(rec, replayed, dec_rel))
+        f.extend(diff_decisions(rec, replayed, dec_rel, better=rules["metric"]["better"]))
     return out
 
 
 def _frozen_before(rules: dict, sel: pd.DataFrame, rules_rel: str) -> list[Finding]:
-    frozen = pd.to_datetime(rules["frozen_at"], utc=True, format="ISO8601")
-    started = pd.to_datetime(sel["started_at"], utc=True, format="ISO8601", errors="coerce")
+    """SPEC 5.10: `frozen_at` earlier than every input row's `started_at` (compared as times)."""
+    try:
+        frozen = pd.to_datetime(rules["frozen_at"], utc=True, format="ISO8601")
+    except (ValueError, OverflowError):
+        return []  # validate_rules reported rules-bad-frozen-at
+    started = sel["started"]
     out = []
     bad_ts = np.flatnonzero(started.isna().to_numpy())
     for i in bad_ts[:5]:
-        out.append(Finding(sel["_file"].iat[i], "row-bad-timestamp", f"row {int(sel['_row'].iat[i])}, column started_at",
-                           "an ISO-8601 UTC timestamp", repr(sel["started_at"].iat[i]),
-                           "without a start time the freeze cannot be checked"))
+        text = sel["started_at"].iat[i] if "started_at" in sel.columns else ""
+        out.append(Finding(str(sel["_file"].iat[i]), "row-bad-timestamp",
+                           f"row {int(sel['_row'].iat[i])}, column started_at", "an ISO-8601 UTC timestamp", repr(text),
+                           "without a start time the freeze cannot be checked for this row"))
     late = np.flatnonzero((started <= frozen).to_numpy())
     if len(late):
         i = int(late[np.argmin(started.to_numpy()[late])])
         out.append(Finding(rules_rel, "rules-frozen-after-data", "$.frozen_at",
-                           f"frozen_at earlier than every input row's started_at",
-                           f"{rules['frozen_at']} is not before {sel['started_at'].iat[i]} "
+                           "frozen_at earlier than every input row's started_at",
+                           f"{rules['frozen_at']} is not before {_iso(started.iat[i])} "
                            f"({sel['_file'].iat[i]} row {int(sel['_row'].iat[i])}; {len(late)} row(s) in all)",
-                           "the rules were written after data they decide on existed"))
+                           "the rules were written after data they decide on existed: they are no pre-registration "
+                           "for those rows"))
     return out
+
+
+def _iso(ts) -> str:
+    """A UTC timestamp as ISO-8601 with a `Z` (what run rows record)."""
+    return pd.Timestamp(ts).tz_convert("UTC").isoformat().replace("+00:00", "Z")
 
 
 def _chain(s: _Session, gate: str, parent: str, candidates: list[str], rec: dict | None,
@@ -506,77 +732,155 @@ def _chain(s: _Session, gate: str, parent: str, candidates: list[str], rec: dict
 # --------------------------------------------------------------------------- diff
 
 def _num_differs(a, b) -> bool:
+    """Numbers differ beyond 1e-9 (SPEC 6); None only equals None; a bool is no number."""
     if a is None or b is None:
         return a is not b
+    if isinstance(a, bool) or isinstance(b, bool):
+        return True
     try:
         return not (math.isfinite(float(a)) and math.isfinite(float(b)) and abs(float(a) - float(b)) <= TOLERANCE)
     except (TypeError, ValueError):
         return True
 
 
-def diff_decisions(recorded: dict, replayed: dict, path: str) -> list[Finding]:
-    """Every field where `recorded` differs from `replayed`: exact for lists, ranks, eligibility,
-    wins and outcomes; within 1e-9 for numbers. Location is a JSON path into the recorded file."""
+def _int_differs(got, want) -> bool:
+    """An integer field (rank, wins): equal as numbers, `1.0` being `1` (JSON has one number type); a bool
+    or a fraction is no integer."""
+    if got is None or want is None:
+        return got is not want
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        return True
+    return not (float(got).is_integer() and got == want)
+
+
+DIFFERS = "the recorded value is not what the frozen rules give on the raw rows"
+DIFFERS_HINT = ("the decision, its rules or its rows changed after it was made, or it was not made by these rules: "
+                "compare the input hashes the decision records, and the rows of the cell named")
+_ABSENT = object()
+
+
+def diff_decisions(recorded: dict, replayed: dict, path: str, *, better: str = "lower") -> list[Finding]:
+    """Every field where `recorded` differs from `replayed` (auditkit's form), comparing exactly what
+    SPEC v1 defines — promoted list and order, the set of cells and of candidates, eligibility,
+    ranks, wins, per-cell values, check outcomes exactly; numbers within 1e-9 — and accepting either
+    v1 form where the SPEC leaves the representation open (docs/SPEC.md, "v1.1: representations").
+    `better` is the rules' metric direction (the sign of a `mean_gap` value is open only for
+    `higher`). Locations are JSON paths into the recorded file."""
     out = []
 
-    def differ(loc, code, exp, got, msg="recompute it from the rules and raw rows: the recorded value is not what they give"):
-        out.append(Finding(path, code, json_location(loc), _show(exp), _show(got), msg))
+    def differ(loc, code, exp, got, msg=DIFFERS):
+        out.append(Finding(path, code, json_location(loc), _show(exp), _show(got), msg, DIFFERS_HINT))
 
     if recorded.get("gate") != replayed["gate"]:
         differ(["gate"], "decision-differs", replayed["gate"], recorded.get("gate"))
-    if recorded["cells"] != replayed["cells"]:
+    # cells: a set of (host, seed) pairs, in any order
+    rec_cells = sorted((str(h), s) for h, s in recorded["cells"])
+    if len(rec_cells) != len(replayed["cells"]) or rec_cells != sorted((h, s) for h, s in replayed["cells"]):
         differ(["cells"], "decision-differs", replayed["cells"], recorded["cells"])
     if recorded["promoted"] != replayed["promoted"]:
         differ(["promoted"], "promoted-differs", replayed["promoted"], recorded["promoted"],
                "the rules applied to the raw rows promote a different list")
-    rec_c = {c["config_id"]: (i, c) for i, c in enumerate(recorded["candidates"])}
-    rep_c = {c["config_id"]: c for c in replayed["candidates"]}
-    order_rec = [c["config_id"] for c in recorded["candidates"]]
-    order_rep = [c["config_id"] for c in replayed["candidates"]]
-    if sorted(order_rec) != sorted(order_rep):
-        differ(["candidates"], "candidates-differ", sorted(order_rep), sorted(order_rec))
-    elif order_rec != order_rep:
-        differ(["candidates"], "decision-differs", order_rep, order_rec)
-    for cid, want in rep_c.items():
+    # candidates: matched by config_id, in any order
+    rec_c = {}
+    for i, c in enumerate(recorded["candidates"]):
+        rec_c.setdefault(c["config_id"], (i, c))
+    names_rec = sorted(c["config_id"] for c in recorded["candidates"])
+    names_rep = sorted(c["config_id"] for c in replayed["candidates"])
+    if names_rec != names_rep:
+        differ(["candidates"], "candidates-differ", names_rep, names_rec)
+    for want in replayed["candidates"]:
+        cid = want["config_id"]
         if cid not in rec_c:
             continue
         i, got = rec_c[cid]
-        for key in ("eligible", "rank", "wins"):
-            if got.get(key) != want[key] or type(got.get(key)) is not type(want[key]):
-                differ(["candidates", i, key], f"{key}-differs", want[key], got.get(key))
+        if got.get("eligible") is not want["eligible"]:
+            differ(["candidates", i, "eligible"], "eligible-differs", want["eligible"], got.get("eligible"))
+        # rank and wins: an ineligible candidate has neither (null, absent; wins also 0)
+        rank = got.get("rank")
+        if _int_differs(rank, want["rank"]):
+            differ(["candidates", i, "rank"], "rank-differs", want["rank"], rank)
+        wins = got.get("wins")
+        if not (not want["eligible"] and wins in (None, 0) and not isinstance(wins, bool)) \
+                and _int_differs(wins, want["wins"]):
+            differ(["candidates", i, "wins"], "wins-differs", want["wins"], wins)
+        # statistics: null or absent where there is none (an ineligible candidate, std of one cell)
         for key in ("mean", "min", "max", "std"):
             if _num_differs(got.get(key), want[key]):
                 differ(["candidates", i, key], "value-differs", want[key], got.get(key))
-        gcells, wcells = got.get("cells", {}), want["cells"]
-        if gcells == wcells:  # the common case, compared in C; floats round-trip through JSON exactly
-            continue
-        bad = cell_findings(path, i, gcells)
-        if bad:
-            out += bad
-            continue
-        if set(gcells) != set(wcells):
-            differ(["candidates", i, "cells"], "decision-differs", sorted(wcells), sorted(gcells))
-        for ck, wc in wcells.items():
-            gc = gcells.get(ck)
-            if gc is None:
-                continue
-            if _num_differs(gc.get("val_bpb"), wc["val_bpb"]):
-                differ(["candidates", i, "cells", ck, "val_bpb"], "value-differs", wc["val_bpb"], gc.get("val_bpb"))
-            if gc.get("rank") != wc["rank"]:
-                differ(["candidates", i, "cells", ck, "rank"], "rank-differs", wc["rank"], gc.get("rank"))
-    rchecks, wchecks = recorded["checks"], replayed["checks"]
-    if len(rchecks) != len(wchecks):
-        differ(["checks"], "checks-differ", f"{len(wchecks)} check(s)", f"{len(rchecks)} check(s)")
-    for i, (got, want) in enumerate(zip(rchecks, wchecks)):
-        for key in ("kind", "candidate", "reference"):
-            if got.get(key) != want.get(key):
-                differ(["checks", i, key], "checks-differ", want.get(key), got.get(key))
-        for key in ("value", "threshold"):
-            if _num_differs(got.get(key), want.get(key)):
-                differ(["checks", i, key], "check-value-differs", want.get(key), got.get(key))
-        if got.get("passed") is not want["passed"]:
-            differ(["checks", i, "passed"], "check-outcome-differs", want["passed"], got.get("passed"))
+        _diff_cells(got.get("cells", _ABSENT), want, i, path, differ, out)
+    _diff_checks(recorded["checks"], replayed["checks"], better, differ)
     return out
+
+
+def _diff_cells(gcells, want: dict, i: int, path: str, differ, out: list) -> None:
+    """An eligible candidate's cells: exactly the decision's cells, each value and rank. An ineligible
+    candidate's: `{}` or any of its cells, each value as the row's and no rank."""
+    wcells = want["cells"]
+    if gcells is _ABSENT:
+        if want["eligible"]:
+            differ(["candidates", i, "cells"], "decision-differs", "the candidate's cells", "none")
+        return
+    if gcells == wcells:  # the common case, compared in C; floats round-trip through JSON exactly
+        return
+    bad = cell_findings(path, i, gcells)
+    if bad:
+        out += bad
+        return
+    extra = sorted(set(gcells) - set(wcells))
+    if (want["eligible"] and set(gcells) != set(wcells)) or extra:
+        differ(["candidates", i, "cells"], "decision-differs", sorted(wcells), sorted(gcells))
+    for ck, gc in gcells.items():
+        wc = wcells.get(ck)
+        if wc is None:
+            continue
+        if _num_differs(gc.get("val_bpb"), wc["val_bpb"]):
+            differ(["candidates", i, "cells", ck, "val_bpb"], "value-differs", wc["val_bpb"], gc.get("val_bpb"))
+        if _int_differs(gc.get("rank"), wc["rank"]):
+            differ(["candidates", i, "cells", ck, "rank"], "rank-differs", wc["rank"], gc.get("rank"))
+
+
+def _check_key(ch: dict) -> tuple:
+    ref = None if ch.get("kind") == "ranks_first_in_all_cells" else ch.get("reference")
+    return ch.get("kind"), ch.get("candidate"), ref
+
+
+def _diff_checks(rchecks: list, wchecks: list, better: str, differ) -> None:
+    """Checks matched by (kind, candidate, reference), in any order; value per the open forms."""
+    unused = list(range(len(rchecks)))
+    pairs = []
+    for w in wchecks:
+        j = next((j for j in unused if _check_key(rchecks[j]) == _check_key(w)), None)
+        if j is None:
+            differ(["checks"], "checks-differ", f"a {w['kind']} check of {w['candidate']}", "none")
+            continue
+        unused.remove(j)
+        pairs.append((j, rchecks[j], w))
+    for j in unused:
+        differ(["checks", j], "checks-differ", "only the checks the rules define",
+               f"a {rchecks[j].get('kind')} check of {rchecks[j].get('candidate')}")
+    for j, got, want in pairs:
+        if not _check_value_matches(got.get("value"), want, better):
+            differ(["checks", j, "value"], "check-value-differs", want["value"], got.get("value"))
+        if want["kind"] != "ranks_first_in_all_cells" and _num_differs(got.get("threshold"), want["threshold"]):
+            differ(["checks", j, "threshold"], "check-value-differs", want["threshold"], got.get("threshold"))
+        if got.get("passed") is not want["passed"]:
+            differ(["checks", j, "passed"], "check-outcome-differs", want["passed"], got.get("passed"))
+
+
+def _check_value_matches(got, want: dict, better: str) -> bool:
+    """The recorded `value` of a check against the replayed one, in either open form (SPEC v1.1)."""
+    value = want["value"]
+    if want["kind"] == "ranks_first_in_all_cells":
+        # null, or the number of first places (0 for an ineligible candidate, which has none)
+        return got is None or not _num_differs(got, 0.0 if value is None else value)
+    if value is None or got is None:
+        return got is value
+    if not _num_differs(got, value):
+        return True
+    if want["kind"] == "near_equivalence" or better == "higher":
+        # |difference| for near_equivalence; for `higher` the SPEC fixes no sign of the gap
+        return not _num_differs(got, -value)
+    return False
 
 
 def _show(v) -> str:
@@ -596,12 +900,12 @@ def render_gate(r: GateReplay) -> str:
         promoted = set(doc["promoted"])
         rows = []
         for c in doc["candidates"]:
-            row = [("*" if c["config_id"] in promoted else "") + c["config_id"], c["rank"] if c["rank"] else "-"]
+            row = [("*" if c["config_id"] in promoted else "") + c["config_id"], c.get("rank") or "-"]
             for k in keys:
-                cell = c["cells"].get(k, {})
+                cell = (c.get("cells") or {}).get(k, {})
                 v = cell.get("val_bpb")
                 row.append("-" if v is None else f"{v:.6f} ({cell.get('rank') or cell.get('status', '-')})")
-            row.append("-" if c["mean"] is None else f"{c['mean']:.6f}")
+            row.append("-" if c.get("mean") is None else f"{c['mean']:.6f}")
             rows.append(row)
         lines.append(tabulate(rows, headers=["candidate", "rank", *keys, "mean"], tablefmt="simple",
                               disable_numparse=True))
@@ -612,9 +916,13 @@ def render_gate(r: GateReplay) -> str:
                                                        else f"{int(ch['value'])}/{len(keys)} cells")
             thr = "" if ch.get("threshold") is None else f" (threshold {ch['threshold']})"
             lines.append(f"check {ch['kind']} {ch['candidate']}{ref}: {val}{thr} -> {'pass' if ch['passed'] else 'FAIL'}")
+    summary = r.summary()
+    if summary["frozen_at"] and summary["first_input_started_at"]:
+        rel = {True: "before", False: "NOT before", None: "?"}[summary["frozen_before_data"]]
+        lines.append(f"frozen_at {summary['frozen_at']} {rel} the first input row's start "
+                     f"{summary['first_input_started_at']}")
     if r.identical:
         lines.append(f"verdict: identical — gate {r.gate} replays to its recorded decision")
     else:
-        lines.append(f"verdict: DIFFERS — {len(r.findings)} difference(s):")
-        lines += [f"  {x}" for x in r.findings]
+        lines.append(f"verdict: DIFFERS — {len(r.findings)} difference(s), listed below")
     return "\n".join(lines)

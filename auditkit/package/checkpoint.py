@@ -17,10 +17,13 @@ hashed).  Its verdict on the *format* is the reference library's
 - the tensors, ordered by offsets, tile the data from byte 0 with no gap or
   overlap and end exactly at the end of the file.
 
-One deliberate difference: a key twice in one JSON object is a finding
+Two deliberate differences: a key twice in one JSON object is a finding
 (`checkpoint-duplicate-key`), where the reference keeps the last tensor or
 metadata entry of that name — two readers of the same file could disagree on
-what it holds.
+what it holds; and a header of more than `MAX_HEADER_TOKENS` commas and
+brackets is not parsed (`checkpoint-header-too-complex`): within the 100 MB
+cap, Python objects for millions of values cost minutes and gigabytes, where
+a real header holds about ten per tensor.
 
 Beyond the format (`CheckpointScan.well_formed`), two content findings:
 `checkpoint-empty` (no tensor: fail closed) and `checkpoint-nonfinite`.  Every
@@ -37,10 +40,12 @@ import json
 import math
 import re
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 
 HEADER_CAP = 100_000_000          # the reference's MAX_HEADER_SIZE
 MAX_JSON_DEPTH = 127              # serde_json refuses a 128th level of nesting
+MAX_HEADER_TOKENS = 1_000_000     # commas, "{" and "[" in the header: about the number of JSON values
 U64_MAX = 2 ** 64 - 1
 I64_MIN = -(2 ** 63)
 
@@ -86,7 +91,8 @@ DTYPES: dict[str, Dtype] = {
 
 # A problem with one of these codes means the file is not a safetensors file the reference would load.
 FORMAT_CODES = frozenset({
-    "checkpoint-header-too-large", "checkpoint-header-invalid", "checkpoint-duplicate-key", "checkpoint-dtype",
+    "checkpoint-header-too-large", "checkpoint-header-too-complex", "checkpoint-header-invalid",
+    "checkpoint-duplicate-key", "checkpoint-dtype",
     "checkpoint-tensor-size", "checkpoint-overlap", "checkpoint-gap", "checkpoint-truncated",
     "checkpoint-trailing-bytes",
 })
@@ -150,8 +156,18 @@ class _Pairs:
         return out
 
 
-def _load_header(raw: bytes) -> tuple[object, list[str]]:
-    """The parsed header and the repeated keys; _Refused where the reference refuses the JSON."""
+class _TooComplex(ValueError):
+    """More JSON values than auditkit parses (the reference would read them)."""
+
+
+def _load_header(raw: bytes | bytearray) -> tuple[object, list[str]]:
+    """The parsed header and the repeated keys; _Refused where the reference refuses the JSON.
+
+    _TooComplex before parsing when the header holds more than MAX_HEADER_TOKENS commas and brackets
+    (counted in C, strings included): Python objects for 100 MB of `{},` take minutes and gigabytes."""
+    tokens = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+    if tokens > MAX_HEADER_TOKENS:
+        raise _TooComplex(f"{tokens} commas and brackets")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -262,18 +278,28 @@ class CheckpointScanner:
                 return
             self._in_data = True
             self._pos = 8 + self._n
-            self._parse_header(bytes(self._buf[8:8 + self._n]))
             rest = bytes(self._buf[8 + self._n:])
+            header = self._buf
             self._buf = bytearray()
+            del header[8 + self._n:]
+            del header[:8]                # in place: a 100 MB header is not copied again
+            self._parse_header(header)
+            del header
             if self._dead:
                 return
             self._data(rest)
             return
         self._data(chunk)
 
-    def _parse_header(self, raw: bytes) -> None:
+    def _parse_header(self, raw: bytes | bytearray) -> None:
         try:
             header, repeated = _load_header(raw)
+        except _TooComplex as exc:
+            self.problem("checkpoint-header-too-complex", "header",
+                         f"at most {MAX_HEADER_TOKENS} commas and brackets (auditkit's bound on the work of "
+                         "parsing; a real checkpoint header holds about ten per tensor)", str(exc))
+            self._dead = True
+            return
         except _Refused as exc:
             self.problem("checkpoint-header-invalid", "header", "JSON as the safetensors reference reads it", str(exc))
             self._dead = True
@@ -282,9 +308,9 @@ class CheckpointScanner:
             self.problem("checkpoint-header-invalid", "header", "a JSON object", _show(header))
             self._dead = True
             return
-        for key in sorted(set(repeated)):
+        for key, n in sorted(Counter(repeated).items()):
             self.problem("checkpoint-duplicate-key", f"key {_show(key)}", "each key once in its object",
-                         f"{repeated.count(key) + 1} times (readers may keep different copies)")
+                         f"{n + 1} times (readers may keep different copies)")
         meta = header.pop("__metadata__", None)
         if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
             self.problem("checkpoint-header-invalid", "__metadata__", "null or an object of strings", _show(meta))

@@ -26,6 +26,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from auditkit.package.checkpoint import CheckpointScan, CheckpointScanner
 from auditkit.errors import AuditError
+from auditkit.package.store import PackageDefect, PackageStore
 
 CHUNK = 1 << 20
 DOC_CAP = 64 * 1024 * 1024       # JSON/CSV documents parsed in memory up to this size (beyond: a finding)
@@ -80,6 +81,8 @@ def unsafe_reason(name: str) -> str | None:
     """Why a package-relative path is unsafe, or None."""
     if not name or "\x00" in name:
         return "empty or NUL in the path"
+    if printable_name(name) != name:
+        return "a name that is not UTF-8"
     if name.startswith("/") or (len(name) > 1 and name[1] == ":") or name.startswith("\\"):
         return "absolute path"
     if "\\" in name:
@@ -171,9 +174,19 @@ def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints:
     raise AuditError("not a package directory or a .tar/.tar.gz/.tgz archive", path=str(path))
 
 
-def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, str, int]]:
-    """(relative path, full path, size) of the regular files under `root`; symlinks, special files
-    and unsafe names become problems, never read.  os.scandir: one lstat per entry, none followed."""
+def printable_name(name: str) -> str:
+    """`name` as text that can be printed: bytes that are not UTF-8 (kept by the file system
+    decoder as surrogates) shown as ``\\xNN``."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, int]]:
+    """(relative path, size) of the regular files under `root`; symlinks, special files and unsafe
+    or non-UTF-8 names become problems, never read.  os.scandir: one lstat per entry, none followed."""
     stack = [("", str(root))]
     while stack:
         prefix, d = stack.pop()
@@ -182,48 +195,59 @@ def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, str, int]]:
         for e in entries:
             rel = prefix + e.name
             st = e.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                out.problems.append(("symlink", rel, f"a symbolic link to {os.readlink(e.path)}"))
+            if printable_name(rel) != rel:
+                out.problems.append(("name-not-utf8", printable_name(rel),
+                                     "a name that is not UTF-8: it cannot be listed in a MANIFEST"))
+            elif stat.S_ISLNK(st.st_mode):
+                out.problems.append(("symlink", rel, f"a symbolic link to {printable_name(os.readlink(e.path))}"))
             elif stat.S_ISDIR(st.st_mode):
                 stack.append((rel + "/", e.path))
             elif not stat.S_ISREG(st.st_mode):
-                out.problems.append(("special-file", rel, "not a regular file"))
+                out.problems.append(("special-file", rel, f"{_kind(st.st_mode)}, not a regular file"))
             elif (why := unsafe_reason(rel)) is not None:
                 out.problems.append(("unsafe-path", rel, why))
             else:
-                yield rel, e.path, st.st_size
+                yield rel, st.st_size
 
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+def _kind(mode: int) -> str:
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
 
 
 def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_documents=None) -> PackageScan:
+    """Every regular file under `root`, each opened through the store (`PackageStore.open`: every path
+    component opened without following a link, the file non-blocking, refused unless regular), so a
+    link or FIFO swapped in after the listing is refused, never followed or waited on."""
     out = PackageScan()
     try:
+        store = PackageStore(root)
         # documents first (their checks overlap the rest), then largest first: threads finish together
-        items = sorted(_walk(root, out), key=lambda t: (not wants_content(t[0]), -t[2], t[0]))
+        items = sorted(_walk(root, out), key=lambda t: (not wants_content(t[0]), -t[1], t[0]))
     except OSError as exc:
         raise AuditError(f"cannot list the package: {exc}", path=str(root)) from exc
     if total_hint:
-        total_hint(sum(s for _, _, s in items))
+        total_hint(sum(s for _, s in items))
 
     def one(item):
-        rel, full, _ = item
+        rel, _ = item
         try:
-            fd = os.open(full, _OPEN_FLAGS)   # no symlink followed, no FIFO waited on, even if swapped in since
-        except OSError as exc:
-            if os.path.islink(full):
-                return ("symlink", rel, "became a symbolic link while verify ran")
-            raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
-        with open(fd, "rb", buffering=0) as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ("special-file", rel, "not a regular file")
+            f = store.open(rel)
+        except PackageDefect as exc:
+            if exc.finding.code == "missing-file":
+                raise AuditError(f"{rel} disappeared while it was being verified", path=str(root),
+                                 hint="verify a package that nothing is writing to") from None
+            code = "special-file" if exc.finding.code == "not-regular-file" else exc.finding.code
+            return (code, rel, f"{exc.finding.found or exc.finding.message} (found when opening it)")
+        except AuditError as exc:
+            raise AuditError(f"cannot read {rel}: {exc.message}", path=str(root)) from exc
+        with f:
             try:
                 return scan_file(rel, f, keep=keep, progress=progress)
             except OSError as exc:
                 raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
 
-    n_docs = sum(1 for rel, _, _ in items if wants_content(rel))
+    n_docs = sum(1 for rel, _ in items if wants_content(rel))
     batches = _batches(items[:n_docs]) + _batches(items[n_docs:])
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         k = 0
@@ -246,11 +270,11 @@ def _batches(items: list, max_files: int = 64, max_bytes: int = 4 * CHUNK) -> li
     cur: list = []
     size = 0
     for item in items:
-        if cur and (len(cur) >= max_files or size + item[2] > max_bytes):
+        if cur and (len(cur) >= max_files or size + item[-1] > max_bytes):
             out.append(cur)
             cur, size = [], 0
         cur.append(item)
-        size += item[2]
+        size += item[-1]
     if cur:
         out.append(cur)
     return out
@@ -260,6 +284,7 @@ def _batches(items: list, max_files: int = 64, max_bytes: int = 4 * CHUNK) -> li
 
 ARCHIVE_META_CAP = 1 << 20          # a pax or GNU long-name header larger than this is refused unread
 RATIO_FLOOR = 64 * CHUNK            # the inflation-ratio cap applies once this much has come out
+GZIP_READ = 256 * 1024              # compressed bytes read ahead: the ratio cap acts by RATIO_FLOOR at 200:1
 
 
 class _Budget:
@@ -306,17 +331,21 @@ class _CountedRaw(io.RawIOBase):
         return k
 
 
-class _Produced:
-    """The decompressed tar stream as tarfile reads it: at most CHUNK a read, the budget checked after each."""
+class _Produced(io.RawIOBase):
+    """The decompressed tar stream, read in pieces of up to CHUNK (tarfile reads it through a 1 MiB
+    io.BufferedReader); the budget is checked after every piece."""
 
     def __init__(self, f, budget: _Budget):
         self._f, self._budget = f, budget
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(CHUNK if n is None or n < 0 else min(n, CHUNK))
-        self._budget.produced += len(data)
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        k = self._f.readinto(b)
+        self._budget.produced += k
         self._budget.check()
-        return data
+        return k
 
 
 class _Content:
@@ -332,6 +361,49 @@ class _Content:
         return k
 
 
+class _Gunzip(io.RawIOBase):
+    """The concatenated members of a gzip file, as `gzip` reads them (zero padding between members allowed,
+    anything else after a member an error), inflated by zlib in reads of up to 1 MiB of output.
+
+    zlib checks each member's header, CRC-32 and length (wbits 31).  Not `gzip.GzipFile`: on Python 3.11
+    it inflates 8 KiB of input per call, which costs a fifth more CPU on a large archive.
+    """
+
+    def __init__(self, raw):
+        self._raw, self._d, self._in, self._eof = raw, None, b"", False     # _d None: between members
+
+    def readable(self) -> bool:
+        return True
+
+    def _more(self) -> bool:
+        if not self._eof:
+            data = self._raw.read(GZIP_READ)
+            self._in += data
+            self._eof = not data
+        return bool(self._in)
+
+    def readinto(self, b) -> int:
+        while True:
+            if self._d is None:                       # between members: zeros, then a member or the end
+                while True:
+                    self._in = self._in.lstrip(b"\0")
+                    if self._in or not self._more():
+                        break
+                if not self._in:
+                    return 0
+                self._d = zlib.decompressobj(31)
+            if not self._in and not self._more():
+                raise EOFError("the gzip stream ends inside a member")
+            out = self._d.decompress(self._in, len(b))
+            if self._d.eof:
+                self._in, self._d = self._d.unused_data, None
+            else:
+                self._in = self._d.unconsumed_tail
+            if out:
+                b[:len(out)] = out
+                return len(out)
+
+
 _META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
                tarfile.SOLARIS_XHDTYPE)
 
@@ -341,7 +413,10 @@ class _HeaderTooLarge(Exception):
 
 
 class _CappedTarInfo(tarfile.TarInfo):
-    """tarfile reads a pax or GNU long-name header into memory whole: refuse one beyond ARCHIVE_META_CAP first."""
+    """tarfile reads a pax or GNU long-name header into memory whole: refuse one beyond ARCHIVE_META_CAP first.
+
+    `_proc_member` is tarfile's dispatch on the member type, which its source names the entry point to
+    override in a subclass; it is called for every header, extended ones included."""
 
     def _proc_member(self, tar):
         if self.type in _META_TYPES and self.size > ARCHIVE_META_CAP:
@@ -353,16 +428,15 @@ class _CappedTarInfo(tarfile.TarInfo):
 def _decompressed(raw: _CountedRaw, magic: bytes):
     """The tar stream inside the archive file: gzip, bzip2 or xz by their magic bytes, else plain tar."""
     import bz2
-    import gzip
     import lzma
 
     if magic.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return _Gunzip(raw)
     if magic.startswith(b"BZh"):
         return bz2.BZ2File(raw)
     if magic.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(raw)
-    return io.BufferedReader(raw, CHUNK)
+    return raw
 
 
 def _shown(name: str) -> str:
@@ -370,6 +444,21 @@ def _shown(name: str) -> str:
     if name.isprintable() and not any("\ud800" <= c <= "\udfff" for c in name):
         return name
     return ascii(name)[1:-1]
+
+
+def _open_tar(stream) -> tarfile.TarFile:
+    """The TarFile over the decompressed stream (tarfile reads the first member here)."""
+    try:
+        return tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo)
+    except ValueError as exc:         # tarfile lets this through on a malformed sparse map
+        raise tarfile.ReadError(f"malformed member header: {exc}") from None
+
+
+def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+    try:
+        return tar.next()
+    except ValueError as exc:
+        raise tarfile.ReadError(f"malformed member header: {exc}") from None
 
 
 def default_max_ratio() -> int:
@@ -402,9 +491,9 @@ def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int
             magic = f.read(6)
             f.seek(0)
             stream = _decompressed(_CountedRaw(f, budget), magic)
-            produced = _Produced(stream, budget)
-            with stream, tarfile.open(fileobj=produced, mode="r|", tarinfo=_CappedTarInfo) as tar:
-                while (m := tar.next()) is not None:
+            produced = io.BufferedReader(_Produced(stream, budget), CHUNK)
+            with stream, produced, _open_tar(produced) as tar:
+                while (m := _next_member(tar)) is not None:
                     tar.members.clear()       # stream mode keeps every member otherwise: memory per member
                     count += 1
                     if count > max_members:
@@ -448,20 +537,16 @@ def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int
                         out.problems.append(("archive-trailing-data", path.name,
                                              "data after the end-of-archive marker (hidden members?)"))
                         break
-    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-        for fs in scans.values():
+    except BaseException as exc:
+        for fs in scans.values():     # --deep's spooled checkpoints: their temporary files go now
             fs.read_spool()
-        raise AuditError(f"cannot read the archive: {exc}", path=str(path),
-                         hint="check that the file is a complete .tar, .tar.gz or .tgz") from exc
-    except _HeaderTooLarge as exc:
-        for fs in scans.values():
-            fs.read_spool()
-        raise AuditError(f"cannot read the archive: {exc}", path=str(path),
-                         hint="a pax or GNU long-name header this large is not a package's; the archive is hostile "
-                              "or damaged") from None
-    except AuditError:
-        for fs in scans.values():
-            fs.read_spool()
+        if isinstance(exc, _HeaderTooLarge):
+            raise AuditError(f"cannot read the archive: {exc}", path=str(path),
+                             hint="a pax or GNU long-name header this large is not a package's; the archive is "
+                                  "hostile or damaged") from None
+        if isinstance(exc, (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)):
+            raise AuditError(f"cannot read the archive: {exc}", path=str(path),
+                             hint="check that the file is a complete .tar, .tar.gz or .tgz") from exc
         raise
     tops = {n.split("/", 1)[0] for n in scans}
     prefix = ""

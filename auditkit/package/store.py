@@ -321,9 +321,23 @@ def _synced_temporary(path: Path, data: bytes) -> Path:
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     return tmp
+
+
+def stage_temporary(path: str | Path, data: bytes) -> Path:
+    """`data` in a synced temporary beside `path` (named TEMP_PREFIX...), for a caller that
+    renames several files into place only once all are staged (`os.replace`, then `fsync_dir`)."""
+    return _synced_temporary(Path(path), data)
+
+
+def fsync_dir(d: str | Path) -> None:
+    """fsync a directory, so the renames in it survive a power cut (best effort)."""
+    _fsync_dir(Path(d))
 
 
 def _fsync_dir(d: Path) -> None:
