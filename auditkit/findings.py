@@ -4,7 +4,8 @@ Each finding has a stable kebab-case `code`, the package-relative `path`, a
 `location` (``row 3, column val_bpb`` or a JSON path such as
 ``$.inputs.stages[0]``), what was `expected` and what was `found`, and a
 `message` that says what to do.  Checks collect every finding; none stops at
-the first.
+the first.  Every code is catalogued, with its meaning and what to do, in
+`auditkit.codes` (docs/FINDINGS.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+
+#: Every code a `Finding` was made with in this process. The test session fails when one of them
+#: is not in the catalogue (`auditkit.codes`, docs/FINDINGS.md); see tests/conftest.py.
+EMITTED_CODES: set[str] = set()
 
 
 @dataclass(frozen=True, order=True)
@@ -23,6 +28,9 @@ class Finding:
     found: str = ""
     message: str = ""
     hint: str = ""
+
+    def __post_init__(self) -> None:
+        EMITTED_CODES.add(self.code)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,10 +1,15 @@
 """Shared fixtures. `smoke_local_package`: manifests/smoke.toml run once per session
 with the local executor and the real runner (about a minute on 2 cores); tests that
-need to change it copy it first."""
+need to change it copy it first.
+
+`pytest_sessionfinish` fails the session when a finding made during it carries a
+code that auditkit/codes.py does not catalogue."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +19,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def smoke_local_package(tmp_path_factory) -> Path:
+    """Run once per test session; under pytest-xdist (`-n 2`) once for all workers: the first
+    worker to need it runs it under a file lock, the others wait and share it (read-only)."""
+    from filelock import FileLock
+
     from auditkit.study.spec import load_manifest
     from auditkit.study.run import run_protocol
 
     manifest = load_manifest(REPO / "manifests" / "smoke.toml")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "smoke-shared"
+        shared.mkdir(exist_ok=True)
+        out = shared / "pkg"
+        with FileLock(str(shared / "build.lock")):
+            if not (out / "MANIFEST.json").is_file():  # a half-built one (a worker that died) resumes
+                outcome = run_protocol(manifest, out, list(manifest.protocol.hosts))
+                assert outcome.complete, outcome.waiting_for
+        return out
     out = tmp_path_factory.mktemp("smoke") / "pkg"
     outcome = run_protocol(manifest, out, list(manifest.protocol.hosts))
     assert outcome.complete, outcome.waiting_for
@@ -29,3 +47,39 @@ def smoke_copy(smoke_local_package, tmp_path) -> Path:
     dest = tmp_path / "pkg"
     shutil.copytree(smoke_local_package, dest)
     return dest
+
+
+_WORKER_CODES_KEY = "auditkit_emitted_codes"
+_codes_from_workers: set[str] = set()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist controller: collect the codes a worker's findings carried (see below)."""
+    _codes_from_workers.update(getattr(node, "workeroutput", {}).get(_WORKER_CODES_KEY, ()))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when a finding made during it carries a code the catalogue lacks
+    (auditkit.codes, docs/FINDINGS.md): every code an auditor can see is explained there.
+    Under pytest-xdist each worker hands its codes to the controller, which decides."""
+    from auditkit.codes import uncatalogued
+    from auditkit.findings import EMITTED_CODES
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:           # an xdist worker: its exit status does not count
+        workeroutput[_WORKER_CODES_KEY] = sorted(EMITTED_CODES)
+        return
+    missing = uncatalogued(EMITTED_CODES | _codes_from_workers)
+    if not missing:
+        return
+    text = ("finding codes emitted during the tests but not catalogued in auditkit/codes.py: "
+            + ", ".join(missing) + "\n  add an entry for each (code, family, meaning, what to do), then run "
+            "`python -m auditkit.codes > docs/FINDINGS.md`")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(text, red=True)
+    else:
+        sys.stderr.write(text + "\n")
+    if session.exitstatus == 0:
+        session.exitstatus = 1

@@ -95,3 +95,60 @@ def test_dask_executor_matches_local_and_survives_a_killed_worker(tmp_path, smok
     assert _rows(out) == _rows(smoke_local_package)
     assert verify_package(out).ok
     assert all(r.identical for r in replay_all(out))
+
+
+def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
+    """SIGTERM to the client while a cell trains on a worker: the generator's cleanup cancels the
+    cell, the worker kills its runner and removes the scratch directory."""
+    import signal
+    import tempfile
+
+    import psutil
+    from distributed import Client, Scheduler, SpecCluster, Worker
+
+    from auditkit.study.signals import Stopped, stop_on_signals
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the in-process worker's scratch goes here
+    row = {"config_id": "tiny", "role": "screened", "depth": "1", "aspect_ratio": "16", "head_dim": "16",
+           "seq_len": "64", "total_batch_size": "512", "device_batch_size": "8", "matrix_lr": "0.03"}
+    task = CellTask("linux-s-tiny-s1", "linux", "s", "tiny", 1, Budget("steps", 10**6), row, timeout=600,
+                    settings={"data": "markov:seed=0", "eval_tokens": 1024})
+    runners = []
+    inside = threading.Event()
+
+    def signal_once_training():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            for k in psutil.Process().children(recursive=True):
+                try:
+                    if "auditkit.runner.train" in " ".join(k.cmdline()):
+                        runners.append(k)
+                except psutil.Error:
+                    continue
+            if runners:
+                if inside.is_set():  # never outside the block: there SIGTERM would end this process
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    workers = {"linux": {"cls": Worker, "options": {"name": "linux", "nthreads": 1, "resources": {"CPU": 1}}}}
+    with SpecCluster(scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}}, workers=workers,
+                     asynchronous=False, silence_logs=50) as cluster, Client(cluster) as client:
+        watcher = threading.Thread(target=signal_once_training, daemon=True)
+        watcher.start()
+        with pytest.raises(Stopped):
+            with stop_on_signals():
+                inside.set()
+                try:
+                    for _ in DaskExecutor(client).run([task]):
+                        pass
+                finally:
+                    inside.clear()
+        watcher.join(timeout=5)
+        assert runners, "the cell never started training"
+        deadline = time.time() + 30
+        while time.time() < deadline and (any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE
+                                              for r in runners) or list(tmp_path.glob("*auditkit-*"))):
+            time.sleep(0.1)
+        assert not any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE for r in runners)
+        assert not list(tmp_path.glob("*auditkit-*"))

@@ -307,3 +307,27 @@ def test_schemas_refuse_what_the_format_forbids():
         assert list(events.iter_errors(bad)), bad
     assert list(_validator("dsse-envelope").iter_errors({"payload": "", "payloadType": "text/plain",
                                                          "signatures": []}))
+
+
+def test_resumed_freeze_asks_only_the_tsa_that_failed(tmp_path, good_pki):
+    from auditkit.errors import AuditError
+    from auditkit.evidence.events import verify_chain
+    from auditkit.evidence.record import Recorder
+
+    (tmp_path / "preanalysis").mkdir()
+    (tmp_path / RULES).write_text('{"gate": "g1"}\n')
+    with TsaServer(good_pki, "python") as ok, TsaServer(good_pki, "python") as flaky:
+        flaky.mode = "http-500"
+        rec = Recorder(tmp_path, tsa_urls=[ok.url, flaky.url])
+        with pytest.raises(AuditError, match="HTTP 500"):
+            rec.frozen("g1", RULES)
+        flaky.mode = "ok"
+        asked = ok.requests
+        rec.frozen("g1", RULES)  # the resumed run
+        assert ok.requests == asked + 1  # only the log-head token it had not made yet
+    events, findings = verify_chain((tmp_path / EVENTS_PATH).read_bytes())
+    assert findings == []
+    assert [e.type for e in events].count("rules-frozen") == 1
+    stamped = sorted((e.get("subject"), e.get("tsa")) for e in events if e.type == "timestamped")
+    assert stamped == sorted([(RULES, ok.url), (RULES, flaky.url), (f"{EVENTS_PATH}#0", ok.url),
+                              (f"{EVENTS_PATH}#0", flaky.url)])

@@ -240,7 +240,7 @@ entry_values = st.one_of(st.text(max_size=12), st.integers(-2, 2 ** 40), st.bool
 @settings(max_examples=300, deadline=None)
 @given(entry=st.dictionaries(st.sampled_from(["path", "sha256", "bytes", "extra"]), entry_values))
 def test_fast_manifest_entry_check_agrees_with_the_schema(entry):
-    from auditkit.verify.orchestrate import fast_valid
+    from auditkit.verify.fastschema import fast_valid
 
     doc = {"schema": "auditkit/manifest/v1", "algorithm": "sha256", "files": [entry], "root": "0" * 64}
     assert fast_valid("manifest", ("properties", "files", "items"))(entry) == (schema_errors(doc, "manifest") == [])

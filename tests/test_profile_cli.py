@@ -82,3 +82,14 @@ def test_profile_draft_writes_outside_the_package_only(legacy_pkg, tmp_path):
     assert r.exit_code == 0 and "not checked (TODO in the profile): rules of gate" in r.output
     r = run("profile", "draft", legacy_pkg)
     assert r.exit_code == 0 and r.output.startswith("# Draft profile for pkg")
+
+
+def test_require_asserted_holds_and_more_is_a_finding_through_a_profile(legacy_pkg):
+    r = run("replay-gate", "stage2", "--package", legacy_pkg, "--profile", EXAMPLE, "--require", "asserted")
+    assert r.exit_code == 0, r.output
+    r = run("verify", legacy_pkg, "--profile", EXAMPLE, "--require", "timestamped", "--json")
+    doc = json.loads(r.output)
+    assert r.exit_code == 1 and doc["counts"] == {"evidence-below-required": 5}
+    assert doc["findings"][0]["found"].startswith("asserted 2026-")
+    r = run("replay-gate", "all", "--package", legacy_pkg, "--profile", EXAMPLE, "--trusted-key", EXAMPLE)
+    assert r.exit_code == 2 and "do not apply with --profile" in r.output

@@ -478,7 +478,7 @@ def test_json_shows_a_late_freeze(pkg):
 def test_no_hint_tells_the_auditor_to_regenerate_the_evidence(pkg):
     from auditkit.derived.tables import check_tables, generate_tables
 
-    generate_tables(pkg)
+    generate_tables(pkg, in_place=True)
     csv = pkg / "remote-results/windows_confirm_summary.csv"
     rows = csv_rows(csv)
     rows[1][rows[0].index("val_bpb")] = "0.100000"

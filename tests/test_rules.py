@@ -304,7 +304,9 @@ def test_a_threshold_that_is_not_finite_is_a_finding(bad):
 def test_frozen_at_must_be_a_time():
     doc = rules()
     doc["frozen_at"] = "2026-13-45T99:00:00Z"  # matches the schema's pattern
-    assert codes(validate_rules(doc, "r.json")) == [("rules-bad-frozen-at", "$.frozen_at")]
+    found = codes(validate_rules(doc, "r.json"))
+    # the schema's date-time format or the engine's own time check: one finding, at frozen_at
+    assert len(found) == 1 and found[0][1] == "$.frozen_at" and found[0][0] in ("schema-invalid", "rules-bad-frozen-at")
 
 
 def _manifest(tmp_path, rules_toml: str) -> "Path":

@@ -13,6 +13,7 @@ import pytest
 from auditkit.package.hashing import sha256_file
 from auditkit.study.spec import Budget
 from auditkit.runner.arch import expected_tensors, model_config_from_row, num_params, runner_tree_sha256
+from auditkit.evalproto import gate_eval_findings
 from auditkit.study.runs import run_cell, summary_to_row
 from auditkit.package.schemas import schema_errors
 
@@ -31,7 +32,8 @@ def train(tmp, name, steps=30, seed=1, row=TINY, run_id=None):
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runs")
     return tmp, {"a": train(tmp, "a", run_id="same"), "b": train(tmp, "b", run_id="same"),
-                 "short": train(tmp, "short", steps=2), "seed2": train(tmp, "seed2", seed=2)}
+                 "short": train(tmp, "short", steps=2), "seed2": train(tmp, "seed2", seed=2),
+                 "t32": train(tmp, "t32", steps=30, row=dict(TINY, config_id="t32", seq_len="32"))}
 
 
 def test_loss_falls_and_summary_validates(runs):
@@ -139,18 +141,30 @@ def test_markov_floor_is_the_entropy_rate():
     assert np.isclose(chain.stationary().sum(), 1.0)
 
 
+def paragraphs(n: int = 120) -> str:
+    """Text of `n` distinct paragraphs (documents), deterministic."""
+    words = "the quick brown fox jumps over lazy dog while seven wizards quietly hex one jovial judge".split()
+    out = []
+    for i in range(n):
+        out.append(" ".join(words[(i * 7 + k * k) % len(words)] for k in range(12 + i % 9)) + f" ({i}).")
+    return "\n\n".join(out) + "\n"
+
+
 def test_text_data_and_standalone_script(tmp_path):
     m = tmp_path / "m.csv"
     m.write_text(",".join(TINY) + "\n" + ",".join(TINY.values()) + "\n")
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    corpus.write_text(paragraphs())
     p = subprocess.run([sys.executable, str(REPO / "runner" / "train.py"), "--matrix", str(m), "--config-id", "tiny",
-                        "--seed", "1", "--budget", "3steps", "--out", str(tmp_path / "o"), "--eval-tokens", "1024",
-                        "--data", f"text:{corpus}"], capture_output=True, text=True, timeout=120)
+                        "--seed", "1", "--budget", "3steps", "--out", str(tmp_path / "o"), "--eval-tokens", "128",
+                        "--eval-seq-len", "64", "--data", f"text:{corpus}", "--tokenizer", "bytes"],
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     block = p.stdout.split("---", 1)[1]
-    for key in ("val_bpb:", "num_steps:", "depth:", "runner_sha256:", "budget_mode:", "seed:", "device:", "dtype:"):
+    for key in ("val_bpb:", "val_bpb_se:", "eval_seq_len:", "eval_sha256:", "num_steps:", "depth:", "runner_sha256:",
+                "budget_mode:", "seed:", "device:", "dtype:"):
         assert key in block
+    assert "floor_bpb:" not in block  # no floor is known for text
     s = json.loads((tmp_path / "o/summary.json").read_text())
     assert s["status"] == "ok" and s["floor_bpb"] is None and s["data"] == f"text:{corpus}"
     assert schema_errors(s, "run-summary") == []
@@ -168,22 +182,176 @@ def test_seconds_budget_follows_the_wall_clock(tmp_path):
     assert s["total_seconds"] >= s["training_seconds"] and s["mfu_percent"] > 0
 
 
-def test_parquet_text_column_is_read_and_trains(tmp_path):
+def test_parquet_documents_are_split_by_document(tmp_path):
     import pandas as pd
 
-    from auditkit.runner.data import load_corpus
+    from auditkit.runner.data import is_validation, load_corpus
 
-    docs = [f"document {i}: the quick brown fox jumps over the lazy dog. " * 8 for i in range(40)]
+    docs = [f"document {i}: the quick brown fox jumps over the lazy dog. " * (1 + i % 5) for i in range(200)]
     pq = tmp_path / "docs.parquet"
     pd.DataFrame({"id": range(len(docs)), "text": docs}).to_parquet(pq)
-    corpus = load_corpus(f"parquet:{pq}")
-    joined = "\n".join(docs).encode()
-    assert bytes(corpus.train) + bytes(corpus.val) == joined
-    assert len(corpus.val) == len(joined) - int(len(joined) * 0.9) and corpus.floor_bpb is None
-    s = run_cell(matrix_row=TINY, seed=1, budget=Budget("steps", 2), out_dir=tmp_path / "o", run_id="pq",
-                 timeout=120, settings={"data": f"parquet:{pq}", "eval_tokens": 1024})
-    assert s["status"] == "ok" and s["data"] == f"parquet:{pq}", s.get("error")
-    missing = tmp_path / "nocol.parquet"
-    pd.DataFrame({"body": docs}).to_parquet(missing)
-    with pytest.raises(ValueError, match=r"nocol.parquet: parquet file has no .text. column \(it has: body\)"):
-        load_corpus(f"parquet:{missing}")
+    corpus = load_corpus(f"parquet:{pq}", tokenizer="bytes")
+    val = [d.encode() for d in docs if is_validation(d.encode())]
+    assert 5 < len(val) < 40  # about a tenth, chosen by content, not a tail
+    assert bytes(corpus.val.astype("uint8")) == b"\n\n".join(val)
+    assert not is_validation(docs[-1].encode()) or docs[-1].encode() in val
+    assert corpus.floor_bpb is None and corpus.tokenizer.name == "bytes"
+    # BPE (the default for text): BOS before every document, trained on the training documents only
+    bpe = load_corpus(f"parquet:{pq}", vocab_size=300)
+    assert bpe.tokenizer.name == "bpe" and bpe.tokenizer.vocab_size <= 300
+    assert int((bpe.val == bpe.tokenizer.bos).sum()) == len(val) and bpe.val[0] == bpe.tokenizer.bos
+    assert bpe.tokenizer.encoding.decode([int(t) for t in bpe.val[1:]]).startswith(val[0].decode())
+
+
+def test_candidates_trained_at_other_seq_len_are_scored_on_one_evaluation(runs):
+    """The evaluation protocol belongs to the study: same tokens, same context, whatever seq_len a config trains at."""
+    _, r = runs
+    a, t32 = r["a"], r["t32"]
+    assert (a["model_config"]["seq_len"], t32["model_config"]["seq_len"]) == (64, 32)
+    for key in ("eval_sha256", "eval_seq_len", "eval_tokens", "eval_bytes", "tokenizer", "floor_bpb"):
+        assert a[key] == t32[key], key
+    assert (a["eval_seq_len"], a["eval_tokens"], a["eval_bytes"]) == (128, 4096, 4096)
+    rows = [summary_to_row(s, host="h", stage="s", budget=Budget("steps", 30)) for s in (a, t32, r["seed2"])]
+    assert gate_eval_findings("g", rows, lambda row: "remote-results/h_s_summary.csv") == []
+
+
+def test_val_bpb_se_is_reported_and_plausible(runs):
+    import numpy as np
+
+    from auditkit.runner.evaluation import bpb_and_se
+
+    _, r = runs
+    for s in r.values():
+        # 32 windows of 128 bytes: per-window val_bpb varies by ~0.05-0.5 bits
+        assert 0.002 < s["val_bpb_se"] < 0.2, s["val_bpb_se"]
+    # with equal bytes per window the ratio estimator's error is the plain standard error of the window means
+    nats = np.random.default_rng(0).gamma(3.0, 20.0, size=50)
+    bpb, se = bpb_and_se(nats, np.full(50, 128))
+    per_window = nats / (128 * math.log(2))
+    assert bpb == pytest.approx(per_window.mean()) and se == pytest.approx(per_window.std(ddof=1) / math.sqrt(50))
+
+
+def test_the_markov_floor_under_the_protocol_is_exact_and_never_beaten(runs):
+    """The HMM floor equals a brute-force Bayes predictor on a small chain; no trained run goes below it."""
+    from auditkit.runner.data import MarkovChain
+
+    chain = MarkovChain(seed=3, n_words=12, fanout=3)
+    stream = chain.generate(400, seed=5)
+    spell = [w + b" " for w in chain.words]
+    W = len(spell)
+
+    def law_at(pos):  # the hidden state (word, letter) at byte `pos`, by enumeration from a uniform first word
+        law = {(w, 0): 1.0 / W for w in range(W)}
+        for _ in range(pos):
+            new = {}
+            for (w, i), p in law.items():
+                nxt = [((w, i + 1), 1.0)] if i + 1 < len(spell[w]) else \
+                    [((int(s), 0), q) for s, q in zip(chain.succ[w], chain.prob[w])]
+                for st, q in nxt:
+                    new[st] = new.get(st, 0.0) + p * q
+            law = new
+        return law
+
+    def prob(law, data):  # P(these bytes from a state drawn from `law`): the bytes fix the word path
+        total = 0.0
+        for (w, i), p in law.items():
+            rest = spell[w][i:]
+            if len(data) <= len(rest):
+                total += p * rest.startswith(data)
+                continue
+            if not data.startswith(rest):
+                continue
+            prev, pos = w, len(rest)
+            while p > 0 and pos < len(data):
+                nxt = list(zip((int(s) for s in chain.succ[prev]), chain.prob[prev]))
+                end = data.find(b" ", pos)
+                if end < 0:  # the window ends inside a word: every successor spelled that way
+                    p *= sum(q for s, q in nxt if spell[s].startswith(data[pos:]))
+                    break
+                hit = [(s, q) for s, q in nxt if spell[s] == data[pos:end + 1]]
+                p, prev, pos = (p * hit[0][1], hit[0][0], end + 1) if hit else (0.0, prev, pos)
+            total += p
+        return total
+
+    E = 8
+    n = 6
+    bits = 0.0
+    for k in range(n):
+        law, win = law_at(k * E), bytes(stream[k * E:k * E + E + 1])
+        for j in range(E):
+            bits -= math.log2(prob(law, win[:j + 2]) / prob(law, win[:j + 1]))
+    assert chain.protocol_floor_bpb(stream[:n * E + 1], E) == pytest.approx(bits / (n * E), rel=1e-9)
+    assert chain.protocol_floor_bpb(stream[:n * E + 1], E) > chain.floor_bpb()  # a bounded context costs bits
+    _, r = runs
+    for s in r.values():
+        assert s["entropy_rate_bpb"] < s["floor_bpb"] <= s["val_bpb"]
+
+
+def test_an_untrained_model_scores_log2_vocab_per_token_under_bpe(tmp_path):
+    import numpy as np
+    import torch
+
+    from auditkit.runner.data import load_corpus
+    from auditkit.runner.evaluation import evaluate, make_eval_set
+    from auditkit.runner.model import GPT
+
+    corpus_file = tmp_path / "c.txt"
+    corpus_file.write_text(paragraphs(300))
+    corpus = load_corpus(f"text:{corpus_file}", vocab_size=320)
+    tok = corpus.tokenizer
+    assert tok.name == "bpe" and 260 < tok.vocab_size <= 320
+    es = make_eval_set(corpus.val, tok.token_bytes, 256, 64)
+    model = GPT(model_config_from_row(TINY, vocab_size=tok.vocab_size))
+    model.init_weights(torch.Generator().manual_seed(0))
+    bpb, se = evaluate(model, es, "cpu")
+    targets = es.tokens[1:]
+    scored = int((tok.token_bytes[targets] > 0).sum())
+    assert scored < len(targets)  # BOS targets stand for no bytes and are left out
+    assert es.n_bytes == int(tok.token_bytes[targets].sum()) > scored  # BPE: more than one byte per token
+    assert bpb == pytest.approx(math.log2(tok.vocab_size) * scored / es.n_bytes, rel=2e-3)
+    assert np.isfinite(se)
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "no such data file"),
+    ("nocolumn", "has no 'text' column (it has: body)"),
+    ("little", "the evaluation needs"),
+    ("onedoc", "need documents on both sides"),
+    ("badspec", "unknown data spec"),
+])
+def test_data_problems_exit_2_before_training(tmp_path, capsys, case, needle):
+    import pandas as pd
+
+    from auditkit.runner.train import main
+
+    text = tmp_path / "t.txt"
+    text.write_text(paragraphs(60))
+    data = {"missing": f"text:{tmp_path / 'nope.txt'}", "little": f"text:{text}", "badspec": "nosuch:x",
+            "onedoc": f"text:{tmp_path / 'one.txt'}", "nocolumn": f"parquet:{tmp_path / 'b.parquet'}"}[case]
+    (tmp_path / "one.txt").write_text("a single paragraph of text " * 50)
+    pd.DataFrame({"body": ["x"]}).to_parquet(tmp_path / "b.parquet")
+    out = tmp_path / "out"
+    rc = main(["--config-json", json.dumps(TINY), "--seed", "1", "--budget", "2steps", "--out", str(out),
+               "--data", data, "--tokenizer", "bytes", "--eval-tokens", "100000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything was written or trained
+
+
+def test_a_bpe_run_records_its_tokenizer_and_its_checkpoint_re_evaluates(tmp_path):
+    from auditkit.verify.deep import reevaluate_checkpoint
+
+    corpus_file = tmp_path / "c.txt"
+    corpus_file.write_text(paragraphs(300))
+    s = run_cell(matrix_row=TINY, seed=1, budget=Budget("steps", 3), out_dir=tmp_path / "o", run_id="bpe",
+                 timeout=120, settings={"data": f"text:{corpus_file}", "vocab_size": 320, "eval_tokens": 256,
+                                        "eval_seq_len": 64})
+    assert s["status"] == "ok", s.get("error")
+    assert s["tokenizer"].startswith("bpe") and s["model_config"]["vocab_size"] <= 320
+    assert s["eval_bytes"] > s["eval_tokens"] == 256 and s["floor_bpb"] is None
+    row = summary_to_row(s, host="h", stage="s", budget=Budget("steps", 3), checkpoint_relpath="c.safetensors",
+                         checkpoint_sha256=s["checkpoint_sha256"])
+    assert schema_errors(row, "run-row") == [] and row["tokenizer"] == s["tokenizer"]
+    data = (tmp_path / "o" / "checkpoint.safetensors").read_bytes()
+    assert reevaluate_checkpoint(data, row, "c.safetensors") == []
+    assert [f.code for f in reevaluate_checkpoint(data, dict(row, val_bpb="9.000000"), "c")] == ["deep-val-bpb-mismatch"]

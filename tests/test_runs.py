@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 from auditkit.cli import cli
 from auditkit.errors import AuditError
 from auditkit.study.spec import Budget
-from auditkit.package.rows import RUN_COLUMNS
+from auditkit.package.rows import EVAL_COLUMNS, RUN_COLUMNS
 from auditkit.study.runs import parse_budget, run_cell, summary_to_row
 from auditkit.package.schemas import schema_errors
 
@@ -38,11 +39,13 @@ def test_summary_to_row_has_exactly_the_spec_columns(ok_run):
     row = summary_to_row(s, host="linux", stage="stage1_5s", budget=Budget("steps", 4),
                          checkpoint_relpath="checkpoints/h-tiny-s5.safetensors",
                          checkpoint_sha256=s["checkpoint_sha256"])
-    assert tuple(row) == RUN_COLUMNS and all(isinstance(v, str) for v in row.values())
+    assert tuple(row) == RUN_COLUMNS + EVAL_COLUMNS and all(isinstance(v, str) for v in row.values())
     assert schema_errors(row, "run-row") == []
     assert row["val_bpb"] == f"{s['val_bpb']:.6f}" and len(row["val_bpb"].split(".")[1]) == 6
     assert (row["budget_kind"], row["budget_value"], row["num_steps"], row["seed"]) == ("steps", "4", "4", "5")
     assert row["checkpoint_sha256"] == s["checkpoint_sha256"]
+    assert (row["eval_sha256"], row["eval_seq_len"], row["tokenizer"]) == (s["eval_sha256"], "128", "bytes")
+    assert float(row["val_bpb_se"]) == pytest.approx(s["val_bpb_se"], abs=1e-6) and row["eval_bytes"] == "2048"
     bare = summary_to_row(s, host="linux", stage="stage1_5s", budget=Budget("steps", 4))
     assert bare["checkpoint"] == "" and bare["checkpoint_sha256"] == ""
 
@@ -51,6 +54,7 @@ def test_summary_to_row_never_claims_ok_without_a_metric(ok_run):
     _, s = ok_run
     row = summary_to_row(dict(s, val_bpb=None), host="h", stage="s", budget=Budget("seconds", 2.5))
     assert row["status"] == "failed" and row["val_bpb"] == "" and row["budget_value"] == "2.5"
+    assert all(row[c] == "" for c in EVAL_COLUMNS) and schema_errors(row, "run-row") == []
 
 
 def test_timeout_is_recorded(tmp_path):
@@ -63,8 +67,8 @@ def test_timeout_is_recorded(tmp_path):
 
 @pytest.mark.parametrize("row,settings,needle", [
     (dict(TINY, window_pattern="XL"), SETTINGS, "window_pattern"),     # runner refuses its arguments (exit 2)
-    (TINY, {"data": "nosuch:thing"}, "unknown data spec"),              # runner fails inside training
-    (TINY, {"data": "markov:seed=0", "eval_tokens": 10**9}, "eval needs"),
+    (TINY, {"data": "nosuch:thing"}, "unknown data spec"),              # runner refuses its data (exit 2)
+    (TINY, {"data": "markov:seed=0", "eval_tokens": 10**9}, "the evaluation needs"),
 ])
 def test_a_failing_runner_still_gives_a_failed_summary(tmp_path, row, settings, needle):
     s = run_cell(matrix_row=row, seed=1, budget=Budget("steps", 2), out_dir=tmp_path, run_id="f",
@@ -153,3 +157,31 @@ def test_a_source_checkout_in_the_working_directory_does_not_shadow_the_runner(t
     s = run_cell(matrix_row=TINY, seed=5, budget=Budget("steps", 2), out_dir=tmp_path / "out",
                  run_id="h-tiny-s5", timeout=300, settings=SETTINGS)
     assert s["status"] == "ok", s.get("error")
+
+
+def test_the_runner_checks_its_settings_and_data_before_a_protocol_runs(tmp_path):
+    from auditkit.study.runs import check_runner_settings
+
+    assert check_runner_settings(TINY, SETTINGS).startswith("ok: data 'markov:seed=0', bytes, evaluation of 2048 tokens")
+    with pytest.raises(AuditError, match="no such data file"):
+        check_runner_settings(TINY, {"data": f"text:{tmp_path / 'missing.txt'}"})
+    with pytest.raises(AuditError, match="the evaluation needs"):
+        check_runner_settings(TINY, {"eval_tokens": 10 ** 9})
+    with pytest.raises(AuditError, match="unknown runner setting"):
+        check_runner_settings(TINY, {"evaltokens": 5})
+
+
+def test_a_protocol_with_unusable_data_stops_before_writing_anything(tmp_path):
+    import shutil
+
+    from auditkit.study.run import run_protocol
+    from auditkit.study.spec import load_manifest
+
+    repo = Path(__file__).resolve().parents[1] / "manifests"
+    shutil.copy(repo / "smoke_matrix.csv", tmp_path / "smoke_matrix.csv")
+    text = (repo / "smoke.toml").read_text()
+    (tmp_path / "smoke.toml").write_text(text.replace('data = "markov:seed=0"', f'data = "text:{tmp_path}/nope.txt"'))
+    manifest = load_manifest(tmp_path / "smoke.toml")
+    with pytest.raises(AuditError, match="no such data file"):
+        run_protocol(manifest, tmp_path / "pkg", list(manifest.protocol.hosts))
+    assert not (tmp_path / "pkg").exists()

@@ -22,7 +22,7 @@ EXAMPLES = Path(__file__).resolve().parent / "data" / "spec_examples"
 SPEC = REPO / "docs" / "SPEC.md"   # the format (a verbatim copy of the study's SPEC.md), kept with its code
 SCHEMA_OF = {"auditkit/rules/v1": "rules", "auditkit/decision/v1": "decision", "auditkit/protocol/v1": "protocol",
              "auditkit/manifest/v1": "manifest", "auditkit/tables/v1": "table-manifest",
-             "auditkit/figures/v1": "figure-manifest"}
+             "auditkit/figures/v1": "figure-manifest", "auditkit/claims/v1": "claims"}
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -113,7 +113,7 @@ BAD = [
 
 @pytest.mark.parametrize("name,edit", BAD, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD)])
 def test_schemas_refuse_what_spec_forbids(name, edit):
-    from auditkit.verify.orchestrate import fast_valid
+    from auditkit.verify.fastschema import fast_valid
 
     assert breaks(name, edit)
     doc = copy.deepcopy(example(name))
@@ -159,6 +159,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 CELL = st.one_of(
     st.sampled_from(["", "ok", "failed", "diverged", "seconds", "steps", "nan", "1.5", "-2", "1e3", "0.000000",
+                     "0.405152\n", "linux\n", "2026-01-01T00:00:00Z\n", "2026-02-30T00:00:00Z", "2026-13-45T99:00:00Z",
                      "linux", "Linux", "a b", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00", "2026-01-01",
                      "checkpoints/x.safetensors", "../x", "/abs", "a" * 64, "A" * 64, "reference"]),
     st.text(max_size=6), st.integers(), st.none(), st.booleans())
@@ -168,10 +169,11 @@ CELL = st.one_of(
 @given(name=st.sampled_from(["run-row", "matrix-row", "checkpoint-metadata"]),
        edits=st.dictionaries(st.sampled_from(["run_id", "host", "stage", "seed", "config_id", "budget_kind", "status",
                                               "val_bpb", "num_steps", "started_at", "checkpoint", "checkpoint_sha256",
-                                              "role", "model_config", "step", "extra"]), CELL, max_size=4),
+                                              "role", "model_config", "step", "extra", "finished_at"]), CELL,
+                             max_size=4),
        drop=st.lists(st.sampled_from(["run_id", "val_bpb", "checkpoint", "role", "seed", "status"]), max_size=2))
 def test_fast_path_agrees_with_jsonschema(name, edits, drop):
-    from auditkit.verify.orchestrate import fast_valid
+    from auditkit.verify.fastschema import fast_valid
 
     doc = {**example(name), **{k: v for k, v in edits.items()}}
     for k in drop:
@@ -183,8 +185,68 @@ def test_fast_path_agrees_with_jsonschema(name, edits, drop):
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
 def test_fast_path_on_every_example(name):
-    from auditkit.verify.orchestrate import fast_valid
+    from auditkit.verify.fastschema import fast_valid
 
     fast = fast_valid(name)
     if fast is not None and (EXAMPLES / f"{name}.json").exists():
         assert fast(example(name))
+
+
+# -- patterns match the whole value; timestamps are real dates ----------------------------------------
+
+def _patterns(node, where=""):
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str):
+            yield where, node["pattern"]
+        for k, v in node.items():
+            yield from _patterns(v, f"{where}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _patterns(v, f"{where}/{i}")
+
+
+ALL_PATTERNS = [(name, where, p) for name in SCHEMA_NAMES for where, p in _patterns(load_schema(name))]
+
+
+def test_every_anchored_pattern_says_the_whole_value():
+    """`$` alone lets Python's re.search (jsonschema's) accept a final newline; `(?!\\n)$` does not, in
+    Python and ECMA alike.  The prefix patterns (no `$`) are the only others."""
+    assert len(ALL_PATTERNS) > 50
+    for name, where, p in ALL_PATTERNS:
+        if p.endswith("$"):
+            assert p.startswith("^") and p.endswith("(?!\\n)$"), (name, where, p)
+        else:
+            assert (name, p) in {("checkpoint-metadata", "^\\s*\\{"), ("event", "^https?://")}, (name, where, p)
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+@pytest.mark.parametrize("name,where,pattern", [c for c in ALL_PATTERNS if c[2].endswith("$")],
+                         ids=[f"{n}{w}" for n, w, p in ALL_PATTERNS if p.endswith("$")])
+def test_a_final_newline_never_matches(name, where, pattern, data):
+    value = data.draw(st.from_regex(pattern, fullmatch=True))
+    assert re.search(pattern, value) is not None
+    assert re.search(pattern, value + "\n") is None
+    assert re.search(pattern.removesuffix("(?!\\n)$") + "$", value + "\n") is not None  # what `$` alone did
+
+
+@pytest.mark.parametrize("name,edit", [
+    ("run-row", lambda d: _set(d, "val_bpb", "0.405152\n")),
+    ("run-row", lambda d: _set(d, "run_id", d["run_id"] + "\n")),
+    ("run-row", lambda d: _set(d, "runner_sha256", d["runner_sha256"] + "\n")),
+    ("run-row", lambda d: _set(d, "started_at", "2026-02-30T10:00:00Z")),
+    ("rules", lambda d: _set(d, "frozen_at", d["frozen_at"] + "\n")),
+    ("rules", lambda d: _set(d, "frozen_at", "2026-13-45T99:00:00Z")),
+    ("decision", lambda d: _set(d, "decided_at", "2026-04-31T10:00:00Z")),
+    ("manifest", lambda d: _set(d, "files", 0, "path", "a\nb")),
+    ("manifest", lambda d: _set(d, "files", 0, "path", d["files"][0]["path"] + "\n")),
+], ids=["val_bpb-newline", "run_id-newline", "sha-newline", "feb-30", "frozen_at-newline", "frozen_at-not-a-date",
+        "april-31", "path-inner-newline", "path-final-newline"])
+def test_values_with_a_final_newline_or_an_impossible_date_fail(name, edit):
+    from auditkit.verify.fastschema import fast_valid
+
+    assert breaks(name, edit)
+    doc = copy.deepcopy(example(name))
+    edit(doc)
+    fast = fast_valid(name)
+    assert fast is None or not fast(doc)

@@ -95,7 +95,8 @@ def test_table_contents(pkg):
     assert budget[("gate_counterfactual", "confirm")][-1] == pytest.approx(4 * 4 * 12)
     assert budget[("total", None)][-1] == pytest.approx(0.8 + 8 + 16 + 144)
     surv = {r[0]: r for r in tables["promotion_survival"].rows}
-    assert surv["bridge"][2] == "final" and surv["bridge"][-1] == "promoted by final"
+    assert surv["bridge"][2] == "final" and surv["bridge"][-2] == "promoted by final"
+    assert surv["bridge"][-1] == "promoted: rank 1 of 3 eligible, within top_k=1"
     sens = [r for r in tables["threshold_sensitivity"].rows if r[7]]  # the frozen thresholds
     assert all(r[6] in (0.01, 0.02) for r in sens)
     smoke = tables["smoke_summary"].rows

@@ -473,3 +473,62 @@ def test_verify_never_writes_inside_the_package(pkg, monkeypatch):
             if d.is_dir():
                 os.chmod(d, 0o755)
     assert before == {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in pkg.rglob("*")}
+
+
+# -- not a package: refused at once; hints never say to regenerate the evidence --------------------
+
+def test_a_directory_that_is_no_package_is_refused_before_a_byte_is_read(tmp_path, monkeypatch):
+    import auditkit.package.scan as scan
+
+    d = tmp_path / "home"
+    (d / "big").mkdir(parents=True)
+    (d / "big" / "blob.bin").write_bytes(b"x" * 100_000)
+    (d / "notes.json").write_text("{}")
+    monkeypatch.setattr(scan, "scan_file", lambda *a, **k: pytest.fail("a file was read"))
+    with pytest.raises(AuditError, match="neither MANIFEST.json nor protocol.json"):
+        verify_package(d)
+    for extra in ([], ["--json"]):
+        r = CliRunner().invoke(cli, ["verify", str(d), *extra])
+        assert r.exit_code == 2 and "neither MANIFEST.json nor protocol.json" in r.output, r.output
+        assert "Traceback" not in r.output
+
+
+def test_an_archive_that_holds_no_package_is_exit_2(tmp_path):
+    import tarfile
+
+    (tmp_path / "a.txt").write_text("hello\n")
+    with tarfile.open(tmp_path / "x.tar", "w") as tar:
+        tar.add(tmp_path / "a.txt", arcname="a.txt")
+    r = CliRunner().invoke(cli, ["verify", str(tmp_path / "x.tar")])
+    assert r.exit_code == 2 and "neither MANIFEST.json nor protocol.json" in r.output
+
+
+@pytest.mark.parametrize("keep", ["MANIFEST.json", "protocol.json"])
+def test_one_mark_is_enough_to_be_checked(pkg, keep):
+    for name in ("MANIFEST.json", "MANIFEST.csv", "protocol.json"):
+        if name != keep:
+            (pkg / name).unlink()
+    r = verify_package(pkg)
+    assert r.exit_code == 1 and r.findings
+
+
+def test_hints_never_say_to_regenerate_the_evidence(pkg):
+    """A finding says what it means and how to investigate — never "rebuild the MANIFEST" or "regenerate
+    the table", which would replace the evidence the finding is about."""
+    (pkg / "README.txt").write_text("changed\n")
+    (pkg / "extra.txt").write_text("x\n")
+    (pkg / "MANIFEST.csv").write_text("path,sha256,bytes\n")
+    pkgbuild.set_cell(pkg / LINUX, 1, "val_bpb", "nan")
+    tm = {"schema": "auditkit/tables/v1", "tables": [
+        {"id": "t", "path": "analysis/t.csv", "kind": "stage_summary", "inputs": [LINUX], "sha256": "0" * 64}]}
+    (pkg / "analysis/t.csv").write_text("x\n1\n")
+    (pkg / "table_manifest.json").write_text(json.dumps(tm))
+    found = list(verify_package(pkg).findings)
+    (pkg / "MANIFEST.json").unlink()
+    (pkg / "MANIFEST.csv").unlink()
+    found += verify_package(pkg).findings
+    assert {"file-changed", "file-unlisted", "manifest-csv-mismatch", "row-invalid", "derived-hash",
+            "manifest-missing", "manifest-csv-missing"} <= {f.code for f in found}
+    for f in found:
+        text = f"{f.message} {f.hint}".lower()
+        assert not any(w in text for w in ("manifest build", "rebuild", "regenerate", "auditkit tables")), f

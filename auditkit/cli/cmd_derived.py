@@ -10,6 +10,7 @@ import click
 from auditkit.cli.cmd_profile import profile_option
 from auditkit.cli.common import emit, fail, json_option, package_option
 from auditkit.cli.render import counterfactual_table
+from auditkit.derived.output import stale_manifest
 from auditkit.errors import AuditError
 from auditkit.findings import Report
 from auditkit.package.store import PackageDefect
@@ -22,13 +23,31 @@ def _defect(command: str, package, exc: PackageDefect, as_json: bool) -> None:
     emit(report, as_json)
 
 
+def _in_place_option(f):
+    return click.option("--in-place", is_flag=True,
+                        help="Rewrite the package's own files (its MANIFEST then no longer matches them).")(f)
+
+
+def _report_written(written, what: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"ok": True, what: list(written), "dest": str(written.dest),
+                               "changed": written.changed}, indent=2, sort_keys=True))
+    else:
+        click.echo(f"wrote {len(written)} {what[:-1]} file(s) and {what[:-1]}_manifest.json under {written.dest} "
+                   f"({len(written.changed)} changed)")
+    if stale_manifest(written.dest, written.changed):
+        click.echo(f"warning: {written.dest}/MANIFEST.json is now stale ({len(written.changed)} file(s) changed); "
+                   f"rebuild it with: auditkit manifest build {written.dest}", err=True)
+
+
 @click.command("tables")
 @package_option
-@click.option("--out", type=click.Path(file_okay=False), help="Write tables here instead of the package.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write the tables here (outside the package).")
+@_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate in memory and compare with the recorded tables.")
 @json_option
 @profile_option
-def tables_cmd(package, out, check, as_json, profile) -> None:
+def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
     """Regenerate the package's derived tables (CSV + JSON) and table_manifest.json."""
     if profile:
         from auditkit.cli.cmd_profile import tables_through
@@ -39,35 +58,35 @@ def tables_cmd(package, out, check, as_json, profile) -> None:
     try:
         if check:
             emit(check_tables(package), as_json)
-        entries = generate_tables(package, out)
+        written = generate_tables(package, out, in_place=in_place)
     except PackageDefect as exc:
         _defect("tables", package, exc, as_json)
     except AuditError as exc:
         fail(exc, as_json)
-    click.echo(json.dumps({"ok": True, "tables": entries}, indent=2, sort_keys=True) if as_json
-               else f"wrote {len(entries)} table file(s) and table_manifest.json under {out or package}")
+    _report_written(written, "tables", as_json)
 
 
 @click.command("figures")
 @package_option
-@click.option("--out", type=click.Path(file_okay=False), help="Write figures here instead of the package.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write the figures here (outside the package).")
+@_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate and compare with the recorded figures.")
 @json_option
-def figures_cmd(package, out, check, as_json) -> None:
+def figures_cmd(package, out, in_place, check, as_json) -> None:
     """Regenerate the package's figures (PNG) and figure_manifest.json."""
     try:
         from auditkit.derived.figures import check_figures, generate_figures
 
         if check:
             emit(check_figures(Path(package)), as_json)
-        entries = generate_figures(Path(package), Path(out) if out else None)
+        written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place)
     except ImportError as exc:
         fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'auditkit[figures]'"), as_json)
     except PackageDefect as exc:
         _defect("figures", package, exc, as_json)
     except AuditError as exc:
         fail(exc, as_json)
-    click.echo(f"wrote {len(entries)} figure(s) and figure_manifest.json")
+    _report_written(written, "figures", as_json)
 
 
 @click.command("counterfactual")

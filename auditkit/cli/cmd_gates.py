@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import emit, fail, json_option, package_option
+from auditkit.cli.common import emit_as, fail, format_option, json_option, package_option
+from auditkit.cli.common import output_format as _output_format
 from auditkit.errors import AuditError
 
 
@@ -25,20 +28,33 @@ def decide_cmd(gate, package, force) -> None:
         fail(exc)
     click.echo(f"decided gate {gate}: promoted {', '.join(doc['promoted']) or '(none)'}")
     click.echo(f"wrote {path}")
+    if (Path(package) / "MANIFEST.json").is_file():
+        click.echo(f"warning: {Path(package) / 'MANIFEST.json'} is now stale (it recorded the package before this "
+                   f"decision); rebuild it with: auditkit manifest build {package}", err=True)
 
 
 @click.command("replay-gate")
 @click.argument("gate", metavar="GATE|all")
 @package_option
 @json_option
+@format_option
 @evidence_options
 @profile_option
-def replay_gate_cmd(gate, package, as_json, trusted_tsa, trusted_keys, system_trust, require, profile) -> None:
+def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_keys, system_trust, require,
+                    profile) -> None:
     """Recompute GATE's decision (or every gate's) from the rules and raw rows and diff it with the record."""
+    fmt = _output_format(output_format, as_json)
+    as_json = fmt == "json"
     if profile:
+        if fmt in ("sarif", "junit"):
+            fail(AuditError(f"--format {fmt} does not apply with --profile yet", hint="use --format text or json"))
         from auditkit.cli.cmd_profile import replay_through
 
-        replay_through(gate, package, profile, as_json)
+        if trusted_tsa or trusted_keys or system_trust:
+            fail(AuditError("the trust options do not apply with --profile",
+                            hint="a package read through a profile carries no tokens or attestations; "
+                                 "--require still applies"), as_json)
+        replay_through(gate, package, profile, as_json, require)
     from auditkit.gates.replay import render_gate, replay_package
 
     try:
@@ -51,10 +67,17 @@ def replay_gate_cmd(gate, package, as_json, trusted_tsa, trusted_keys, system_tr
                                  system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)
-    if not as_json:
+    if fmt == "text":
+        from auditkit.report.reasons import reasons_of_document
+
         for r in replays:
-            click.echo(render_gate(r) + "\n")
-    emit(report, as_json)
+            click.echo(render_gate(r))
+            doc = r.replayed or r.recorded
+            if doc is not None and r.rules is not None:
+                why = reasons_of_document(doc, r.rules)
+                click.echo("why:\n" + "\n".join(f"  {c['config_id']}: {why[c['config_id']]}" for c in doc["candidates"]))
+            click.echo()
+    emit_as(report, fmt, package=package, replays=replays)
 
 
 COMMANDS = [decide_cmd, replay_gate_cmd]

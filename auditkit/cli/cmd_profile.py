@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from auditkit.cli.common import emit, fail, json_option
+from auditkit.cli.common import emit, fail
 from auditkit.errors import AuditError
 
 
@@ -22,21 +22,21 @@ def profile_option(f):
                         help="Read a package auditkit did not write through this profile (docs/PROFILES.md).")(f)
 
 
-def verify_through(package: str, profile: str, as_json: bool) -> None:
+def verify_through(package: str, profile: str, as_json: bool, require=()) -> None:
     from auditkit.profile import verify_profiled
 
     try:
-        report = verify_profiled(package, profile)
+        report = verify_profiled(package, profile, require=tuple(require))
     except AuditError as exc:
         fail(exc, as_json)
     emit(report, as_json)
 
 
-def replay_through(gate: str, package: str, profile: str, as_json: bool) -> None:
+def replay_through(gate: str, package: str, profile: str, as_json: bool, require=()) -> None:
     from auditkit.profile import replay_profiled
 
     try:
-        report = replay_profiled(package, profile, gate)
+        report = replay_profiled(package, profile, gate, require=tuple(require))
     except AuditError as exc:
         fail(exc, as_json)
     if not as_json:

@@ -10,6 +10,14 @@ import click
 from auditkit.cli.common import EXIT_FINDINGS, EXIT_OK, fail
 from auditkit.cli.render import run_row_table
 from auditkit.errors import AuditError
+from auditkit.study.signals import Stopped, stop_on_signals
+
+
+def stopped(exc: Stopped) -> None:
+    """A run stopped by SIGINT/SIGTERM/SIGHUP: its runner is gone; exit 128 + the signal."""
+    click.echo(f"stopped by {exc}: the running cell was killed and left no row; run the same command "
+               "again to resume", err=True)
+    sys.exit(exc.exit_code)
 
 
 @click.command("run")
@@ -22,20 +30,27 @@ from auditkit.errors import AuditError
 @click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--timeout", type=float, help="Kill the run after this many seconds (default: 3x budget + 120).")
 @click.option("--data", help="Data spec: markov:seed=N (default), text:PATH, parquet:PATH.")
-@click.option("--eval-tokens", type=click.IntRange(1), help="Validation tokens scored (default 32768).")
+@click.option("--eval-tokens", type=click.IntRange(1), help="Validation targets scored (runner default 524288).")
+@click.option("--eval-seq-len", type=click.IntRange(1), help="Evaluation context in tokens (runner default 128).")
+@click.option("--tokenizer", type=click.Choice(["auto", "bytes", "bpe"]), help="auto: bytes for markov, BPE for text.")
+@click.option("--vocab-size", type=click.IntRange(260), help="BPE vocabulary size (runner default 8192).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (its first steps are not timed).")
 @click.option("--host", default="local", show_default=True, help="Host label for the printed row.")
-def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout, data, eval_tokens, compile_,
-            host) -> None:
+def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout, data, eval_tokens, eval_seq_len,
+            tokenizer, vocab_size, compile_, host) -> None:
     """Train one cell with the bundled runner and print its run row."""
     from auditkit.study.runs import run_adhoc
 
-    settings = {k: v for k, v in (("data", data), ("eval_tokens", eval_tokens), ("compile", compile_)) if v}
+    settings = {k: v for k, v in (("data", data), ("eval_tokens", eval_tokens), ("eval_seq_len", eval_seq_len),
+                                  ("tokenizer", tokenizer), ("vocab_size", vocab_size), ("compile", compile_)) if v}
     try:
-        summary, row = run_adhoc(matrix_path, config_id, seed=seed, budget=budget, out=Path(out), device=device,
-                                 threads=threads, timeout=timeout, settings=settings, host=host)
+        with stop_on_signals():
+            summary, row = run_adhoc(matrix_path, config_id, seed=seed, budget=budget, out=Path(out),
+                                     device=device, threads=threads, timeout=timeout, settings=settings, host=host)
     except AuditError as exc:
         fail(exc)
+    except Stopped as exc:
+        stopped(exc)
     click.echo(run_row_table(row))
     if summary.get("error"):
         click.echo(f"error: {summary['error']}", err=True)
@@ -63,18 +78,22 @@ def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, ts
     from auditkit.study.run import EXIT_WAITING, run_study
 
     try:
-        outcome = run_study(manifest_path, Path(out), list(hosts), executor=executor, scheduler=scheduler,
-                            wait=not no_wait, log=lambda m: click.echo(m, err=True), tsa_urls=list(tsa_urls),
-                            sign_keys=list(sign_keys), evidence=evidence)
+        with stop_on_signals():
+            outcome = run_study(manifest_path, Path(out), list(hosts), executor=executor, scheduler=scheduler,
+                                wait=not no_wait, log=lambda m: click.echo(m, err=True), tsa_urls=list(tsa_urls),
+                                sign_keys=list(sign_keys), evidence=evidence)
     except AuditError as exc:
         fail(exc)
+    except Stopped as exc:
+        stopped(exc)
     if not outcome.complete:
         click.echo(f"waiting: {len(outcome.waiting_for)} cell(s) of other hosts are not in {out} yet, e.g.")
         for line in outcome.waiting_for[:5]:
             click.echo(f"  {line}")
         click.echo("merge their outputs (auditkit protocol merge) and run again.")
         sys.exit(EXIT_WAITING)
-    click.echo(f"complete: {outcome.cells_run} cell(s) run now; package {out} is finalized "
+    state = "was finalized already and is unchanged" if outcome.finalized == "unchanged" else "is finalized"
+    click.echo(f"complete: {outcome.cells_run} cell(s) run now; package {out} {state} "
                f"(verify it with: auditkit verify {out})")
 
 
@@ -82,13 +101,17 @@ def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, ts
 @click.argument("sources", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--into", required=True, type=click.Path(file_okay=False), help="Directory to merge into.")
 def protocol_merge_cmd(sources, into) -> None:
-    """Join host output directories SOURCES into one (sources are not changed)."""
+    """Join host output directories SOURCES into one (sources are not changed; a refused merge writes nothing)."""
     from auditkit.study.run import merge_packages
 
     try:
-        counts = merge_packages([Path(s) for s in sources], Path(into), log=lambda m: click.echo(m, err=True))
+        with stop_on_signals():
+            counts = merge_packages([Path(s) for s in sources], Path(into), log=lambda m: click.echo(m, err=True))
     except AuditError as exc:
         fail(exc)
+    except Stopped as exc:
+        click.echo(f"stopped by {exc}: the target holds all of this merge or none of it", err=True)
+        sys.exit(exc.exit_code)
     click.echo(f"merged {len(sources)} output(s) into {into}: {counts['rows']} new row(s), {counts['files']} file(s)")
 
 

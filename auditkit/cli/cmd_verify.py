@@ -8,7 +8,8 @@ import click
 
 from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import emit, fail, json_option
+from auditkit.cli.common import emit_as, fail, format_option, json_option
+from auditkit.cli.common import output_format as _output_format
 from auditkit.errors import AuditError
 
 
@@ -25,21 +26,28 @@ def _progress_bar(total: int):
 @click.command("verify")
 @click.argument("package", type=click.Path())
 @json_option
+@format_option
 @click.option("--jobs", type=click.IntRange(1, 256), help="Files read in parallel (default: the machine's cores).")
 @click.option("--deep", is_flag=True, help="Also re-evaluate every checkpoint's val_bpb (needs torch).")
 @click.option("--max-members", type=int, help="Refuse archives with more members than this.")
 @click.option("--max-bytes", type=int, help="Refuse archives whose members add up to more bytes than this.")
 @evidence_options
 @profile_option
-def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes, trusted_tsa, trusted_keys, system_trust,
-               require, profile) -> None:
+def verify_cmd(package, as_json, output_format, jobs, deep, max_members, max_bytes, trusted_tsa, trusted_keys,
+               system_trust, require, profile) -> None:
     """Prove PACKAGE (a directory, .tar, .tar.gz or .tgz) is whole, unaltered and well formed."""
+    fmt = _output_format(output_format, as_json)
+    as_json = fmt == "json"
     if profile:
+        if fmt in ("sarif", "junit"):
+            fail(AuditError(f"--format {fmt} does not apply with --profile yet", hint="use --format text or json"))
         from auditkit.cli.cmd_profile import verify_through
 
-        if deep or max_members or max_bytes:
-            fail(AuditError("--deep, --max-members and --max-bytes do not apply with --profile"), as_json)
-        verify_through(package, profile, as_json)
+        if deep or max_members or max_bytes or trusted_tsa or trusted_keys or system_trust:
+            fail(AuditError("--deep, --max-members, --max-bytes and the trust options do not apply with --profile",
+                            hint="a package read through a profile carries no checkpoints auditkit maps, and no "
+                                 "tokens or attestations; --require still applies"), as_json)
+        verify_through(package, profile, as_json, require)
     from auditkit.verify import verify_package
 
     try:
@@ -49,7 +57,7 @@ def verify_cmd(package, as_json, jobs, deep, max_members, max_bytes, trusted_tsa
         with_freeze_evidence(report, package, None, trusted_tsa, trusted_keys, system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)
-    emit(report, as_json)
+    emit_as(report, fmt, package=package)
 
 
 @click.group("manifest")
@@ -59,12 +67,13 @@ def manifest_group() -> None:
 
 @manifest_group.command("build")
 @click.argument("package", type=click.Path(file_okay=False))
-def manifest_build_cmd(package) -> None:
-    """Write MANIFEST.json and MANIFEST.csv for PACKAGE (no other file changes)."""
+@click.option("--force", is_flag=True, help="List a directory that holds no protocol.json too.")
+def manifest_build_cmd(package, force) -> None:
+    """Write MANIFEST.json and MANIFEST.csv for PACKAGE (no other file changes; .git/ is never listed)."""
     from auditkit.package.manifest import build_manifest
 
     try:
-        doc = build_manifest(package)
+        doc = build_manifest(package, require_protocol=not force)
     except AuditError as exc:
         fail(exc)
     click.echo(f"wrote MANIFEST.json and MANIFEST.csv: {len(doc['files'])} files, root {doc['root']}")

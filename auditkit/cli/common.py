@@ -38,3 +38,40 @@ def package_option(f):
 def json_option(f):
     """`--json`: machine-readable output (errors too, with exit 2)."""
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+
+
+FORMATS = ("text", "json", "sarif", "junit")
+
+
+def format_option(f):
+    """`--format text|json|sarif|junit` (`--json` is `--format json`): how findings are printed.
+    SARIF 2.1.0 for code scanning, JUnit XML for CI test reports."""
+    return click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
+                        help="Output format (default text; --json is the same as --format json).")(f)
+
+
+def output_format(output_format: str | None, as_json: bool) -> str:
+    """The one format asked for; a usage error (exit 2) when --json and another --format disagree."""
+    if as_json and output_format not in (None, "json"):
+        fail(AuditError(f"--json and --format {output_format} ask for two formats", hint="give one of them"))
+    return "json" if as_json else (output_format or "text")
+
+
+def emit_as(report: Report, fmt: str, *, package: str | None = None, replays=(), claims=()) -> None:
+    """Print `report` in `fmt` and exit with its code. SARIF: one result per finding, the package
+    directory (when it is one) as the root of the files' locations; JUnit: the report's findings,
+    plus one case per replayed gate and check (`replays`) and per claim (`claims`)."""
+    if fmt == "sarif":
+        from pathlib import Path
+
+        from auditkit.report.sarif import sarif_text
+
+        base = package if package is not None and Path(package).is_dir() else None
+        click.echo(sarif_text([report], package_dir=base), nl=False)
+        sys.exit(report.exit_code)
+    if fmt == "junit":
+        from auditkit.report.junit import junit_xml
+
+        click.echo(junit_xml(reports=[report], replays=replays, claims=claims), nl=False)
+        sys.exit(report.exit_code)
+    emit(report, fmt == "json")

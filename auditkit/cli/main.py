@@ -13,7 +13,7 @@ import sys
 import click
 
 from auditkit import __version__
-from auditkit.cli import cmd_derived, cmd_evidence, cmd_gates, cmd_profile, cmd_study, cmd_verify
+from auditkit.cli import cmd_derived, cmd_evidence, cmd_gates, cmd_profile, cmd_report, cmd_study, cmd_verify
 from auditkit.cli.common import EXIT_ERROR, fail
 from auditkit.errors import AuditError
 
@@ -51,7 +51,7 @@ def cli() -> None:
     """Make ML pretraining studies auditable."""
 
 
-for _module in (cmd_verify, cmd_gates, cmd_derived, cmd_study, cmd_evidence, cmd_profile):
+for _module in (cmd_verify, cmd_gates, cmd_derived, cmd_study, cmd_evidence, cmd_profile, cmd_report):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

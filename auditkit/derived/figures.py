@@ -2,10 +2,18 @@
 
 Three kinds, each computed from the package's raw rows and recorded decisions:
 
-- `rank_across_gates`: each candidate's overall rank at every gate;
-- `val_bpb_vs_budget`: mean val_bpb against the stage budget, per candidate;
+- `rank_across_gates`: each candidate's overall rank at every gate; a ring marks
+  the gate where it was eliminated;
+- `val_bpb_vs_budget`: mean val_bpb against the stage budget, per candidate, and
+  the data floor (`floor_bpb`) where the runner reports one in the rows;
 - `host_scatter`: per stage run on two or more hosts, each candidate's mean
-  val_bpb on one host against another.
+  val_bpb on one host against another; hosts labelled with their profile
+  (`host_profiles` in protocol.json, else the "Host profiles:" block that
+  `protocol run` writes into README.txt), candidates the gate reading the stage
+  promoted filled, those it eliminated hollow.
+
+Every candidate keeps one colour and marker in every figure; legends sit beside
+the plot, never over points or labels.
 
 Images are not byte-stable across matplotlib versions, so a figure is checked
 by regenerating it: the sha256 of the data it plots (`data_sha256`, canonical
@@ -18,13 +26,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import struct
 from collections import defaultdict
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.package.store import (PackageDefect, PackageStore, atomic_write_bytes, canonical_json_bytes, defect,
+from auditkit.derived.output import Written, output_dir, write_outputs
+from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, defect,
                                     open_package)
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
@@ -92,18 +103,28 @@ def figure_data(pkg) -> list[dict]:
     figs = []
 
     ranks: dict[str, dict[str, int | None]] = defaultdict(dict)
+    promoted: dict[str, list[str]] = {}
     dec_inputs = []
     for g in proto.gates:
         if store.kind(g.decision_path) is None:
             continue
         dec_inputs.append(g.decision_path)
-        for c in _decision(store, g.decision_path)["candidates"]:
+        doc = _decision(store, g.decision_path)
+        promoted[g.gate] = list(doc.get("promoted", []))
+        for c in doc["candidates"]:
             ranks[c["config_id"]][g.gate] = c.get("rank")
     if dec_inputs:
         figs.append({"id": "rank_across_gates", "kind": "rank_across_gates", "path": "figures/rank_across_gates.png",
                      "inputs": dec_inputs,
                      "data": {"gates": [g.gate for g in proto.gates if g.decision_path in dec_inputs],
-                              "ranks": {k: ranks[k] for k in sorted(ranks)}}})
+                              "ranks": {k: ranks[k] for k in sorted(ranks)}, "promoted": promoted}})
+    gate_of_stage = {}
+    for g in proto.gates:   # the first gate that reads a stage decides its candidates' fate there
+        if g.gate in promoted and store.kind(g.rules) == "file":
+            rules = store.read_json(g.rules)
+            for st in (rules.get("inputs", {}).get("stages", []) if isinstance(rules, dict) else []):
+                gate_of_stage.setdefault(st, g.gate)
+    labels, labels_from = _host_labels(store, proto.hosts)
 
     by_stage_cfg: dict[tuple[str, str], list[float]] = defaultdict(list)
     by_stage_host_cfg: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -116,8 +137,12 @@ def figure_data(pkg) -> list[dict]:
         for (stage, cid), vals in sorted(by_stage_cfg.items()):
             if stage == s.stage:
                 series[cid].append([s.stage, s.budget.kind, s.budget.value, round(sum(vals) / len(vals), 9)])
+    budget_data = {"series": {k: series[k] for k in sorted(series)}}
+    floors = sorted({round(f, 9) for f in (r.metric("floor_bpb") for r in rows) if f is not None and math.isfinite(f)})
+    if floors:
+        budget_data["floor_bpb"] = floors
     figs.append({"id": "val_bpb_vs_budget", "kind": "val_bpb_vs_budget", "path": "figures/val_bpb_vs_budget.png",
-                 "inputs": csvs, "data": {"series": {k: series[k] for k in sorted(series)}}})
+                 "inputs": csvs, "data": budget_data})
 
     for s in proto.stages:
         if len(s.hosts) < 2:
@@ -129,11 +154,64 @@ def figure_data(pkg) -> list[dict]:
                 vb = by_stage_host_cfg[(stage, b, cid)]
                 pts.append([cid, round(sum(vals) / len(vals), 9), round(sum(vb) / len(vb), 9)])
         if pts:
+            data = {"stage": s.stage, "hosts": [a, b], "points": pts,
+                    "host_labels": [labels.get(a, a), labels.get(b, b)]}
+            gate = gate_of_stage.get(s.stage)
+            if gate is not None:
+                data["gate"], data["promoted"] = gate, promoted[gate]
             figs.append({"id": f"host_scatter_{s.stage}", "kind": "host_scatter",
                          "path": f"figures/host_scatter_{s.stage}.png",
-                         "inputs": [c for c in csvs if parse_run_csv_path(c)[1] == s.stage],
-                         "data": {"stage": s.stage, "hosts": [a, b], "points": pts}})
+                         "inputs": [c for c in csvs if parse_run_csv_path(c)[1] == s.stage]
+                         + ([labels_from] if labels_from else []),
+                         "data": data})
     return figs
+
+
+def host_labels(pkg, hosts) -> dict[str, str]:
+    """'windows (2 threads)' per host, from protocol.json's optional `host_profiles`, else from the
+    'Host profiles:' block `protocol run` writes into README.txt; the bare name where neither says."""
+    return _host_labels(_store(pkg), hosts)[0]
+
+
+def _host_labels(store: PackageStore, hosts) -> tuple[dict[str, str], str | None]:
+    """(labels, the package file they come from or None)."""
+    profiles: dict = {}
+    source = None
+    try:
+        profiles = store.read_json("protocol.json").get("host_profiles") or {}
+        source = "protocol.json" if profiles else None
+    except (AuditError, AttributeError):
+        profiles = {}
+    if not profiles and store.kind("README.txt") == "file":
+        try:
+            lines = store.read_text("README.txt").splitlines()
+        except AuditError:
+            lines = []
+        if "Host profiles:" in lines:
+            for line in lines[lines.index("Host profiles:") + 1:]:
+                m = re.match(r"^  ([a-z0-9-]+): (\{.*\})$", line)
+                if not m:
+                    break
+                try:
+                    profiles[m[1]] = json.loads(m[2])
+                except ValueError:
+                    break
+            source = "README.txt" if profiles else None
+    labels = {h: f"{h} ({_profile_text(profiles[h])})" if isinstance(profiles.get(h), dict) and profiles[h] else h
+              for h in hosts}
+    return labels, (source if labels != {h: h for h in hosts} else None)
+
+
+def _profile_text(profile: dict) -> str:
+    parts = []
+    threads = profile.get("threads")
+    if threads is not None:
+        parts.append(f"{threads} thread{'' if threads == 1 else 's'}")
+    device = profile.get("device")
+    if device and not (device == "cpu" and threads is not None):
+        parts.append(str(device))
+    parts += [str(v) for k, v in sorted(profile.items()) if k not in ("threads", "device")]
+    return ", ".join(parts)
 
 
 def data_sha256(data: dict) -> str:
@@ -152,18 +230,35 @@ def _candidates(fig: dict) -> list[str]:
     return sorted(p[0] for p in d.get("points", []))
 
 
+# tab20's ten dark hues first, then their light partners: neighbours in the legend never share a hue
+_COLOUR_ORDER = tuple(range(0, 20, 2)) + tuple(range(1, 20, 2))
+
+
 def _styles(candidates: list[str]) -> dict[str, dict]:
-    """A colour and a marker per candidate: twenty colours, and markers that change every twenty,
-    so no two candidates of a figure look alike (tab10 repeats after ten)."""
+    """A colour and a marker per candidate: twenty colours (ten hues, dark then light), and markers
+    that change with every candidate and shift every twenty, so no two candidates of a figure look
+    alike and no two neighbours share a hue or a marker."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
-    return {cid: {"color": cmap(i % 20), "marker": _MARKERS[(i // 20 + i) % len(_MARKERS)], "markersize": 5}
+    return {cid: {"color": cmap(_COLOUR_ORDER[i % 20]), "marker": _MARKERS[(i // 20 + i) % len(_MARKERS)],
+                  "markersize": 5}
             for i, cid in enumerate(candidates)}
 
 
 def render(fig: dict) -> bytes:
     """PNG bytes of one figure."""
+    import matplotlib.pyplot as plt
+
+    f = draw(fig)
+    buf = io.BytesIO()
+    f.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(f)
+    return buf.getvalue()
+
+
+def draw(fig: dict):
+    """The matplotlib Figure of one figure's data, laid out (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,10 +270,20 @@ def render(fig: dict) -> bytes:
     styles = _styles(_candidates(fig))
     if fig["kind"] == "rank_across_gates":
         gates = d["gates"]
+        promoted = d.get("promoted", {})
+        out_x, out_y = [], []
         for cid, by_gate in d["ranks"].items():
             xs = [i for i, g in enumerate(gates) if by_gate.get(g) is not None]
             ax.plot(xs, [by_gate[gates[i]] for i in xs], label=cid, **styles[cid])
-        ax.set_xticks(range(len(gates)), gates)
+            for i in xs:
+                if gates[i] in promoted and cid not in promoted[gates[i]]:
+                    out_x.append(i)
+                    out_y.append(by_gate[gates[i]])
+        if out_x:
+            ax.scatter(out_x, out_y, s=130, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4,
+                       label="eliminated at this gate")
+        long = max((len(g) for g in gates), default=0) > 10
+        ax.set_xticks(range(len(gates)), gates, rotation=20 if long else 0, ha="right" if long else "center")
         ax.invert_yaxis()
         ax.set_ylabel("overall rank at gate (1 = best)")
         ax.set_title("Rank of each candidate across gates")
@@ -187,6 +292,12 @@ def render(fig: dict) -> bytes:
         kinds = sorted({p[1] for pts in d["series"].values() for p in pts})
         for cid, pts in d["series"].items():
             ax.plot([p[2] for p in pts], [p[3] for p in pts], label=cid, **styles[cid])
+        floors = d.get("floor_bpb", [])
+        for floor in floors:
+            ax.axhline(floor, color="black", linestyle=":", linewidth=1.0, label=f"data floor {floor:.3f} (floor_bpb)")
+        if floors:
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(min(lo, min(floors) - 0.03 * (hi - lo)), hi)
         ax.set_xscale("log")
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])   # the stages' budgets, not powers of ten
         ax.minorticks_off()
@@ -196,24 +307,29 @@ def render(fig: dict) -> bytes:
     elif fig["kind"] == "host_scatter":
         xs = [p[1] for p in d["points"]]
         ys = [p[2] for p in d["points"]]
+        promoted = d.get("promoted")
         for cid, x, y in d["points"]:
             st = styles[cid]
-            ax.scatter([x], [y], color=st["color"], marker=st["marker"], zorder=3, label=cid)
+            hollow = promoted is not None and cid not in promoted
+            ax.scatter([x], [y], marker=st["marker"], zorder=3, s=40,
+                       facecolors="none" if hollow else st["color"], edgecolors=st["color"], linewidths=1.2,
+                       label=cid + (" (eliminated)" if hollow else ""))
         lo, hi = min(xs + ys), max(xs + ys)
         ax.plot([lo, hi], [lo, hi], linestyle="--", linewidth=0.8, color="0.5", label="equal on both hosts")
-        ax.set_xlabel(f"{d['hosts'][0]} mean val_bpb")
-        ax.set_ylabel(f"{d['hosts'][1]} mean val_bpb")
-        ax.set_title(f"Host against host, {d['stage']}")
+        names = d.get("host_labels", d["hosts"])
+        ax.set_xlabel(f"{names[0]}: mean val_bpb")
+        ax.set_ylabel(f"{names[1]}: mean val_bpb")
+        title = f"Host against host, {d['stage']}"
+        if promoted is not None:
+            title += f"\nfilled: promoted at gate {d['gate']}; hollow: eliminated there"
+        ax.set_title(title, fontsize=10)
     else:
         raise AuditError(f"unknown figure kind {fig['kind']!r}")
     n = len(ax.get_legend_handles_labels()[1])
     ax.legend(fontsize=7, ncol=1 if n <= 16 else 2, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(True, linewidth=0.3, alpha=0.5)
     f.tight_layout()
-    buf = io.BytesIO()
-    f.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(f)
-    return buf.getvalue()
+    return f
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
@@ -222,19 +338,26 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", data[16:24])
 
 
-def generate_figures(pkg: str | Path, out: str | Path | None = None) -> list[dict]:
-    """Render every figure into `out` (default: the package) and write figure_manifest.json there."""
+def figure_files(pkg: str | Path) -> tuple[list[dict], dict[str, bytes]]:
+    """Every figure (PNG) and `figure_manifest.json`, in memory: (manifest entries, {path: bytes})."""
     pkg = Path(pkg)
-    out = Path(out) if out else pkg
-    entries = []
+    entries, files = [], {}
     for fig in figure_data(pkg):
         png = render(fig)
-        atomic_write_bytes(out / fig["path"], png)
+        files[fig["path"]] = png
         entries.append({"id": fig["id"], "path": fig["path"], "kind": fig["kind"], "inputs": fig["inputs"],
                         "sha256": sha256_bytes(png), "data_sha256": data_sha256(fig["data"])})
-    doc = {"schema": "auditkit/figures/v1", "figures": entries}
-    atomic_write_bytes(out / FIGURE_MANIFEST, canonical_json_bytes(doc))
-    return entries
+    files[FIGURE_MANIFEST] = canonical_json_bytes({"schema": "auditkit/figures/v1", "figures": entries})
+    return entries, files
+
+
+def generate_figures(pkg: str | Path, out: str | Path | None = None, *, in_place: bool = False) -> Written:
+    """Render every figure and write them and figure_manifest.json into `out`, or into the
+    package itself only with `in_place` (see `auditkit.derived.output`). Returns the manifest
+    entries (`.changed`: the files whose bytes changed). Raises AuditError."""
+    dest = output_dir(pkg, out, in_place=in_place, what="figures")
+    entries, files = figure_files(pkg)
+    return Written(entries, dest, write_outputs(dest, files))
 
 
 def check_figures(pkg) -> Report:

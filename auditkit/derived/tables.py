@@ -17,7 +17,11 @@ sorted JSON keys.  Kinds (`TableKind`):
   (`host_comparison`), and per host pair Spearman and Kendall correlation of
   those ranks and the top-k overlap (`host_correlation`);
 - `stage_summary`: per stage and candidate, n, mean, std, min, max of val_bpb;
-- `smoke_summary`: per smoke-stage run, status, steps, val_bpb.
+- `smoke_summary`: per smoke-stage run, status, steps, val_bpb;
+- `robustness`: per gate, resampling over host-seed cells through the engine
+  (`auditkit.report.robustness`): each candidate's probability of promotion and rank
+  interval, each check's probability of flipping, the margin at the cut in units of
+  the noise, the promoted list under other `top_k`; host correlations with intervals.
 """
 
 from __future__ import annotations
@@ -34,14 +38,15 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.package.store import (PackageDefect, PackageStore, atomic_write_text, canonical_json_bytes, decode_utf8,
+from auditkit.derived.output import Written, output_dir, write_outputs
+from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, decode_utf8,
                                     defect, open_package)
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
 from auditkit.study.spec import Protocol, Stage, load_package_protocol
 from auditkit.package.rows import read_csv_text, run_csv_path
 from auditkit.gates.engine import CheckKind, threshold_passes
-from auditkit.gates.replay import MAX_DECISION_BYTES, MAX_RUN_CSV_BYTES, read_json
+from auditkit.gates.replay import MAX_RUN_CSV_BYTES, read_json
 from auditkit.package.schemas import validate_document
 
 TABLE_MANIFEST = "table_manifest.json"
@@ -58,6 +63,7 @@ class TableKind(str, Enum):
     HOST_COMPARISON = "host_comparison"
     STAGE_SUMMARY = "stage_summary"
     SMOKE_SUMMARY = "smoke_summary"
+    ROBUSTNESS = "robustness"
 
 
 @dataclass(frozen=True)
@@ -311,25 +317,46 @@ def _promotion(p: _Package) -> list[Table]:
         if i > furthest.get(cid, (-1, ""))[0]:
             furthest[cid] = (i, stage)
     by_gate = {g: {c["config_id"]: c for c in p.decisions[g]["candidates"]} for g in gates}
+    why = _reasons_by_gate(p, gates)
     rows = []
     for m in sorted(p.matrix, key=lambda r: r["config_id"]):
         cid = m["config_id"]
-        ranks, outcome = [], None
+        ranks, outcome, reason = [], None, None
         for g in gates:
             c = by_gate[g].get(cid)
             ranks.append(None if c is None else c.get("rank"))
             if outcome is None and c is not None:
                 if not c["eligible"]:
-                    outcome = f"ineligible at {g}"
+                    outcome, reason = f"ineligible at {g}", why[g].get(cid)
                 elif cid not in p.decisions[g]["promoted"]:
-                    outcome = f"eliminated at {g}"
+                    outcome, reason = f"eliminated at {g}", why[g].get(cid)
         entered = [g for g in gates if cid in by_gate[g]]
         if outcome is None:
             outcome = f"promoted by {entered[-1]}" if entered else "not a candidate"
-        rows.append((cid, m.get("role", ""), furthest.get(cid, (0, None))[1], *ranks, outcome))
+            reason = why[entered[-1]].get(cid) if entered else None
+        rows.append((cid, m.get("role", ""), furthest.get(cid, (0, None))[1], *ranks, outcome, reason))
     return [Table("promotion_survival", TableKind.PROMOTION_SURVIVAL.value,
-                  ("config_id", "role", "furthest_stage", *[f"rank_{g}" for g in gates], "outcome"),
+                  ("config_id", "role", "furthest_stage", *[f"rank_{g}" for g in gates], "outcome", "reason"),
                   tuple(rows), tuple([p.protocol.matrix] + p.run_csvs + p.decision_paths))]
+
+
+def _reasons_by_gate(p: _Package, gates: list[str]) -> dict[str, dict[str, str]]:
+    """Per gate, why each candidate was promoted, eliminated or ineligible (`auditkit.report.reasons`),
+    from the recorded decision and the gate's rules; {} for a gate without readable rules."""
+    from auditkit.report.reasons import reasons_of_document
+
+    out = {}
+    for g in gates:
+        rules = p.rules.get(g)
+        ok = isinstance(rules, dict) and isinstance(rules.get("promote"), dict) and "top_k" in rules["promote"]
+        out[g] = reasons_of_document(p.decisions[g], rules) if ok else {}
+    return out
+
+
+def _robustness(p: _Package) -> list[Table]:
+    from auditkit.report.robustness import robustness_tables
+
+    return robustness_tables(p)
 
 
 def flip_threshold(kind: str, value: float | None) -> float | None:
@@ -522,6 +549,7 @@ GENERATORS = {
     TableKind.HOST_COMPARISON: _hosts,
     TableKind.STAGE_SUMMARY: _stage_summary,
     TableKind.SMOKE_SUMMARY: _smoke,
+    TableKind.ROBUSTNESS: _robustness,
 }
 
 
@@ -551,15 +579,21 @@ def _manifest(tables: list[Table]) -> tuple[dict, dict[str, str]]:
     return {"schema": "auditkit/tables/v1", "tables": entries}, files
 
 
-def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None) -> list[dict]:
-    """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
-    `out_dir` (default: the package). Returns the manifest entries. Raises AuditError."""
-    out = Path(out_dir) if out_dir is not None else Path(package_dir)
+def table_files(package_dir: str | Path) -> tuple[list[dict], dict[str, bytes]]:
+    """Every table file and `table_manifest.json`, in memory: (manifest entries, {path: bytes})."""
     doc, files = _manifest(build_tables(package_dir))
     files[TABLE_MANIFEST] = canonical_json_bytes(doc).decode("utf-8")
-    for rel, text in files.items():
-        atomic_write_text(out / rel, text)
-    return doc["tables"]
+    return doc["tables"], {rel: text.encode("utf-8") for rel, text in files.items()}
+
+
+def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None, *,
+                    in_place: bool = False) -> Written:
+    """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
+    `out_dir`, or into the package itself only with `in_place` (see `auditkit.derived.output`).
+    Returns the manifest entries (`.changed`: the files whose bytes changed). Raises AuditError."""
+    dest = output_dir(package_dir, out_dir, in_place=in_place, what="tables")
+    entries, files = table_files(package_dir)
+    return Written(entries, dest, write_outputs(dest, files))
 
 
 def check_tables(package_dir: str | Path) -> Report:

@@ -53,14 +53,20 @@ class Recorder:
 
     # --- steps --------------------------------------------------------------------------
     def frozen(self, gate: str, rules_rel: str) -> None:
-        """The gate's rules are frozen: log it once, then timestamp the rules and the log's head."""
+        """The gate's rules are frozen: log it once, then timestamp the rules and the log's head.
+
+        Repeating it (a resumed run) logs nothing new, and asks only the TSAs
+        whose tokens are missing (a TSA that failed last time).
+        """
         data = (self.package / rules_rel).read_bytes()
         sha = sha256_hex(data)
-        if any(e.type == "rules-frozen" and e.get("gate") == gate and e.get("sha256") == sha for e in self.logged()):
-            return
-        ev = self.events.append("rules-frozen", gate=gate, path=rules_rel, sha256=sha)
-        infos = self._timestamp(rules_rel, data, f"{gate}.rules")
-        self._timestamp_event(ev)
+        events = self.logged()
+        ev = next((e for e in events if e.type == "rules-frozen" and e.get("gate") == gate
+                   and e.get("sha256") == sha), None)
+        if ev is None:
+            ev = self.events.append("rules-frozen", gate=gate, path=rules_rel, sha256=sha)
+        infos = self._timestamp(rules_rel, data, f"{gate}.rules", self._missing(events, rules_rel))
+        self._timestamp_event(ev, self._missing(events, f"{EVENT_SUBJECT_PREFIX}{ev.seq}"))
         self._wait_out(infos)
 
     def cell_started(self, run_id: str, host: str, stage: str, config_id: str, seed: int) -> None:
@@ -73,10 +79,12 @@ class Recorder:
         """The gate is decided: log it, timestamp decision and log head, sign the decision's attestation."""
         data = (self.package / decision_rel).read_bytes()
         sha = sha256_hex(data)
-        if not any(e.type == "gate-decided" and e.get("gate") == gate for e in self.logged()):
+        events = self.logged()
+        ev = next((e for e in events if e.type == "gate-decided" and e.get("gate") == gate), None)
+        if ev is None:
             ev = self.events.append("gate-decided", gate=gate, path=decision_rel, sha256=sha)
-            self._timestamp(decision_rel, data, f"{gate}.decision")
-            self._timestamp_event(ev)
+        self._timestamp(decision_rel, data, f"{gate}.decision", self._missing(events, decision_rel))
+        self._timestamp_event(ev, self._missing(events, f"{EVENT_SUBJECT_PREFIX}{ev.seq}"))
         rel = decision_attestation_path(gate)
         if self.signers and not (self.package / rel).exists():
             stmt = attest.decision_statement(decision_rel, sha, json.loads(data.decode("utf-8")))
@@ -116,18 +124,24 @@ class Recorder:
         return root
 
     # --- helpers -------------------------------------------------------------------------
-    def _timestamp(self, subject: str, data: bytes, label: str) -> list:
-        if not self.tsa_urls:
+    def _missing(self, events: Sequence[Event], subject: str) -> list[str]:
+        """The TSAs that have no token over `subject` in the log yet."""
+        have = {e.get("tsa") for e in events if e.type == "timestamped" and e.get("subject") == subject}
+        return [u for u in self.tsa_urls if u not in have]
+
+    def _timestamp(self, subject: str, data: bytes, label: str, urls: Sequence[str] | None = None) -> list:
+        urls = self.tsa_urls if urls is None else list(urls)
+        if not urls:
             return []
-        evs = tsa.record_timestamps(self.package, self.events, subject=subject, data=data, urls=self.tsa_urls,
+        evs = tsa.record_timestamps(self.package, self.events, subject=subject, data=data, urls=urls,
                                     label=label, timeout=self.timeout)
         infos = [tsa.token_info((self.package / str(e.get("token"))).read_bytes()) for e in evs]
-        for url, info in zip(self.tsa_urls, infos):
+        for url, info in zip(urls, infos):
             self.log(f"timestamped {subject} at {info.gen_time.isoformat()} by {info.tsa_name} ({url})")
         return infos
 
-    def _timestamp_event(self, ev: Event) -> None:
-        self._timestamp(f"{EVENT_SUBJECT_PREFIX}{ev.seq}", ev.raw, f"events.{ev.seq}")
+    def _timestamp_event(self, ev: Event, urls: Sequence[str] | None = None) -> None:
+        self._timestamp(f"{EVENT_SUBJECT_PREFIX}{ev.seq}", ev.raw, f"events.{ev.seq}", urls)
 
     def _wait_out(self, infos: Sequence) -> None:
         """Sleep until this machine's clock is past every token's genTime + accuracy (capped at 10 s).

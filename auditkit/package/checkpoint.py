@@ -1,36 +1,101 @@
 """Safetensors checkpoints checked from a stream: constant memory, nothing unpickled.
 
 `CheckpointScanner` is fed the file's bytes in order (the same chunks that are
-hashed) and checks: the 8-byte header length against a cap, the JSON header,
-each tensor's dtype, shape and byte size, offsets in bounds, not overlapping
-and covering the data exactly, and every floating value finite (tested on the
-raw bit patterns with numpy, chunk by chunk: an all-ones exponent is inf or
-nan; integer and bool tensors are not tested).  Memory is the header plus one
-chunk, whatever the file size.
+hashed).  Its verdict on the *format* is the reference library's
+(huggingface/safetensors, `SafeTensors::read_metadata`):
+
+- 8-byte little-endian header length, at most `HEADER_CAP` (100,000,000) bytes;
+- the header is UTF-8 JSON as serde_json reads it: no NaN/Infinity, no number
+  out of the float range, no lone surrogate escape, nesting below serde_json's
+  recursion limit; leading/trailing JSON whitespace allowed;
+- an object whose `__metadata__` is null or a string -> string map and whose
+  other entries are ``{"dtype", "shape", "data_offsets"}`` (more keys are
+  ignored, as the reference does); integers in 0..2**64-1;
+- a dtype of `DTYPES`; ``prod(shape) * bits`` computed without overflowing 64
+  bits and a whole number of bytes (F4 and F6_* are 4 and 6 bits); the offsets
+  span exactly that many bytes;
+- the tensors, ordered by offsets, tile the data from byte 0 with no gap or
+  overlap and end exactly at the end of the file.
+
+Two deliberate differences: a key twice in one JSON object is a finding
+(`checkpoint-duplicate-key`), where the reference keeps the last tensor or
+metadata entry of that name — two readers of the same file could disagree on
+what it holds; and a header of more than `MAX_HEADER_TOKENS` commas and
+brackets is not parsed (`checkpoint-header-too-complex`): within the 100 MB
+cap, Python objects for millions of values cost minutes and gigabytes, where
+a real header holds about ten per tensor.
+
+Beyond the format (`CheckpointScan.well_formed`), two content findings:
+`checkpoint-empty` (no tensor: fail closed) and `checkpoint-nonfinite`.  Every
+floating value is tested on its raw bit pattern with numpy, chunk by chunk:
+IEEE-like dtypes by an all-ones exponent, the FN/FNUZ float8s and F8_E8M0 by
+their one NaN pattern; F4 and F6_* have no inf or nan encoding, and integer and
+bool tensors are not tested.  Memory is the header plus one chunk, whatever the
+file size.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 
-HEADER_CAP = 100 * 1024 * 1024
+HEADER_CAP = 100_000_000          # the reference's MAX_HEADER_SIZE
+MAX_JSON_DEPTH = 127              # serde_json refuses a 128th level of nesting
+MAX_HEADER_TOKENS = 1_000_000     # commas, "{" and "[" in the header: about the number of JSON values
+U64_MAX = 2 ** 64 - 1
+I64_MIN = -(2 ** 63)
 
-# dtype -> (item size, little-endian integer view for the finiteness test, exponent mask); mask None = not
-# a float.  numpy is imported on the first float chunk, so `verify` starts without it.
-DTYPES = {
-    "F64": (8, "<u8", 0x7FF0000000000000), "F32": (4, "<u4", 0x7F800000),
-    "F16": (2, "<u2", 0x7C00), "BF16": (2, "<u2", 0x7F80),
-    "I64": (8, None, None), "I32": (4, None, None), "I16": (2, None, None), "I8": (1, None, None),
-    "U64": (8, None, None), "U32": (4, None, None), "U16": (2, None, None), "U8": (1, None, None),
-    "BOOL": (1, None, None),
-    # float8: E5M2 has inf/nan like f16 (exponent all ones); E4M3 has no inf, nan is S.1111.111
-    "F8_E5M2": (1, "u1", 0x7C), "F8_E4M3": (1, "u1", 0x7F),
+
+@dataclass(frozen=True)
+class Dtype:
+    """One safetensors dtype: its width and how a non-finite value is recognised.
+
+    `view` is the little-endian numpy integer view of one value; a value is
+    non-finite when ``value & mask == mask`` (`nan_only` False: an exponent of
+    all ones, inf or nan) or ``value == mask`` (`nan_only` True: the one NaN
+    pattern).  `view` None: the dtype has no inf or nan (integers, bool, F4, F6_*).
+    `native` is numpy's own dtype where numpy has one (tested with isfinite first).
+    """
+
+    bits: int
+    view: str | None = None
+    mask: int = 0
+    nan_only: bool = False
+    native: str | None = None
+
+
+# The reference's list (safetensors 0.8.0, `Dtype` in safetensors/src/tensor.rs).
+DTYPES: dict[str, Dtype] = {
+    "BOOL": Dtype(8),
+    "F4": Dtype(4),                                    # E2M1 (OCP MX): no inf, no nan
+    "F6_E2M3": Dtype(6), "F6_E3M2": Dtype(6),          # OCP MX: no inf, no nan
+    "U8": Dtype(8), "I8": Dtype(8),
+    "F8_E5M2": Dtype(8, "u1", 0x7C),                   # IEEE-like: exponent all ones is inf/nan
+    "F8_E4M3": Dtype(8, "u1", 0x7F),                   # E4M3FN: no inf; nan is S.1111.111
+    "F8_E8M0": Dtype(8, "u1", 0xFF, True),             # exponent only: 0xFF is nan
+    "F8_E4M3FNUZ": Dtype(8, "u1", 0x80, True),         # no inf; nan is the negative-zero pattern
+    "F8_E5M2FNUZ": Dtype(8, "u1", 0x80, True),
+    "I16": Dtype(16), "U16": Dtype(16),
+    "F16": Dtype(16, "<u2", 0x7C00, native="<f2"),
+    "BF16": Dtype(16, "<u2", 0x7F80),
+    "I32": Dtype(32), "U32": Dtype(32),
+    "F32": Dtype(32, "<u4", 0x7F800000, native="<f4"),
+    "C64": Dtype(64, "<u4", 0x7F800000, native="<c8"),  # two float32 parts
+    "F64": Dtype(64, "<u8", 0x7FF0000000000000, native="<f8"),
+    "I64": Dtype(64), "U64": Dtype(64),
 }
 
-# dtypes numpy has natively: all-finite is checked with np.isfinite first
-_NATIVE_FLOAT = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
+# A problem with one of these codes means the file is not a safetensors file the reference would load.
+FORMAT_CODES = frozenset({
+    "checkpoint-header-too-large", "checkpoint-header-too-complex", "checkpoint-header-invalid",
+    "checkpoint-duplicate-key", "checkpoint-dtype",
+    "checkpoint-tensor-size", "checkpoint-overlap", "checkpoint-gap", "checkpoint-truncated",
+    "checkpoint-trailing-bytes",
+})
 
 
 @dataclass
@@ -40,6 +105,139 @@ class CheckpointScan:
     metadata: dict | None = None
     tensors: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
     problems: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    @property
+    def well_formed(self) -> bool:
+        """True when the reference library would load the file (content findings aside)."""
+        return not any(code in FORMAT_CODES for code, *_ in self.problems)
+
+
+class _Refused(ValueError):
+    """The header is not JSON as the reference reads it; `found` says why."""
+
+
+def _no_constant(name: str):
+    raise _Refused(f"{name} (not JSON)")
+
+
+def _float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise _Refused(f"number out of range: {_clip(text, 24)}")
+    return x
+
+
+def _int(text: str):
+    """An integer as serde_json keeps it: u64 or i64 when it fits, otherwise (and `-0`) a float."""
+    if text != "-0" and len(text) <= 20:
+        v = int(text)
+        if I64_MIN <= v <= U64_MAX:
+            return v
+    return _float(text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Pairs:
+    """object_pairs_hook: a dict keeping the last value of a repeated key (as the reference), noting the repeat."""
+
+    def __init__(self):
+        self.repeated: list[str] = []
+
+    def __call__(self, pairs):
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            seen = set()
+            for k, _ in pairs:
+                if k in seen:
+                    self.repeated.append(k)
+                seen.add(k)
+        return out
+
+
+class _TooComplex(ValueError):
+    """More JSON values than auditkit parses (the reference would read them)."""
+
+
+def _load_header(raw: bytes | bytearray) -> tuple[object, list[str]]:
+    """The parsed header and the repeated keys; _Refused where the reference refuses the JSON.
+
+    _TooComplex before parsing when the header holds more than MAX_HEADER_TOKENS commas and brackets
+    (counted in C, strings included): Python objects for 100 MB of `{},` take minutes and gigabytes."""
+    tokens = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+    if tokens > MAX_HEADER_TOKENS:
+        raise _TooComplex(f"{tokens} commas and brackets")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Refused(f"not UTF-8 (byte {exc.start})") from None
+    pairs = _Pairs()
+    try:
+        doc = json.loads(text, object_pairs_hook=pairs, parse_constant=_no_constant, parse_float=_float,
+                         parse_int=_int)
+    except RecursionError:
+        raise _Refused(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise _Refused(f"not JSON: {exc.msg} at byte {exc.pos}") from None
+    # depth and lone surrogates: one walk, only when the text could hold either
+    deep = text.count("[") + text.count("{") > MAX_JSON_DEPTH
+    surrogates = "\\u" in text and re.search(r"\\u[dD][89a-fA-F]", text) is not None
+    if deep or surrogates:
+        stack = [(doc, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if isinstance(node, dict):
+                if depth > MAX_JSON_DEPTH:
+                    raise _Refused(f"nested deeper than {MAX_JSON_DEPTH} levels")
+                for k, v in node.items():
+                    if surrogates and _SURROGATE.search(k):
+                        raise _Refused("a lone surrogate escape in a key")
+                    stack.append((v, depth + 1))
+            elif isinstance(node, list):
+                if depth > MAX_JSON_DEPTH:
+                    raise _Refused(f"nested deeper than {MAX_JSON_DEPTH} levels")
+                stack.extend((v, depth + 1) for v in node)
+            elif surrogates and isinstance(node, str) and _SURROGATE.search(node):
+                raise _Refused("a lone surrogate escape in a string")
+    return doc, pairs.repeated
+
+
+def _clip(text: str, n: int = 120) -> str:
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _show(value) -> str:
+    """A header value as printable ASCII (a header is attacker-controlled text)."""
+    try:
+        return _clip(json.dumps(value, ensure_ascii=True))
+    except (TypeError, ValueError):
+        return _clip(ascii(value))
+
+
+def _tensor(name: str) -> str:
+    """The location of tensor `name`, quoted when the name is not plain printable text."""
+    plain = name and name.isprintable() and name.strip() == name and not _SURROGATE.search(name)
+    return f"tensor {name}" if plain else f"tensor {_show(name)}"
+
+
+def _is_u64(x) -> bool:
+    return type(x) is int and 0 <= x <= U64_MAX
+
+
+def _nbytes(shape: list[int], bits: int) -> tuple[int | None, str]:
+    """The byte size of `shape` x `bits`, or (None, why) as the reference computes it (64-bit, checked)."""
+    numel = 1
+    for s in shape:
+        numel *= s
+        if numel > U64_MAX:
+            return None, "element count overflows 64 bits"
+    nbits = numel * bits
+    if nbits > U64_MAX:
+        return None, "bit size overflows 64 bits"
+    if nbits % 8:
+        return None, f"{numel} x {bits}-bit values = {nbits} bits, not a whole number of bytes"
+    return nbits // 8, ""
 
 
 class CheckpointScanner:
@@ -80,59 +278,81 @@ class CheckpointScanner:
                 return
             self._in_data = True
             self._pos = 8 + self._n
-            self._parse_header(bytes(self._buf[8:8 + self._n]))
             rest = bytes(self._buf[8 + self._n:])
+            header = self._buf
             self._buf = bytearray()
+            del header[8 + self._n:]
+            del header[:8]                # in place: a 100 MB header is not copied again
+            self._parse_header(header)
+            del header
             if self._dead:
                 return
             self._data(rest)
             return
         self._data(chunk)
 
-    def _parse_header(self, raw: bytes) -> None:
+    def _parse_header(self, raw: bytes | bytearray) -> None:
         try:
-            header = json.loads(raw)
-            if not isinstance(header, dict):
-                raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.problem("checkpoint-header-invalid", "header", "a JSON object", str(exc)[:120])
+            header, repeated = _load_header(raw)
+        except _TooComplex as exc:
+            self.problem("checkpoint-header-too-complex", "header",
+                         f"at most {MAX_HEADER_TOKENS} commas and brackets (auditkit's bound on the work of "
+                         "parsing; a real checkpoint header holds about ten per tensor)", str(exc))
             self._dead = True
             return
+        except _Refused as exc:
+            self.problem("checkpoint-header-invalid", "header", "JSON as the safetensors reference reads it", str(exc))
+            self._dead = True
+            return
+        if not isinstance(header, dict):
+            self.problem("checkpoint-header-invalid", "header", "a JSON object", _show(header))
+            self._dead = True
+            return
+        for key, n in sorted(Counter(repeated).items()):
+            self.problem("checkpoint-duplicate-key", f"key {_show(key)}", "each key once in its object",
+                         f"{n + 1} times (readers may keep different copies)")
         meta = header.pop("__metadata__", None)
-        self.scan.metadata = meta if isinstance(meta, dict) else None
+        if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+            self.problem("checkpoint-header-invalid", "__metadata__", "null or an object of strings", _show(meta))
+            meta = None
+        self.scan.metadata = meta
         if not header:
             self.problem("checkpoint-empty", "header", "at least one tensor", "none")
         spans, coverage = [], []
         base = 8 + self._n
         for name, info in sorted(header.items()):
-            try:
-                dtype, shape, (b, e) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-                if not all(_is_int(x) for x in (*shape, b, e)):
-                    raise TypeError("shape and data_offsets must be integers")
-            except (KeyError, TypeError, ValueError):
-                self.problem("checkpoint-header-invalid", f"tensor {name}", "dtype, shape, data_offsets", str(info)[:120])
+            where = _tensor(name)
+            if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+                self.problem("checkpoint-header-invalid", where, "an object with dtype, shape, data_offsets",
+                             _show(info))
                 continue
+            dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+            if not (isinstance(shape, list) and all(_is_u64(s) for s in shape)
+                    and isinstance(offsets, list) and len(offsets) == 2 and all(_is_u64(o) for o in offsets)):
+                self.problem("checkpoint-header-invalid", where,
+                             "shape: integers >= 0; data_offsets: two integers >= 0 (at most 2**64-1)",
+                             f"shape {_show(shape)}, data_offsets {_show(offsets)}")
+                continue
+            b, e = offsets
             if not isinstance(dtype, str) or dtype not in DTYPES:
-                self.problem("checkpoint-dtype", f"tensor {name}", "a safetensors dtype", str(dtype))
+                self.problem("checkpoint-dtype", where, "a safetensors dtype", _show(dtype))
+                coverage.append((base + b, base + e, name, None))
                 continue
-            numel = 1
-            for s in shape:
-                numel *= s
-            if min(shape, default=0) < 0 or b < 0 or e < b or e - b != numel * DTYPES[dtype][0]:
-                self.problem("checkpoint-tensor-size", f"tensor {name}",
-                             f"{numel * DTYPES[dtype][0]} bytes for {dtype}{list(shape)}", f"offsets [{b}, {e}]")
-                if 0 <= b <= e:
-                    coverage.append((base + b, base + e, name, None))  # counts for overlap/gap, values unread
+            size, why = _nbytes(shape, DTYPES[dtype].bits)
+            if size is None or e < b or e - b != size:
+                self.problem("checkpoint-tensor-size", where,
+                             why or f"{size} bytes for {dtype}{shape}", f"offsets [{b}, {e}]")
+                coverage.append((base + b, base + e, name, None))  # counts for overlap/gap, values unread
                 continue
-            self.scan.tensors[name] = (dtype, shape)
+            self.scan.tensors[name] = (dtype, tuple(shape))
             spans.append((base + b, base + e, name, dtype))
         spans.sort()
         end = base
         for b, e, name, _ in sorted(spans + coverage):
             if b < end:
-                self.problem("checkpoint-overlap", f"tensor {name}", f"data starting at or after byte {end}", f"byte {b}")
+                self.problem("checkpoint-overlap", _tensor(name), f"data starting at or after byte {end}", f"byte {b}")
             elif b > end:
-                self.problem("checkpoint-gap", f"tensor {name}", f"data starting at byte {end}", f"byte {b}")
+                self.problem("checkpoint-gap", _tensor(name), f"data starting at byte {end}", f"byte {b}")
             end = max(end, e)
         self._plan = spans
         self._data_end = end
@@ -156,9 +376,10 @@ class CheckpointScanner:
                 break
 
     def _check_values(self, name: str, dtype: str, data) -> None:
-        size, _, mask = DTYPES[dtype]
-        if mask is None:
+        d = DTYPES[dtype]
+        if d.view is None:
             return
+        size = d.bits // 8
         if self._rem:                 # a value split across two chunks
             need = size - len(self._rem)
             head = self._rem + bytes(data[:need])
@@ -167,22 +388,24 @@ class CheckpointScanner:
                 self._rem = head
                 return
             self._rem = b""
-            self._count(name, dtype, head)
+            self._count(name, d, head)
         cut = len(data) - len(data) % size
         if cut:
-            self._count(name, dtype, data[:cut])
+            self._count(name, d, data[:cut])
         self._rem = bytes(data[cut:])
 
-    def _count(self, name: str, dtype: str, data) -> None:
+    def _count(self, name: str, d: Dtype, data) -> None:
         import numpy as np
 
-        _, view, mask = DTYPES[dtype]
-        native = _NATIVE_FLOAT.get(dtype)
-        if native is not None and np.isfinite(np.frombuffer(data, dtype=native)).all():
-            return                    # the common case, in one pass (a third of the masked count's time)
-        arr = np.frombuffer(data, dtype=view)
-        m = arr.dtype.type(mask)
-        bad = int(np.count_nonzero((arr & m) == m))
+        if d.native is not None:
+            values = np.frombuffer(data, dtype=d.native)
+            if np.isfinite(values).all():
+                return                # the common case, in one pass (a third of the masked count's time)
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+        else:
+            arr = np.frombuffer(data, dtype=d.view)
+            m = arr.dtype.type(d.mask)
+            bad = int(np.count_nonzero(arr == m if d.nan_only else (arr & m) == m))
         if bad:
             self._nonfinite[name] = self._nonfinite.get(name, 0) + bad
 
@@ -200,12 +423,8 @@ class CheckpointScanner:
                 elif self._pos > end:
                     self.problem("checkpoint-trailing-bytes", "data", f"{end} bytes", f"{self._pos} bytes")
         for name, n in sorted(self._nonfinite.items()):
-            self.problem("checkpoint-nonfinite", f"tensor {name}", "finite values", f"{n} inf/nan value(s)")
+            self.problem("checkpoint-nonfinite", _tensor(name), "finite values", f"{n} inf/nan value(s)")
         return self.scan
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def scan_bytes(data: bytes, header_cap: int = HEADER_CAP) -> CheckpointScan:
@@ -215,38 +434,52 @@ def scan_bytes(data: bytes, header_cap: int = HEADER_CAP) -> CheckpointScan:
     return s.finish()
 
 
+def _model_config(scan: CheckpointScan):
+    """The metadata's model_config as the runner reads it; ValueError (with why) when it names none.
+
+    A config whose layer count implies far more tensors than the file holds is refused
+    before the runner enumerates them (a hostile `n_layer` of 10**9 would take hours)."""
+    try:
+        cfg = json.loads((scan.metadata or {}).get("model_config", ""))
+    except RecursionError:
+        raise ValueError("model_config nested too deeply") from None
+    n = cfg.get("n_layer") if isinstance(cfg, dict) else None
+    if type(n) is int and n > max(64, len(scan.tensors)):
+        raise ValueError(f"n_layer {n} implies at least {6 * n + 4} tensors; the file holds {len(scan.tensors)}")
+    return cfg
+
+
 def architecture_problems(scan: CheckpointScan) -> list[tuple[str, str, str, str]]:
     """Names and shapes against the architecture the metadata's model_config implies."""
     out = []
-    meta = scan.metadata or {}
     try:
-        cfg = json.loads(meta.get("model_config", ""))
+        cfg = _model_config(scan)
         from auditkit.runner.arch import expected_tensors
 
         want = expected_tensors(cfg)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return [("checkpoint-model-config", "__metadata__.model_config", "a model_config the runner knows",
-                 f"{type(exc).__name__}: {exc}")]
+                 _clip(f"{type(exc).__name__}: {exc}"))]
     got = {k: shape for k, (_, shape) in scan.tensors.items()}
     for name in sorted(set(want) - set(got)):
-        out.append(("checkpoint-tensor-missing", f"tensor {name}", f"shape {list(want[name])}", "absent"))
+        out.append(("checkpoint-tensor-missing", _tensor(name), f"shape {list(want[name])}", "absent"))
     for name in sorted(set(got) - set(want)):
-        out.append(("checkpoint-tensor-unexpected", f"tensor {name}", "no such tensor in this architecture",
+        out.append(("checkpoint-tensor-unexpected", _tensor(name), "no such tensor in this architecture",
                     f"shape {list(got[name])}"))
     for name in sorted(set(got) & set(want)):
         if tuple(got[name]) != tuple(want[name]):
-            out.append(("checkpoint-shape", f"tensor {name}", f"shape {list(want[name])}", f"shape {list(got[name])}"))
+            out.append(("checkpoint-shape", _tensor(name), f"shape {list(want[name])}", f"shape {list(got[name])}"))
     return out
 
 
 def expected_num_params(scan: CheckpointScan) -> int | None:
     """`num_params` of the architecture the metadata names, or None when it names none the runner knows."""
     try:
-        cfg = json.loads((scan.metadata or {}).get("model_config", ""))
+        cfg = _model_config(scan)
         from auditkit.runner.arch import num_params
 
         return int(num_params(cfg))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

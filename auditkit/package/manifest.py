@@ -23,6 +23,7 @@ from auditkit.package.scan import unsafe_reason
 MANIFEST_JSON = "MANIFEST.json"
 MANIFEST_CSV = "MANIFEST.csv"
 MANIFEST_FILES = (MANIFEST_JSON, MANIFEST_CSV)
+NEVER_LISTED_DIRS = (".git",)  # a version-control directory is not part of the package
 
 
 @dataclass(frozen=True, order=True)
@@ -61,7 +62,8 @@ def manifest_csv_text(entries) -> str:
 
 
 def list_package_files(root: Path) -> list[str]:
-    """Every regular file under `root` (POSIX relative paths, sorted), manifests excluded.
+    """Every regular file under `root` (POSIX relative paths, sorted), manifests and
+    `.git/` directories excluded.
 
     Raises AuditError on a symlink or special file: a package must hold neither.
     """
@@ -70,7 +72,7 @@ def list_package_files(root: Path) -> list[str]:
         raise AuditError(f"cannot list the package: {exc}", path=str(root))
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_raise):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d not in NEVER_LISTED_DIRS)
         for name in list(dirnames) + filenames:
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
@@ -90,12 +92,8 @@ def list_package_files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def build_manifest(root: str | Path, jobs: int | None = None) -> dict:
-    """Write MANIFEST.json and MANIFEST.csv for the package directory `root`; return the JSON doc.
-
-    Never changes any other file. Raises AuditError if `root` is not a directory
-    or holds a symlink or special file.
-    """
+def manifest_entries(root: str | Path, jobs: int | None = None) -> list[Entry]:
+    """The MANIFEST entries of the files under `root` now (reads every file once; writes nothing)."""
     root = Path(root)
     if not root.is_dir():
         raise AuditError("not a package directory", path=str(root), hint="give the directory that holds protocol.json")
@@ -108,7 +106,22 @@ def build_manifest(root: str | Path, jobs: int | None = None) -> dict:
         return Entry(rel, digest, n)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        entries = list(pool.map(one, files))
+        return list(pool.map(one, files))
+
+
+def build_manifest(root: str | Path, jobs: int | None = None, *, require_protocol: bool = False) -> dict:
+    """Write MANIFEST.json and MANIFEST.csv for the package directory `root`; return the JSON doc.
+
+    Never changes any other file (each MANIFEST file is written atomically). Raises
+    AuditError if `root` is not a directory, holds a symlink or special file, or (with
+    `require_protocol`) holds no protocol.json.
+    """
+    root = Path(root)
+    if require_protocol and root.is_dir() and not (root / "protocol.json").is_file():
+        raise AuditError("not a package directory (no protocol.json); no MANIFEST was written", path=str(root),
+                         hint="give the package directory (the one holding protocol.json); to list a directory "
+                              "that is not a package anyway: auditkit manifest build --force")
+    entries = manifest_entries(root, jobs)
     text = manifest_json_text(entries)
     atomic_write_text(root / MANIFEST_JSON, text)
     atomic_write_text(root / MANIFEST_CSV, manifest_csv_text(entries))

@@ -20,7 +20,15 @@ RUN_COLUMNS = (
     "total_tokens_M", "num_params_M", "peak_vram_mb", "mfu_percent",
     "started_at", "finished_at", "runner_sha256", "checkpoint", "checkpoint_sha256",
 )
+# v1.1 optional columns (SPEC section 4): how the row's val_bpb was measured.  A package
+# without them verifies as before; a runner that knows them writes all of them.
 STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
+#: the seed a run trained with, when its stage's seeds are anchored (SPEC v1.1); after RUN_COLUMNS
+RNG_SEED_COLUMN = "rng_seed"
+#: v1.1 optional columns: how val_bpb was measured (every row of the bundled runner has them)
+EVAL_COLUMNS = ("val_bpb_se", "eval_sha256", "eval_seq_len", "eval_tokens", "eval_bytes", "tokenizer")
+#: all v1.1 optional columns, in this order after RUN_COLUMNS
+OPTIONAL_RUN_COLUMNS = EVAL_COLUMNS + (RNG_SEED_COLUMN,)
 
 RUN_CSV_RE = re.compile(r"^remote-results/(?P<host>[a-z0-9-]+)_(?P<stage>.+)_summary\.csv$")
 
@@ -114,6 +122,13 @@ class RunRow:
             checkpoint_sha256=d.get("checkpoint_sha256", ""),
             extra=tuple(sorted((k, v) for k, v in d.items() if k not in RUN_COLUMNS and k is not None)),
         )
+
+
+def run_header(rows: list[dict]) -> list[str]:
+    """The columns to write for these run rows: SPEC's, then the optional ones any row has
+    (in OPTIONAL_RUN_COLUMNS order), then any other column a row already carries."""
+    header = list(RUN_COLUMNS) + [c for c in OPTIONAL_RUN_COLUMNS if any(c in r for r in rows)]
+    return header + sorted({c for r in rows for c in r} - set(header))
 
 
 def write_csv_text(header: list[str], rows: list[dict]) -> str:

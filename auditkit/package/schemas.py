@@ -6,11 +6,13 @@ Schemas are checked themselves (`check_schema`) before any data is validated.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Iterator
 
 import jsonschema
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, json_location
@@ -30,6 +32,7 @@ SCHEMA_NAMES = (
     "event",
     "dsse-envelope",
     "statement",
+    "claims",
 )
 
 
@@ -48,31 +51,65 @@ def load_schema(name: str) -> dict:
     return schema
 
 
+# The formats the schemas use, checked (jsonschema only annotates a format unless given a checker):
+# `date-time` is RFC 3339 with a real calendar date (rfc3339-validator, jsonschema's own choice).
+# Its regex, like every `$` under Python's re, accepts a final newline: the schemas' patterns
+# (ending in `(?!\n)$`) refuse that.
+FORMATS = FormatChecker(formats=("date-time",))
+
+
 @lru_cache(maxsize=None)
 def validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name))
+    if "date-time" not in FORMATS.checkers:  # jsonschema registers it only when rfc3339-validator imports
+        raise AuditError("the date-time format cannot be checked: rfc3339-validator is not installed",
+                         hint="reinstall auditkit (pip install .), which depends on it")
+    return Draft202012Validator(load_schema(name), format_checker=FORMATS)
+
+
+@dataclass(frozen=True)
+class SchemaViolation:
+    """One way an instance breaks a schema, as jsonschema's `ValidationError` says it.
+
+    `json_path` is where in the instance (``$.files[3].sha256``), `keyword` the schema
+    keyword that failed (``pattern``, ``required``, ``const``, ...), `schema_path` where in
+    the schema that keyword is (``properties/val_bpb/pattern``)."""
+
+    json_path: str
+    keyword: str
+    message: str
+    schema_path: str = ""
+
+    def expectation(self, name: str) -> str:
+        """What the schema wanted, for a finding's `expected`: keyword and where it sits."""
+        where = f" at {self.schema_path}" if self.schema_path and self.schema_path != self.keyword else ""
+        return f"schema {name}, keyword {self.keyword}{where}"
+
+
+def iter_violations(instance, name: str) -> Iterator[SchemaViolation]:
+    """Every way `instance` breaks schema `name`, lazily, in jsonschema's order."""
+    for err in validator(name).iter_errors(instance):
+        yield SchemaViolation(json_location(err.absolute_path), str(err.validator), err.message,
+                              "/".join(str(p) for p in err.absolute_schema_path))
 
 
 def schema_errors(instance, name: str) -> list[tuple[str, str]]:
     """(json path, message) for every way `instance` breaks schema `name`, sorted."""
-    out = []
-    for err in validator(name).iter_errors(instance):
-        out.append((json_location(err.absolute_path), err.message))
-    return sorted(out)
+    return sorted((v.json_path, v.message) for v in iter_violations(instance, name))
 
 
 def validate_document(instance, name: str, path: str, *, prefix_location: str = "") -> list[Finding]:
-    """Findings (code `schema-invalid`) for `instance` against schema `name`."""
+    """Findings (code `schema-invalid`) for `instance` against schema `name`: the JSON path of the
+    failing value in `location`, the failing keyword (and where it sits in the schema) in `expected`."""
     findings = []
-    for loc, msg in schema_errors(instance, name):
+    for v in sorted(iter_violations(instance, name), key=lambda v: (v.json_path, v.message)):
         findings.append(
             Finding(
                 path=path,
                 code="schema-invalid",
-                location=(prefix_location + (", " if prefix_location else "") + loc) if prefix_location else loc,
-                expected=f"a document valid against schema {name}",
-                found=msg,
-                message="fix the value at this location to follow SPEC.md",
+                location=(prefix_location + ", " + v.json_path) if prefix_location else v.json_path,
+                expected=v.expectation(name),
+                found=v.message,
+                message="the value at this location does not follow SPEC.md",
             )
         )
     return findings

@@ -5,7 +5,8 @@
 """
 
 from auditkit.profile.audit import ProfiledReport, check_tables_profiled, replay_profiled, verify_profiled
+from auditkit.profile.draft import draft_profile
 from auditkit.profile.model import Profile, load_profile, parse_profile
 
-__all__ = ["Profile", "ProfiledReport", "check_tables_profiled", "load_profile", "parse_profile", "replay_profiled",
-           "verify_profiled"]
+__all__ = ["Profile", "ProfiledReport", "check_tables_profiled", "draft_profile", "load_profile", "parse_profile",
+           "replay_profiled", "verify_profiled"]

@@ -10,8 +10,6 @@ compared, and why.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,13 +19,14 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.findings import Finding, Report, json_location
+from auditkit.findings import Finding, Report
 from auditkit.profile import _store
 from auditkit.profile.model import Profile, Provenance, load_profile
 from auditkit.profile.view import Fact, GateView, PackageView, Recorded, _csv, read_package
 from auditkit.gates.engine import DuplicateRowError, decide_columns
 from auditkit.derived.tables import GENERATORS, TableKind
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON
+from auditkit.package.store import parse_csv
 
 ASSERTED = "asserted"
 
@@ -80,14 +79,17 @@ def _open(package, profile) -> tuple[Profile, PackageView]:
 
 # --------------------------------------------------------------------------- verify
 
-def verify_profiled(package: str | Path, profile: str | Path | Profile, *, jobs: int | None = None) -> ProfiledReport:
+def verify_profiled(package: str | Path, profile: str | Path | Profile, *, jobs: int | None = None,
+                    require: tuple[str, ...] = ()) -> ProfiledReport:
     """Fixity against the package's own manifest(s) in their own format, no unlisted file, the
     run rows parsed and converted, the matrix, the prose hashes the profile pins, the
-    transcribed rules valid, the recorded decisions where the profile points.
+    transcribed rules valid, the recorded decisions where the profile points; with `require`
+    (freeze-evidence levels), `evidence-below-required` for each gate that cannot meet one.
     Raises AuditError when it cannot run (no package, unusable profile)."""
     prof, view = _open(package, profile)
     rep = ProfiledReport(command="verify --profile", target=str(package), facts=list(view.facts))
     rep.extend(view.all_findings())
+    rep.extend(require_findings(view, require))
     _manifests(view, rep, jobs)
     _prose(view, rep.findings)
     for g in prof.gates:
@@ -236,7 +238,8 @@ class GateResult:
                 "findings": [f.to_dict() for f in self.findings], "replayed": self.replayed}
 
 
-def replay_profiled(package: str | Path, profile: str | Path | Profile, gate: str = "all") -> ProfiledReport:
+def replay_profiled(package: str | Path, profile: str | Path | Profile, gate: str = "all", *,
+                    require: tuple[str, ...] = ()) -> ProfiledReport:
     """Replay `gate` (or every gate, in profile order) of the package through the profile and
     compare with the authors' recorded decision as far as the profile maps it.
     Raises AuditError when it cannot run (rules still TODO, unknown gate, no package)."""
@@ -245,7 +248,32 @@ def replay_profiled(package: str | Path, profile: str | Path | Profile, gate: st
     if gate != "all":
         prof.gate(gate)
     view = read_package(package, prof)
-    return _replay_report(view, _replay_view(view, None if gate == "all" else gate), str(package))
+    rep = _replay_report(view, _replay_view(view, None if gate == "all" else gate), str(package))
+    rep.extend(require_findings(view, require, None if gate == "all" else gate))
+    return rep
+
+
+def require_findings(view: PackageView, required, gate: str | None = None) -> list[Finding]:
+    """`evidence-below-required` (the code `auditkit.evidence` uses) for each gate and each level
+    it cannot meet: read through a profile, a gate has at most `asserted` — a date in its prose."""
+    from auditkit.evidence.level import REQUIREMENTS
+
+    unknown = [r for r in required if r not in REQUIREMENTS]
+    if unknown:
+        raise AuditError(f"unknown requirement {unknown[0]!r}", hint=f"choose from {', '.join(REQUIREMENTS)}")
+    out = []
+    for g in view.profile.gates:
+        if gate is not None and g.gate != gate:
+            continue
+        fr = view.gates[g.gate].freeze
+        have = f"{ASSERTED} {fr.day} ({fr.source})" if fr.day else "none: the prose names no date"
+        for req in required:
+            if req == ASSERTED and fr.day is not None:
+                continue
+            out.append(Finding(g.prose[-1].path, "evidence-below-required", f"gate {g.gate}", req, have,
+                               f"the reviewer requires {req}: a package read through a profile has at most a "
+                               "date someone wrote (asserted)"))
+    return out
 
 
 def _replay_view(view: PackageView, gate: str | None) -> list[GateResult]:
@@ -333,7 +361,7 @@ def _replay_gate(view: PackageView, gv: GateView, done: dict[str, GateResult]) -
     except DuplicateRowError as exc:
         f.append(Finding(exc.where[0].split(" row ")[0] if exc.where else where, "duplicate-run-row",
                          "; ".join(exc.where), "one row per candidate and cell", f"{exc.config_id} in {exc.cell}",
-                         "remove the extra row"))
+                         "two rows claim one cell: find out which run is genuine"))
         return out
     out.replayed = decision.to_json(
         rules_ref={"path": f"{view.profile.source}#gates.{g.gate}", "sha256": view.profile.sha256},
@@ -556,7 +584,7 @@ def _compare_table(view: PackageView, t, table, rep: ProfiledReport) -> None:
         rep.add(_store.as_finding(exc, rel, "table-unreadable", "a UTF-8 CSV table"))
         return
     rep.extend(extra)
-    gen = list(csv.DictReader(io.StringIO(table.csv_text(), newline="")))
+    gen = parse_csv(table.csv_text(), table.id)[1]
     for col, vals in t.where:
         gen = [r for r in gen if r.get(col) in vals]
     gcols = set(table.columns)

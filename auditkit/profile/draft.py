@@ -12,8 +12,6 @@ recorded decisions and tables are suggested in comments.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -60,9 +58,7 @@ PREREG_RE = re.compile(r"pre-?regist|preanalysis|frozen rule", re.I)
 
 def _read_csv(store, rel) -> tuple[list[str], list[dict]]:
     try:
-        text = store.read_text(rel)
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        return list(reader.fieldnames or []), [dict(r) for r in reader]
+        return store.read_csv(rel)
     except Exception:  # noqa: BLE001 - a draft skips what it cannot read, and says so
         return [], []
 

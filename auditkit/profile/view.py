@@ -12,8 +12,6 @@ profile converted).  Problems met while reading are findings, kept per file.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -29,9 +27,9 @@ import parse
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, row_location
 from auditkit.profile import _store
-from auditkit.profile.model import (ENGINE_COLUMNS, ColumnRule, Convert, FieldMap, GateSpec, Profile, Provenance,
-                                    RecordedSpec, Source)
+from auditkit.profile.model import (ENGINE_COLUMNS, ColumnRule, Convert, FieldMap, GateSpec, Profile, Provenance, Source)
 from auditkit.gates.engine import validate_rules
+from auditkit.package.store import parse_csv
 from auditkit.study.spec import Budget, Gate, Protocol, Stage
 from auditkit.package.rows import RUN_COLUMNS, STATUSES
 
@@ -200,19 +198,16 @@ def effective_rules(profile: Profile, header: list[str], captures: dict[str, str
 
 
 def _csv(text: str, rel: str) -> tuple[list[str], list[dict[str, str]], list[Finding]]:
-    findings = []
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-        header = [h for h in (reader.fieldnames or [])]
-        rows = []
-        for i, r in enumerate(reader, 1):
-            if None in r:
-                findings.append(Finding(rel, "csv-extra-cells", row_location(i), f"{len(header)} cells",
-                                        f"{len(header) + len(r[None])} cells"))
-                r.pop(None)
-            rows.append({k: (v if isinstance(v, str) else "") for k, v in r.items()})
-    except csv.Error as exc:
-        raise AuditError(f"not a readable CSV: {exc}", path=rel) from exc
+    """The store's one CSV reader, plus a finding for each row with more cells than the header
+    (and "" for a row's missing cells). Raises PackageDefect when it is not CSV."""
+    header, raw = parse_csv(text, rel)
+    findings, rows = [], []
+    for i, r in enumerate(raw, 1):
+        extra = r.pop(None, None)
+        if extra:
+            findings.append(Finding(rel, "csv-extra-cells", row_location(i), f"{len(header)} cells",
+                                    f"{len(header) + len(extra)} cells"))
+        rows.append({k: (v if isinstance(v, str) else "") for k, v in r.items()})
     return header, rows, findings
 
 

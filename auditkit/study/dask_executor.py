@@ -18,6 +18,7 @@ Start real workers like this (one per accelerator; Linux and Windows alike)::
 
 from __future__ import annotations
 
+import uuid
 from typing import Iterable, Iterator
 
 from auditkit.errors import AuditError
@@ -34,8 +35,16 @@ def slot_for(task: CellTask) -> dict[str, int]:
     return {"GPU": 1} if task.device.startswith("cuda") else {"CPU": 1}
 
 
-def _run_on_worker(task: CellTask, keep_checkpoint: bool) -> CellResult:
-    return execute_cell(task, keep_checkpoint=keep_checkpoint)
+def _run_on_worker(task: CellTask, keep_checkpoint: bool, cancel_event: str | None = None) -> CellResult:
+    """One cell on a worker; the runner is killed as soon as the client sets `cancel_event`
+    (a running Dask task cannot be interrupted from outside, so it polls)."""
+    stop = None
+    if cancel_event:
+        from distributed import Event
+
+        event = Event(cancel_event)
+        stop = event.is_set
+    return execute_cell(task, keep_checkpoint=keep_checkpoint, stop=stop)
 
 
 class DaskExecutor:
@@ -68,11 +77,20 @@ class DaskExecutor:
         info = self.client.scheduler_info()
         return {addr: w.get("name", addr) for addr, w in info.get("workers", {}).items()}
 
-    def _submit(self, task: CellTask, workers: list[str], attempt: int):
+    def _submit(self, task: CellTask, workers: list[str], attempt: int, cancel_event: str):
         return self.client.submit(
-            _run_on_worker, task, self.keep_checkpoint(task), key=f"cell-{task.run_id}-{attempt}",
+            _run_on_worker, task, self.keep_checkpoint(task), cancel_event, key=f"cell-{task.run_id}-{attempt}",
             workers=workers, allow_other_workers=False, resources=slot_for(task),
             retries=self.retries, pure=False)
+
+    def _cancel(self, futures, cancel_event: str) -> None:
+        """Cancel queued cells and tell running ones to kill their runner (best effort)."""
+        from distributed import Event
+
+        try:
+            Event(cancel_event, client=self.client).set()
+        finally:
+            self.client.cancel(list(futures))
 
     def _workers_or_fail(self, names: dict[str, str], host: str) -> list[str]:
         workers = workers_for_host(names, host)
@@ -91,17 +109,31 @@ class DaskExecutor:
         waiting, every few seconds the host's live workers are looked up again
         and any task whose pinned workers have all gone is resubmitted to the
         ones serving its host now (its row is still landed once, by the client).
-        """
-        from distributed import wait
 
+        If the run stops early (the caller's signal or error, or it closes this
+        generator), every cell not yet yielded is cancelled: queued ones are
+        dropped and running ones kill their runner (`_run_on_worker`).
+        """
         tasks = list(tasks)
         if not tasks:
             return
         names = self._worker_names()
-        pending = {}  # future -> (task, pinned addresses, attempt)
         for task in tasks:
-            workers = self._workers_or_fail(names, task.host)
-            pending[self._submit(task, workers, 0)] = (task, workers, 0)
+            self._workers_or_fail(names, task.host)
+        cancel_event = f"auditkit-cancel-{uuid.uuid4().hex}"
+        pending = {}  # future -> (task, pinned addresses, attempt)
+        try:
+            for task in tasks:
+                workers = workers_for_host(names, task.host)
+                pending[self._submit(task, workers, 0, cancel_event)] = (task, workers, 0)
+            yield from self._collect(pending, cancel_event)
+        finally:
+            if pending:  # stopped early (a signal, an error, the caller closed us): cancel the rest
+                self._cancel(pending, cancel_event)
+
+    def _collect(self, pending: dict, cancel_event: str) -> Iterator[CellResult]:
+        from distributed import wait
+
         while pending:
             try:
                 done, _ = wait(list(pending), timeout=self.repin_interval, return_when="FIRST_COMPLETED")
@@ -125,7 +157,7 @@ class DaskExecutor:
                     continue  # no worker for this host yet: keep waiting for one to (re)join
                 fut.cancel()
                 del pending[fut]
-                pending[self._submit(task, now, attempt + 1)] = (task, now, attempt + 1)
+                pending[self._submit(task, now, attempt + 1, cancel_event)] = (task, now, attempt + 1)
 
 
 def _failed_summary(task: CellTask, exc: Exception) -> dict:

@@ -19,25 +19,32 @@ Evidence (SPEC v1.1, `auditkit.evidence`): with a `Recorder` (the CLI's
 `--tsa URL`, `--sign-key KEY.pem` or `--evidence`), every freeze, cell start,
 landed row, decision and the finalization is appended to the hash-chained
 `evidence/events.jsonl`; freezes and decisions are timestamped by the TSAs and
-decisions and the package signed, as they happen.
+decisions and the package signed, as they happen.  A stage with
+`rng_seeds = "anchored"` trains every cell with the seed derived from the
+freeze token of the first gate reading it (`evidence.seeds`); its rows keep
+the nominal `seed` and add `rng_seed`.
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from auditkit.errors import AuditError
+from auditkit.evidence.seeds import anchored_seed
 from auditkit.package.store import (atomic_write_bytes, canonical_json_bytes as json_bytes, create_exclusive,
-                                    remove_stale_temporaries, utc_now)
+                                    fsync_dir, remove_stale_temporaries, stage_temporary, utc_now)
 from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecutor
+from auditkit.study.signals import critical
 from auditkit.package.hashing import sha256_bytes
-from auditkit.package.manifest import build_manifest
-from auditkit.study.spec import Manifest, Protocol, Stage, load_manifest
-from auditkit.package.rows import RUN_COLUMNS, read_csv_text, run_csv_path, write_csv_text
+from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, build_manifest, manifest_entries, manifest_json_text
+from auditkit.study.spec import Manifest, Protocol, Stage, anchor_gate, load_manifest
+from auditkit.package.rows import read_csv_text, RNG_SEED_COLUMN, run_csv_path, run_header, write_csv_text
 
 EXIT_WAITING = 3
 
@@ -63,13 +70,20 @@ class StudyDir:
     out: Path
     log: Callable[[str], None] = field(default=lambda msg: None)
     evidence: object | None = None  # an auditkit.evidence.record.Recorder, when evidence is recorded
+    wrote: bool = False  # this invocation added evidence (a row, rules, a decision, a base file)
 
     @property
     def protocol(self) -> Protocol:
         return self.manifest.protocol
 
+    @property
+    def finalized(self) -> bool:
+        """The package has its MANIFEST: it was finalized (and is evidence as it stands)."""
+        return (self.out / MANIFEST_JSON).is_file()
+
     def init(self) -> None:
-        """Lay down protocol.json, the matrix and the runner source; refuse a different study."""
+        """Lay down protocol.json and the matrix (and the runner source, unless finalized);
+        refuse a different study."""
         self.out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out)
         want = json_bytes(self.protocol.to_json())
@@ -80,6 +94,7 @@ class StudyDir:
                                  hint="use a new --out directory, or the manifest that wrote this one")
         else:
             atomic_write_bytes(pj, want)
+            self.wrote = True
         try:
             matrix = self.manifest.matrix_file.read_bytes()
         except OSError as exc:
@@ -89,7 +104,9 @@ class StudyDir:
             raise AuditError("the matrix in the package differs from the manifest's", path=str(mpath))
         if not mpath.exists():
             atomic_write_bytes(mpath, matrix)
-        self.snapshot_source()
+            self.wrote = True
+        if not self.finalized:
+            self.snapshot_source()
 
     def snapshot_source(self) -> None:
         """Copy the runner source that produces the runs into source/runner/ (once)."""
@@ -100,6 +117,7 @@ class StudyDir:
             dest = self.out / "source" / "runner" / p.name
             if not dest.exists():  # the snapshot of the source that ran; never rewritten
                 atomic_write_bytes(dest, p.read_bytes())
+                self.wrote = True
 
     def matrix_rows(self) -> dict[str, dict]:
         _, rows = read_csv_text((self.out / self.protocol.matrix).read_text("utf-8"), self.protocol.matrix)
@@ -116,13 +134,20 @@ class StudyDir:
         return {(r["config_id"], int(r["seed"])) for r in self.rows(host, stage)}
 
     def append_row(self, host: str, stage: str, row: dict) -> dict | None:
-        """Append `row` unless its run_id is there; return the row as the CSV now holds it (None if skipped)."""
-        rows = self.rows(host, stage)
+        """Append `row` unless its run_id is there; return the row as the CSV now holds it (None if skipped).
+
+        The columns are RUN_COLUMNS, then any the file has already, then the
+        optional ones (`rng_seed`) the row carries.
+        """
+        p = self.out / run_csv_path(host, stage)
+        header, rows = read_csv_text(p.read_text("utf-8"), str(p)) if p.exists() else ([], [])
         if any(r["run_id"] == row["run_id"] for r in rows):
             return None
-        rows.append({k: row.get(k, "") for k in RUN_COLUMNS})
+        rows.append(row)
+        header = run_header(rows)
         atomic_write_bytes(self.out / run_csv_path(host, stage),
-                           write_csv_text(list(RUN_COLUMNS), rows).encode("utf-8"))
+                           write_csv_text(header, [{k: r.get(k, "") for k in header} for r in rows]).encode("utf-8"))
+        self.wrote = True
         return next(r for r in self.rows(host, stage) if r["run_id"] == row["run_id"])
 
     # gates
@@ -146,6 +171,7 @@ class StudyDir:
             raise AuditError(f"the manifest's rules for gate {gate!r} are not valid: {bad[0]}",
                              path=str(self.manifest.path), hint="fix [gates.rules] in the manifest")
         if create_exclusive(path, json_bytes(doc)):
+            self.wrote = True
             self.log(f"froze rules of gate {gate} at {doc['frozen_at']}")
         self._record_freeze(gate)
         time.sleep(0.002)  # every row started after this instant, strictly
@@ -185,6 +211,7 @@ class StudyDir:
 
         doc = decide_gate(self.out, gate, decided_at=utc_now())
         if create_exclusive(path, json_bytes(doc)):
+            self.wrote = True
             self.log(f"decided gate {gate}: promoted {', '.join(doc['promoted'])}")
         self._record_decision(gate)
         return True
@@ -218,20 +245,25 @@ class StudyDir:
         return stage in keep
 
     def land(self, result: CellResult) -> dict:
-        """Store a finished cell: checkpoint first, then its row (each atomically)."""
+        """Store a finished cell: checkpoint first, then its row (each atomically; a stop
+        signal waits until both are down)."""
         from auditkit.study.runs import summary_to_row
 
         t = result.task
-        ckpt_rel, ckpt_sha = "", ""
-        if result.checkpoint is not None:
-            ckpt_rel = f"checkpoints/{t.run_id}.safetensors"
-            atomic_write_bytes(self.out / ckpt_rel, result.checkpoint)
-            ckpt_sha = sha256_bytes(result.checkpoint)
-        row = summary_to_row(result.summary, host=t.host, stage=t.stage, budget=t.budget,
-                             checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha)
-        written = self.append_row(t.host, t.stage, row)
-        if written is not None and self.evidence is not None:
-            self.evidence.row_landed(t.run_id, run_csv_path(t.host, t.stage), written)
+        with critical():
+            ckpt_rel, ckpt_sha = "", ""
+            if result.checkpoint is not None:
+                ckpt_rel = f"checkpoints/{t.run_id}.safetensors"
+                atomic_write_bytes(self.out / ckpt_rel, result.checkpoint)
+                ckpt_sha = sha256_bytes(result.checkpoint)
+                self.wrote = True
+            row = summary_to_row(result.summary, host=t.host, stage=t.stage, budget=t.budget,
+                                 checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha)
+            if t.rng_seed is not None:
+                row[RNG_SEED_COLUMN] = str(t.rng_seed)
+            written = self.append_row(t.host, t.stage, row)
+            if written is not None and self.evidence is not None:
+                self.evidence.row_landed(t.run_id, run_csv_path(t.host, t.stage), written)
         return row
 
 
@@ -245,6 +277,7 @@ class RunOutcome:
     waiting_for: list[str]
     cells_run: int
     package: Path
+    finalized: str = ""  # "written" or "unchanged" (a finalized package left as it was); "" if not finalized
 
 
 def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: Executor | None = None,
@@ -262,6 +295,16 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
     if unknown or not hosts:
         raise AuditError(f"unknown host(s) {unknown or hosts}", path=str(manifest.path),
                          hint=f"the protocol's hosts are: {', '.join(proto.hosts)}")
+    _check_anchor_possible(manifest, evidence)
+    if executor is None:  # the bundled runner on this machine: let it check its data before any cell runs
+        from auditkit.study.runs import check_runner_settings
+
+        try:
+            first = read_csv_text(manifest.matrix_file.read_text("utf-8"), str(manifest.matrix_file))[1][:1]
+        except (OSError, UnicodeDecodeError, AuditError):
+            first = []  # StudyDir reports an unreadable matrix
+        if first:
+            log(check_runner_settings(first[0], manifest.runner.get("settings", {})))
     study = StudyDir(manifest, Path(out), log, evidence)
     study.init()
     executor = executor or LocalExecutor(keep_checkpoint=lambda task: study.keep_checkpoint(task.stage))
@@ -280,6 +323,7 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
                 log(f"gate {gate} waits for {len(missing)} cell(s), e.g. {missing[0]}")
                 time.sleep(poll_seconds)
             cands = study.candidates(stage)
+        anchor = _anchor(study, stage) if any(h in stage.hosts for h in hosts) else None
         tasks = []
         for host in hosts:
             if host not in stage.hosts:
@@ -297,7 +341,8 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
                         run_id=run_id_for(host, stage.stage, cid, seed), host=host, stage=stage.stage,
                         config_id=cid, seed=seed, budget=stage.budget, matrix_row=matrix[cid],
                         device=profile.get("device", "cpu"), threads=int(profile.get("threads", 1)),
-                        timeout=_timeout(stage, manifest), settings=dict(manifest.runner.get("settings", {}))))
+                        timeout=_timeout(stage, manifest), settings=dict(manifest.runner.get("settings", {})),
+                        rng_seed=None if anchor is None else anchored_seed(anchor, stage.stage, seed)))
         left = planned_seconds(stage, len(tasks)) + sum(
             planned_seconds(s, len(s.seeds) * len([h for h in hosts if h in s.hosts]) *
                             _count_hint(study, s)) for s in proto.stages[si + 1:])
@@ -305,10 +350,12 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
             log(f"stage {stage.stage} ({stage.budget.label()}): {len(tasks)} cell(s) to run; "
                 f"about {left / 60:.1f} min of budget left in the protocol")
         failures = []
+        if tasks:
+            study.snapshot_source()  # the source that runs these cells (never rewritten once there)
         if study.evidence is not None:
             for t in tasks:
                 study.evidence.cell_started(t.run_id, t.host, t.stage, t.config_id, t.seed)
-        for i, result in enumerate(executor.run(tasks), 1):
+        for i, result in enumerate(_closing_iter(executor.run(tasks)), 1):
             row = study.land(result)
             cells_run += 1
             remaining = max(0.0, left - planned_seconds(stage, i))
@@ -338,9 +385,19 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
             waiting += [f"gate {gate.gate}: {m}" for m in missing]
     if waiting:
         return RunOutcome(False, waiting, cells_run, study.out)
-    if finalize:
-        finalize_package(study)
-    return RunOutcome(True, [], cells_run, study.out)
+    state = finalize_package(study)["state"] if finalize else ""
+    return RunOutcome(True, [], cells_run, study.out, state)
+
+
+def _closing_iter(results):
+    """Iterate an executor's results and close the iterator however the loop ends, so an
+    executor can cancel what it still runs (a generator's `finally` runs at once)."""
+    try:
+        yield from results
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executor: str = "local",
@@ -369,6 +426,24 @@ def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executo
     return run_protocol(manifest, Path(out), hosts, executor=ex, wait=wait, log=log, evidence=recorder)
 
 
+def _check_anchor_possible(manifest: Manifest, evidence) -> None:
+    """An anchored stage's seeds come from a freeze token: refuse, before anything is written, a run without a TSA."""
+    anchored = [s.stage for s in manifest.protocol.stages if s.anchored]
+    if anchored and (evidence is None or not getattr(evidence, "tsa_urls", None)):
+        raise AuditError(f"stage(s) {', '.join(anchored)} set rng_seeds = \"anchored\": their seeds are derived "
+                         "from the freeze's timestamp token, and this run asks no TSA for one",
+                         path=str(manifest.path),
+                         hint="give --tsa URL (an RFC 3161 timestamp authority), or drop the setting")
+
+
+def _anchor(study: StudyDir, stage: Stage) -> str | None:
+    """The anchor (sha256 of the token file) of an anchored stage, logged before its first cell; None otherwise."""
+    if not stage.anchored:
+        return None
+    gate = anchor_gate(study.protocol, study.manifest.rules, stage.stage)
+    return study.evidence.anchor_seeds(stage.stage, study.protocol.gate(gate).rules)
+
+
 def _count_hint(study: StudyDir, stage: Stage) -> int:
     cands = study.candidates(stage)
     if cands is not None:
@@ -383,22 +458,75 @@ def _timeout(stage: Stage, manifest: Manifest) -> float:
     return float(manifest.runner.get("steps_timeout", 900))
 
 
-def finalize_package(study: StudyDir) -> dict:
-    """Tables, figures, README.txt and the MANIFEST of a complete study directory."""
-    from auditkit.derived.tables import generate_tables
+def derived_files(study: StudyDir) -> dict[str, bytes]:
+    """What finalizing writes besides the MANIFEST: tables, figures (when matplotlib is
+    installed) and README.txt, in memory."""
+    from auditkit.derived.tables import table_files
 
-    out = study.out
-    generate_tables(out)
+    files = dict(table_files(study.out)[1])
     try:
-        from auditkit.derived.figures import generate_figures
+        from auditkit.derived.figures import figure_files
     except ImportError:  # matplotlib is an extra
-        generate_figures = None
-    if generate_figures is not None:
-        generate_figures(out)
-    atomic_write_bytes(out / "README.txt", readme_text(study).encode("utf-8"))
+        figure_files = None
+    if figure_files is not None:
+        files.update(figure_files(study.out)[1])
+    files["README.txt"] = readme_text(study).encode("utf-8")
+    return files
+
+
+def finalize_package(study: StudyDir) -> dict:
+    """Tables, figures, README.txt and the MANIFEST of a complete study directory.
+
+    A package that is finalized already (it has a MANIFEST) and gained nothing in this
+    run is left exactly as it is when finalizing again gives the same bytes (state
+    "unchanged"); when it would not (newer code, or files changed since the MANIFEST was
+    written) finalizing is refused (AuditError) with how to finalize into a new directory.
+    Otherwise everything is (re)written atomically (state "written"). Returns
+    {"state": ..., "manifest": the MANIFEST document}.
+    """
+    out = study.out
+    if study.finalized and not study.wrote:
+        recorded = (out / MANIFEST_JSON).read_bytes()
+        entries = manifest_entries(out)
+        listed = {e.get("path"): e.get("sha256") for e in json.loads(recorded).get("files", [])}
+        differ = sorted({e.path for e in entries if listed.get(e.path) != e.sha256}
+                        | (set(listed) - {e.path for e in entries}))
+        why = "its files differ from what its MANIFEST recorded"
+        if not differ:
+            files = derived_files(study)
+            differ = [rel for rel, data in sorted(files.items()) if not _same_bytes(out / rel, data)]
+            if not differ and manifest_json_text(entries).encode("utf-8") != recorded:
+                differ = [MANIFEST_JSON]
+            why = "this auditkit would write different bytes (newer code or libraries)"
+        if not differ:
+            study.log("the package is finalized already and finalizing again gives the same bytes: unchanged")
+            return {"state": "unchanged", "manifest": json.loads(recorded)}
+        raise AuditError(
+            f"the package is finalized (it has a MANIFEST) and nothing was left to run, but finalizing "
+            f"again would change {len(differ)} file(s) "
+            f"({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}): {why}; "
+            f"nothing was written",
+            path=str(out),
+            hint=f"the package stays as it is (check it with: auditkit verify {out}); to finalize a copy with "
+                 f"this auditkit: cp -a {out} NEW && rm NEW/{MANIFEST_JSON} NEW/{MANIFEST_CSV} && "
+                 f"auditkit protocol run {study.manifest.path} --out NEW --host all")
+    readme = readme_text(study).encode("utf-8")
+    if not _same_bytes(out / "README.txt", readme):
+        # first: the figures label hosts with the profiles it lists (derived.figures.host_labels)
+        atomic_write_bytes(out / "README.txt", readme)
+    for rel, data in derived_files(study).items():
+        if not _same_bytes(out / rel, data):
+            atomic_write_bytes(out / rel, data)
     if study.evidence is not None:
         study.evidence.finalized()
-    return build_manifest(out)
+    return {"state": "written", "manifest": build_manifest(out)}
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.is_file() and not path.is_symlink() and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def readme_text(study: StudyDir) -> str:
@@ -454,70 +582,139 @@ def merge_packages(sources: list[Path], into: Path, log: Callable[[str], None] =
     that differ only in `frozen_at`/`decided_at` keep the earliest; anything
     else that differs is an error that names the file.  The package MANIFEST
     is not rebuilt here: `protocol run` finalizes once every gate is decided.
+
+    Atomic as far as a refusal goes: every source is checked against `into` and the
+    others first, with nothing written; only then is each new file staged as a synced
+    temporary beside its destination and the temporaries renamed into place.  A refused
+    merge leaves `into` exactly as it was.
     """
     into = Path(into)
-    into.mkdir(parents=True, exist_ok=True)
-    counts = {"rows": 0, "files": 0}
+    plan = _MergePlan(into)
     for src in sources:
-        src = Path(src)
+        plan.add_source(Path(src))
+        log(f"checked {src}")
+    _commit(into, plan.writes)
+    log(f"merged {len(sources)} output(s) into {into}: {len(plan.writes)} file(s) written")
+    return {"rows": plan.rows, "files": plan.files}
+
+
+class _MergePlan:
+    """What a merge would write (path -> bytes, or the source file to copy), decided with
+    nothing written; raises AuditError on the first conflict."""
+
+    def __init__(self, into: Path):
+        self.into = into
+        self.writes: dict[str, bytes | Path] = {}
+        self.rows = 0
+        self.files = 0
+
+    def _current(self, rel: str) -> bytes | Path | None:
+        """The planned content of `rel` in the target: planned bytes or source, the file there, or None."""
+        if rel in self.writes:
+            return self.writes[rel]
+        p = self.into / rel
+        if p.is_symlink() or (p.exists() and not p.is_file()):
+            raise AuditError(f"{rel} in the target is not a regular file", path=str(p))
+        return p if p.is_file() else None
+
+    @staticmethod
+    def _bytes(current: bytes | Path) -> bytes:
+        return current if isinstance(current, bytes) else current.read_bytes()
+
+    def add_source(self, src: Path) -> None:
         if not (src / "protocol.json").is_file():
             raise AuditError("not a protocol output directory (no protocol.json)", path=str(src))
+        if _inside(self.into, src) or _inside(src, self.into):
+            raise AuditError("the merge target and a source overlap; sources are never changed", path=str(src),
+                             hint="merge into a directory outside every source")
         for p in sorted(src.rglob("*")):
             if p.is_symlink():
                 raise AuditError("symlink in a host output", path=str(p))
-            if not p.is_file() or p.name.startswith(".") or p.name in ("MANIFEST.json", "MANIFEST.csv"):
+            if not p.is_file() or p.name.startswith(".") or p.name in (MANIFEST_JSON, MANIFEST_CSV):
                 continue
             rel = p.relative_to(src).as_posix()
-            dest = into / rel
             if rel.startswith("remote-results/") and rel.endswith(".csv"):
-                counts["rows"] += _merge_rows(p, dest)
+                self._rows(p, rel)
             elif rel.startswith("preanalysis/") and rel.endswith(".rules.json"):
-                counts["files"] += _merge_timestamped(p, dest, "frozen_at")
+                self._timestamped(p, rel, "frozen_at")
             elif rel.startswith("analysis/") and rel.endswith("_decision.json"):
-                counts["files"] += _merge_timestamped(p, dest, "decided_at")
+                self._timestamped(p, rel, "decided_at")
             elif rel.startswith("analysis/") or rel in ("README.txt", "table_manifest.json", "figure_manifest.json") \
                     or rel.startswith("figures/"):
                 continue  # derived: regenerated when the merged study is finalized
-            elif dest.exists():
-                if dest.read_bytes() != p.read_bytes():
-                    raise AuditError(f"{rel} differs between host outputs", path=str(p),
-                                     hint="host outputs of one study must share protocol, matrix and runner source")
             else:
-                atomic_write_bytes(dest, p.read_bytes())
-                counts["files"] += 1
-        log(f"merged {src}")
-    return counts
+                current = self._current(rel)
+                if current is None:
+                    self.writes[rel] = p
+                    self.files += 1
+                elif not _same_content(current, p):
+                    raise AuditError(f"{rel} differs between host outputs", path=str(p),
+                                     hint="host outputs of one study must share protocol, matrix and runner "
+                                          "source; nothing was merged")
+
+    def _rows(self, src: Path, rel: str) -> None:
+        header, new = read_csv_text(src.read_text("utf-8"), str(src))
+        current = self._current(rel)
+        old = read_csv_text(self._bytes(current).decode("utf-8"), rel)[1] if current is not None else []
+        by_id = {r["run_id"]: r for r in old}
+        added = 0
+        for r in new:
+            have = by_id.get(r["run_id"])
+            if have is None:
+                by_id[r["run_id"]] = r
+                old.append(r)
+                added += 1
+            elif have != r:
+                raise AuditError(f"run {r['run_id']} differs between host outputs", path=str(src),
+                                 hint="two outputs recorded the same run differently; keep one of them; "
+                                      "nothing was merged")
+        if added:
+            self.writes[rel] = write_csv_text(header, old).encode("utf-8")
+            self.rows += added
+
+    def _timestamped(self, src: Path, rel: str, key: str) -> None:
+        data = src.read_bytes()
+        current = self._current(rel)
+        if current is None:
+            self.writes[rel] = data
+            self.files += 1
+            return
+        new, old = json.loads(data), json.loads(self._bytes(current))
+        if {k: v for k, v in new.items() if k != key} != {k: v for k, v in old.items() if k != key}:
+            raise AuditError(f"{Path(rel).name} differs between host outputs beyond {key}", path=str(src),
+                             hint="the hosts froze or decided this gate differently; they cannot be merged; "
+                                  "nothing was merged")
+        if new[key] < old[key]:
+            self.writes[rel] = data
+            self.files += 1
 
 
-def _merge_rows(src: Path, dest: Path) -> int:
-    header, new = read_csv_text(src.read_text("utf-8"), str(src))
-    old = read_csv_text(dest.read_text("utf-8"), str(dest))[1] if dest.exists() else []
-    by_id = {r["run_id"]: r for r in old}
-    added = 0
-    for r in new:
-        have = by_id.get(r["run_id"])
-        if have is None:
-            by_id[r["run_id"]] = r
-            old.append(r)
-            added += 1
-        elif have != r:
-            raise AuditError(f"run {r['run_id']} differs between host outputs", path=str(src),
-                             hint="two outputs recorded the same run differently; keep one of them")
-    if added:
-        atomic_write_bytes(dest, write_csv_text(header, old).encode("utf-8"))
-    return added
+def _inside(path: Path, root: Path) -> bool:
+    p, r = os.path.realpath(path), os.path.realpath(root)
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 
-def _merge_timestamped(src: Path, dest: Path, key: str) -> int:
-    new = json.loads(src.read_text("utf-8"))
-    if not dest.exists():
-        atomic_write_bytes(dest, src.read_bytes())
-        return 1
-    old = json.loads(dest.read_text("utf-8"))
-    if {k: v for k, v in new.items() if k != key} != {k: v for k, v in old.items() if k != key}:
-        raise AuditError(f"{dest.name} differs between host outputs beyond {key}", path=str(src),
-                         hint="the hosts froze or decided this gate differently; they cannot be merged")
-    if new[key] < old[key]:
-        atomic_write_bytes(dest, src.read_bytes())
-        return 1
-    return 0
+def _same_content(current: bytes | Path, src: Path) -> bool:
+    if isinstance(current, bytes):
+        return current == src.read_bytes()
+    return filecmp.cmp(current, src, shallow=False)
+
+
+def _commit(into: Path, writes: dict[str, bytes | Path]) -> None:
+    """Stage every write as a synced temporary beside its destination, then rename them all."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for rel, content in sorted(writes.items()):
+            dest = into / rel
+            data = content if isinstance(content, bytes) else content.read_bytes()
+            staged.append((stage_temporary(dest, data), dest))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    into.mkdir(parents=True, exist_ok=True)
+    with critical():
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+        for d in sorted({dest.parent for _, dest in staged}):
+            fsync_dir(d)

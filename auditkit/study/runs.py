@@ -12,17 +12,23 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
+from auditkit.study.signals import critical
 from auditkit.study.spec import Budget
-from auditkit.package.rows import RUN_COLUMNS, format_float
+from auditkit.package.rows import EVAL_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.package.schemas import schema_errors
 
 
-SETTINGS_KEYS = {"data", "eval_tokens", "compile", "seq_len"}
+SETTINGS_KEYS = {"data", "eval_tokens", "eval_seq_len", "tokenizer", "vocab_size", "compile", "seq_len"}
+# protocol-wide runner settings passed on as options (the evaluation protocol among them)
+_OPTIONS = {"data": "--data", "eval_tokens": "--eval-tokens", "eval_seq_len": "--eval-seq-len",
+            "tokenizer": "--tokenizer", "vocab_size": "--vocab-size"}
 
 
 def runner_sha256() -> str:
@@ -64,14 +70,63 @@ def failed_summary(*, run_id: str, config_id: str, seed: int, budget: Budget, re
             "checkpoint_sha256": None, "error": reason}
 
 
+def _settings_options(settings: dict) -> list[str]:
+    out = []
+    for key, option in _OPTIONS.items():
+        if key in settings:
+            v = settings[key]
+            out += [option, str(int(v)) if key in ("eval_tokens", "eval_seq_len", "vocab_size") else str(v)]
+    return out
+
+
+def check_runner_settings(matrix_row: dict[str, str], settings: dict | None, timeout: float = 900) -> str:
+    """Let the runner read these settings and their data (no training): its one-line verdict.
+
+    Raises AuditError with the runner's reason when it refuses them (a missing data file,
+    no `text` column, too little validation text for the evaluation, an unknown setting),
+    so a protocol stops before its first cell instead of recording a failed row per cell.
+    """
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - SETTINGS_KEYS)
+    if unknown:
+        raise AuditError(f"unknown runner setting(s) {', '.join(unknown)}",
+                         hint=f"known: {', '.join(sorted(SETTINGS_KEYS))}")
+    if settings.get("seq_len") and not matrix_row.get("seq_len"):
+        matrix_row = dict(matrix_row, seq_len=str(int(settings["seq_len"])))
+    cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row), "--seed", "0",
+           "--budget", "1steps", "--check", *_settings_options(settings)]
+    env = dict(os.environ, PYTHONSAFEPATH="1")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise AuditError(f"the runner took over {timeout:.0f} s to read its data") from None
+    if p.returncode != 0:
+        reason = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        raise AuditError(f"the runner refuses the settings {json.dumps(settings, sort_keys=True)}: "
+                         f"{reason.removeprefix('error: ')}",
+                         hint="fix the manifest's [runner].settings or the data, then run again")
+    return p.stdout.strip()
+
+
 def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: Path, run_id: str,
              device: str = "cpu", threads: int = 1, timeout: float | None = None,
-             settings: dict | None = None) -> dict:
+             settings: dict | None = None, stop: Callable[[], bool] | None = None,
+             rng_seed: int | None = None) -> dict:
     """Train one cell in a runner subprocess; return (and leave in out_dir) its summary.json.
 
+    `rng_seed`: seed the run's generators with it instead of `seed` (anchored stages);
+    a runner that does not report training with it gives a `failed` summary.
+
     `settings` are protocol-wide runner options: `data` (spec, default `markov:seed=0`),
-    `eval_tokens` (default 32768), `compile` (bool), `seq_len` (used where the row has
-    no seq_len).  An unknown setting gives a `failed` summary naming it.
+    the evaluation protocol `eval_tokens` and `eval_seq_len` (the runner's defaults
+    otherwise), `tokenizer` (auto, bytes, bpe) and `vocab_size`, `compile` (bool),
+    `seq_len` (used where the row has no seq_len).  An unknown setting gives a
+    `failed` summary naming it.
+
+    The runner runs in its own process group and dies with this process (Linux).  If
+    this call is interrupted (a signal's `Stopped`, any exception) or `stop()` turns
+    true (polled every `STOP_POLL_SECONDS`; raises `CellCancelled`), the whole group is
+    killed and the runner's half-written files are removed before the exception goes on.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,13 +140,13 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         return summary
     if settings.get("seq_len") and not matrix_row.get("seq_len"):
         matrix_row = dict(matrix_row, seq_len=str(int(settings["seq_len"])))
-    cmd = [sys.executable, "-m", "auditkit.runner.train", "--config-json", json.dumps(matrix_row),
-           "--seed", str(seed), "--budget", budget.label(), "--out", str(out_dir), "--run-id", run_id,
-           "--device", device, "--threads", str(threads)]
-    if "data" in settings:
-        cmd += ["--data", str(settings["data"])]
-    if "eval_tokens" in settings:
-        cmd += ["--eval-tokens", str(int(settings["eval_tokens"]))]
+    # the runner runs under auditkit.study.child, which makes it die with this process
+    cmd = [sys.executable, "-m", "auditkit.study.child", str(os.getpid()), "auditkit.runner.train",
+           "--config-json", json.dumps(matrix_row), "--seed", str(seed), "--budget", budget.label(),
+           "--out", str(out_dir), "--run-id", run_id, "--device", device, "--threads", str(threads)]
+    cmd += _settings_options(settings)
+    if rng_seed is not None:
+        cmd += ["--rng-seed", str(int(rng_seed))]
     if settings.get("compile"):
         cmd.append("--compile")
     started = _now()
@@ -101,17 +156,19 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
     log_path = out_dir / "runner.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = None
         try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            rc = None
-        except BaseException:  # our own interruption: never leave a runner behind
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            with critical():  # a stop while the child starts waits until we hold it, so it is killed too
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            rc = _wait(proc, timeout, stop)
+        except BaseException:  # our own interruption (a signal, a cancelled task): never leave a runner behind
+            if proc is not None:
+                kill_process_group(proc)
+                _remove_runner_temporaries(out_dir, proc.pid)
             raise
+        if rc is None:
+            kill_process_group(proc)
+            _remove_runner_temporaries(out_dir, proc.pid)
     elapsed = (datetime.now(timezone.utc) - t0).total_seconds()
     summary_path = out_dir / "summary.json"
     tail = log_path.read_text("utf-8", "replace")[-2000:]
@@ -126,8 +183,56 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
         errors = schema_errors(summary, "run-summary")
         if errors:
             summary = failed_summary(reason=f"runner summary invalid at {errors[0][0]}: {errors[0][1]}", **common)
+        elif rng_seed is not None and summary.get("rng_seed") != int(rng_seed):
+            summary = failed_summary(reason=f"the runner reports rng_seed {summary.get('rng_seed')}, "
+                                            f"not the anchored {rng_seed} it was given", **common)
     atomic_write_bytes(summary_path, canonical_json_bytes(summary))
     return summary
+
+
+class CellCancelled(Exception):
+    """`run_cell` was told to stop (its `stop()` turned true); the runner was killed."""
+
+
+STOP_POLL_SECONDS = 1.0
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None, stop: Callable[[], bool] | None) -> int | None:
+    """The runner's exit status, None past `timeout`; CellCancelled once `stop()` is true."""
+    if stop is None:
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = STOP_POLL_SECONDS if deadline is None else min(STOP_POLL_SECONDS, deadline - time.monotonic())
+        try:
+            return proc.wait(timeout=max(step, 0.0))
+        except subprocess.TimeoutExpired:
+            pass
+        if stop():
+            raise CellCancelled("the cell was cancelled")
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+
+
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """Kill `proc` and everything in its process group (it was started as a session leader); reap it."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # Windows: no process groups here
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _remove_runner_temporaries(out_dir: Path, pid: int) -> None:
+    """The runner writes `.NAME.tmp-PID` then renames; a killed runner leaves them behind."""
+    for p in out_dir.glob(f".*.tmp-{pid}"):
+        p.unlink(missing_ok=True)
 
 
 def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
@@ -151,7 +256,17 @@ def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
         "runner_sha256": summary["runner_sha256"],
         "checkpoint": checkpoint_relpath, "checkpoint_sha256": checkpoint_sha256 if checkpoint_relpath else "",
     }
-    assert tuple(row) == RUN_COLUMNS
+    # v1.1 optional columns: how val_bpb was measured (empty where the run has no metric)
+    se = summary.get("val_bpb_se")
+    row.update({
+        "val_bpb_se": format_float(float(se)) if ok and se is not None else "",
+        "eval_sha256": str(summary.get("eval_sha256") or "") if ok else "",
+        "eval_seq_len": str(int(summary["eval_seq_len"])) if ok and summary.get("eval_seq_len") else "",
+        "eval_tokens": str(int(summary["eval_tokens"])) if ok and summary.get("eval_tokens") else "",
+        "eval_bytes": str(int(summary["eval_bytes"])) if ok and summary.get("eval_bytes") else "",
+        "tokenizer": str(summary.get("tokenizer") or "") if ok else "",
+    })
+    assert tuple(row) == RUN_COLUMNS + EVAL_COLUMNS
     return row
 
 
@@ -176,6 +291,7 @@ def run_adhoc(matrix_path: str | Path, config_id: str, *, seed: int, budget: str
     """Train one cell outside a study (`auditkit run`): its summary and its run row."""
     b = parse_budget(budget)
     row = load_matrix_row(matrix_path, config_id)
+    check_runner_settings(row, settings)  # unusable data or settings: exit 2 before any training
     if timeout is None:
         timeout = (b.value * 3 + 120) if b.kind == "seconds" else 1800
     summary = run_cell(matrix_row=row, seed=seed, budget=b, out_dir=Path(out), run_id=f"{host}-{config_id}-s{seed}",

@@ -38,6 +38,11 @@ class Stage:
     seeds: tuple[int, ...]
     hosts: tuple[str, ...]
     candidates: str | tuple[str, ...]  # "matrix" | "promoted-by:<gate>" | explicit ids
+    rng_seeds: str = "nominal"  # "anchored": train with seeds derived from the freeze token (SPEC v1.1)
+
+    @property
+    def anchored(self) -> bool:
+        return self.rng_seeds == "anchored"
 
     @property
     def promoted_by(self) -> str | None:
@@ -47,8 +52,11 @@ class Stage:
 
     def to_json(self) -> dict:
         cands = list(self.candidates) if isinstance(self.candidates, tuple) else self.candidates
-        return {"stage": self.stage, "budget": self.budget.to_json(), "seeds": list(self.seeds),
-                "hosts": list(self.hosts), "candidates": cands}
+        doc = {"stage": self.stage, "budget": self.budget.to_json(), "seeds": list(self.seeds),
+               "hosts": list(self.hosts), "candidates": cands}
+        if self.anchored:  # written only when set, so a v1 protocol keeps its bytes
+            doc["rng_seeds"] = self.rng_seeds
+        return doc
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,8 @@ def protocol_from_dict(doc: dict, path: str = PROTOCOL_JSON) -> Protocol:
     stages = tuple(
         Stage(s["stage"], Budget(s["budget"]["kind"], float(s["budget"]["value"])),
               tuple(s["seeds"]), tuple(s["hosts"]),
-              tuple(s["candidates"]) if isinstance(s["candidates"], list) else s["candidates"])
+              tuple(s["candidates"]) if isinstance(s["candidates"], list) else s["candidates"],
+              s.get("rng_seeds", "nominal"))
         for s in doc["stages"]
     )
     gates = tuple(Gate(g["gate"], g["rules"]) for g in doc["gates"])
@@ -191,6 +200,7 @@ def load_manifest(path: str | Path) -> Manifest:
     for key in ("name", "matrix", "hosts", "stages"):
         if key not in doc:
             raise AuditError(f"manifest has no {key!r}", path=str(path))
+    _check_stage_keys(doc["stages"], str(path))
     matrix_file = (path.parent / doc["matrix"]).resolve()
     gates = []
     rules = {}
@@ -204,6 +214,7 @@ def load_manifest(path: str | Path) -> Manifest:
             "stages": doc["stages"], "gates": gates}
     proto = protocol_from_dict(pdoc, str(path))
     _check_gate_inputs(proto, rules, str(path))
+    _check_anchored(proto, rules, str(path))
     _check_gate_rules(proto, rules, str(path), _matrix_ids(matrix_file))
     return Manifest(path=path, protocol=proto, matrix_file=matrix_file, rules=rules,
                     host_profiles=dict(doc.get("host_profiles", {})), runner=dict(doc.get("runner", {})),
@@ -278,3 +289,33 @@ def _check_gate_inputs(p: Protocol, rules: dict[str, dict], path: str) -> None:
         if extra:
             raise AuditError(f"{key}.seeds names {extra}, which none of its stages {names} runs",
                              path=path, hint="make the gate's inputs.seeds and its stages' seeds agree")
+
+
+STAGE_KEYS = ("stage", "budget", "seeds", "hosts", "candidates", "rng_seeds")
+
+
+def _check_stage_keys(stages, path: str) -> None:
+    """A misspelt stage setting (say `rng_seed`) would be ignored and the stage run otherwise: refuse it."""
+    if not isinstance(stages, list):
+        return  # the protocol schema names it
+    for i, s in enumerate(stages):
+        unknown = sorted(set(s) - set(STAGE_KEYS)) if isinstance(s, dict) else []
+        if unknown:
+            raise AuditError(f"stages[{i}] has unknown key(s) {unknown}", path=path,
+                             hint=f"a stage takes: {', '.join(STAGE_KEYS)}")
+
+
+def anchor_gate(p: Protocol, rules: dict[str, dict], stage: str) -> str | None:
+    """The gate whose freeze token anchors `stage`'s seeds: the first gate (manifest order) reading the stage."""
+    return next((g.gate for g in p.gates if stage in ((rules.get(g.gate) or {}).get("inputs") or {}).get("stages", [])),
+                None)
+
+
+def _check_anchored(p: Protocol, rules: dict[str, dict], path: str) -> None:
+    """An anchored stage needs a gate whose rules are frozen (and timestamped) before it runs."""
+    for i, s in enumerate(p.stages):
+        if s.anchored and anchor_gate(p, rules, s.stage) is None:
+            raise AuditError(f"stages[{i}] ({s.stage}) sets rng_seeds = \"anchored\", but no gate reads it",
+                             path=path, hint="its seeds are derived from the timestamp token of the rules of a gate "
+                                             "whose inputs include the stage; add it to a gate's inputs.stages, "
+                                             "or drop the setting")

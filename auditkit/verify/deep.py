@@ -2,8 +2,10 @@
 
 Torch is imported here only, lazily; `verify` without `--deep` never needs it.
 A checkpoint is read with safetensors (no pickle).  The metadata names the
-architecture (`model_config`), the data spec and the number of evaluation
-tokens, so the very validation bytes the runner scored are regenerated.
+architecture (`model_config`), the data spec, the tokenizer and the evaluation
+protocol (`eval_tokens`, `eval_seq_len`), so the very validation tokens the
+runner scored are regenerated; checkpoints of the first runner (no
+`eval_seq_len`) were scored at their own training seq_len.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str) -> list[F
         import torch
         from safetensors.torch import load
 
-        from auditkit.runner.data import load_corpus
+        from auditkit.runner.evaluation import evaluate
         from auditkit.runner.model import GPT
-        from auditkit.runner.train import _null, eval_bytes_sha256, evaluate_bpb
+        from auditkit.runner.train import _null, eval_set_for
     except ImportError as exc:
         raise AuditError(f"--deep needs torch: {exc}", hint="pip install torch==2.13.0 (or auditkit[runner])") from exc
     where = f"row {row.get('run_id', '?')}"
@@ -47,7 +49,7 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str) -> list[F
         cfg = json.loads(meta["model_config"])
     except (ValueError, KeyError) as exc:
         return [Finding(path, "deep-unreadable", where, "a safetensors file with model_config metadata", str(exc),
-                        "the checkpoint cannot be re-evaluated; replace it with the one the run wrote")]
+                        "the checkpoint cannot be re-evaluated: its metadata names no readable model_config")]
     findings = []
     for key in ("run_id", "config_id", "seed"):
         if str(meta.get(key)) != str(row.get(key)):
@@ -64,16 +66,17 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str) -> list[F
         model = GPT(cfg)
         model.load_state_dict(load(data), strict=True)
         model.to(device)
-        corpus = load_corpus(meta.get("data", "markov:seed=0"))
-        eval_tokens = int(meta.get("eval_tokens", 32768))
+        es = eval_set_for(meta.get("data", "markov:seed=0"), meta.get("tokenizer", "bytes"),
+                          int(meta.get("tokenizer_vocab", 8192)), int(meta.get("eval_tokens", 32768)),
+                          int(meta.get("eval_seq_len", cfg["seq_len"])))
         recorded = meta.get("eval_sha256")
-        if recorded and eval_bytes_sha256(corpus.val, cfg["seq_len"], eval_tokens) != recorded:
+        if recorded and es.sha256 != recorded:
             findings.append(Finding(path, "deep-data-mismatch", f"{where}, metadata data {meta.get('data')!r}",
-                                    recorded, eval_bytes_sha256(corpus.val, cfg["seq_len"], eval_tokens),
-                                    "the regenerated validation bytes differ from those the run scored"))
+                                    recorded, es.sha256,
+                                    "the regenerated validation tokens differ from those the run scored"))
             return findings
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-        got = evaluate_bpb(model, corpus.val, cfg["seq_len"], eval_tokens, device, autocast)
+        got, _ = evaluate(model, es, device, autocast)
     except Exception as exc:  # noqa: BLE001 - any failure to rebuild is a finding about this file
         findings.append(Finding(path, "deep-rebuild-failed", where, "a model that loads and evaluates",
                                 f"{type(exc).__name__}: {exc}", "the checkpoint does not match its architecture"))
