@@ -72,7 +72,7 @@ def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_
 
         for r in replays:
             click.echo(render_gate(r))
-            doc = r.replayed or r.recorded
+            doc = r.replayed_doc() or r.recorded_doc()
             if doc is not None and r.rules is not None:
                 why = reasons_of_document(doc, r.rules)
                 click.echo("why:\n" + "\n".join(f"  {c['config_id']}: {why[c['config_id']]}" for c in doc["candidates"]))
