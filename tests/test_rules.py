@@ -303,8 +303,8 @@ def test_a_threshold_that_is_not_finite_is_a_finding(bad):
 
 def test_frozen_at_must_be_a_time():
     doc = rules()
-    doc["frozen_at"] = "2026-13-45T99:00:00Z"  # matches the schema's pattern
-    assert codes(validate_rules(doc, "r.json")) == [("rules-bad-frozen-at", "$.frozen_at")]
+    doc["frozen_at"] = "2026-13-45T99:00:00Z"  # matches the schema's pattern, not its format: date-time
+    assert codes(validate_rules(doc, "r.json")) == [("schema-invalid", "$.frozen_at")]
 
 
 def _manifest(tmp_path, rules_toml: str) -> "Path":
