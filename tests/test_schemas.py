@@ -250,3 +250,80 @@ def test_values_with_a_final_newline_or_an_impossible_date_fail(name, edit):
     edit(doc)
     fast = fast_valid(name)
     assert fast is None or not fast(doc)
+
+
+# -- the compiled predicates decide whole documents as jsonschema does ------------------------------------
+
+VERIFY_EXAMPLES = ["manifest", "protocol", "rules", "decision", "table-manifest", "figure-manifest",
+                   "checkpoint-metadata", "run-row", "matrix-row"]
+JSON_VALUE = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False), st.sampled_from(
+        ["", "x", "a b", "ok", "lower", "higher", "matrix", "promoted-by:s1", "near_equivalence", "mean_gap",
+         "2026-05-01T09:00:00Z", "2026-02-30T09:00:00Z", "2026-05-01T09:00:00Z\n", "a" * 64, "../x", "steps",
+         "seconds", "auditkit/rules/v1", "linux", "bridge"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "path", "gate"]),
+                                                                         inner, max_size=2)),
+    max_leaves=4)
+
+
+def _paths(node, path=()):
+    yield path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, path + (i,))
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(VERIFY_EXAMPLES), data=st.data())
+def test_fast_path_agrees_with_jsonschema_on_edited_documents(name, data):
+    from auditkit.verify.fastschema import fast_valid
+
+    doc = copy.deepcopy(example(name))
+    for _ in range(data.draw(st.integers(1, 2))):
+        paths = list(_paths(doc))
+        path = data.draw(st.sampled_from(paths))
+        action = data.draw(st.sampled_from(["set", "delete", "duplicate"]))
+        if not path:
+            continue
+        parent = doc
+        for k in path[:-1]:
+            parent = parent[k]
+        if action == "set":
+            parent[path[-1]] = data.draw(JSON_VALUE)
+        elif action == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[path[-1]]))
+    fast = fast_valid(name)
+    assert fast is not None
+    assert fast(doc) == (schema_errors(doc, name) == []), doc
+
+
+@pytest.mark.parametrize("schema", [{"minItems": "2"}, {"type": "strnig"}, {"required": "a"}, {"pattern": "("},
+                                    {"properties": {"a": 5}}, {"oneOf": []}, {"$ref": "#/x"}, {"uniqueItems": 1},
+                                    {"maximum": 3}])
+def test_the_compiler_refuses_what_it_cannot_vouch_for(schema):
+    import re as re_mod
+
+    from auditkit.verify import fastschema
+
+    with pytest.raises((fastschema._Unsupported, re_mod.error)):
+        fastschema._compile(schema)
+
+
+def test_a_valid_package_is_verified_without_jsonschema(tmp_path):
+    """jsonschema is needed only to say why a document breaks its schema."""
+    code = ("import sys\nsys.path.insert(0, 'tests')\nfrom fixtures import pkgbuild\n"
+            "from auditkit.verify import verify_package\n"
+            f"p = pkgbuild.build({str(tmp_path / 'pkg')!r})\n"
+            "import importlib; sys.modules.pop('jsonschema', None)\n"
+            "r = verify_package(p)\nassert r.ok, r.render_text()\n"
+            "assert 'jsonschema' not in sys.modules, 'jsonschema was imported'\n"
+            "(p / 'protocol.json').write_text('{}')\n"
+            "assert {f.code for f in verify_package(p).findings} >= {'schema-invalid'}\n"
+            "assert 'jsonschema' in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

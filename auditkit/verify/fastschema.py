@@ -1,22 +1,32 @@
 """The compiled fast schema path: a plain predicate equal to "valid against the schema".
 
-jsonschema takes ~0.2 ms a run row and as much a MANIFEST entry; a package holds
-thousands.  `fast_valid` turns the subset of JSON Schema that the row and entry schemas
-use into a predicate with the same answer (tests compare the two on generated
-instances); only the instances it refuses go to jsonschema, which then says why (with
-the failing keyword and JSON path).  A schema with a keyword outside the subset gets no
-fast path (`fast_valid` returns None) and is validated by jsonschema alone.
+jsonschema takes ~0.2 ms a run row and as much a MANIFEST entry, and importing it and
+meta-validating the schemas costs a tenth of a second; a package holds thousands of
+rows.  `fast_valid` compiles the subset of JSON Schema (draft 2020-12) that the
+package schemas use into a predicate with the same answer — tests compare the two on
+every example and on generated instances — so a valid package is decided without
+jsonschema.  Only an instance the predicate refuses goes to jsonschema, which then says
+why (the failing keyword and JSON path), after meta-validating the schema.
+
+The compiler checks every keyword value it compiles (a `minItems` that is not a
+non-negative integer, a `pattern` that is not a valid expression, an unknown `type`,
+...) and refuses the schema — no fast path, `fast_valid` returns None — on anything it
+does not know, so a schema it cannot vouch for is always left to jsonschema.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from auditkit.package.schemas import SchemaViolation, iter_violations, load_schema
+from auditkit.package.schemas import is_date_time, raw_schema
+
+if TYPE_CHECKING:
+    from auditkit.package.schemas import SchemaViolation
 
 _IGNORED = {"$schema", "$id", "$comment", "title", "description"}
+_TYPES = {"string", "object", "array", "boolean", "null", "number", "integer"}
 
 
 class _Unsupported(Exception):
@@ -24,7 +34,13 @@ class _Unsupported(Exception):
 
 
 def _same(a, b) -> bool:
-    """JSON equality as jsonschema means it: booleans are not numbers."""
+    """JSON equality as jsonschema means it (`_utils.equal`): booleans are not numbers, at any depth."""
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return a == b
@@ -50,12 +66,34 @@ def _is_type(x, t: str) -> bool:
     raise _Unsupported(t)
 
 
-def _format(name: str) -> Callable[[object], bool]:
-    from auditkit.package.schemas import FORMATS
+def _count(val) -> int:
+    if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+        raise _Unsupported(f"not a count: {val!r}")
+    return val
 
-    if name not in FORMATS.checkers:
-        return lambda x: True          # jsonschema only annotates a format its checker does not know
-    return lambda x: FORMATS.conforms(x, name)
+
+def _number(val) -> float:
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        raise _Unsupported(f"not a number: {val!r}")
+    return val
+
+
+def _schemas(val) -> list:
+    if not isinstance(val, list) or not val:
+        raise _Unsupported(f"not a list of schemas: {val!r}")
+    return [_compile(v) for v in val]
+
+
+def _unique(x: list) -> bool:
+    return all(not _same(x[i], x[j]) for i in range(len(x)) for j in range(i + 1, len(x)))
+
+
+def _format(name) -> Callable[[object], bool]:
+    if not isinstance(name, str):
+        raise _Unsupported(f"format {name!r}")
+    if name == "date-time":
+        return is_date_time
+    return lambda x: True          # a format the checker does not know is an annotation (as in jsonschema)
 
 
 def _compile(schema) -> Callable[[object], bool]:
@@ -66,9 +104,10 @@ def _compile(schema) -> Callable[[object], bool]:
     if not isinstance(schema, dict):
         raise _Unsupported(repr(schema))
     keys = set(schema) - _IGNORED
-    if keys <= {"type", "pattern", "minLength"} and schema.get("type") == "string":  # no format among them
+    if keys <= {"type", "pattern", "minLength"} and schema.get("type") == "string" and \
+            isinstance(schema.get("pattern", ""), str):
         rx = re.compile(schema.get("pattern", ""))
-        n = schema.get("minLength", 0)
+        n = _count(schema.get("minLength", 0))
         return lambda x: isinstance(x, str) and len(x) >= n and rx.search(x) is not None  # the common column
     tests: list[Callable[[object], bool]] = []
     for key, val in schema.items():
@@ -76,27 +115,36 @@ def _compile(schema) -> Callable[[object], bool]:
             continue
         if key == "type":
             types = val if isinstance(val, list) else [val]
-            for t in types:
-                _is_type(None, t)  # unsupported type names raise here
+            if not types or not all(isinstance(t, str) and t in _TYPES for t in types):
+                raise _Unsupported(f"type {val!r}")
             tests.append(lambda x, ts=tuple(types): any(_is_type(x, t) for t in ts))
         elif key == "pattern":
+            if not isinstance(val, str):
+                raise _Unsupported(f"pattern {val!r}")
             rx = re.compile(val)
             tests.append(lambda x, rx=rx: not isinstance(x, str) or rx.search(x) is not None)
         elif key == "format":
-            tests.append(_format(val))
+            check = _format(val)
+            tests.append(check)
         elif key == "minLength":
-            tests.append(lambda x, n=val: not isinstance(x, str) or len(x) >= n)
+            tests.append(lambda x, n=_count(val): not isinstance(x, str) or len(x) >= n)
         elif key == "minimum":
-            tests.append(lambda x, n=val: not _is_type(x, "number") or x >= n)
+            tests.append(lambda x, n=_number(val): not _is_type(x, "number") or x >= n)
         elif key == "exclusiveMinimum":
-            tests.append(lambda x, n=val: not _is_type(x, "number") or x > n)
+            tests.append(lambda x, n=_number(val): not _is_type(x, "number") or x > n)
         elif key == "enum":
+            if not isinstance(val, list):
+                raise _Unsupported(f"enum {val!r}")
             tests.append(lambda x, vs=tuple(val): any(_same(x, v) for v in vs))
         elif key == "const":
             tests.append(lambda x, v=val: _same(x, v))
         elif key == "required":
+            if not isinstance(val, list) or not all(isinstance(k, str) for k in val):
+                raise _Unsupported(f"required {val!r}")
             tests.append(lambda x, ks=tuple(val): not isinstance(x, dict) or all(k in x for k in ks))
         elif key == "properties":
+            if not isinstance(val, dict):
+                raise _Unsupported(f"properties {val!r}")
             subs = {k: _compile(v) for k, v in val.items()}
             tests.append(lambda x, subs=subs: not isinstance(x, dict)
                          or all(f(x[k]) for k, f in subs.items() if k in x))
@@ -105,10 +153,29 @@ def _compile(schema) -> Callable[[object], bool]:
             sub = _compile(val)
             tests.append(lambda x, sub=sub, known=known: not isinstance(x, dict)
                          or all(sub(v) for k, v in x.items() if k not in known))
-        elif key in ("allOf", "anyOf"):
-            subs = [_compile(v) for v in val]
-            agg = all if key == "allOf" else any
-            tests.append(lambda x, subs=subs, agg=agg: agg(f(x) for f in subs))
+        elif key == "prefixItems":
+            subs = _schemas(val)
+            tests.append(lambda x, subs=subs: not isinstance(x, list) or all(f(v) for f, v in zip(subs, x)))
+        elif key == "items":           # 2020-12: the elements after those prefixItems covers
+            sub = _compile(val)
+            start = len(schema.get("prefixItems", []))
+            tests.append(lambda x, sub=sub, start=start: not isinstance(x, list) or all(sub(v) for v in x[start:]))
+        elif key == "minItems":
+            tests.append(lambda x, n=_count(val): not isinstance(x, list) or len(x) >= n)
+        elif key == "maxItems":
+            tests.append(lambda x, n=_count(val): not isinstance(x, list) or len(x) <= n)
+        elif key == "uniqueItems":
+            if not isinstance(val, bool):
+                raise _Unsupported(f"uniqueItems {val!r}")
+            if val:
+                tests.append(lambda x: not isinstance(x, list) or _unique(x))
+        elif key in ("allOf", "anyOf", "oneOf"):
+            subs = _schemas(val)
+            if key == "oneOf":
+                tests.append(lambda x, subs=subs: sum(1 for f in subs if f(x)) == 1)
+            else:
+                agg = all if key == "allOf" else any
+                tests.append(lambda x, subs=subs, agg=agg: agg(f(x) for f in subs))
         elif key == "if":
             cond = _compile(val)
             then = _compile(schema.get("then", True))
@@ -124,22 +191,28 @@ def _compile(schema) -> Callable[[object], bool]:
 @functools.lru_cache(maxsize=None)
 def fast_valid(name: str, pointer: tuple[str, ...] = ()) -> Callable[[object], bool] | None:
     """A predicate equal to "valid against schema `name` (at `pointer`)", or None if the schema
-    uses a keyword the compiler does not know."""
-    schema = load_schema(name)
-    for key in pointer:
-        schema = schema[key]
+    uses a keyword (or a keyword value) the compiler does not know."""
+    schema = raw_schema(name)
     try:
+        for key in pointer:
+            schema = schema[key]
         return _compile(schema)
-    except (_Unsupported, re.error):
+    except (_Unsupported, re.error, KeyError, TypeError):
         return None
 
 
-def row_violations(row: dict, name: str) -> list[SchemaViolation]:
-    """Every way one CSV row breaks schema `name`; the compiled predicate answers for valid rows."""
+def violations(instance, name: str) -> list["SchemaViolation"]:
+    """Every way `instance` breaks schema `name`, sorted; the compiled predicate answers for valid
+    instances, jsonschema (imported then) says what is wrong with the others."""
     ok = fast_valid(name)
-    if ok is not None and ok(row):
+    if ok is not None and ok(instance):
         return []
-    return sorted(iter_violations(row, name), key=lambda v: (v.json_path, v.message))
+    from auditkit.package.schemas import iter_violations
+
+    return sorted(iter_violations(instance, name), key=lambda v: (v.json_path, v.message))
+
+
+row_violations = violations   # one CSV row is an instance like any other
 
 
 # The schemas `verify` validates package files against (the others are other commands').
@@ -148,11 +221,6 @@ VERIFY_SCHEMAS = ("manifest", "protocol", "rules", "decision", "run-row", "matri
 
 
 def warm() -> None:
-    """Compile the validators and fast paths verify uses (run in a thread while the first files are read)."""
-    from auditkit.package.schemas import validator
-
+    """Compile the predicates verify uses (run in a thread while the first files are read)."""
     for name in VERIFY_SCHEMAS:
-        validator(name)
-    fast_valid("run-row")
-    fast_valid("matrix-row")
-    fast_valid("manifest", ("properties", "files", "items"))
+        fast_valid(name)

@@ -144,14 +144,12 @@ class PackageView:
         """`schema-invalid` findings of the JSON document `rel` against the schema its path names."""
         out = self._schema.get(rel)
         if out is None:
-            from auditkit.package.schemas import validate_document
+            from auditkit.package.schemas import violation_findings
+            from auditkit.verify.fastschema import violations
 
             value = self.json(rel)
-            if rel == MANIFEST_JSON:
-                out = tuple(_manifest_schema_findings(value)) if value is not None else ()
-            else:
-                name = schema_for(rel)
-                out = tuple(validate_document(value, name, rel)) if name and value is not None else ()
+            name = "manifest" if rel == MANIFEST_JSON else schema_for(rel)
+            out = tuple(violation_findings(violations(value, name), name, rel)) if name and value is not None else ()
             self._schema[rel] = out
         return out
 
@@ -330,17 +328,3 @@ class PackageView:
         """The root hash of the files as they are (the MANIFEST files left out)."""
         return root_hash(Entry(p, f.sha256, f.bytes) for p, f in self._scan.files.items()
                          if p not in (MANIFEST_JSON, MANIFEST_CSV))
-
-
-def _manifest_schema_findings(doc) -> list[Finding]:
-    """schema-invalid findings of MANIFEST.json, the same as validating the whole document: with every
-    entry valid by the compiled check, jsonschema validates the document with one entry only."""
-    from auditkit.package.schemas import validate_document
-    from auditkit.verify.fastschema import fast_valid
-
-    files = doc.get("files") if isinstance(doc, dict) else None
-    if isinstance(files, list) and len(files) > 1:
-        ok = fast_valid("manifest", ("properties", "files", "items"))
-        if ok is not None and all(ok(e) for e in files):
-            return validate_document(dict(doc, files=files[:1]), "manifest", MANIFEST_JSON)
-    return validate_document(doc, "manifest", MANIFEST_JSON)

@@ -59,7 +59,7 @@ def named_by_rows(view: PackageView) -> Iterator[Finding]:
 
 
 def scanned(view: PackageView) -> Iterator[Finding]:
-    from auditkit.package.schemas import iter_violations
+    from auditkit.verify.fastschema import violations
 
     for rel, fs in sorted(view.files.items()):
         scan = fs.checkpoint
@@ -72,7 +72,7 @@ def scanned(view: PackageView) -> Iterator[Finding]:
             yield finding(rel, "checkpoint-metadata-missing", "__metadata__",
                           "run_id, config_id, seed, step, model_config", "none")
         elif meta is not None:
-            for v in sorted(iter_violations(meta, "checkpoint-metadata"), key=lambda v: (v.json_path, v.message)):
+            for v in violations(meta, "checkpoint-metadata"):
                 yield finding(rel, "checkpoint-metadata-invalid", "__metadata__" + v.json_path[1:],
                               f"SPEC section 8 metadata ({v.keyword})", v.message)
             if "model_config" in meta and scan.tensors:
