@@ -206,7 +206,10 @@ def _first_start(pkg: Path, rules: dict | None) -> str | None:
         return None
     ins = rules["inputs"]
     sel = df[df["stage"].isin(ins["stages"]) & df["host"].isin(ins["hosts"]) & df["seed"].isin(ins["seeds"])]
-    return min(sel["started_at"].tolist()) if len(sel) else None
+    started = sel["started"].dropna() if "started" in sel.columns else []
+    if not len(started):
+        return None
+    return started.min().isoformat().replace("+00:00", "Z")
 
 
 def _figures(pkg: Path) -> list[dict]:
