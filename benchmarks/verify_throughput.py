@@ -9,7 +9,8 @@ exactly what their `model_config` implies, and large binary blobs), then times
 on the same, page-cache-warm bytes, each as a child process:
 
 - a plain single-thread hashlib loop (1 MiB reads): the per-core limit;
-- `auditkit verify --jobs 1` and `--jobs 2` (every check, not only hashes);
+- `auditkit verify --jobs 1` and `--jobs 2` (every check, not only hashes; a large package is read
+  in forked reader processes), and the same two with reader threads (`processes=False`);
 - `sha256sum -c` over the manifest's lines;
 - `bagit.py --validate` on an equivalent bag (hard links, sha256 manifest).
 
@@ -71,6 +72,17 @@ if __name__ == "__main__":
         i = load.index(min(load)); parts[i].append(r); load[i] += os.path.getsize(sys.argv[1] + "/" + r)
     with ProcessPoolExecutor(2) as pool:
         print(sum(pool.map(run, parts)))
+"""
+
+
+# `auditkit verify` with its readers as threads of the one process (the way before reader processes)
+THREADS = r"""
+import functools, sys
+import auditkit.verify
+auditkit.verify.verify_package = functools.partial(auditkit.verify.verify_package, processes=False)
+from auditkit.cli import main
+sys.argv = ["auditkit", "verify", sys.argv[1], "--jobs", sys.argv[2]]
+main()
 """
 
 
@@ -187,8 +199,11 @@ def main(argv=None) -> int:
             ("hashlib loop (2 processes)", [py, "-c", HASH_LOOP_2, str(pkg), str(work / "files.txt")], None),
             ("auditkit verify --jobs 1", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "1"], None),
             ("auditkit verify --jobs 2", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "2"], None),
+            ("verify --jobs 1, threads", [py, "-c", THREADS, str(pkg), "1"], None),
+            ("verify --jobs 2, threads", [py, "-c", THREADS, str(pkg), "2"], None),
             ("sha256sum -c", ["sha256sum", "-c", "--quiet", "--strict", str(work / "SHA256SUMS")], pkg),
-            ("bagit.py --validate", [shutil.which("bagit.py") or "bagit.py", "--validate", str(bag)], None),
+            ("bagit.py --validate", [shutil.which("bagit.py") or str(Path(py).parent / "bagit.py"), "--validate",
+                                     str(bag)], None),
         ]
         run(tools[0][1])  # warm the page cache
         load_before = os.getloadavg()[0]
@@ -204,6 +219,7 @@ def main(argv=None) -> int:
                           max(s[2] for s in runs), max(s[3] for s in runs))
                    for name, runs in samples.items()}
         load_after = os.getloadavg()[0]
+        print(f"\n/proc/loadavg at the end: {Path('/proc/loadavg').read_text().strip()}")
         base = results["hashlib loop (1 thread)"][0]
         print(f"\n{'tool':28} {'wall s':>8} {'GB/s':>7} {'x hashlib':>10} {'CPU s':>7} {'peak RSS MB':>12} {'exit':>5}")
         for name, (wall, cpu, rss, rc) in results.items():

@@ -215,3 +215,66 @@ def test_small_files_are_batched_in_order_and_large_ones_alone():
     assert [it for b in batches for it in b] == items          # every file once, order kept
     assert [len(b) for b in batches] == [64, 64, 2, 1, 1]
     assert all(sum(it[2] for it in b) <= 4 * CHUNK or len(b) == 1 for b in batches)
+
+
+# -- reading in forked processes: the same answer, errors carried back, no process left behind ----------
+
+def _damage(pkg: Path) -> None:
+    (pkg / "README.txt").write_text("changed\n")
+    (pkg / "extra.txt").write_text("x\n")
+    pkgbuild.set_cell(pkg / "remote-results/linux_s1_summary.csv", 1, "val_bpb", "nan")
+    os.mkfifo(pkg / "pipe")
+    os.symlink("README.txt", pkg / "link.txt")
+
+
+@pytest.mark.timeout(30)
+def test_processes_and_threads_give_the_same_report(pkg):
+    import multiprocessing
+
+    _damage(pkg)
+    reports = [verify_package(pkg, jobs=j, processes=p).to_dict() for j in (1, 2) for p in (False, True)]
+    assert all(r == reports[0] for r in reports), reports
+    assert {"file-changed", "file-unlisted", "row-invalid", "special-file", "symlink"} <= set(reports[0]["counts"])
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.timeout(30)
+def test_documents_are_handed_over_once_from_reader_processes(pkg):
+    calls, started = [], []
+    scan = scan_package(pkg, jobs=2, processes=True, on_documents=lambda s: calls.append(sorted(s.files)),
+                        on_started=started.append)
+    docs = sorted(p for p in scan.files if p.endswith((".json", ".csv")))
+    assert len(calls) == 1 and set(docs) <= set(calls[0]) and started == [True]
+
+
+@pytest.mark.timeout(30)
+def test_a_reader_process_that_fails_is_exit_2_and_leaves_nothing_running(pkg, monkeypatch):
+    import multiprocessing
+
+    real = package.scan_file
+
+    def failing(rel, f, **k):
+        if rel.endswith(".safetensors"):
+            raise OSError(5, "Input/output error")
+        return real(rel, f, **k)
+
+    monkeypatch.setattr(package, "scan_file", failing)   # inherited by the forked readers
+    with pytest.raises(AuditError, match="Input/output error"):
+        verify_package(pkg, jobs=2, processes=True)
+    assert multiprocessing.active_children() == []
+
+
+def test_large_packages_are_read_in_processes_small_ones_in_threads(pkg, monkeypatch):
+    from auditkit.package import procread
+
+    used = []
+    real = procread.Readers.__enter__
+    monkeypatch.setattr(procread.Readers, "__enter__", lambda self: used.append(True) or real(self))
+    assert verify_package(pkg).ok and used == []
+    monkeypatch.setattr(package, "PROCESS_MIN_BYTES", 1)
+    assert verify_package(pkg).ok and used == [True]
+    used.clear()
+    import threading
+
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # another thread runs: forking is not safe
+    assert verify_package(pkg).ok and used == []

@@ -217,3 +217,40 @@ def test_verify_reads_each_file_through_the_store(pkg, monkeypatch):
     r = verify_package(pkg, jobs=2)
     files = sorted(p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file())
     assert r.ok and sorted(opened) == files and len(files) == r.checked["files"]
+
+
+# -- the store's strict JSON takes json's own number parsing only where the hooks could not object ---------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NUMBER = st.builds(
+    lambda sign, head, frac, exp: sign + head + (("." + frac) if frac else "") + exp,
+    st.sampled_from(["", "-"]),
+    st.one_of(st.just("0"), st.builds(lambda a, b: a + b, st.sampled_from("123456789"),
+                                      st.text("0123456789", max_size=400))),
+    st.text("0123456789", max_size=30),
+    st.one_of(st.just(""), st.builds(lambda e, s, d: e + s + d, st.sampled_from("eE"), st.sampled_from(["", "+", "-"]),
+                                     st.text("0123456789", min_size=1, max_size=5))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(number=NUMBER, key=st.sampled_from(["val_bpb", "mean"]))
+def test_strict_json_numbers_are_read_as_the_hooks_read_them(number, key):
+    import json as json_mod
+
+    from auditkit.package import store
+
+    text = f'{{"{key}": [{number}, "{number}"]}}'
+    try:
+        want = ("value", json_mod.loads(text, object_pairs_hook=store._pairs, parse_constant=store._constant,
+                                        parse_float=store._float, parse_int=store._int))
+    except store._Strict as exc:
+        want = ("finding", exc.code)
+    except ValueError:
+        want = ("finding", "json-invalid")        # e.g. an integer beyond Python's digit limit
+    try:
+        got = ("value", store.loads_strict(text.encode(), "x.json"))
+    except store.PackageDefect as exc:
+        got = ("finding", exc.finding.code)
+    assert got == want

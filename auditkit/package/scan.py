@@ -152,18 +152,26 @@ def scan_file(rel: str, f: BinaryIO, *, keep: bool = False, progress: Callable[[
 def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints: bool = False,
                  progress: Callable[[int], None] | None = None, total_hint: Callable[[int], None] | None = None,
                  max_members: int | None = None, max_bytes: int | None = None, max_ratio: int | None = None,
-                 on_documents: Callable[[PackageScan], None] | None = None) -> PackageScan:
+                 on_documents: Callable[[PackageScan], None] | None = None,
+                 processes: bool | None = False, on_started: Callable[[bool], None] | None = None) -> PackageScan:
     """Read every file of the package once. Raises AuditError when the package cannot be read at all.
 
     `total_hint(n)` is called once with the bytes to read (for a directory: the
     files' sizes; for an archive: its size on disk) before reading starts.
     A directory's JSON/CSV documents are read first; `on_documents(scan)` is then
-    called in the caller's thread while the readers go on with the other files.
+    called in the caller's thread (once, as soon as every document is in) while the
+    readers go on with the other files.  `processes`: read a directory in forked
+    processes (True), in threads (False), or choose (None: processes for a large
+    package where forking is safe).  `on_started(in_processes)` is called once the readers
+    run (after any fork: a thread it starts is not copied into a reader).
     """
     path = Path(path)
     if path.is_dir():
-        return _scan_dir(path, jobs or os.cpu_count() or 1, keep_checkpoints, progress, total_hint, on_documents)
+        return _scan_dir(path, jobs or os.cpu_count() or 1, keep_checkpoints, progress, total_hint, on_documents,
+                         processes, on_started)
     if path.is_file() and path.name.endswith((".tar", ".tar.gz", ".tgz")):
+        if on_started:
+            on_started(False)
         if total_hint:
             total_hint(path.stat().st_size)
         return _scan_tar(path, keep_checkpoints, progress,
@@ -215,21 +223,31 @@ def _kind(mode: int) -> str:
             "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
 
 
-def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_documents=None) -> PackageScan:
+PROCESS_MIN_BYTES = 32 << 20   # below this, forking readers costs more than it saves
+
+
+def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_documents=None,
+              processes: bool | None = None, on_started=None) -> PackageScan:
     """Every regular file under `root`, each opened through the store (`PackageStore.open`: every path
     component opened without following a link, the file non-blocking, refused unless regular), so a
-    link or FIFO swapped in after the listing is refused, never followed or waited on."""
+    link or FIFO swapped in after the listing is refused, never followed or waited on.
+
+    Readers are `jobs` threads, or `jobs` forked processes (`procread`) when `processes` is True, or
+    when it is None and the package is large enough and forking is safe here (never with `keep`)."""
+    from auditkit.package import procread
+
     out = PackageScan()
     try:
         store = PackageStore(root)
-        # documents first (their checks overlap the rest), then largest first: threads finish together
+        # documents first (their checks overlap the rest), then largest first: readers finish together
         items = sorted(_walk(root, out), key=lambda t: (not wants_content(t[0]), -t[1], t[0]))
     except OSError as exc:
         raise AuditError(f"cannot list the package: {exc}", path=str(root)) from exc
+    total = sum(s for _, s in items)
     if total_hint:
-        total_hint(sum(s for _, s in items))
+        total_hint(total)
 
-    def one(item):
+    def one(item, progress=progress):
         rel, _ = item
         try:
             f = store.open(rel)
@@ -248,18 +266,43 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
                 raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
 
     n_docs = sum(1 for rel, _ in items if wants_content(rel))
-    batches = _batches(items[:n_docs]) + _batches(items[n_docs:])
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        k = 0
-        for results in pool.map(lambda batch: [one(item) for item in batch], batches):
-            for fs in results:
-                k += 1
-                if isinstance(fs, tuple):
-                    out.problems.append(fs)
-                else:
-                    out.files[fs.path] = fs
-                if k == n_docs and on_documents is not None:
-                    on_documents(out)
+    docs_in, handed = 0, False
+
+    def land(results: list) -> None:
+        nonlocal docs_in, handed
+        for fs in results:
+            if isinstance(fs, tuple):
+                out.problems.append(fs)
+                docs_in += wants_content(fs[1])
+            else:
+                out.files[fs.path] = fs
+                docs_in += wants_content(fs.path)
+        if not handed and docs_in == n_docs and on_documents is not None:
+            handed = True
+            on_documents(out)
+
+    if processes is None:
+        processes = not keep and total >= PROCESS_MIN_BYTES and procread.available()
+    if processes and not keep and procread.available():
+        # the reader processes take the large files at once; this process reads the documents meanwhile
+        # (and checks them while the readers hash)
+        large = _batches(items[n_docs:])
+        preload = ("numpy",) if any(rel.endswith(".safetensors") for rel, _ in items[n_docs:]) else ()
+        with procread.Readers(large, max(1, jobs), one, progress, preload=preload) as readers:
+            if on_started:
+                on_started(True)
+            for batch in _batches(items[:n_docs]):
+                land([one(item) for item in batch])
+            readers.collect(lambda i, results: land(results))
+    else:
+        if on_started:
+            on_started(False)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            batches = _batches(items[:n_docs]) + _batches(items[n_docs:])
+            for results in pool.map(lambda batch: [one(item) for item in batch], batches):
+                land(results)
+    if not handed and on_documents is not None:
+        on_documents(out)
     return out
 
 

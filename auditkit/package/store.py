@@ -263,6 +263,19 @@ def _int(text):
     return int(text)
 
 
+# A number the hooks refuse has a long run of digits (an integer of more than MAX_INT_DIGITS, or a
+# decimal of 309 or more before its point) or an exponent of three digits or more (1e400).  A document
+# with neither (nearly all) is parsed by json's own number parsing, which gives the same values.  Found
+# with bytes.translate and substring searches (a regular expression takes ten times as long).
+_NUMBER_SHAPES = bytes(48 if 48 <= b <= 57 else 101 if b in (69, 101) else 43 if b == 43 else 32 for b in range(256))
+_LONG_DIGITS = b"0" * (MAX_INT_DIGITS + 1)
+
+
+def _may_need_number_hooks(raw: bytes) -> bool:
+    shapes = raw.translate(_NUMBER_SHAPES)      # digits -> 0, e/E -> e, + -> +, anything else -> space
+    return _LONG_DIGITS in shapes or b"e000" in shapes or b"e+000" in shapes
+
+
 def loads_strict(data: bytes | str, rel: str):
     """Parse JSON strictly (see the module docstring); PackageDefect naming `rel` and the key."""
     if isinstance(data, bytes):
@@ -270,13 +283,13 @@ def loads_strict(data: bytes | str, rel: str):
         raw = data
     else:
         text, raw = data, data.encode("utf-8", "surrogatepass")
-    depth = _json_depth(raw)
-    if depth > MAX_JSON_DEPTH:
+    # as many brackets in all as the limit allows cannot nest deeper than it: no need to tokenize
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _json_depth(raw) > MAX_JSON_DEPTH:
         raise defect(rel, "json-too-deep", f"nested deeper than {MAX_JSON_DEPTH} levels",
                      expected=f"<= {MAX_JSON_DEPTH} levels", found=f"> {MAX_JSON_DEPTH}")
+    numbers = {"parse_float": _float, "parse_int": _int} if _may_need_number_hooks(raw) else {}
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float,
-                          parse_int=_int)
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, **numbers)
     except _Strict as exc:
         raise defect(rel, exc.code, str(exc), location=exc.key,
                      hint="a strict JSON reader refuses this; a second value for a key could hide a forged one") from None

@@ -26,10 +26,11 @@ PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 SWITCH_INTERVAL = 1e-4
 
 
-def _warm() -> None:
-    """Import numpy and compile every validator while the first files are read."""
+def _warm(readers_are_threads: bool) -> None:
+    """Compile every validator (and import numpy for reader threads) while the first files are read."""
     try:
-        import numpy  # noqa: F401
+        if readers_are_threads:
+            import numpy  # noqa: F401 - a reader thread would import it on its first checkpoint
 
         from auditkit.verify.fastschema import warm
 
@@ -73,16 +74,22 @@ def _refuse_an_archive_that_holds_no_package(path, scan: PackageScan) -> None:
 
 def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = False,
                    progress_factory: Callable[[int], object] | None = None, max_members: int | None = None,
-                   max_bytes: int | None = None) -> Report:
+                   max_bytes: int | None = None, processes: bool | None = None) -> Report:
     """Every check of a package (directory or archive). Raises AuditError when it cannot run.
 
     `progress_factory(total_bytes)` may return a tqdm-like bar (or None) once
-    the size of the package is known.
+    the size of the package is known.  `jobs` files are read at a time; a large
+    directory is read in `jobs` forked processes, so that the checks of this
+    process never hold a reader back (`processes`: force True/False; None: choose).
     """
     _refuse_a_directory_that_is_no_package(Path(path))
     deep_mod = _deep_module() if deep else None
-    warm = threading.Thread(target=_warm, name="auditkit-warm", daemon=True)
-    warm.start()
+    warm: list[threading.Thread] = []
+
+    def started(in_processes: bool) -> None:   # the warm-up runs beside the readers (after any fork)
+        warm.append(threading.Thread(target=_warm, args=(not in_processes,), name="auditkit-warm", daemon=True))
+        warm[0].start()
+
     bar = None
 
     def total_hint(total: int) -> None:
@@ -96,21 +103,23 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
     views: list[PackageView] = []
 
     def on_documents(scan: PackageScan) -> None:
-        warm.join()
+        for t in warm:
+            t.join()
         views.append(PackageView(scan))
         views[0].prefetch()
 
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL)  # readers get the GIL back at once while the warm-up imports run
+    sys.setswitchinterval(SWITCH_INTERVAL)  # readers (or the pipes from reader processes) get the GIL back at once
     try:
         scan = scan_package(path, jobs=jobs, keep_checkpoints=deep, progress=progress if progress_factory else None,
                             total_hint=total_hint, max_members=max_members, max_bytes=max_bytes,
-                            on_documents=on_documents)
+                            on_documents=on_documents, processes=processes, on_started=started)
     finally:
         sys.setswitchinterval(interval)
         if bar is not None:
             bar.close()
-    warm.join()
+    for t in warm:
+        t.join()
     try:
         _refuse_an_archive_that_holds_no_package(path, scan)
         view = views[0] if views else PackageView(scan)

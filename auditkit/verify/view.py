@@ -19,14 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from auditkit.findings import Finding, row_location
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, Entry, root_hash
 from auditkit.package.rows import RUN_COLUMNS, parse_run_csv_path
 from auditkit.package.scan import FileScan, PackageScan, unsafe_reason
-from auditkit.package.schemas import SchemaViolation
 from auditkit.package.store import PackageDefect, decode_utf8, loads_strict, parse_csv
+
+if TYPE_CHECKING:  # jsonschema (under auditkit.package.schemas) is imported beside the readers, not before them
+    from auditkit.package.schemas import SchemaViolation
 
 MANIFEST_CSV_COLUMNS = ("path", "sha256", "bytes")
 MATRIX_COLUMNS = ("config_id", "role")
@@ -97,7 +99,7 @@ class PackageView:
         self._docs: dict[str, Document] = {}
         self._tables: dict[str, Table | None] = {}
         self._schema: dict[str, tuple[Finding, ...]] = {}
-        self._violations: dict[str, dict[int, list[SchemaViolation]]] = {}
+        self._violations: dict[str, dict[int, list["SchemaViolation"]]] = {}
         self._memo: dict[str, object] = {}
 
     # -- files -------------------------------------------------------------------------
@@ -212,7 +214,7 @@ class PackageView:
             found.append(finding(rel, "csv-empty", "", "at least one row", "no rows", "an empty table proves nothing"))
         return Table(tuple(header), tuple(rows), tuple(found))
 
-    def row_violations(self, rel: str) -> dict[int, list[SchemaViolation]]:
+    def row_violations(self, rel: str) -> dict[int, list["SchemaViolation"]]:
         """Row number -> schema violations of the run CSV or matrix `rel` (rows without any left out)."""
         out = self._violations.get(rel)
         if out is None:

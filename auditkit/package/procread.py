@@ -1,0 +1,137 @@
+"""Read a package directory's files in worker processes, so the checks run beside them.
+
+`scan_file` hashes in 1 MiB reads; hashlib releases the GIL while it hashes, but
+everything else a process does between two chunks — parsing and validating the
+documents, the checks, imports — needs it.  Here each reader is a process of its own
+(forked: it starts at once, with the modules already imported), so the parent's
+checks never hold a reader back, and `jobs` readers use `jobs` cores.
+
+Each worker takes the next batch of files nobody has taken yet (a shared counter;
+the batches largest first, so the workers finish together), opens its files through
+the package store (no link followed, nothing but regular files), scans them and
+sends the `FileScan`s back on its own pipe.  Fork is used only where it is safe and cheap: on Linux, from a
+process that runs no other thread (a fork copies one thread; a lock another thread
+held would stay locked in the child).  Elsewhere the caller reads in threads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import signal
+import sys
+import threading
+from multiprocessing.connection import wait
+from typing import Callable
+
+from auditkit.errors import AuditError
+
+PROGRESS_EVERY = 64 << 20   # a worker reports progress every this many bytes
+
+
+def available() -> bool:
+    """True when readers can be forked safely here and now."""
+    return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and threading.active_count() == 1)
+
+
+def _import(names: tuple[str, ...]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass                      # the reader that needs it says so
+
+
+def _worker(batches, counter, conn, read_one: Callable, want_progress: bool, preload: tuple[str, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's: it stops the workers
+    if preload:   # imported beside the first reads (hashing releases the GIL), not when the first checkpoint needs it
+        threading.Thread(target=_import, args=(preload,), daemon=True).start()
+    pending = 0
+
+    def progress(k: int) -> None:
+        nonlocal pending
+        pending += k
+        if pending >= PROGRESS_EVERY:
+            conn.send(("progress", pending))
+            pending = 0
+
+    try:
+        while True:
+            with counter.get_lock():                  # the next batch nobody has taken
+                i = counter.value
+                counter.value += 1
+            if i >= len(batches):
+                break
+            conn.send(("batch", i, [read_one(item, progress if want_progress else None) for item in batches[i]]))
+        if pending:
+            conn.send(("progress", pending))
+        conn.send(("done",))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent, which raises it
+        try:
+            conn.send(("error", exc if isinstance(exc, AuditError) else AuditError(f"a reader failed: {exc!r}")))
+        except Exception:  # noqa: BLE001 - the parent sees the pipe close instead
+            pass
+    finally:
+        conn.close()
+
+
+class Readers:
+    """`jobs` forked workers that run `read_one(item, progress)` over every item of `batches`
+    (each first imports the modules `preload` names, in a thread of its own).
+
+    Entering forks them (they start at once); `collect(on_batch)` hands each batch's results to
+    `on_batch(i, results)` in this process as they come back, in any order, and raises the first
+    worker's AuditError; leaving stops and reaps every worker, whatever happened."""
+
+    def __init__(self, batches: list[list], jobs: int, read_one: Callable, progress: Callable[[int], None] | None,
+                 *, preload: tuple[str, ...] = ()):
+        self.batches, self.read_one, self.progress, self.preload = batches, read_one, progress, preload
+        self.n = max(1, min(jobs, len(batches))) if batches else 0
+        self.workers: list = []
+        self.conns: list = []
+
+    def __enter__(self) -> "Readers":
+        ctx = multiprocessing.get_context("fork")
+        counter = ctx.Value("q", 0)
+        try:
+            for _ in range(self.n):
+                recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_worker, args=(self.batches, counter, send, self.read_one,
+                                                      self.progress is not None, self.preload), daemon=True)
+                p.start()
+                send.close()
+                self.workers.append(p)
+                self.conns.append(recv)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def collect(self, on_batch: Callable[[int, list], None]) -> None:
+        live = list(self.conns)
+        while live:
+            for conn in wait(live):
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    raise AuditError("a reader process ended without finishing its files",
+                                     hint="run again; if it persists, run with --jobs 1 and report it") from None
+                if msg[0] == "batch":
+                    on_batch(msg[1], msg[2])
+                elif msg[0] == "progress":
+                    if self.progress is not None:
+                        self.progress(msg[1])
+                elif msg[0] == "error":
+                    raise msg[1]
+                else:   # done
+                    live.remove(conn)
+
+    def __exit__(self, *exc) -> None:
+        for p in self.workers:
+            if p.is_alive():
+                p.terminate()
+        for p in self.workers:
+            p.join()
+        for conn in self.conns:
+            conn.close()
