@@ -146,7 +146,7 @@ def _rows(table) -> list[dict]:
 def _gate(pkg: Path, r, tables: dict, evidence: dict | None) -> dict:
     from auditkit.report.reasons import reasons_of_document
 
-    doc = r.replayed or r.recorded
+    doc = r.replayed_doc() or r.recorded_doc()
     out = {"gate": r.gate, "rules_path": r.rules_path, "identical": r.identical,
            "differences": [f.to_dict() for f in r.findings], "freeze_evidence": evidence,
            "freeze_evidence_text": _describe(evidence),
