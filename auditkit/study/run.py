@@ -471,6 +471,10 @@ def derived_files(study: StudyDir) -> dict[str, bytes]:
     if figure_files is not None:
         files.update(figure_files(study.out)[1])
     files["README.txt"] = readme_text(study).encode("utf-8")
+    from auditkit.report.claims import claims_from_study, claims_text
+
+    # the study's own findings as claims, whatever they show (auditkit claims re-decides them)
+    files["claims.json"] = claims_text(claims_from_study(study.out)).encode("utf-8")
     return files
 
 
