@@ -49,7 +49,7 @@ NON_CODES = {
     "rules-frozen", "cell-started", "row-landed", "gate-decided", "package-finalized", "seeds-anchored",
     "log-repaired",
     "system-out",                              # a JUnit XML element (report/junit.py)
-    "date-time",                               # a JSON Schema format (auditkit.package.schemas.FORMATS)
+    "date-time",                               # a JSON Schema format (auditkit.package.schemas.format_checker)
 }
 # Codes built at run time from an f-string template, and the codes each makes.
 DYNAMIC = {
