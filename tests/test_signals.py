@@ -247,3 +247,18 @@ def test_an_ignored_signal_stays_ignored():
             time.sleep(0.05)
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_ctrl_c_during_a_command_exits_130(monkeypatch):
+    """A KeyboardInterrupt inside any command is exit 130, never click's "Aborted!" (exit 1)."""
+    from click.testing import CliRunner
+
+    import auditkit.verify as verify_mod
+    from auditkit.cli import cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verify_mod, "verify_package", interrupted)
+    r = CliRunner().invoke(cli, ["verify", "ancillary"])
+    assert r.exit_code == 130 and "Aborted" not in r.output, r.output

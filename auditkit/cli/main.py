@@ -35,8 +35,10 @@ class AuditGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (AuditError, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit,
-                KeyboardInterrupt):
+        except KeyboardInterrupt:  # before click turns it into Abort ("Aborted!", exit 1)
+            click.echo("interrupted", err=True)
+            sys.exit(128 + signal.SIGINT)
+        except (AuditError, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback, never exit 1
             click.echo(f"error: could not check: {type(exc).__name__}: {exc}\n"
