@@ -33,6 +33,7 @@ class Family(str, enum.Enum):
     SCHEMA = "schema"
     ROWS = "rows"
     CHECKPOINT = "checkpoint"
+    SOURCE = "source"
     DECISION = "decision"
     RULES = "rules"
     REPLAY = "replay"
@@ -67,6 +68,8 @@ _TITLES: dict[Family, tuple[str, str]] = {
     Family.ROWS: ("Run rows and the matrix", "Each row of a run CSV (SPEC section 4) and of the matrix (section 2)."),
     Family.CHECKPOINT: ("Checkpoints", "safetensors files: the format as the reference library reads it, finite "
                                        "values, the metadata, and the architecture its `model_config` names."),
+    Family.SOURCE: ("Runner source (`source/runner/`)", "The runner snapshot a package carries, against the "
+                                                        "`runner_sha256` every run row records."),
     Family.DECISION: ("Decisions (verify)", "What a recorded gate decision names: its rules and its inputs, with hashes."),
     Family.RULES: ("Gate rules", "The frozen rules of a gate (`preanalysis/*.rules.json`, or a profile's transcription)."),
     Family.REPLAY: ("Replay (`replay-gate`)", "A gate's decision recomputed from its rules and the raw rows, "
@@ -127,10 +130,9 @@ _GROUPS: tuple[list[Code], ...] = (
         ("document-too-large", "`verify` met a JSON or CSV document larger than it parses (64 MiB): it is hashed "
                                "but its content is not checked.",
          "Find out why the document is this large; check its content by other means."),
-        ("name-not-utf8", "A file or directory name that is not UTF-8 (shown with its bytes as `\\xNN`). It "
-                          "cannot be listed in a MANIFEST and is never read; nothing under such a directory is.",
-         "No package writer makes such a name: find out which tool or copy produced it (a legacy encoding, a "
-         "damaged archive) and obtain the file under its real name."),
+        ("name-not-utf8", "A file name in the package directory is not UTF-8: it cannot be listed in a MANIFEST "
+                          "and is not read.",
+         "Find out which tool made the name; a copy of the package on another system may spell it differently."),
         ("path-collision", "Two paths differ only in letter case or Unicode normalisation: on a case-insensitive "
                            "file system (macOS, Windows) one overwrites the other.",
          "Compare the two files; a copy of the package made on such a system holds only one of them."),
@@ -201,7 +203,7 @@ _GROUPS: tuple[list[Code], ...] = (
     ),
     _family(
         Family.JSON,
-        ("json-invalid", "A JSON document does not parse.",
+        ("json-invalid", "A JSON document does not parse (or, read by `verify`, is not UTF-8).",
          "Open it at the location given: a truncated or damaged file, or not JSON at all. Compare it with the "
          "published copy."),
         ("json-duplicate-key", "A key appears twice in one JSON object. Readers disagree on which value counts, so "
@@ -212,6 +214,9 @@ _GROUPS: tuple[list[Code], ...] = (
          "Find out which tool wrote the value; a SPEC writer never does."),
         ("json-number-too-long", "An integer with more digits than auditkit parses (64).",
          "No package value needs this many digits: the document is hostile or damaged."),
+        ("json-not-object", "A JSON document that must be an object (protocol, rules, decision) is an array, "
+                            "string or number.",
+         "The file is damaged or not the document its name says: compare it with the published copy."),
         ("json-too-deep", "A JSON document nested deeper than auditkit reads (64 levels).",
          "No package document nests this deep: the document is hostile or damaged."),
     ),
@@ -229,16 +234,18 @@ _GROUPS: tuple[list[Code], ...] = (
          "Open the file at the reported place; compare it with the published copy."),
         ("csv-unreadable", "The CSV reader refused the file (malformed quoting, a stray quote, a NUL).",
          "Open the file near the reported line; it was damaged or written by another tool."),
+        ("csv-duplicate-column", "Two columns of a CSV header share a name: readers keep different ones, so which "
+                                 "value counts is ambiguous.",
+         "Compare the two columns' values; find out which tool wrote the header."),
+        ("csv-missing-cells", "A row ends before its last columns (fewer cells than the header).",
+         "Look at the row: a truncated or hand-edited line. The missing cells are read as empty."),
+        ("run-csv-missing-column", "A run CSV (or the matrix) lacks a column that replay or the tables need "
+                                   "(SPEC sections 4 and 2); the file cannot be used.",
+         "Compare the header with SPEC.md: a file from another writer or version, or an edited one."),
         ("csv-missing-column", "The header lacks a column the format requires (SPEC lists them), or, with a "
                                "profile, one the profile names.",
          "Compare the header with SPEC.md (or the profile): a file from another writer or another version, or an "
          "edited one. Rows without the column cannot be checked."),
-        ("csv-duplicate-column", "Two columns of the header share a name: a reader keeps only one of them, so "
-                                 "two readers may see different values.",
-         "Look at both columns: an edited header or a file joined from two. Find out which column the writer "
-         "meant."),
-        ("csv-missing-cells", "A row has fewer cells than the header has columns; the missing cells read as empty.",
-         "Look at the row: a truncated or edited line. Compare it with the published copy."),
         ("csv-empty", "A CSV file has a header and no row: an empty table proves nothing.",
          "Find out whether rows were removed; compare with the published copy."),
     ),
@@ -248,6 +255,14 @@ _GROUPS: tuple[list[Code], ...] = (
                            "its JSON Schema at the location given; the message says how.",
          "Read the value at that location against SPEC.md: a writer of another version, or a hand edit. What "
          "reads the document is not checked until it follows the schema."),
+        ("protocol-invalid", "protocol.json does not follow SPEC section 3 (the first broken key is given); "
+                             "nothing can be checked against it.",
+         "Read the key named against SPEC.md: a writer of another version, or a hand edit."),
+        ("protocol-senseless", "protocol.json contradicts itself: a host, stage or gate defined twice, a stage on "
+                               "a host the protocol does not name, a seed twice, or candidates promoted by a gate "
+                               "it does not define.",
+         "Find out which part of the protocol the study actually ran (the run rows show the stages, hosts and "
+         "seeds)."),
         ("required-missing", "A file SPEC section 1 requires is absent: protocol.json, the matrix it names, a "
                              "gate's rules or decision, or any run CSV under remote-results/.",
          "The package is incomplete: obtain the file from the published copy. What depends on it is not checked."),
@@ -266,16 +281,6 @@ _GROUPS: tuple[list[Code], ...] = (
          "The row was moved between files or edited: find which stage it really belongs to."),
         ("run-id-duplicate", "Two rows carry the same run_id.",
          "Compare the two rows: a copied row, or a run recorded twice with different results."),
-        ("value-not-finite", "A run-row decimal that the format's pattern accepts but that overflows to infinity "
-                             "when read (a 400-digit val_bpb).",
-         "No run measures such a value: the row was edited or damaged. Find out who wrote it."),
-        ("value-too-long", "A run-row integer (seed, num_steps) longer than any reader parses (64 digits).",
-         "No run records such a number: the row was edited or damaged. Find out who wrote it."),
-        ("runner-sha-mismatch", "The runner snapshot in `source/runner/` does not hash to the `runner_sha256` the "
-                                "rows record (the tree hash of its `*.py` files): the snapshot is not the source "
-                                "these runs say ran.",
-         "Compare the snapshot with the runner its authors published and with the rows' hash: the snapshot was "
-         "edited after the runs, or the runs used another version of the runner."),
         ("unknown-stage", "A row names a stage protocol.json does not define.",
          "Find where the row came from; it is not part of the protocol the gates decide on."),
         ("unknown-config", "A row names a config_id that is not in the matrix.",
@@ -285,6 +290,21 @@ _GROUPS: tuple[list[Code], ...] = (
          "neighbouring rows."),
         ("config-id-duplicate", "The matrix lists a config_id twice.",
          "Compare the two rows: which definition did the runs use?"),
+        ("row-bad-seed", "A run row's seed is not an integer, so the row cannot be placed in a (host, seed) cell.",
+         "Look at the row; a runner writes integer seeds. Find out who edited it."),
+        ("value-not-finite", "A decimal in a run row overflows to infinity when read (a 400-digit val_bpb, say), "
+                             "though it looks like a number.",
+         "No run writes such a value: the row was edited. Compare it with the run's own log."),
+        ("value-too-long", "An integer in a run row has more digits than any reader takes (64).",
+         "No run writes such a value: the row was edited."),
+        ("eval-protocol-mismatch", "A gate compares val_bpb measured on different evaluations: this row's "
+                                   "eval_sha256, eval_seq_len or tokenizer differs from most of the gate's rows.",
+         "The gate's ranking mixes numbers that are not comparable: find which runs were evaluated differently "
+         "and whether the decision changes without them."),
+        ("eval-protocol-unrecorded", "A gate's other input rows record how they were evaluated (eval_sha256, "
+                                     "eval_seq_len, tokenizer) and this one does not.",
+         "Its val_bpb cannot be shown to be comparable with the others': find out how the run was evaluated "
+         "(its log, its checkpoint's metadata)."),
         ("run-csv-name", "A CSV under remote-results/ is not named `<host>_<stage>_summary.csv`, so its rows are "
                          "not read as run rows.",
          "Find out what the file holds and why it is there; rows in it are not part of any gate."),
@@ -301,6 +321,10 @@ _GROUPS: tuple[list[Code], ...] = (
                                         "accepts (100,000,000 bytes).",
          "The file is not a safetensors file the reference loads: damaged or hostile. Do not load it with other "
          "tools."),
+        ("checkpoint-header-too-complex", "A checkpoint's header holds more JSON values than auditkit parses "
+                                          "(1,000,000 commas and brackets; a real header holds about ten per "
+                                          "tensor).",
+         "The header is hostile or damaged: do not load the file with other tools."),
         ("checkpoint-header-invalid", "A checkpoint's header is not JSON as the safetensors reference reads it, an "
                                       "entry lacks dtype, shape or data_offsets, or `__metadata__` is not a map of "
                                       "strings.",
@@ -353,6 +377,13 @@ _GROUPS: tuple[list[Code], ...] = (
          "the row's config_id with the checkpoint's metadata."),
     ),
     _family(
+        Family.SOURCE,
+        ("runner-sha-mismatch", "The runner snapshot under source/runner/ does not hash to the runner_sha256 the "
+                                "run rows record: it was changed after the runs, or they ran another version.",
+         "Compare the snapshot with the runner the authors published (and its history); the rows' results "
+         "come from the source they record, not necessarily from this one."),
+    ),
+    _family(
         Family.DECISION,
         ("decision-no-inputs", "A recorded decision names no input file: nothing shows what rows it was made from.",
          "Read the decision with its gate's rules; find out which tool wrote it."),
@@ -372,7 +403,8 @@ _GROUPS: tuple[list[Code], ...] = (
          "Read the rules as the authors froze them; a repeat can change what the gate counts."),
         ("rules-unknown-config", "The rules name a candidate that is not in the matrix.",
          "Find out where the configuration came from."),
-        ("rules-chain-cycle", "A gate's candidates are `promoted-by` the gate itself.",
+        ("rules-chain-cycle", "A gate's `promoted-by` chain never ends at the matrix or a list: the gate "
+                              "promotes its own candidates, or gates promote each other's.",
          "The rules cannot be decided as written: find which gate's promoted list the authors meant."),
         ("chain-cycle", "`promoted-by` candidates form a cycle across gates, so none of them can be decided.",
          "Read the gates' `inputs.candidates` along the cycle shown."),
@@ -380,6 +412,11 @@ _GROUPS: tuple[list[Code], ...] = (
          "The rules contradict themselves: read them with the study's prose."),
         ("rules-unknown-check", "A check kind that SPEC section 5 does not define.",
          "The rules come from another version or writer: the check cannot be evaluated."),
+        ("rules-non-finite-threshold", "A check's threshold is NaN or infinite: the check has no outcome.",
+         "Read the check with the study's prose; the gate cannot be recomputed as written."),
+        ("rules-bad-frozen-at", "The rules' frozen_at is not an ISO-8601 UTC time.",
+         "A freeze time that is no time shows nothing about when the rules were written: look for other freeze "
+         "evidence (evidence/, a timestamp) or treat the gate as not pre-registered."),
         ("rules-negative-threshold", "A check's threshold is below zero (thresholds bound an absolute gap).",
          "Read the check with the study's prose: a sign error makes it pass or fail regardless of the data."),
         ("rules-self-reference", "A check compares a candidate with itself.",

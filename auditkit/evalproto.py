@@ -59,5 +59,5 @@ def gate_eval_findings(gate: str, rows: list[dict], path_of_row: Callable[[dict]
                                     _describe(reference), _describe(key),
                                     f"gate {gate} compares val_bpb measured on different evaluations "
                                     f"({', '.join(differ)} differ from {counts[reference]} of its "
-                                    f"{len(recorded)} rows); rerun these cells under one evaluation protocol"))
+                                    f"{len(recorded)} rows): the val_bpb values it ranks are not comparable"))
     return sorted(findings)

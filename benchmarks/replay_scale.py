@@ -1,20 +1,28 @@
-"""Replay and tables against package size, in one run.
+"""Replay and tables against package size, in one run: medians, peak memory, the load average.
 
-    python benchmarks/replay_scale.py                 # ~100, 10k, 100k, 1M run rows
-    python benchmarks/replay_scale.py --max-rows 100000
+    python benchmarks/replay_scale.py                          # ~100, 10k, 100k, 1M run rows
+    python benchmarks/replay_scale.py --max-rows 100000 --repeat 5
+    python benchmarks/replay_scale.py --min-rows 1000000 --steps replay --baseline /tmp/auditkit-old
 
-For each size a synthetic package (`fixtures.synth`) is generated once, then
-each measured step runs in a fresh subprocess so its peak RSS is its own:
-`replay_all` (every gate: hashes, freeze, chain, recompute, diff),
-`generate_tables` and `check_tables`.  Goals: the reference-size package
-(~100 rows) well under a second; 1 million rows under 10 s; memory growing no
-faster than the rows.
+For each size a synthetic package (`fixtures.synth`) is generated once, then each measured
+step runs `--repeat` times, each in a fresh subprocess so its peak RSS is its own:
+`replay_all` (every gate: hashes, freeze, chain, recompute, compare), `generate_tables` and
+`check_tables`. Reported: the median seconds (imports excluded) and the largest peak RSS.
+With `--baseline DIR` (the root of another auditkit source tree, e.g. `git archive <commit>`
+unpacked there) the replay step also runs from that tree, interleaved with this one, and
+the ratio of the medians is printed: both measured in the same minutes, under the same load.
+
+Goal (issue 10): 1,001,372 rows replayed in at most 5 s with peak RSS at most 500 MB on
+the project's 2-core machine. Timings depend on what else runs: the load averages at the
+start and the end are printed; compare only numbers taken at a low load, or ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,23 +33,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtur
 
 from tabulate import tabulate
 
-# (configs, hosts, seeds) -> run rows (SynthShape.rows)
+# (configs, hosts, seeds) -> run rows (SynthShape.rows): 100, 10,008, 100,008, 1,001,372
 SHAPES = [(12, 2, 2), (250, 4, 9), (2500, 4, 9), (5000, 4, 49)]
+STEPS = ("replay", "tables", "check")
 
 STEP = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 from auditkit.gates.replay import replay_all
-from auditkit.derived.tables import check_tables, generate_tables
 t1 = time.perf_counter()
 step, pkg = sys.argv[1], sys.argv[2]
 if step == "replay":
     rs = replay_all(pkg)
     ok = all(r.identical for r in rs)
 elif step == "tables":
+    from auditkit.derived.tables import generate_tables
+    t1 = time.perf_counter()
     generate_tables(pkg, sys.argv[3])
     ok = True
 else:
+    from auditkit.derived.tables import check_tables
+    t1 = time.perf_counter()
     ok = check_tables(pkg).ok
 t2 = time.perf_counter()
 def peak_mb():
@@ -57,10 +69,17 @@ print(json.dumps({"seconds": t2 - t1, "import": t1 - t0, "ok": ok, "rss_mb": pea
 """
 
 
-def measure(step: str, pkg: Path, scratch: Path) -> dict:
+def measure(step: str, pkg: Path, scratch: Path, source: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = str(source) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", STEP, step, str(pkg), str(scratch)], check=True,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env, cwd=str(source or Path.cwd()))
     return json.loads(out.stdout)
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv=None) -> None:
@@ -68,13 +87,19 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-rows", type=int, default=1_050_000)
+    ap.add_argument("--min-rows", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each step (median reported)")
+    ap.add_argument("--steps", default=",".join(STEPS), help="comma-separated, of: " + ", ".join(STEPS))
+    ap.add_argument("--baseline", type=Path, help="another auditkit source tree: its replay runs beside this one")
     ap.add_argument("--workdir", help="keep packages here (default: a temporary directory)")
     a = ap.parse_args(argv)
+    steps = [s for s in a.steps.split(",") if s]
     base = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="replay_scale-"))
+    print(f"load average (1/5/15 min) at the start: {load()}", flush=True)
     table = []
     for configs, hosts, seeds in SHAPES:
         shape = SynthShape(configs=configs, hosts=hosts, seeds=seeds)
-        if shape.rows() > a.max_rows:
+        if not a.min_rows <= shape.rows() <= a.max_rows:
             continue
         pkg = base / f"pkg-{shape.rows()}"
         t = time.perf_counter()
@@ -83,15 +108,34 @@ def main(argv=None) -> None:
         gen = time.perf_counter() - t
         csv_mb = sum(p.stat().st_size for p in (pkg / "remote-results").iterdir()) / 1e6
         dec_mb = sum(p.stat().st_size for p in (pkg / "analysis").glob("*_decision.json")) / 1e6
-        res = {s: measure(s, pkg, base / "tables-out") for s in ("replay", "tables", "check")}
-        table.append([shape.rows(), f"{configs}x{hosts}x{seeds}", f"{csv_mb:.1f}", f"{dec_mb:.1f}",
-                      *(f"{res[s]['seconds']:.3f}" for s in res), *(f"{res[s]['rss_mb']:.0f}" for s in res),
-                      "yes" if all(r["ok"] for r in res.values()) else "NO", f"{gen:.1f}"])
-        print(f"done {shape.rows()} rows", file=sys.stderr, flush=True)
-    print(tabulate(table, headers=["rows", "configs x hosts x seeds", "csv MB", "decisions MB", "replay s",
-                                   "tables s", "check s", "replay RSS MB", "tables RSS MB", "check RSS MB",
-                                   "ok", "generate s"], disable_numparse=True))
-    print(f"(python {sys.version.split()[0]}; seconds exclude interpreter start and imports; packages in {base})")
+        runs: dict[str, list[dict]] = {s: [] for s in steps}
+        old: list[dict] = []
+        for _ in range(a.repeat):
+            for s in steps:
+                runs[s].append(measure(s, pkg, base / "tables-out"))
+                if s == "replay" and a.baseline is not None:
+                    old.append(measure(s, pkg, base / "tables-out", a.baseline))
+        row = [f"{shape.rows():,}", f"{configs}x{hosts}x{seeds}", f"{csv_mb:.1f}", f"{dec_mb:.1f}"]
+        for s in steps:
+            secs = [r["seconds"] for r in runs[s]]
+            row += [f"{statistics.median(secs):.3f}", f"{max(r['rss_mb'] for r in runs[s]):.0f}"]
+        if old:
+            new_med = statistics.median(r["seconds"] for r in runs["replay"])
+            old_med = statistics.median(r["seconds"] for r in old)
+            row += [f"{old_med:.3f}", f"{max(r['rss_mb'] for r in old):.0f}", f"{old_med / new_med:.2f}x"]
+        ok = all(r["ok"] for rs in runs.values() for r in rs) and all(r["ok"] for r in old)
+        row += ["yes" if ok else "NO", f"{gen:.1f}"]
+        table.append(row)
+        print(f"done {shape.rows():,} rows (load {load()})", file=sys.stderr, flush=True)
+    headers = ["rows", "configs x hosts x seeds", "csv MB", "decisions MB"]
+    for s in steps:
+        headers += [f"{s} s (median)", f"{s} peak RSS MB"]
+    if a.baseline is not None and "replay" in steps:
+        headers += ["baseline replay s", "baseline RSS MB", "speed-up"]
+    headers += ["ok", "generate s"]
+    print(tabulate(table, headers=headers, disable_numparse=True))
+    print(f"(python {sys.version.split()[0]}; {a.repeat} run(s) a step; seconds exclude interpreter start and "
+          f"imports; load average at the end {load()}; packages in {base})")
 
 
 if __name__ == "__main__":

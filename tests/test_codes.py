@@ -56,7 +56,7 @@ DYNAMIC = {
     "{}-differs": {"eligible-differs", "rank-differs", "wins-differs"},   # gates/replay.py, profile/audit.py
     "{}-mismatch": {"host-mismatch", "stage-mismatch"},                  # profile/view.py
 }
-NON_CODE_TEMPLATES = {"cell-{}-{}",            # a dask task key
+NON_CODE_TEMPLATES = {"cell-{}-{}", "auditkit-cancel-{}",   # a dask task key; a dask event name
                       # claim ids that report/claims.py:claims_from_study writes into claims.json
                       "{}-{}", "{}-{}-{}", "{}-winner", "{}-winner-cells", "host-spearman-{}-{}-{}",
                       "winner-mean-best-at-{}"}
@@ -64,7 +64,7 @@ NON_CODE_TEMPLATES = {"cell-{}-{}",            # a dask task key
 # Advice that regenerates the evidence a finding is about (the finding would vanish, unexplained).
 REGENERATE = re.compile(
     r"manifest build|auditkit (?:tables|figures|decide)\b|\brebuild\b|\bregenerate (?:it|them|the|with)\b"
-    r"|\bdecide it\b|to write it\b|\bgenerate the\b", re.I)
+    r"|\bdecide it\b|to write it\b|\bgenerate the\b|\brerun\b", re.I)
 
 
 @lru_cache(maxsize=None)
@@ -186,7 +186,8 @@ def test_finding_messages_do_not_advise_regenerating_evidence():
 def test_regenerate_pattern_catches_the_old_advice():
     for text in ("build it with `auditkit manifest build PATH`", "run `auditkit figures` to write it",
                  "regenerate with auditkit tables", "decide it: auditkit decide g1", "rebuild both",
-                 "generate the tables: auditkit tables --package PATH"):
+                 "generate the tables: auditkit tables --package PATH",
+                 "rerun these cells under one evaluation protocol"):
         assert REGENERATE.search(text), text
     for text in ("the recorded hash is not the regenerated table's", "compare it with the published copy"):
         assert not REGENERATE.search(text), text
@@ -198,8 +199,8 @@ def test_finding_records_its_code():
     assert uncatalogued(["row-not-in-log", "zz-not-a-code"]) == ["zz-not-a-code"]
 
 
-def _inner_session(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
-    """A pytest session (in a subprocess: EMITTED_CODES is per process) using conftest.py's hook,
+def _inner_session(tmp_path: Path, code: str, *args: str) -> subprocess.CompletedProcess:
+    """A pytest session (in a subprocess: EMITTED_CODES is per process) using conftest.py's hooks,
     whose one passing test makes a finding with `code`."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "conftest.py").write_text(
@@ -207,12 +208,13 @@ def _inner_session(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
         f"spec = importlib.util.spec_from_file_location('_repo_conftest', {str(REPO / 'tests' / 'conftest.py')!r})\n"
         "mod = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(mod)\n"
-        "pytest_sessionfinish = mod.pytest_sessionfinish\n")
+        "pytest_sessionfinish = mod.pytest_sessionfinish\n"
+        "pytest_testnodedown = mod.pytest_testnodedown\n")
     (tmp_path / "test_inner.py").write_text(
         "from auditkit.findings import Finding\n\n"
         f"def test_makes_a_finding():\n    Finding('x', {code!r})\n")
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-                           "test_inner.py"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                           *args, "test_inner.py"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                           env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
 
 
@@ -226,3 +228,11 @@ def test_session_fails_on_an_uncatalogued_code(tmp_path):
 def test_session_passes_with_catalogued_codes(tmp_path):
     out = _inner_session(tmp_path, "file-changed")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_session_fails_on_an_uncatalogued_code_under_xdist(tmp_path):
+    """CI runs `pytest -n 2`: a worker's codes reach the controller, whose exit status counts."""
+    out = _inner_session(tmp_path, "zz-uncatalogued-in-a-worker", "-p", "xdist.plugin", "-n", "2")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "zz-uncatalogued-in-a-worker" in out.stdout + out.stderr
+    assert "1 passed" in out.stdout

@@ -114,6 +114,7 @@ def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
     task = CellTask("linux-s-tiny-s1", "linux", "s", "tiny", 1, Budget("steps", 10**6), row, timeout=600,
                     settings={"data": "markov:seed=0", "eval_tokens": 1024})
     runners = []
+    inside = threading.Event()
 
     def signal_once_training():
         deadline = time.time() + 120
@@ -125,7 +126,8 @@ def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
                 except psutil.Error:
                     continue
             if runners:
-                os.kill(os.getpid(), signal.SIGTERM)
+                if inside.is_set():  # never outside the block: there SIGTERM would end this process
+                    os.kill(os.getpid(), signal.SIGTERM)
                 return
             time.sleep(0.05)
 
@@ -136,8 +138,12 @@ def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
         watcher.start()
         with pytest.raises(Stopped):
             with stop_on_signals():
-                for _ in DaskExecutor(client).run([task]):
-                    pass
+                inside.set()
+                try:
+                    for _ in DaskExecutor(client).run([task]):
+                        pass
+                finally:
+                    inside.clear()
         watcher.join(timeout=5)
         assert runners, "the cell never started training"
         deadline = time.time() + 30

@@ -53,6 +53,7 @@ def test_verify_flags_a_gate_input_scored_on_another_evaluation(smoke_copy):
     """Through `auditkit verify`: one input row of a gate claims another evaluation context."""
     import csv
     import io
+    import json
 
     from click.testing import CliRunner
 
@@ -60,7 +61,10 @@ def test_verify_flags_a_gate_input_scored_on_another_evaluation(smoke_copy):
     from auditkit.package.manifest import build_manifest
 
     assert CliRunner().invoke(cli, ["verify", str(smoke_copy)]).exit_code == 0
-    path = sorted((smoke_copy / "remote-results").glob("*.csv"))[0]
+    gated = {st for g in json.loads((smoke_copy / "protocol.json").read_text())["gates"]
+             for st in json.loads((smoke_copy / g["rules"]).read_text())["inputs"]["stages"]}
+    path = next(p for p in sorted((smoke_copy / "remote-results").glob("*.csv"))
+                if any(p.name.endswith(f"_{st}_summary.csv") for st in gated))
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert rows[0]["eval_seq_len"], "the bundled runner records its evaluation"
     rows[0]["eval_seq_len"] = str(int(rows[0]["eval_seq_len"]) * 2)

@@ -87,16 +87,17 @@ def test_anchored_stage_rows_carry_the_seed_derived_from_the_rules_token(study):
     # logged after the freeze it names and before the stage's first cell
     first_cell = min(e["seq"] for e in evs if e["type"] == "cell-started" and e["stage"] == ANCHORED)
     assert token["seq"] < anchor["seq"] < first_cell
+    # the stages without the setting are written as before: no rng_seed column
+    plain, _ = read_csv_text((study / "remote-results/linux_stage1_screen_summary.csv").read_text())
+    assert plain[:len(RUN_COLUMNS)] == list(RUN_COLUMNS) and "rng_seed" not in plain
     for host in ("windows", "linux"):
         header, rows = read_csv_text((study / f"remote-results/{host}_{ANCHORED}_summary.csv").read_text())
-        assert header == [*RUN_COLUMNS, "rng_seed"] and len(rows) == 4
+        assert header == [*plain, "rng_seed"] and len(rows) == 4
         for r in rows:
             assert r["rng_seed"] == str(anchored_seed(anchor["token_sha256"], ANCHORED, int(r["seed"])))
         assert len({r["rng_seed"] for r in rows}) == 2  # one per nominal seed (43, 44), the same on each config
-    # the stages without the setting are written exactly as before: the v1 columns, the nominal seed
-    for stage in ("stage0_smoke", "stage1_screen"):
-        header, _ = read_csv_text((study / f"remote-results/linux_{stage}_summary.csv").read_text())
-        assert header == list(RUN_COLUMNS)
+    header, _ = read_csv_text((study / "remote-results/windows_stage0_smoke_summary.csv").read_text())
+    assert header == plain
 
 
 def test_verify_and_replay_report_seeds_bound_for_the_anchored_gate_only(study, good_pki):
@@ -161,7 +162,7 @@ def test_anchored_stage_without_tsa_is_refused_before_anything_is_written(tmp_pa
 
 @pytest.mark.parametrize("anchored, setting, message", [
     (ANCHORED, 'rng_seed = "anchored"', "unknown key(s) ['rng_seed']"),
-    (ANCHORED, 'rng_seeds = "yes"', "protocol is not valid at $.stages[2].rng_seeds"),
+    (ANCHORED, 'rng_seeds = "yes"', "'yes' is not one of ['nominal', 'anchored']"),
     ("stage0_smoke", 'rng_seeds = "anchored"', "(stage0_smoke) sets rng_seeds = \"anchored\", but no gate reads it"),
 ])
 def test_manifest_setting_is_checked(tmp_path, anchored, setting, message):

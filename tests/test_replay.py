@@ -478,7 +478,7 @@ def test_json_shows_a_late_freeze(pkg):
 def test_no_hint_tells_the_auditor_to_regenerate_the_evidence(pkg):
     from auditkit.derived.tables import check_tables, generate_tables
 
-    generate_tables(pkg)
+    generate_tables(pkg, in_place=True)
     csv = pkg / "remote-results/windows_confirm_summary.csv"
     rows = csv_rows(csv)
     rows[1][rows[0].index("val_bpb")] = "0.100000"
@@ -490,3 +490,86 @@ def test_no_hint_tells_the_auditor_to_regenerate_the_evidence(pkg):
     for f in findings:
         text = (f.message + " " + f.hint).lower()
         assert "regenerate" not in text and "auditkit " not in text and "remove the" not in text, str(f)
+
+
+# --------------------------------------------------------------------------- a decision compared as bytes
+
+def _random_decision(rnd):
+    from auditkit.gates.engine import decide_columns
+
+    hosts = rnd.sample(["a", "b", "host-9", "z"], rnd.randint(1, 3))
+    seeds = rnd.sample([1, 9, 10, 100, 4, 77], rnd.randint(1, 4))
+    cands = [f"c{i}" for i in range(rnd.randint(0, 6))]
+    cols = {k: [] for k in ("stage", "host", "seed", "config_id", "status", "value")}
+    for c in cands:
+        for h in hosts:
+            for s in seeds:
+                if rnd.random() < 0.08:
+                    continue  # a missing cell
+                status = rnd.choice(["ok"] * 8 + ["diverged", "oom"])
+                v = rnd.choice([rnd.uniform(0, 3), rnd.uniform(-1e-7, 1e-7), 1e22 * rnd.random(), float("nan")])
+                for k, x in zip(cols, ("s", h, s, c, status, v if status == "ok" else float("nan"))):
+                    cols[k].append(x)
+    rules = {"schema": "auditkit/rules/v1", "gate": "g", "frozen_at": "2026-01-01T00:00:00Z",
+             "inputs": {"stages": ["s"], "hosts": hosts, "seeds": seeds, "candidates": "matrix"},
+             "metric": {"column": "val_bpb", "better": rnd.choice(["lower", "higher"])},
+             "promote": {"top_k": rnd.randint(0, 3), "always_keep": []},
+             "checks": [{"kind": "ranks_first_in_all_cells", "candidate": c} for c in cands[:2]]}
+    return decide_columns(rules, cols, cands)
+
+
+def test_the_byte_comparison_agrees_with_the_canonical_writer():
+    import random
+
+    from auditkit.gates.replay import _canonical_meta, _is_canonical_form
+    from auditkit.package.store import canonical_json_bytes
+
+    rnd = random.Random(11)
+    for _ in range(150):
+        d = _random_decision(rnd)
+        refs = {"rules_ref": {"path": "preanalysis/g.rules.json", "sha256": "ab" * 32},
+                "inputs": [{"path": "remote-results/a_s_summary.csv", "sha256": "cd" * 32}],
+                "decided_at": "2026-01-02T00:00:00Z"}
+        data = canonical_json_bytes(d.to_json(**refs))
+        meta = _canonical_meta(data, "x")
+        assert meta is not None and _is_canonical_form(data, d, meta), data[:400]
+        i = rnd.randrange(len(data) - 1)
+        changed = data[:i] + (b"7" if data[i:i + 1] != b"7" else b"8") + data[i + 1:]
+        # a changed byte is either not the canonical form of this decision, or it changed the recorded
+        # rules/inputs/decided_at (which are checked apart)
+        m2 = _canonical_meta(changed, "x")
+        assert not (m2 == meta and _is_canonical_form(changed, d, m2))
+        assert not _is_canonical_form(data + b" ", d, meta) and not _is_canonical_form(data[:-2] + b"\n", d, meta)
+
+
+def _findings(pkg, monkeypatch, full: bool):
+    from auditkit.gates import replay as R
+
+    with monkeypatch.context() as m:
+        if full:
+            m.setattr(R, "_canonical_meta", lambda data, rel: None)  # every decision parsed and diffed
+        return sorted(f for r in replay_all(pkg) for f in r.findings)
+
+
+@pytest.mark.parametrize("tamper", ["none", "rules", "rows", "decision-meta", "decision-cell", "reordered"])
+def test_the_byte_comparison_and_the_full_comparison_find_the_same(pkg, monkeypatch, tamper):
+    if tamper == "rules":
+        p = pkg / "preanalysis/confirm.rules.json"
+        p.write_text(p.read_text().replace('"threshold": 0.01', '"threshold": 0.5'))
+    elif tamper == "rows":
+        csv = pkg / "remote-results/linux_screen_summary.csv"
+        rows = csv_rows(csv)
+        rows[3][rows[0].index("val_bpb")] = "1.000000"
+        write_rows(csv, rows)
+    elif tamper == "decision-meta":
+        p = pkg / "analysis/confirm_decision.json"
+        p.write_text(p.read_text().replace('"decided_at": "', '"decided_at": "x', 1))
+    elif tamper == "decision-cell":
+        p = pkg / "analysis/screen_decision.json"
+        p.write_text(p.read_text().replace('"rank": 1,', '"rank": 2,', 1))
+    elif tamper == "reordered":
+        p = pkg / "analysis/final_decision.json"
+        dump(p, load(p))  # the same decision, not in canonical form: parsed and compared field by field
+    fast, full = _findings(pkg, monkeypatch, False), _findings(pkg, monkeypatch, True)
+    assert fast == full
+    assert (tamper == "none" or tamper == "reordered") == (fast == [])

@@ -68,14 +68,13 @@ def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_
     except AuditError as exc:
         fail(exc, as_json)
     if fmt == "text":
-        from auditkit.report.reasons import reasons_of_document
+        from auditkit.report.reasons import reasons
 
         for r in replays:
             click.echo(render_gate(r))
-            doc = r.replayed or r.recorded
-            if doc is not None and r.rules is not None:
-                why = reasons_of_document(doc, r.rules)
-                click.echo("why:\n" + "\n".join(f"  {c['config_id']}: {why[c['config_id']]}" for c in doc["candidates"]))
+            if r.decision is not None and r.rules is not None:   # the engine's result: no document built
+                why = reasons(r.decision, r.rules)
+                click.echo("why:\n" + "\n".join(f"  {c.config_id}: {why[c.config_id]}" for c in r.decision.candidates))
             click.echo()
     emit_as(report, fmt, package=package, replays=replays)
 

@@ -25,7 +25,6 @@ bytes' count and sha256).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from auditkit.errors import AuditError
 from auditkit.evidence import EVENTS_PATH
 from auditkit.evidence.canonical import canonical_json, sha256_hex, utc_now
 from auditkit.findings import Finding
+from auditkit.package.store import PackageDefect, loads_strict
 
 try:  # POSIX; elsewhere a single writer per log is assumed
     import fcntl
@@ -91,9 +91,9 @@ def event_line(seq: int, prev: str, time: str, type: str, fields: dict) -> bytes
 def _parse_line(raw: bytes, line_no: int) -> tuple[Event | None, str | None]:
     """(event, None) or (None, why the line is not a valid event)."""
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"not JSON: {exc}"
+        doc = loads_strict(raw, "evidence/events.jsonl")
+    except PackageDefect as exc:
+        return None, f"not strict JSON: {exc.finding.message}"
     if not isinstance(doc, dict):
         return None, "not a JSON object"
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,9 @@ from auditkit.evidence import ATTESTATIONS_DIR, EVENTS_PATH, EVIDENCE_DIR, KEYS_
 from auditkit.evidence import attest, seeds as seedmod, tsa
 from auditkit.evidence.canonical import format_utc, parse_utc, row_hash, sha256_hex
 from auditkit.evidence.events import Event, decision_findings, order_findings, verify_chain
+from auditkit.errors import AuditError
 from auditkit.findings import Finding
+from auditkit.package.store import loads_strict
 
 EVENT_SUBJECT_PREFIX = f"{EVENTS_PATH}#"
 CONTENT_ROOT_SUBJECT = "content-root"  # a token over the ASCII hex content root (`auditkit timestamp`)
@@ -105,10 +106,11 @@ class DirReader:
         self.root = Path(root)
 
     def read(self, rel: str) -> bytes | None:
-        p = self.root / rel
-        try:
-            return p.read_bytes() if p.is_file() and not p.is_symlink() else None
-        except OSError:
+        from auditkit.package.store import PackageStore
+
+        try:  # the one store: no link followed, regular files only
+            return PackageStore(self.root).read_bytes(rel) if PackageStore(self.root).is_file(rel) else None
+        except AuditError:
             return None
 
     def files(self) -> list[str]:
@@ -134,9 +136,9 @@ def manifest_content_root(reader) -> str | None:
     """The content root from MANIFEST.json's entries (verify checks those against the files), or None."""
     data = reader.read("MANIFEST.json")
     try:
-        files = json.loads(data.decode("utf-8"))["files"] if data is not None else None
+        files = loads_strict(data, "MANIFEST.json")["files"] if data is not None else None
         pairs = [(f["path"], f["sha256"]) for f in files if not f["path"].startswith(EVIDENCE_DIR + "/")]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (AuditError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return content_root(pairs)
 
@@ -301,8 +303,8 @@ def _package_attestation(reader, files, events, trust, carried, rep) -> dict:
 
 def _read_envelope(data: bytes, rel: str, predicate_type: str, trust: Trust, carried, rep):
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = loads_strict(data, rel)
+    except AuditError as exc:
         rep.findings.append(Finding(rel, "attestation-invalid", "", "a DSSE envelope (JSON)", str(exc), ""))
         return None
     check = attest.check_envelope(doc, trust.keys, carried)

@@ -8,11 +8,11 @@ named gate (`level.package_evidence`), adds the findings (and one
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 from auditkit.errors import AuditError
+from auditkit.package.store import PackageStore
 from auditkit.evidence.level import (DirReader, GateRef, Trust, describe, package_evidence, require_findings)
 from auditkit.findings import Report
 
@@ -23,8 +23,10 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
 
     root = Path(package)
     try:
-        protocol = json.loads((root / "protocol.json").read_text("utf-8"))
-    except (OSError, ValueError) as exc:
+        protocol = PackageStore(root).read_json("protocol.json")
+        if not isinstance(protocol, dict):
+            raise ValueError("not a JSON object")
+    except (AuditError, ValueError) as exc:
         raise AuditError(f"cannot read protocol.json: {exc}", path=str(root)) from None
     stages = protocol.get("stages") if isinstance(protocol.get("stages"), list) else []
     anchored = {s.get("stage") for s in stages if isinstance(s, dict) and s.get("rng_seeds") == "anchored"}
@@ -35,12 +37,12 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
             continue
         rules_rel = g.get("rules") or f"preanalysis/{name}.rules.json"
         try:
-            rules = json.loads((root / rules_rel).read_text("utf-8"))
+            rules = PackageStore(root).read_json(rules_rel)
             ins = rules["inputs"]
             inputs = tuple(run_csv_path(h, s) for s in ins["stages"] for h in ins["hosts"]
                            if (root / run_csv_path(h, s)).is_file())
             anchored_in = tuple(s for s in ins["stages"] if s in anchored)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (AuditError, ValueError, KeyError, TypeError):  # the gate's own checks report why
             rules, inputs, anchored_in = {}, (), ()
         out.append(GateRef(name, rules_rel, f"analysis/{name}_decision.json", inputs,
                            str(rules.get("frozen_at", "")) if isinstance(rules, dict) else "", anchored_in))

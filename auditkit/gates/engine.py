@@ -264,16 +264,21 @@ class Decision:
                 return c
         return None
 
-    def to_json(self, *, rules_ref: dict, inputs: list[dict], decided_at: str) -> dict:
-        """The SPEC section 6 document."""
-        keys = [f"{h}/{s}" for h, s in self.cells]
+    def cell_keys(self) -> list[str]:
+        """The per-cell keys of the decision document, ``host/seed``, in `cells` order."""
+        return [f"{h}/{s}" for h, s in self.cells]
+
+    def to_json(self, *, rules_ref: dict, inputs: list[dict], decided_at: str, cells: bool = True) -> dict:
+        """The SPEC section 6 document (with `cells=False`, every candidate's ``cells`` left out:
+        one object per run row is what makes a large decision large)."""
+        keys = self.cell_keys()
         cands = []
         for c in self.candidates:
-            cells = {k: {"val_bpb": v, "rank": r} if st == "ok" else {"val_bpb": v, "rank": r, "status": st}
-                     for k, v, r, st in zip(keys, c.values, c.cell_ranks, c.statuses)}
             doc = {"config_id": c.config_id, "eligible": c.eligible, "rank": c.rank,
-                   "mean": _r(c.mean), "min": _r(c.min), "max": _r(c.max), "std": _r(c.std),
-                   "wins": c.wins, "cells": cells}
+                   "mean": _r(c.mean), "min": _r(c.min), "max": _r(c.max), "std": _r(c.std), "wins": c.wins}
+            if cells:
+                doc["cells"] = {k: {"val_bpb": v, "rank": r} if st == "ok" else {"val_bpb": v, "rank": r, "status": st}
+                                for k, v, r, st in zip(keys, c.values, c.cell_ranks, c.statuses)}
             if c.reason:
                 doc["ineligible"] = c.reason
             cands.append(doc)
@@ -321,11 +326,6 @@ def decide_columns(rules: dict, cols: Mapping[str, Sequence], candidates: Sequen
     and optionally `where` (text naming each row, used in DuplicateRowError). Pure."""
     inputs = rules["inputs"]
     better = Better(rules["metric"]["better"])
-    stage = np.asarray(cols["stage"], dtype=object)
-    host = np.asarray(cols["host"], dtype=object)
-    seed = np.asarray(cols["seed"], dtype=np.int64)
-    config = np.asarray(cols["config_id"], dtype=object)
-    status = np.asarray(cols["status"], dtype=object)
     value = np.asarray(cols["value"], dtype=np.float64)
 
     hosts = sorted(set(inputs["hosts"]))
@@ -334,13 +334,19 @@ def decide_columns(rules: dict, cols: Mapping[str, Sequence], candidates: Sequen
     cells = tuple((h, s) for h in hosts for s in seeds)
     nc, ncell = len(cands), len(cells)
 
-    mask = (_isin(stage, set(inputs["stages"])) & _isin(host, set(hosts))
-            & np.isin(seed, np.asarray(seeds, dtype=np.int64)) & _isin(config, set(cands)))
-    idx = np.flatnonzero(mask)
-    h_i = _codes(host[idx], hosts)
-    s_i = np.searchsorted(np.asarray(seeds, dtype=np.int64), seed[idx])
-    c_i = _codes(config[idx], cands)
+    # each row's index among the rules' stages, hosts, seeds and the candidates (-1: not among them)
+    stage_i = _codes(cols["stage"], sorted(set(inputs["stages"])))
+    host_i = _codes(cols["host"], hosts)
+    config_i = _codes(cols["config_id"], cands)
+    seed = np.asarray(cols["seed"], dtype=np.int64)
+    seed_arr = np.asarray(seeds, dtype=np.int64)
+    seed_i = np.searchsorted(seed_arr, seed)
+    seed_ok = seed_i < len(seeds)
+    seed_ok[seed_ok] = seed_arr[seed_i[seed_ok]] == seed[seed_ok]
+    idx = np.flatnonzero((stage_i >= 0) & (host_i >= 0) & seed_ok & (config_i >= 0))
+    h_i, s_i, c_i = host_i[idx], seed_i[idx], config_i[idx]
     key = c_i * ncell + h_i * len(seeds) + s_i
+    status_code, status_names = _text_codes(cols["status"], idx)  # names[0] is "missing"
 
     if len(key):
         order = np.argsort(key, kind="stable")
@@ -356,10 +362,11 @@ def decide_columns(rules: dict, cols: Mapping[str, Sequence], candidates: Sequen
     vals = np.full(nc * ncell, np.nan)
     present = np.zeros(nc * ncell, dtype=bool)
     ok = np.zeros(nc * ncell, dtype=bool)
-    stat = np.full(nc * ncell, "missing", dtype=object)
-    row_ok = (status[idx] == "ok") & np.isfinite(value[idx])
+    stat = np.zeros(nc * ncell, dtype=np.int32)  # index into status_names; 0: no row ("missing")
+    ok_code = status_names.index("ok") if "ok" in status_names else -1
+    row_ok = (status_code == ok_code) & np.isfinite(value[idx])
     present[key] = True
-    stat[key] = status[idx]
+    stat[key] = status_code
     ok[key] = row_ok
     vals[key] = np.where(np.isfinite(value[idx]), value[idx], np.nan)
     vals, present, ok, stat = (a.reshape(nc, ncell) for a in (vals, present, ok, stat))
@@ -377,31 +384,34 @@ def decide_columns(rules: dict, cols: Mapping[str, Sequence], candidates: Sequen
         ranks[el] = r
     wins = (ranks == 1).sum(axis=1)
 
+    # statistics of the eligible: exact sums (fsum), so nothing depends on the order of the cells.
+    # One candidate at a time: its values become the Python floats the result keeps, and nothing
+    # the size of all rows is built beside them.
     stats = {}
-    for i in el.tolist():
-        xs = vals[i].tolist()
-        n = len(xs)
-        mean = math.fsum(xs) / n
-        std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
-        stats[i] = (mean, min(xs), max(xs), std)
+    shared = list(range(len(el) + 1))  # one int object per rank, shared by every cell
+    for i in el.tolist() if ncell else ():
+        row = vals[i]
+        xs = row.tolist()
+        mean = math.fsum(xs) / ncell
+        dev = row - mean
+        std = math.sqrt(math.fsum((dev * dev).tolist()) / (ncell - 1)) if ncell > 1 else None
+        stats[i] = (mean, min(xs), max(xs), std, tuple(xs), tuple([shared[r] for r in ranks[i].tolist()]))
     sign = 1.0 if better is Better.LOWER else -1.0
     ordered = sorted(stats, key=lambda i: (sign * stats[i][0], cands[i]))
     overall = {i: pos + 1 for pos, i in enumerate(ordered)}
 
+    all_ok = ("ok",) * ncell
+    names = np.asarray(status_names, dtype=object)
     results = []
-    for i in ordered + [i for i in range(nc) if not eligible[i]]:
-        row_vals, row_present, row_stat = vals[i].tolist(), present[i].tolist(), stat[i].tolist()
-        row_rank = ranks[i].tolist()
-        el_i = bool(eligible[i])
-        if not el_i:
-            row_rank = [None] * ncell
-        columns = (tuple(None if v != v else v for v in row_vals), tuple(row_rank), tuple(row_stat))
-        if el_i:
-            mean, lo, hi, std = stats[i]
-            results.append(CandidateResult(cands[i], True, overall[i], mean, lo, hi, std, int(wins[i]), *columns))
-        else:
-            results.append(CandidateResult(cands[i], False, None, None, None, None, None, 0, *columns,
-                                           _reason(cells, row_present, row_stat, row_vals, ncell)))
+    for i in ordered:
+        mean, lo, hi, std, xs, rs = stats[i]
+        results.append(CandidateResult(cands[i], True, overall[i], mean, lo, hi, std, int(wins[i]), xs, rs, all_ok))
+    for i in np.flatnonzero(~eligible).tolist():
+        row_vals, row_stat = vals[i].tolist(), names[stat[i]].tolist()
+        results.append(CandidateResult(cands[i], False, None, None, None, None, None, 0,
+                                       tuple(None if v != v else v for v in row_vals), (None,) * ncell,
+                                       tuple(row_stat),
+                                       _reason(cells, present[i].tolist(), row_stat, row_vals, ncell)))
 
     top_k = int(rules["promote"]["top_k"])
     keep = [c for c in rules["promote"].get("always_keep", []) if c in cands and eligible[cands.index(c)]]
@@ -417,12 +427,35 @@ def decide_columns(rules: dict, cols: Mapping[str, Sequence], candidates: Sequen
     return Decision(rules["gate"], cells, tuple(results), promoted, checks)
 
 
-def _isin(arr: np.ndarray, values) -> np.ndarray:
-    return pd.Series(arr, dtype=object).isin(list(values)).to_numpy(dtype=bool)
+def _categorical(col) -> pd.Categorical | None:
+    if isinstance(col, pd.Categorical):
+        return col
+    if isinstance(col, pd.Series) and isinstance(col.dtype, pd.CategoricalDtype):
+        return col.array
+    return None
 
 
-def _codes(arr: np.ndarray, sorted_values: list) -> np.ndarray:
-    return pd.Categorical(arr, categories=sorted_values).codes.astype(np.int64)
+def _codes(col, sorted_values: list) -> np.ndarray:
+    """Each entry's index in `sorted_values` (unique), -1 where it is not among them. A categorical
+    column is mapped through its categories, never decoded row by row."""
+    index = pd.Index(sorted_values, dtype=object)
+    cat = _categorical(col)
+    if cat is not None:
+        lookup = np.append(index.get_indexer(pd.Index(cat.categories, dtype=object)), -1).astype(np.int64)
+        return lookup[cat.codes]  # code -1 (no value) picks the appended -1
+    return index.get_indexer(pd.Index(np.asarray(col, dtype=object), dtype=object)).astype(np.int64)
+
+
+def _text_codes(col, idx: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The entries `idx` of a text column as (codes, names): names[code] is the text, code 0 means
+    "missing" (a categorical without a value reads as "")."""
+    cat = _categorical(col)
+    if cat is not None:
+        names = ["missing", *[str(c) for c in cat.categories], ""]
+        codes = cat.codes[idx].astype(np.int32)
+        return np.where(codes >= 0, codes + 1, len(names) - 1), names
+    codes, uniques = pd.factorize(np.asarray(col, dtype=object)[idx])
+    return codes.astype(np.int32) + 1, ["missing", *[str(u) for u in uniques]]
 
 
 def _reason(cells, present, stat, vals, ncell) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from pandas.api.types import union_categoricals
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, json_location
-from auditkit.gates.engine import DuplicateRowError, chain_bound, decide_columns, validate_rules
+from auditkit.gates.engine import Decision, DuplicateRowError, chain_bound, decide_columns, validate_rules
 from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
 from auditkit.package.store import (PackageDefect, PackageStore, atomic_write_bytes, canonical_json_bytes, decode_utf8,
@@ -163,8 +164,9 @@ def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
     for c in frames[0].columns.union([c for f in frames for c in f.columns], sort=False):
         parts = [f[c] if c in f.columns else pd.Series([None] * len(f), dtype=object) for f in frames]
         if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
-            # categories of one text dtype (an empty file's have none to infer it from)
-            parts = [p.cat.rename_categories(p.cat.categories.astype(str)) for p in parts]
+            if any(p.cat.categories.dtype != parts[0].cat.categories.dtype for p in parts):
+                # categories of one text dtype (an empty file's have none to infer it from)
+                parts = [p.cat.rename_categories(p.cat.categories.astype(str)) for p in parts]
             cols[c] = union_categoricals(parts, ignore_order=True)
         else:
             cols[c] = pd.concat(parts, ignore_index=True)
@@ -172,9 +174,10 @@ def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _columns(df: pd.DataFrame) -> dict:
-    return {"stage": df["stage"].to_numpy(object), "host": df["host"].to_numpy(object), "seed": df["seed"].to_numpy(),
-            "config_id": df["config_id"].to_numpy(object), "status": df["status"].to_numpy(object),
-            "value": df["value"].to_numpy(), "where": _Where(df)}
+    """The engine's columns (`decide_columns`); text columns stay categorical (never decoded per row)."""
+    return {"stage": df["stage"], "host": df["host"], "seed": df["seed"].to_numpy(),
+            "config_id": df["config_id"], "status": df["status"], "value": df["value"].to_numpy(),
+            "where": _Where(df)}
 
 
 class _Where:
@@ -369,7 +372,13 @@ def _cell_finding(path: str, loc: list, expected: str, found) -> list[Finding]:
 
 @dataclass
 class GateReplay:
-    """One gate's replay: the recorded and replayed documents and every difference."""
+    """One gate's replay: the recorded and replayed decisions and every difference.
+
+    `replayed` is the replayed decision document; a replay of a package fills `decision` (the
+    engine's result) instead and builds the document only when asked (`replayed_doc`): one
+    object per run row is what a large gate cannot afford twice. `recorded` is the recorded
+    document when it had to be parsed, None when it is byte for byte the canonical form of the
+    replayed one (then `recorded_doc` rebuilds it) or unreadable."""
 
     gate: str
     rules_path: str = ""
@@ -378,15 +387,32 @@ class GateReplay:
     replayed: dict | None = None
     findings: list[Finding] = field(default_factory=list)
     first_input_start: str | None = None  # the earliest started_at of the rows the gate selects
+    decision: Decision | None = None
+    recorded_promoted: list[str] | None = None  # the recorded promoted list, when readable
+    _refs: dict = field(default_factory=dict)   # rules_ref, inputs, decided_at of the replayed document
+    _canonical: bool = False                    # the recorded file is the canonical form of the replayed one
 
     @property
     def identical(self) -> bool:
         return not self.findings
 
+    def replayed_doc(self) -> dict | None:
+        if self.replayed is None and self.decision is not None:
+            self.replayed = self.decision.to_json(**self._refs)
+        return self.replayed
+
+    def recorded_doc(self) -> dict | None:
+        return self.recorded if self.recorded is not None or not self._canonical else self.replayed_doc()
+
+    @property
+    def replayed_promoted(self) -> list[str] | None:
+        if self.decision is not None:
+            return list(self.decision.promoted)
+        return None if self.replayed is None else list(self.replayed["promoted"])
+
     def summary(self) -> dict:
         """The verdict and what the replay found, for `--json`: promoted list, ranks, checks and
         `frozen_at` beside the first input row's start (None where the gate could not be replayed)."""
-        doc = self.replayed
         frozen = self.rules.get("frozen_at") if isinstance(self.rules, dict) else None
         before = None
         if frozen and self.first_input_start:
@@ -395,17 +421,21 @@ class GateReplay:
             except (ValueError, TypeError):
                 before = None
         out = {"gate": self.gate, "verdict": "identical" if self.identical else "differs",
-               "differences": len(self.findings),
-               "frozen_at": frozen, "first_input_started_at": self.first_input_start, "frozen_before_data": before,
-               "replayed": None}
-        if doc is not None:
-            out["replayed"] = {
-                "promoted": list(doc["promoted"]),
-                "ranks": {c["config_id"]: c.get("rank") for c in doc["candidates"]},
-                "eligible": {c["config_id"]: c["eligible"] for c in doc["candidates"]},
-                "checks": [{k: ch.get(k) for k in ("kind", "candidate", "reference", "value", "threshold", "passed")}
-                           for ch in doc["checks"]],
-            }
+               "differences": len(self.findings), "frozen_at": frozen,
+               "first_input_started_at": self.first_input_start, "frozen_before_data": before, "replayed": None}
+        keys = ("kind", "candidate", "reference", "value", "threshold", "passed")
+        if self.decision is not None:
+            d = self.decision
+            out["replayed"] = {"promoted": list(d.promoted), "ranks": {c.config_id: c.rank for c in d.candidates},
+                               "eligible": {c.config_id: c.eligible for c in d.candidates},
+                               "checks": [dict(zip(keys, (ch.kind, ch.candidate, ch.reference, ch.value, ch.threshold,
+                                                          ch.passed))) for ch in d.checks]}
+        elif self.replayed is not None:
+            doc = self.replayed
+            out["replayed"] = {"promoted": list(doc["promoted"]),
+                               "ranks": {c["config_id"]: c.get("rank") for c in doc["candidates"]},
+                               "eligible": {c["config_id"]: c["eligible"] for c in doc["candidates"]},
+                               "checks": [{k: ch.get(k) for k in keys} for ch in doc["checks"]]}
         return out
 
 
@@ -427,7 +457,6 @@ class _Session:
         self.pkg = self.store.root
         self.protocol = package_protocol(self.store)
         self.results: dict[str, GateReplay] = {}
-        self.frames: dict[tuple[str, str], pd.DataFrame] = {}
         self.hashes: dict[str, str] = {}
         self.docs: dict[str, dict] = {}
         self.valid: dict[str, dict | None] = {}
@@ -470,11 +499,9 @@ class _Session:
         return self.hashes[rel]
 
     def frame(self, rel: str, metric: str) -> pd.DataFrame:
-        key = (rel, metric)
-        if key not in self.frames:
-            df, self.hashes[rel] = read_run_csv(self.store, rel, metric)
-            self.frames[key] = _with_file(df, rel)
-        return self.frames[key]
+        """A run CSV's rows (not kept: a gate's rows are freed once it is decided); its hash is."""
+        df, self.hashes[rel] = read_run_csv(self.store, rel, metric)
+        return _with_file(df, rel)
 
     def replay(self, gate: str, stack: tuple[str, ...] = ()) -> GateReplay:
         if gate not in self.results:
@@ -569,33 +596,13 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     if rules["gate"] != gate:
         f.append(Finding(g.rules, "rules-wrong-gate", "$.gate", gate, rules["gate"], "the rules name another gate"))
 
-    # recorded decision
-    try:
-        rec = s.json(dec_rel)
-    except PackageDefect as exc:
-        if exc.finding.code == "missing-file":
-            f.append(Finding(dec_rel, "decision-missing", expected=f"the recorded decision of gate {gate}",
-                             found="no such file", message="the package does not hold the decision this gate made: "
-                             "without it there is nothing to replay against; find out whether it was ever recorded"))
-        else:
-            f.append(exc.finding)
-        rec = None
-    if rec is not None:
-        schema_bad = validate_decision(rec, dec_rel, cells=False)  # cells: in diff_decisions
-        if schema_bad:
-            f.extend(schema_bad)
-            rec = None
-    out.recorded = rec
-
-    # hashes and inputs named vs selected
+    # inputs, read (and hashed) through the store
     selected = gate_inputs(s.store, rules)
     present = [p for p in selected if s.store.kind(p) is not None]
     for p in selected:
         if p not in present:
             f.append(Finding(p, "input-missing", expected="a run CSV the rules select", found="no such file",
                              message=f"gate {gate} selects this host x stage, but the package holds no rows for it"))
-
-    # rows, read (and hashed) through the store
     metric = rules["metric"]["column"]
     frames = []
     for p in list(present):
@@ -604,35 +611,11 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
         except PackageDefect as exc:
             f.append(exc.finding)
             present.remove(p)
-    if rec is not None:
-        rr = rec["rules"]
-        if rr["path"] != g.rules:
-            f.append(Finding(dec_rel, "rules-path-mismatch", "$.rules.path", g.rules, rr["path"],
-                             "the decision names other rules than the protocol's"))
-        try:
-            actual = s.sha(g.rules)
-        except PackageDefect:
-            actual = "unreadable"
-        if rr["sha256"] != actual:
-            f.append(Finding(dec_rel, "rules-hash-mismatch", "$.rules.sha256", rr["sha256"], actual,
-                             f"the decision records other bytes for {g.rules} than the package holds: the rules "
-                             "changed after the decision was recorded, or the record was altered"))
-        named = {i["path"]: i["sha256"] for i in rec["inputs"]}
-        for p in selected:
-            if p not in named:
-                f.append(Finding(dec_rel, "input-not-recorded", "$.inputs", p, "not named",
-                                 "the decision left out a run CSV its rules select"))
-        for i, (p, h) in enumerate((x["path"], x["sha256"]) for x in rec["inputs"]):
-            if p not in selected:
-                f.append(Finding(dec_rel, "input-extra", json_location(["inputs", i, "path"]), "only inputs the rules select",
-                                 p, "the decision names a file its rules do not select"))
-            elif p in present and s.sha(p) != h:
-                f.append(Finding(p, "input-hash-mismatch", "", h, s.sha(p),
-                                 f"the rows changed after gate {gate} was decided"))
-
     df = concat_rows(frames)
+    del frames
     ins = rules["inputs"]
     sel = df[df["stage"].isin(ins["stages"]) & df["host"].isin(ins["hosts"]) & df["seed"].isin(ins["seeds"])]
+    del df
     if len(sel) == 0:
         f.append(Finding(g.rules, "gate-no-rows", "$.inputs", "rows for the gate's stages, hosts and seeds",
                          "none", "a gate with no data decides nothing"))
@@ -640,43 +623,231 @@ def _replay_gate(s: _Session, gate: str, stack: tuple[str, ...]) -> GateReplay:
     if len(sel) and sel["started"].notna().any():
         out.first_input_start = _iso(sel["started"].min())
 
-    # candidates and the chain
-    cands_spec = ins["candidates"]
+    # candidates (for promoted-by: the parent's recorded promoted list), and the recomputed decision
+    decision = None
+    parent = rules_promoted_by(rules)
+    candidates, parent_replay = _candidates(s, gate, g.rules, rules, parent, stack, f)
+    if candidates is not None:
+        if not candidates:
+            f.append(Finding(g.rules, "gate-no-candidates", "$.inputs.candidates", "at least one candidate", "none",
+                             "a gate with no candidates decides nothing"))
+        try:
+            decision = decide_columns(rules, _columns(sel), candidates)
+        except DuplicateRowError as exc:
+            first = exc.where[0].split(" row ")[0] if exc.where else g.rules
+            f.append(Finding(first, "duplicate-run-row", "; ".join(exc.where), "one row per candidate and cell",
+                             f"{exc.config_id} in {exc.cell}", "two runs of one candidate in one cell: the rules "
+                             "cannot say which counts (SPEC 5.2); find out which run the recorded decision used"))
+    del sel
+    out.decision = decision
+    if decision is not None and parent_replay is not None and parent_replay.replayed_promoted is not None \
+            and parent_replay.replayed_promoted != candidates:
+        f.append(Finding(dec_rel, "chain-broken-on-replay", "$.candidates",
+                         f"gate {parent}'s replayed promoted list {parent_replay.replayed_promoted}",
+                         f"its recorded list {candidates}",
+                         f"gate {parent} does not replay to the candidates gate {gate} used"))
+
+    # the recorded decision, and what it records about the rules and inputs
+    rec = _read_recorded(s, gate, dec_rel, decision, f)
+    out._refs = {"rules_ref": {"path": g.rules, "sha256": s.sha(g.rules)},
+                 "inputs": [{"path": p, "sha256": s.sha(p)} for p in present],
+                 "decided_at": rec.meta["decided_at"] if rec is not None and rec.meta is not None else ""}
+    if rec is None:
+        return out
+    out.recorded_promoted = rec.promoted
+    if rec.meta is None:
+        return out
+    out.recorded, out._canonical = rec.doc, rec.doc is None
+    _check_refs(s, gate, g.rules, dec_rel, selected, present, rec.meta, f)
+    if decision is None:
+        return out
+    if parent is not None:
+        named = sorted(c.config_id for c in decision.candidates) if rec.doc is None else \
+            sorted(c["config_id"] for c in rec.doc["candidates"])
+        if named != sorted(candidates):
+            f.append(Finding(dec_rel, "chain-broken", "$.candidates",
+                             f"the promoted list of gate {parent}: {sorted(candidates)}", str(named),
+                             f"gate {gate} must decide among exactly the candidates gate {parent} promoted"))
+    if rec.doc is not None:
+        f.extend(diff_decisions(rec.doc, out.replayed_doc(), dec_rel, better=rules["metric"]["better"]))
+    return out
+
+
+def _candidates(s: _Session, gate: str, rules_rel: str, rules: dict, parent: str | None, stack: tuple[str, ...],
+                f: list) -> tuple[list[str] | None, GateReplay | None]:
+    """(the gate's candidates or None when they cannot be known, the parent gate's replay)."""
     try:
-        if isinstance(cands_spec, str) and cands_spec.startswith("promoted-by:"):
-            parent = cands_spec.split(":", 1)[1]
-            candidates = resolve_candidates(s.store, s.protocol, rules, read=s.json)
-            f.extend(_chain(s, gate, parent, candidates, rec, stack, dec_rel))
-        else:
-            candidates = resolve_candidates(s.store, s.protocol, rules)
+        if parent is None:
+            return resolve_candidates(s.store, s.protocol, rules), None
+        _gate(s.protocol, parent)
+        parent_replay = s.replay(parent, stack)
+        if parent_replay.recorded_promoted is None:
+            f.append(Finding(rules_rel, "candidates-unresolved", "$.inputs.candidates",
+                             f"the promoted list gate {parent} recorded", "none readable",
+                             f"gate {parent}'s recorded decision is missing or unreadable (reported for that gate), "
+                             f"so the candidates of gate {gate} are not known"))
+            return None, parent_replay
+        return parent_replay.recorded_promoted, parent_replay
     except PackageDefect as exc:
         f.append(exc.finding)
-        return out
     except AuditError as exc:
-        f.append(Finding(exc.path or g.rules, "candidates-unresolved", "$.inputs.candidates", "a resolvable list",
+        f.append(Finding(exc.path or rules_rel, "candidates-unresolved", "$.inputs.candidates", "a resolvable list",
                          exc.message, exc.hint or ""))
-        return out
-    if not candidates:
-        f.append(Finding(g.rules, "gate-no-candidates", "$.inputs.candidates", "at least one candidate", "none",
-                         "a gate with no candidates decides nothing"))
+    return None, None
 
-    # recompute and diff
+
+@dataclass
+class _Recorded:
+    """A recorded decision as replay needs it. `doc` is None when the file is byte for byte the
+    canonical form (SPEC 6, as auditkit writes it) of the replayed decision: then nothing of it
+    differs and it was never parsed. `meta` (rules, inputs, decided_at, ...) is None when the
+    decision does not follow the schema."""
+
+    doc: dict | None
+    meta: dict | None
+    promoted: list[str] | None
+
+
+_META_KEYS = ("decided_at", "gate", "inputs", "promoted", "rules", "schema")  # sorted after "checks"
+
+
+def _read_recorded(s: _Session, gate: str, rel: str, decision: Decision | None, f: list) -> _Recorded | None:
     try:
-        decision = decide_columns(rules, _columns(sel), candidates)
-    except DuplicateRowError as exc:
-        first = exc.where[0].split(" row ")[0] if exc.where else g.rules
-        f.append(Finding(first, "duplicate-run-row", "; ".join(exc.where), "one row per candidate and cell",
-                         f"{exc.config_id} in {exc.cell}", "two runs of one candidate in one cell: the rules cannot "
-                         "say which counts (SPEC 5.2); find out which run the recorded decision used"))
-        return out
-    replayed = decision.to_json(
-        rules_ref={"path": g.rules, "sha256": s.sha(g.rules)},
-        inputs=[{"path": p, "sha256": s.sha(p)} for p in present],
-        decided_at=rec["decided_at"] if rec else "")
-    out.replayed = replayed
-    if rec is not None:
-        f.extend(diff_decisions(rec, replayed, dec_rel, better=rules["metric"]["better"]))
-    return out
+        data = s.store.read_bytes(rel, MAX_DECISION_BYTES)
+    except PackageDefect as exc:
+        if exc.finding.code == "missing-file":
+            f.append(Finding(rel, "decision-missing", expected=f"the recorded decision of gate {gate}",
+                             found="no such file", message="the package does not hold the decision this gate made: "
+                             "without it there is nothing to replay against; find out whether it was ever recorded"))
+        else:
+            f.append(exc.finding)
+        return None
+    meta = _canonical_meta(data, rel) if decision is not None else None
+    if meta is not None and _is_canonical_form(data, decision, meta):
+        bad = validate_document({**meta, "cells": [], "candidates": [], "checks": []}, "decision", rel)
+        if bad:
+            f.extend(bad)
+            return _Recorded(None, None, list(decision.promoted))
+        return _Recorded(None, meta, list(decision.promoted))
+    try:
+        doc = _json_object(data, rel)
+    except PackageDefect as exc:
+        f.append(exc.finding)
+        return None
+    del data
+    promoted = doc.get("promoted")
+    promoted = list(promoted) if isinstance(promoted, list) and all(isinstance(c, str) for c in promoted) else None
+    bad = validate_decision(doc, rel, cells=False)  # cells: in diff_decisions
+    if bad:
+        f.extend(bad)
+        return _Recorded(None, None, promoted)
+    return _Recorded(doc, {k: doc[k] for k in _META_KEYS if k in doc}, promoted)
+
+
+def _canonical_meta(data: bytes, rel: str) -> dict | None:
+    """The top-level fields after ``checks`` of a decision in canonical form (sorted keys, two-space
+    indent: they close the file), parsed strictly; None when the file is not in that form."""
+    i = data.rfind(b'\n  "decided_at": ')
+    if i < 0:
+        return None
+    try:
+        meta = loads_strict(b"{" + data[i + 1:], rel)
+    except PackageDefect:
+        return None
+    if not isinstance(meta, dict) or tuple(sorted(meta)) != _META_KEYS or not isinstance(meta["rules"], dict) \
+            or not isinstance(meta["inputs"], list) or not all(isinstance(x, dict) for x in meta["inputs"]):
+        return None
+    return meta
+
+
+_PLACEHOLDER = re.compile(r'"\\u0000cells (\d+)\\u0000"')
+# the per-cell objects as `json.dumps(indent=2, sort_keys=True)` writes them inside a decision
+_K, _R, _S, _V, _E = "        ", ': {\n          "rank": ', ',\n          "status": ', ',\n          "val_bpb": ', "\n        }"
+
+
+def _is_canonical_form(data: bytes, decision: Decision, meta: dict) -> bool:
+    """Whether `data` is exactly ``canonical_json_bytes`` of `decision`'s document with the recorded
+    rules, inputs and decided_at — compared piece by piece as it is generated, never parsed or
+    built whole. The document's skeleton comes from the one canonical writer; only the per-cell
+    objects (one per run row) are formatted here, as that writer formats them (tested against it)."""
+    try:
+        skeleton = decision.to_json(rules_ref=meta["rules"], inputs=meta["inputs"], decided_at=meta["decided_at"],
+                                    cells=False)
+    except (TypeError, ValueError):
+        return False
+    if skeleton["gate"] != meta["gate"] or skeleton["promoted"] != meta["promoted"] or not data.isascii():
+        return False
+    for i, c in enumerate(skeleton["candidates"]):
+        c["cells"] = f"\x00cells {i}\x00"
+    try:
+        parts = _PLACEHOLDER.split(canonical_json_bytes(skeleton).decode("ascii"))
+    except (TypeError, ValueError):
+        return False
+    if [int(x) for x in parts[1::2]] != list(range(len(decision.candidates))):
+        return False
+    keys = decision.cell_keys()
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    json_keys = [json.encoder.encode_basestring_ascii(keys[j]) for j in order]
+    pos = 0
+    for k, piece in enumerate(parts):
+        chunk = (piece if k % 2 == 0 else _cells_text(decision.candidates[k // 2], order, json_keys)).encode("ascii")
+        if not data.startswith(chunk, pos):
+            return False
+        pos += len(chunk)
+    return pos == len(data)
+
+
+def _cells_text(c, order: list[int], json_keys: list[str]) -> str:
+    """One candidate's ``cells`` object as ``json.dumps(indent=2, sort_keys=True)`` writes it at its depth."""
+    n = len(order)
+    if not n:
+        return "{}"
+    pick = (lambda xs: list(xs)) if order == list(range(n)) else (lambda xs: [xs[j] for j in order])
+    vals, ranks, stats = pick(c.values), pick(c.cell_ranks), pick(c.statuses)
+    if c.eligible:  # every cell ok, with a value and a rank: no status key, no null
+        pieces = [",\n"] * (8 * n)
+        pieces[0::8] = [_K] * n
+        pieces[1::8] = json_keys
+        pieces[2::8] = [_R] * n
+        pieces[3::8] = map(int.__repr__, ranks)
+        pieces[4::8] = [_V] * n
+        pieces[5::8] = map(float.__repr__, vals)
+        pieces[6::8] = [_E] * n
+        return "{\n" + "".join(pieces[:-1]) + "\n      }"
+    cells = []
+    for key, r, v, st in zip(json_keys, ranks, vals, stats):
+        r = "null" if r is None else int.__repr__(r)
+        v = "null" if v is None else float.__repr__(v)
+        cells.append(_K + key + _R + r + (_S + json.encoder.encode_basestring_ascii(st) if st != "ok" else "")
+                     + _V + v + _E)
+    return "{\n" + ",\n".join(cells) + "\n      }"
+
+
+def _check_refs(s: _Session, gate: str, rules_rel: str, dec_rel: str, selected: list[str], present: list[str],
+                meta: dict, f: list) -> None:
+    """The decision names the protocol's rules and exactly the inputs its rules select, with the
+    sha256 of the bytes the package holds."""
+    rr = meta["rules"]
+    if rr["path"] != rules_rel:
+        f.append(Finding(dec_rel, "rules-path-mismatch", "$.rules.path", rules_rel, rr["path"],
+                         "the decision names other rules than the protocol's"))
+    actual = s.sha(rules_rel)
+    if rr["sha256"] != actual:
+        f.append(Finding(dec_rel, "rules-hash-mismatch", "$.rules.sha256", rr["sha256"], actual,
+                         f"the decision records other bytes for {rules_rel} than the package holds: the rules "
+                         "changed after the decision was recorded, or the record was altered"))
+    named = {i["path"]: i["sha256"] for i in meta["inputs"]}
+    for p in selected:
+        if p not in named:
+            f.append(Finding(dec_rel, "input-not-recorded", "$.inputs", p, "not named",
+                             "the decision left out a run CSV its rules select"))
+    for i, (p, h) in enumerate((x["path"], x["sha256"]) for x in meta["inputs"]):
+        if p not in selected:
+            f.append(Finding(dec_rel, "input-extra", json_location(["inputs", i, "path"]), "only inputs the rules select",
+                             p, "the decision names a file its rules do not select"))
+        elif p in present and s.sha(p) != h:
+            f.append(Finding(p, "input-hash-mismatch", "", h, s.sha(p),
+                             f"the rows changed after gate {gate} was decided"))
 
 
 def _frozen_before(rules: dict, sel: pd.DataFrame, rules_rel: str) -> list[Finding]:
@@ -708,25 +879,6 @@ def _frozen_before(rules: dict, sel: pd.DataFrame, rules_rel: str) -> list[Findi
 def _iso(ts) -> str:
     """A UTC timestamp as ISO-8601 with a `Z` (what run rows record)."""
     return pd.Timestamp(ts).tz_convert("UTC").isoformat().replace("+00:00", "Z")
-
-
-def _chain(s: _Session, gate: str, parent: str, candidates: list[str], rec: dict | None,
-           stack: tuple[str, ...], dec_rel: str) -> list[Finding]:
-    """The gate's candidates are exactly the parent's promoted list: recorded and replayed."""
-    out = []
-    if rec is not None:
-        named = sorted(c["config_id"] for c in rec["candidates"])
-        if named != sorted(candidates):
-            out.append(Finding(dec_rel, "chain-broken", "$.candidates",
-                               f"the promoted list of gate {parent}: {sorted(candidates)}", str(named),
-                               f"gate {gate} must decide among exactly the candidates gate {parent} promoted"))
-    parent_replay = s.replay(parent, stack)
-    if parent_replay.replayed is not None and parent_replay.replayed["promoted"] != candidates:
-        out.append(Finding(dec_rel, "chain-broken-on-replay", "$.candidates",
-                           f"gate {parent}'s replayed promoted list {parent_replay.replayed['promoted']}",
-                           f"its recorded list {candidates}",
-                           f"gate {parent} does not replay to the candidates gate {gate} used"))
-    return out
 
 
 # --------------------------------------------------------------------------- diff
@@ -894,7 +1046,7 @@ def render_gate(r: GateReplay) -> str:
     from tabulate import tabulate
 
     lines = [f"== gate {r.gate} =="]
-    doc = r.replayed or r.recorded
+    doc = r.replayed_doc() or r.recorded
     if doc is not None:
         keys = [f"{h}/{s}" for h, s in doc["cells"]]
         promoted = set(doc["promoted"])

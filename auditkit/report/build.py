@@ -146,11 +146,11 @@ def _rows(table) -> list[dict]:
 def _gate(pkg: Path, r, tables: dict, evidence: dict | None) -> dict:
     from auditkit.report.reasons import reasons_of_document
 
-    doc = r.replayed or r.recorded
+    doc = r.replayed_doc() or r.recorded_doc()
     out = {"gate": r.gate, "rules_path": r.rules_path, "identical": r.identical,
            "differences": [f.to_dict() for f in r.findings], "freeze_evidence": evidence,
            "freeze_evidence_text": _describe(evidence),
-           "frozen_at": (r.rules or {}).get("frozen_at"), "first_input_started_at": _first_start(pkg, r.rules),
+           "frozen_at": (r.rules or {}).get("frozen_at"), "first_input_started_at": r.first_input_start,
            "top_k": None, "always_keep": [], "cells": [], "candidates": [], "checks": [], "promoted": [],
            "robustness": None, "sensitivity": []}
     if r.rules:
@@ -191,22 +191,6 @@ def _describe(evidence: dict | None) -> str:
         return describe(evidence)
     except (ImportError, KeyError, TypeError, ValueError):
         return "; ".join(f"{k} {v}" for k, v in evidence.items() if k != "level" and v not in (None, "", [], {}))
-
-
-def _first_start(pkg: Path, rules: dict | None) -> str | None:
-    """The earliest `started_at` of the gate's input rows (what `frozen_at` must precede)."""
-    if not rules:
-        return None
-    from auditkit.gates.replay import gate_inputs, load_gate_rows
-
-    try:
-        paths = [p for p in gate_inputs(pkg, rules) if (pkg / p).is_file()]
-        df = load_gate_rows(pkg, paths, rules["metric"]["column"])
-    except AuditError:
-        return None
-    ins = rules["inputs"]
-    sel = df[df["stage"].isin(ins["stages"]) & df["host"].isin(ins["hosts"]) & df["seed"].isin(ins["seeds"])]
-    return min(sel["started_at"].tolist()) if len(sel) else None
 
 
 def _figures(pkg: Path) -> list[dict]:

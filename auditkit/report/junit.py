@@ -82,8 +82,8 @@ def _replay_suite(root: ET.Element, replays: Sequence) -> None:
         _case(suite, f"replay-gate.{r.gate}", f"gate {r.gate} replays to its recorded decision",
               failure=None if r.identical else f"{len(r.findings)} difference(s)",
               text="\n".join(str(f) for f in r.findings))
-        rec = (r.recorded or {}).get("checks") or []
-        rep = (r.replayed or {}).get("checks") or []
+        rec = (r.recorded_doc() or {}).get("checks") or []
+        rep = (r.replayed_doc() or {}).get("checks") or []
         for i, ch in enumerate(rep or rec):
             ref = f" vs {ch['reference']}" if ch.get("reference") else ""
             outcome = "PASS" if ch.get("passed") else "FAIL"

@@ -11,14 +11,17 @@ rules, and what changes is counted:
   eliminated, in val_bpb and in units of the observed noise (the standard error of
   their paired per-cell difference), with a one-sided paired t-test
   (`scipy.stats.ttest_rel`);
-- the promoted list under every `top_k` from 1 to the number of eligible candidates
-  and without `always_keep` (thresholds never change a promoted list: SPEC 5.8; the
+- the promoted list under every `top_k` within 3 of the frozen one and without
+  `always_keep` (thresholds never change a promoted list: SPEC 5.8; the
   `threshold_sensitivity` table covers the checks).
 
 Resampling: with n cells and no evaluation standard errors, the bootstrap is exact —
 every multiset of n cells drawn from n, weighted by its multinomial probability —
 while there are at most `EXACT_LIMIT` of them (n <= 7); beyond that, `RESAMPLES`
-draws from `numpy.random.default_rng` seeded by `SEED` and the gate's name. When the
+draws from `numpy.random.default_rng` seeded by `SEED` and the gate's name (fewer,
+never below `MIN_RESAMPLES`, for gates so large that 1000 draws would decide more
+than `VALUE_BUDGET` values; gates beyond `MAX_ENTRIES` values are not resampled and
+say so). When the
 rows carry `<metric>_se` (SPEC v1.1), each draw also adds normal evaluation noise of
 that standard error to every value (always drawn, never exact).
 
@@ -26,8 +29,9 @@ Host correlations (`host_correlation_intervals`): per stage and host pair, the
 Spearman correlation of the hosts' candidate rankings with a 95% percentile interval
 from a bootstrap over candidates (exact over all n^n resamples for n <= 6, else
 `RESAMPLES` seeded draws; resamples where either ranking is constant are left out and
-counted), and the exact permutation p-value of an agreement at least as strong
-(`scipy.stats.permutation_test`, every pairing for n <= 7).
+counted), and the permutation p-value of an agreement at least as strong
+(`scipy.stats.permutation_test`: every pairing for n <= 7, 9999 seeded ones up to
+`PERMUTATION_LIMIT` candidates, scipy's t approximation beyond).
 """
 
 from __future__ import annotations
@@ -47,8 +51,12 @@ SEED = 20260502
 RESAMPLES = 1000
 EXACT_LIMIT = 2000           # distinct cell multisets enumerated exactly
 LEVEL = 0.95
-MAX_ENTRIES = 50_000         # candidates x cells above which a gate is not resampled (stated in its row)
+MAX_ENTRIES = 20_000         # candidates x cells above which a gate is not resampled (stated in its row)
+VALUE_BUDGET = 2_000_000     # values decided per gate (or ranked per host pair): fewer draws for large ones
+MIN_RESAMPLES = 200
+SENSITIVITY_SPAN = 3         # top_k variants: the frozen top_k +- this many
 CORR_EXACT_LIMIT = 50_000    # n^n candidate resamples enumerated exactly
+PERMUTATION_LIMIT = 200      # candidates above which the permutation p-value is scipy's t approximation
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,13 @@ def _quantile(pairs: list[tuple[float, float]], q: float) -> float:
     return sorted(pairs)[-1][0]
 
 
-def _draws(n: int, gate: str, noisy: bool) -> tuple[str, list[tuple[tuple[int, ...], float]], int]:
+def draw_count(values_per_draw: int) -> int:
+    """Draws for a resampling whose every draw handles `values_per_draw` values: `RESAMPLES`, fewer
+    (not below `MIN_RESAMPLES`) where that would exceed `VALUE_BUDGET`; the method names the count."""
+    return min(RESAMPLES, max(MIN_RESAMPLES, VALUE_BUDGET // max(1, values_per_draw)))
+
+
+def _draws(n: int, gate: str, noisy: bool, entries: int) -> tuple[str, list[tuple[tuple[int, ...], float]], int]:
     """(method, [(cell indexes, weight)], number of resamples)."""
     if not noisy and math.comb(2 * n - 1, n) <= EXACT_LIMIT:
         out = []
@@ -145,11 +159,11 @@ def _draws(n: int, gate: str, noisy: bool) -> tuple[str, list[tuple[tuple[int, .
             w = math.factorial(n) / math.prod(math.factorial(m) for m in counts) / n ** n
             out.append((combo, w))
         return f"exact bootstrap over {n} cells ({len(out)} distinct resamples)", out, len(out)
+    count = draw_count(entries)
     rng = np.random.default_rng([SEED, zlib.crc32(gate.encode())])
-    idx = rng.integers(0, n, size=(RESAMPLES, n))
+    idx = rng.integers(0, n, size=(count, n))
     what = f"bootstrap over {n} cells" + (" and evaluation noise" if noisy else "")
-    return f"{what} ({RESAMPLES} draws, seed {SEED})", [(tuple(int(i) for i in row), 1.0 / RESAMPLES)
-                                                        for row in idx], RESAMPLES
+    return f"{what} ({count} draws, seed {SEED})", [(tuple(int(i) for i in row), 1.0 / count) for row in idx], count
 
 
 def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = None) -> GateRobustness:
@@ -174,7 +188,7 @@ def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = Non
         if not rows_se.any():
             rows_se = None
     noisy = rows_se is not None
-    method, draws, count = _draws(n, gate, noisy)
+    method, draws, count = _draws(n, gate, noisy, len(ids) * n)
     rrules = _resample_rules(rules, n, ids)
     noise_rng = np.random.default_rng([SEED, zlib.crc32(gate.encode()), 1])
 
@@ -257,13 +271,14 @@ def _margin(rules: dict, decision: Decision, values: np.ndarray, ids: list[str],
 
 
 def _sensitivity(rules: dict, decision: Decision, values: np.ndarray, ids: list[str]) -> tuple:
-    """The promoted list under every top_k and without always_keep, decided by the engine."""
+    """The promoted list under top_k within `SENSITIVITY_SPAN` of the frozen one and without
+    always_keep, decided by the engine."""
     n = values.shape[1]
     cols = _columns(values, ids)
     keep = list(rules["promote"].get("always_keep", []))
     frozen_k = int(rules["promote"]["top_k"])
     out = []
-    for k in range(1, len(ids) + 1):
+    for k in range(max(1, frozen_k - SENSITIVITY_SPAN), min(len(ids), frozen_k + SENSITIVITY_SPAN) + 1):
         d = decide_columns(_resample_rules(rules, n, ids, top_k=k), cols, ids)
         out.append(("frozen" if k == frozen_k else f"top_k={k}", k, tuple(keep), d.promoted))
     if keep:
@@ -316,8 +331,9 @@ def correlation_interval(a: list[float], b: list[float], key: str) -> Correlatio
         idx = np.array(list(product(range(n), repeat=n)), dtype=np.int64)
         how = f"exact bootstrap over {n} candidates ({len(idx)} resamples"
     else:
-        idx = rng.integers(0, n, size=(RESAMPLES, n))
-        how = f"bootstrap over {n} candidates ({RESAMPLES} draws, seed {SEED}"
+        count = draw_count(n)
+        idx = rng.integers(0, n, size=(count, n))
+        how = f"bootstrap over {n} candidates ({count} draws, seed {SEED}"
     rhos = _spearman_rows(x[idx], y[idx])
     ok = rhos[~np.isnan(rhos)]
     how += f", {len(ok)} with both rankings defined)"
@@ -326,13 +342,18 @@ def correlation_interval(a: list[float], b: list[float], key: str) -> Correlatio
         w = 1.0 / len(ok)
         pairs = [(float(r), w) for r in ok]
         lo, hi = _quantile(pairs, (1 - LEVEL) / 2), _quantile(pairs, 1 - (1 - LEVEL) / 2)
-    exact = math.factorial(n) <= 9999
-    # permuting one sample against the other fixed gives the n! pairings (both permuted: (n!)^2)
-    res = stats.permutation_test((x,), lambda u, axis=-1: _rho_axis(u, y, axis), permutation_type="pairings",
-                                 vectorized=True, n_resamples=9999, alternative="greater", rng=rng)
-    pm = (f"exact over all {math.factorial(n)} pairings" if exact
-          else f"9999 random pairings (seed {SEED})") + ", one-sided (agreement at least as strong)"
-    return CorrelationInterval(n, rho, lo, hi, how, float(res.pvalue), pm)
+    if n <= PERMUTATION_LIMIT:
+        exact = math.factorial(n) <= 9999
+        # permuting one sample against the other fixed gives the n! pairings (both permuted: (n!)^2)
+        res = stats.permutation_test((x,), lambda u, axis=-1: _rho_axis(u, y, axis), permutation_type="pairings",
+                                     vectorized=True, n_resamples=9999, alternative="greater", rng=rng)
+        p = float(res.pvalue)
+        pm = (f"exact over all {math.factorial(n)} pairings" if exact
+              else f"9999 random pairings (seed {SEED})") + ", one-sided (agreement at least as strong)"
+    else:   # many candidates: the t approximation scipy.stats.spearmanr uses is accurate, and cheap
+        p = float(stats.spearmanr(x, y, alternative="greater").pvalue)
+        pm = f"t approximation for {n} candidates (scipy.stats.spearmanr), one-sided (agreement at least as strong)"
+    return CorrelationInterval(n, rho, lo, hi, how, p, pm)
 
 
 def _rho_axis(u: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:

@@ -52,6 +52,8 @@ def schema_for(rel: str) -> str | None:
         return "rules"
     if rel.startswith("analysis/") and rel.endswith("_decision.json"):
         return "decision"
+    if rel == "claims.json":
+        return "claims"
     return None
 
 
