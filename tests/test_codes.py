@@ -57,6 +57,7 @@ DYNAMIC = {
     "{}-mismatch": {"host-mismatch", "stage-mismatch"},                  # profile/view.py
 }
 NON_CODE_TEMPLATES = {"cell-{}-{}",            # a dask task key
+                      "auditkit-cancel-{}",    # a dask cancellation event's name
                       # claim ids that report/claims.py:claims_from_study writes into claims.json
                       "{}-{}", "{}-{}-{}", "{}-winner", "{}-winner-cells", "host-spearman-{}-{}-{}",
                       "winner-mean-best-at-{}"}

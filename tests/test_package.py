@@ -278,3 +278,22 @@ def test_large_packages_are_read_in_processes_small_ones_in_threads(pkg, monkeyp
 
     monkeypatch.setattr(threading, "active_count", lambda: 2)  # another thread runs: forking is not safe
     assert verify_package(pkg).ok and used == []
+
+
+def test_a_reader_hashes_a_file_without_floats_first_while_it_imports_numpy(tmp_path, monkeypatch):
+    from auditkit.package import procread
+
+    (tmp_path / "protocol.json").write_text("{}")
+    (tmp_path / "big.safetensors").write_bytes(b"\0" * 4000)
+    (tmp_path / "blob.bin").write_bytes(b"\0" * 3000)
+    (tmp_path / "tiny.bin").write_bytes(b"\0" * 10)
+    seen = []
+
+    class Capture(procread.Readers):
+        def __init__(self, batches, jobs, read_one, progress, *, preload=()):
+            seen.append(([[rel for rel, _ in b] for b in batches], preload))
+            super().__init__(batches, jobs, read_one, progress, preload=preload)
+
+    monkeypatch.setattr(procread, "Readers", Capture)
+    scan_package(tmp_path, jobs=1, processes=True)
+    assert seen == [([["blob.bin", "big.safetensors", "tiny.bin"]], ("numpy",))]

@@ -13,14 +13,15 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from auditkit.errors import AuditError
 from auditkit.findings import Report
 from auditkit.package.manifest import MANIFEST_JSON
 from auditkit.package.scan import PackageScan, scan_package
-from auditkit.verify.checks import iter_findings
-from auditkit.verify.view import PackageView
+
+if TYPE_CHECKING:  # the checks are imported beside the readers (in the warm-up), not before them
+    from auditkit.verify.view import PackageView
 
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 SWITCH_INTERVAL = 1e-4
@@ -32,6 +33,7 @@ def _warm(readers_are_threads: bool) -> None:
         if readers_are_threads:
             import numpy  # noqa: F401 - a reader thread would import it on its first checkpoint
 
+        from auditkit.verify.checks import iter_findings  # noqa: F401 - the checks' modules
         from auditkit.verify.fastschema import warm
 
         warm()
@@ -100,9 +102,11 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
         if bar is not None:
             bar.update(k)
 
-    views: list[PackageView] = []
+    views: list["PackageView"] = []
 
     def on_documents(scan: PackageScan) -> None:
+        from auditkit.verify.view import PackageView
+
         for t in warm:
             t.join()
         views.append(PackageView(scan))
@@ -121,6 +125,8 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
     for t in warm:
         t.join()
     try:
+        from auditkit.verify.view import PackageView
+
         _refuse_an_archive_that_holds_no_package(path, scan)
         view = views[0] if views else PackageView(scan)
         return _report(path, view, deep_mod)
@@ -131,7 +137,9 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
                 fs.spool = None
 
 
-def _report(path, view: PackageView, deep_mod) -> Report:
+def _report(path, view: "PackageView", deep_mod) -> Report:
+    from auditkit.verify.checks import iter_findings
+
     report = Report("verify", str(path))
     report.extend(iter_findings(view))
     if view.json(MANIFEST_JSON) is not None:
