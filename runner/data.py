@@ -12,8 +12,9 @@ unbounded context.
 Text (`text:PATH[,PATH...]`: each file's paragraphs, split at blank lines, are
 documents; `parquet:PATH[,PATH...]`: each row's `text` column is a document):
 a document goes to validation when the first 8 bytes of its sha256, read as an
-integer, fall in the lowest `val_fraction` (default 10%) of the range, so the
-split is by document, fixed by content, and duplicates never straddle it.
+integer, fall in the lowest `val_fraction` of the range (10% unless the spec
+ends in `,val=F`, e.g. `text:kjv.txt,val=0.3`), so the split is by document,
+fixed by content, and duplicates never straddle it.
 Tokens: BPE (runner/tokenizer.py, trained on the training documents) by
 default, or bytes; documents stay apart (BOS before each under BPE).  No floor
 is known for text.
@@ -62,11 +63,23 @@ def parse_spec(spec: str) -> tuple[str, dict]:
                 raise ValueError(f"data spec {spec!r}: {part!r} is not seed=N, words=N or fanout=N")
             opts[k] = int(v)
     elif kind in ("text", "parquet"):
-        opts["paths"] = [p for p in rest.split(",") if p]
+        parts = [p for p in rest.split(",") if p]
+        opts["val_fraction"] = VAL_FRACTION
+        if parts and parts[-1].startswith("val="):
+            try:
+                frac = float(parts[-1][4:])
+            except ValueError:
+                frac = float("nan")
+            if not 0 < frac < 1:
+                raise ValueError(f"data spec {spec!r}: {parts[-1]!r} is not val=F with 0 < F < 1 "
+                                 f"(the fraction of documents held out for validation)")
+            opts["val_fraction"] = frac
+            parts = parts[:-1]
+        opts["paths"] = parts
         if not opts["paths"]:
             raise ValueError(f"data spec {spec!r} names no file")
     else:
-        raise ValueError(f"unknown data spec {spec!r}: use markov:seed=N, text:PATH or parquet:PATH")
+        raise ValueError(f"unknown data spec {spec!r}: use markov:seed=N, text:PATH[,val=F] or parquet:PATH[,val=F]")
     return kind, opts
 
 
@@ -256,10 +269,16 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("AUDITKIT_CACHE", Path.home() / ".cache" / "auditkit"))
 
 
-def read_documents(kind: str, paths: list[str]) -> list[bytes]:
-    """The documents of text or parquet files. Raises ValueError naming the file at fault."""
+def read_documents(kind: str, paths: list[str], read=None) -> list[bytes]:
+    """The documents of text or parquet files. Raises ValueError naming the file at fault.
+
+    `read(path) -> bytes` reads a text file instead of the filesystem (verify --deep reads a
+    package's own copy through the package store)."""
     docs: list[bytes] = []
     for p in paths:
+        if kind == "text" and read is not None:
+            docs += [d for d in re.split(rb"\n[ \t\r]*\n+", read(p)) if d.strip()]
+            continue
         if not Path(p).is_file():
             raise ValueError(f"{p}: no such data file")
         if kind == "text":
@@ -282,7 +301,7 @@ def is_validation(doc: bytes, fraction: float = VAL_FRACTION) -> bool:
 
 
 def load_corpus(spec: str = DEFAULT_DATA, tokenizer: str = "auto", vocab_size: int = DEFAULT_VOCAB,
-                train_bytes: int = 4_000_000, val_bytes: int = 1 << 20) -> Corpus:
+                train_bytes: int = 4_000_000, val_bytes: int = 1 << 20, read=None) -> Corpus:
     """The corpus named by `spec`, tokenized (deterministic; generated corpora and trained
     tokenizers are cached on disk).  `tokenizer`: bytes, bpe or auto (bytes for the Markov
     corpus, bpe for text).  Raises ValueError for data that cannot be read or split."""
@@ -312,9 +331,10 @@ def load_corpus(spec: str = DEFAULT_DATA, tokenizer: str = "auto", vocab_size: i
         train, val = both[:train_bytes].tobytes(), both[train_bytes:].tobytes()
         tok = byte_tokenizer() if tokenizer == "bytes" else bpe_tokenizer([train], vocab_size)
         return Corpus(spec, tok.encode_documents([train]), tok.encode_documents([val]), tok, chain)
-    docs = read_documents(kind, opts["paths"])
-    val_docs = [d for d in docs if is_validation(d)]
-    train_docs = [d for d in docs if not is_validation(d)]
+    docs = read_documents(kind, opts["paths"], read)
+    frac = opts["val_fraction"]
+    val_docs = [d for d in docs if is_validation(d, frac)]
+    train_docs = [d for d in docs if not is_validation(d, frac)]
     if not train_docs or not val_docs:
         raise ValueError(f"data {spec!r}: {len(docs)} document(s), {len(val_docs)} held out for validation; "
                          f"need documents on both sides (text files: paragraphs split at blank lines)")

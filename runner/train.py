@@ -355,9 +355,10 @@ class _null:
         return False
 
 
-def eval_set_for(data: str, tokenizer: str, vocab_size: int, eval_tokens: int, eval_seq_len: int):
-    """The evaluation set a run with these settings scored (for `verify --deep`)."""
-    corpus = load_corpus(data, tokenizer=tokenizer, vocab_size=vocab_size)
+def eval_set_for(data: str, tokenizer: str, vocab_size: int, eval_tokens: int, eval_seq_len: int, read=None):
+    """The evaluation set a run with these settings scored (for `verify --deep`; `read(path)`
+    reads a text file, as runner/data.py's read_documents)."""
+    corpus = load_corpus(data, tokenizer=tokenizer, vocab_size=vocab_size, read=read)
     return make_eval_set(corpus.val, corpus.tokenizer.token_bytes, eval_tokens, eval_seq_len)
 
 
@@ -410,7 +411,7 @@ def main(argv=None) -> int:
     p.add_argument("--run-id")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data", default=DEFAULT_DATA, help="markov:seed=N (default), text:PATH, parquet:PATH")
+    p.add_argument("--data", default=DEFAULT_DATA, help="markov:seed=N (default), text:PATH[,val=F], parquet:PATH[,val=F] (F: the fraction of documents held out, 0.1 by default)")
     p.add_argument("--tokenizer", default="auto", choices=["auto", "bytes", "bpe"],
                    help="auto: bytes for markov data, BPE for text")
     p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB, help="BPE vocabulary size (with specials)")

@@ -56,6 +56,9 @@ def _error_line(text, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+CARRY_LIMIT = 64 * 1024 * 1024  # a data file larger than this stays outside the package
+
+
 def run_id_for(host: str, stage: str, config_id: str, seed: int) -> str:
     return f"{host}-{stage}-{config_id}-s{seed}"
 
@@ -107,6 +110,37 @@ class StudyDir:
             self.wrote = True
         if not self.finalized:
             self.snapshot_source()
+            self.carry_data()
+
+    def carry_data(self) -> None:
+        """Copy the text/parquet files a relative `data` setting names into the package at the same
+        relative path (once; a different file already there is refused), so `verify --deep` can
+        rebuild the evaluation from the package alone.  Absolute paths, paths that climb out with
+        `..`, and files over CARRY_LIMIT bytes are left where they are (logged)."""
+        spec = str(self.manifest.runner.get("settings", {}).get("data", ""))
+        kind, _, rest = spec.partition(":")
+        if kind not in ("text", "parquet"):
+            return
+        for rel in [p for p in rest.split(",") if p and not p.startswith("val=")]:
+            src = Path(rel)
+            if src.is_absolute() or ".." in src.parts or not src.is_file():
+                self.log(f"data file {rel} is not carried in the package (an absolute or climbing path, or "
+                         f"not a file here); verify --deep will read it from the working directory")
+                continue
+            size = src.stat().st_size
+            if size > CARRY_LIMIT:
+                self.log(f"data file {rel} ({size} bytes) is over {CARRY_LIMIT} bytes and is not carried in "
+                         f"the package; verify --deep will read it from the working directory")
+                continue
+            dest = self.out / src.as_posix()
+            data = src.read_bytes()
+            if dest.exists():
+                if dest.is_symlink() or not dest.is_file() or dest.read_bytes() != data:
+                    raise AuditError(f"the package already carries a different {rel}", path=str(dest),
+                                     hint="use a new --out directory, or the data this study was run on")
+                continue
+            atomic_write_bytes(dest, data)
+            self.wrote = True
 
     def snapshot_source(self) -> None:
         """Copy the runner source that produces the runs into source/runner/ (once)."""

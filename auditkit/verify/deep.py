@@ -6,12 +6,18 @@ architecture (`model_config`), the data spec, the tokenizer and the evaluation
 protocol (`eval_tokens`, `eval_seq_len`), so the very validation tokens the
 runner scored are regenerated; checkpoints of the first runner (no
 `eval_seq_len`) were scored at their own training seq_len.
+
+A relative text data path (`text:data/kjv.txt`) is read from the package when
+the package carries that file (`protocol run` puts it there), through the
+package store; otherwise from the working directory, as the run read it.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from functools import lru_cache
+from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding
@@ -32,7 +38,40 @@ def checkpoint_metadata(data: bytes) -> dict:
     return json.loads(data[8:8 + n]).get("__metadata__") or {}
 
 
-def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str) -> list[Finding]:
+DATA_CAP = 1 << 30  # a carried corpus larger than this is not read whole
+
+
+def package_data_reader(package, files):
+    """read(rel) -> bytes: a data file the directory package carries, read through the store, or
+    else the working directory's (where the run read it).  One reader per verify run (it keys
+    the cache of evaluation sets)."""
+    root = Path(package)
+    from auditkit.package.store import PackageDefect, PackageStore
+
+    store = PackageStore(root) if root.is_dir() else None
+
+    def read(rel: str) -> bytes:
+        if store is None or rel not in files:
+            try:
+                return Path(rel).read_bytes()
+            except OSError as exc:
+                raise ValueError(f"{rel}: cannot read the data file ({exc.strerror}); the package does not "
+                                 f"carry it, so it is read from the working directory") from None
+        try:
+            return store.read_bytes(rel, cap=DATA_CAP)
+        except PackageDefect as exc:
+            raise ValueError(f"{rel}: {exc.finding.found or exc.finding.code}") from None
+    return read
+
+
+@lru_cache(maxsize=4)
+def _eval_set(data, tokenizer, vocab, eval_tokens, eval_seq_len, read):
+    from auditkit.runner.train import eval_set_for
+
+    return eval_set_for(data, tokenizer, vocab, eval_tokens, eval_seq_len, read=read)
+
+
+def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str, read=None) -> list[Finding]:
     """Findings for a checkpoint whose identity or re-evaluated val_bpb disagrees with its run row."""
     try:
         import torch
@@ -40,7 +79,7 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str) -> list[F
 
         from auditkit.runner.evaluation import evaluate
         from auditkit.runner.model import GPT
-        from auditkit.runner.train import _null, eval_set_for
+        from auditkit.runner.train import _null
     except ImportError as exc:
         raise AuditError(f"--deep needs torch: {exc}", hint="pip install torch==2.13.0 (or auditkit[runner])") from exc
     where = f"row {row.get('run_id', '?')}"
@@ -66,9 +105,9 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str) -> list[F
         model = GPT(cfg)
         model.load_state_dict(load(data), strict=True)
         model.to(device)
-        es = eval_set_for(meta.get("data", "markov:seed=0"), meta.get("tokenizer", "bytes"),
-                          int(meta.get("tokenizer_vocab", 8192)), int(meta.get("eval_tokens", 32768)),
-                          int(meta.get("eval_seq_len", cfg["seq_len"])))
+        es = _eval_set(meta.get("data", "markov:seed=0"), meta.get("tokenizer", "bytes"),
+                       int(meta.get("tokenizer_vocab", 8192)), int(meta.get("eval_tokens", 32768)),
+                       int(meta.get("eval_seq_len", cfg["seq_len"])), read)
         recorded = meta.get("eval_sha256")
         if recorded and es.sha256 != recorded:
             findings.append(Finding(path, "deep-data-mismatch", f"{where}, metadata data {meta.get('data')!r}",

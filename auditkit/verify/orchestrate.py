@@ -149,11 +149,12 @@ def _report(path, view: "PackageView", deep_mod) -> Report:
                       "checkpoints": sum(1 for f in view.files.values() if f.checkpoint is not None)}
     if deep_mod is not None:
         done = 0
+        read = deep_mod.package_data_reader(path, view.files)
         for fs, row, ck in view.named_checkpoints():
             data = fs.read_spool()      # one checkpoint in memory at a time
             if data is None:
                 continue
-            report.extend(deep_mod.reevaluate_checkpoint(data, row, ck))
+            report.extend(deep_mod.reevaluate_checkpoint(data, row, ck, read=read))
             done += 1
         report.checked["re-evaluated"] = done
     return report
