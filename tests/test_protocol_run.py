@@ -215,3 +215,26 @@ def test_gate_inputs_must_match_the_stages(tmp_path, old, new, message):
     with pytest.raises(AuditError, match=message) as info:
         load_manifest(tmp_path / "fake.toml")
     assert info.value.path == str(tmp_path / "fake.toml")
+
+
+def test_a_relative_data_file_is_carried_in_the_package_once(tmp_path, monkeypatch):
+    """`text:data/c.txt` (relative): protocol run copies it to the package's data/c.txt; a package that
+    already carries other bytes there is refused; an absolute path stays outside (and is said so)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "c.txt").write_text("first paragraph\n\nsecond paragraph\n")
+    (tmp_path / "fake_matrix.csv").write_text(MATRIX)
+    toml = TOML.replace('keep_checkpoints = "none"', 'keep_checkpoints = "none"\nsettings = { data = "text:data/c.txt,val=0.3" }')
+    (tmp_path / "fake.toml").write_text(toml)
+    out = tmp_path / "pkg"
+    assert run(load_manifest(tmp_path / "fake.toml"), out).complete
+    assert (out / "data" / "c.txt").read_bytes() == (tmp_path / "data" / "c.txt").read_bytes()
+    (tmp_path / "data" / "c.txt").write_text("other text\n")
+    with pytest.raises(AuditError, match="already carries a different data/c.txt"):
+        run(load_manifest(tmp_path / "fake.toml"), out)
+    assert (out / "data" / "c.txt").read_text() == "first paragraph\n\nsecond paragraph\n"
+    (tmp_path / "fake.toml").write_text(toml.replace("text:data/c.txt", f"text:{tmp_path / 'data' / 'c.txt'}"))
+    said = []
+    assert run(load_manifest(tmp_path / "fake.toml"), tmp_path / "pkg2", log=said.append).complete
+    assert not (tmp_path / "pkg2" / "data").exists()
+    assert any("is not carried in the package" in m for m in said)

@@ -318,6 +318,7 @@ def test_an_untrained_model_scores_log2_vocab_per_token_under_bpe(tmp_path):
     ("little", "the evaluation needs"),
     ("onedoc", "need documents on both sides"),
     ("badspec", "unknown data spec"),
+    ("badval", "is not val=F with 0 < F < 1"),
 ])
 def test_data_problems_exit_2_before_training(tmp_path, capsys, case, needle):
     import pandas as pd
@@ -327,7 +328,8 @@ def test_data_problems_exit_2_before_training(tmp_path, capsys, case, needle):
     text = tmp_path / "t.txt"
     text.write_text(paragraphs(60))
     data = {"missing": f"text:{tmp_path / 'nope.txt'}", "little": f"text:{text}", "badspec": "nosuch:x",
-            "onedoc": f"text:{tmp_path / 'one.txt'}", "nocolumn": f"parquet:{tmp_path / 'b.parquet'}"}[case]
+            "onedoc": f"text:{tmp_path / 'one.txt'}", "nocolumn": f"parquet:{tmp_path / 'b.parquet'}",
+            "badval": f"text:{text},val=1.5"}[case]
     (tmp_path / "one.txt").write_text("a single paragraph of text " * 50)
     pd.DataFrame({"body": ["x"]}).to_parquet(tmp_path / "b.parquet")
     out = tmp_path / "out"
@@ -355,3 +357,73 @@ def test_a_bpe_run_records_its_tokenizer_and_its_checkpoint_re_evaluates(tmp_pat
     data = (tmp_path / "o" / "checkpoint.safetensors").read_bytes()
     assert reevaluate_checkpoint(data, row, "c.safetensors") == []
     assert [f.code for f in reevaluate_checkpoint(data, dict(row, val_bpb="9.000000"), "c")] == ["deep-val-bpb-mismatch"]
+
+
+def test_val_fraction_holds_out_more_documents_and_keeps_the_smaller_split_inside(tmp_path):
+    from auditkit.runner.data import load_corpus, parse_spec
+
+    f = tmp_path / "t.txt"
+    f.write_text(paragraphs(300))
+    assert parse_spec(f"text:{f},val=0.3")[1] == {"paths": [str(f)], "val_fraction": 0.3}
+    assert parse_spec(f"text:{f}")[1]["val_fraction"] == 0.1
+    small = load_corpus(f"text:{f}", tokenizer="bytes")
+    large = load_corpus(f"text:{f},val=0.3", tokenizer="bytes")
+    assert len(large.val) > 2 * len(small.val) and len(large.train) < len(small.train)
+    # the threshold only moves up: every document held out at 10% is held out at 30%
+    def docs(tokens):
+        return set(bytes(tokens.astype("uint8").tolist()).split(b"\n\n"))
+
+    assert docs(small.val) <= docs(large.val)
+    for bad in ("val=0", "val=1", "val=x", "val=nan"):
+        with pytest.raises(ValueError, match="is not val=F"):
+            parse_spec(f"text:{f},{bad}")
+
+
+def test_evaluation_does_not_depend_on_the_batch_size(runs):
+    """evaluate() sizes its batches to the logits; the per-window sums, hence val_bpb, stay put."""
+    import torch
+    from safetensors.torch import load_file
+
+    from auditkit.runner.evaluation import evaluate
+    from auditkit.runner.model import GPT
+    from auditkit.runner.train import eval_set_for
+
+    tmp, r = runs
+    summary = r["a"]
+    model = GPT(summary["model_config"])
+    model.load_state_dict(load_file(str(tmp / "a" / "checkpoint.safetensors")))
+    es = eval_set_for(summary["data"], "auto", 8192, summary["eval_tokens"], summary["eval_seq_len"])
+    got = [evaluate(model, es, torch.device("cpu"), batch_size=b) for b in (None, 1, 7)]
+    assert all(abs(g[0] - got[0][0]) < 1e-6 and abs(g[1] - got[0][1]) < 1e-6 for g in got)
+    assert abs(got[0][0] - summary["val_bpb"]) < 1.5e-6
+
+
+def test_deep_reads_a_relative_text_file_from_the_package_through_the_store(tmp_path, monkeypatch):
+    """A run on `text:c.txt` (relative); the package carries c.txt; --deep re-evaluates from another
+    working directory, and refuses a carried file that is a symlink."""
+    from auditkit.verify.deep import package_data_reader, reevaluate_checkpoint
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "c.txt").write_text(paragraphs(300))
+    monkeypatch.chdir(work)
+    s = run_cell(matrix_row=TINY, seed=1, budget=Budget("steps", 3), out_dir=tmp_path / "o", run_id="rel",
+                 timeout=120, settings={"data": "text:c.txt,val=0.3", "vocab_size": 320, "eval_tokens": 256,
+                                        "eval_seq_len": 64})
+    assert s["status"] == "ok", s.get("error")
+    row = summary_to_row(s, host="h", stage="s", budget=Budget("steps", 3), checkpoint_relpath="c.safetensors",
+                         checkpoint_sha256=s["checkpoint_sha256"])
+    data = (tmp_path / "o" / "checkpoint.safetensors").read_bytes()
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "c.txt").write_bytes((work / "c.txt").read_bytes())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert reevaluate_checkpoint(data, row, "c", read=package_data_reader(pkg, {"c.txt": None})) == []
+    (found,) = reevaluate_checkpoint(data, row, "c", read=package_data_reader(pkg, {}))
+    assert found.code == "deep-rebuild-failed" and "does not carry it" in found.found
+    (pkg / "c.txt").unlink()
+    (pkg / "c.txt").symlink_to(work / "c.txt")
+    (found,) = reevaluate_checkpoint(data, row, "c", read=package_data_reader(pkg, {"c.txt": None}))
+    assert found.code == "deep-rebuild-failed" and "c.txt" in found.found
