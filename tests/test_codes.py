@@ -227,3 +227,30 @@ def test_session_fails_on_an_uncatalogued_code(tmp_path):
 def test_session_passes_with_catalogued_codes(tmp_path):
     out = _inner_session(tmp_path, "file-changed")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_lazy_command_map_names_every_command_of_every_cli_module():
+    """auditkit.cli.main loads a command's module when it runs; its map must be complete and exact."""
+    import importlib
+    import pkgutil
+
+    import auditkit.cli as cli_pkg
+    from auditkit.cli.main import COMMAND_MODULES
+
+    found = {}
+    for info in pkgutil.iter_modules(cli_pkg.__path__):
+        if info.name.startswith("cmd_"):
+            for command in importlib.import_module(f"auditkit.cli.{info.name}").COMMANDS:
+                found[command.name] = info.name
+    assert found == COMMAND_MODULES
+
+
+def test_verify_loads_no_plotting_table_or_profile_code():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom auditkit.cli.main import cli\ncli.get_command(None, 'verify')\n"
+            "print(sorted(m for m in ('matplotlib', 'tabulate', 'pandas', 'auditkit.profile', 'auditkit.derived')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

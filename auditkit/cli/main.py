@@ -7,20 +7,43 @@ Ctrl-C (128 + the signal number for SIGTERM/SIGHUP).
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 
 import click
 
 from auditkit import __version__
-from auditkit.cli import cmd_derived, cmd_evidence, cmd_gates, cmd_profile, cmd_report, cmd_study, cmd_verify
 from auditkit.cli.common import EXIT_ERROR, fail
 from auditkit.errors import AuditError
+
+# Each command's module, imported when that command runs (a `verify` never loads the plotting,
+# table or profile code); tests/test_codes.py checks this map against every module's COMMANDS.
+COMMAND_MODULES = {
+    "verify": "cmd_verify", "manifest": "cmd_verify",
+    "decide": "cmd_gates", "replay-gate": "cmd_gates",
+    "tables": "cmd_derived", "figures": "cmd_derived", "counterfactual": "cmd_derived",
+    "run": "cmd_study", "protocol": "cmd_study",
+    "timestamp": "cmd_evidence",
+    "profile": "cmd_profile",
+    "claims": "cmd_report", "report": "cmd_report",
+}
 
 
 class AuditGroup(click.Group):
     """Turns AuditError into a clean message (exit 2), any unexpected exception into
-    "could not check ... please report" (exit 2, never 1), and Ctrl-C into exit 130."""
+    "could not check ... please report" (exit 2, never 1), and Ctrl-C into exit 130.
+    Commands are loaded lazily from COMMAND_MODULES."""
+
+    def list_commands(self, ctx):
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in COMMAND_MODULES:
+            module = importlib.import_module(f"auditkit.cli.{COMMAND_MODULES[name]}")
+            for command in module.COMMANDS:
+                self.commands.setdefault(command.name, command)
+        return self.commands.get(name)
 
     def main(self, *args, **kwargs):
         kwargs.setdefault("standalone_mode", True)
@@ -52,10 +75,6 @@ class AuditGroup(click.Group):
 def cli() -> None:
     """Make ML pretraining studies auditable."""
 
-
-for _module in (cmd_verify, cmd_gates, cmd_derived, cmd_study, cmd_evidence, cmd_profile, cmd_report):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 
 def main() -> None:
