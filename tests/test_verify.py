@@ -388,7 +388,7 @@ def test_deep_calls_the_reevaluator_once_per_named_checkpoint(pkg, monkeypatch):
 
     seen = []
 
-    def fake(data, row, path):
+    def fake(data, row, path, read=None):
         seen.append((path, row["run_id"], pkgbuild.sha(data)))
         return [Finding(path, "deep-val-bpb-mismatch", "row", "x", "y")] if "b-s1" in path else []
 
