@@ -459,7 +459,7 @@ def test_cli_cannot_run(tmp_path):
 def test_verify_never_writes_inside_the_package(pkg, monkeypatch):
     import auditkit.verify.deep as deep
 
-    monkeypatch.setattr(deep, "reevaluate_checkpoint", lambda data, row, path: [])
+    monkeypatch.setattr(deep, "reevaluate_checkpoint", lambda data, row, path, read=None: [])
     os.chmod(pkg, 0o555)
     for d in pkg.iterdir():
         if d.is_dir():
