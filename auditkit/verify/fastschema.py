@@ -145,9 +145,7 @@ def _compile(schema) -> Callable[[object], bool]:
         elif key == "properties":
             if not isinstance(val, dict):
                 raise _Unsupported(f"properties {val!r}")
-            subs = {k: _compile(v) for k, v in val.items()}
-            tests.append(lambda x, subs=subs: not isinstance(x, dict)
-                         or all(f(x[k]) for k, f in subs.items() if k in x))
+            tests.append(_properties({k: _compile(v) for k, v in val.items()}))
         elif key == "additionalProperties":
             known = set(schema.get("properties", {}))
             sub = _compile(val)
@@ -185,7 +183,33 @@ def _compile(schema) -> Callable[[object], bool]:
             continue
         else:
             raise _Unsupported(key)
-    return lambda x: all(t(x) for t in tests)
+    return _all_of(tests)
+
+
+def _properties(subs: dict[str, Callable[[object], bool]]) -> Callable[[object], bool]:
+    items = tuple(subs.items())
+
+    def check(x) -> bool:   # a loop, not all(generator): this runs once per object of a large document
+        if not isinstance(x, dict):
+            return True
+        for k, f in items:
+            if k in x and not f(x[k]):
+                return False
+        return True
+    return check
+
+
+def _all_of(tests: list[Callable[[object], bool]]) -> Callable[[object], bool]:
+    if len(tests) == 1:
+        return tests[0]
+    tests_t = tuple(tests)
+
+    def check(x) -> bool:
+        for t in tests_t:
+            if not t(x):
+                return False
+        return True
+    return check
 
 
 @functools.lru_cache(maxsize=None)
