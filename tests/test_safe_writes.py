@@ -241,3 +241,8 @@ def test_manifest_build_never_lists_git(finished):
     listed = [e["path"] for e in json.loads((finished / "MANIFEST.json").read_text())["files"]]
     assert listed and not [p for p in listed if ".git/" in p or p.startswith(".git")]
     assert "README.txt" in listed and "protocol.json" in listed
+    # verify does not enter them either: the package (as its MANIFEST lists it) holds
+    r = invoke("verify", finished)
+    assert r.exit_code == 0, r.output
+    (finished / ".git/objects/ab").write_bytes(b"\x01")   # a commit later: still no finding
+    assert invoke("verify", finished).exit_code == 0

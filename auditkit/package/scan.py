@@ -194,13 +194,19 @@ def printable_name(name: str) -> str:
 
 def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, int]]:
     """(relative path, size) of the regular files under `root`; symlinks, special files and unsafe
-    or non-UTF-8 names become problems, never read.  os.scandir: one lstat per entry, none followed."""
+    or non-UTF-8 names become problems, never read.  os.scandir: one lstat per entry, none followed.
+    A version-control directory (`.git`, at any depth) is not part of a package: `manifest build`
+    never lists it, and this walk does not enter it either."""
+    from auditkit.package.manifest import NEVER_LISTED_DIRS
+
     stack = [("", str(root))]
     while stack:
         prefix, d = stack.pop()
         with os.scandir(d) as it:
             entries = sorted(it, key=lambda e: e.name)
         for e in entries:
+            if e.name in NEVER_LISTED_DIRS:
+                continue
             rel = prefix + e.name
             st = e.stat(follow_symlinks=False)
             if printable_name(rel) != rel:
