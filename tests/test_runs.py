@@ -114,6 +114,20 @@ def test_run_cli_ok_prints_the_row(matrix, tmp_path):
     assert (summary["seed"], summary["eval_tokens"]) == (3, 1024)
 
 
+def test_run_cli_rng_seed_trains_with_it_and_keeps_the_seed_as_identity(matrix, tmp_path):
+    common = ["--matrix", matrix, "--config-id", "tiny", "--seed", 3, "--budget", "2steps", "--threads", 1,
+              "--timeout", 300, "--eval-tokens", 1024]
+    r = invoke(*common, "--out", tmp_path / "a", "--rng-seed", 777)
+    assert r.exit_code == 0, r.output
+    a = json.loads((tmp_path / "a/summary.json").read_text())
+    assert (a["seed"], a["rng_seed"]) == (3, 777)
+    assert invoke(*common, "--out", tmp_path / "b").exit_code == 0
+    b = json.loads((tmp_path / "b/summary.json").read_text())
+    assert b.get("rng_seed") in (None, 3) and b["val_bpb"] != a["val_bpb"]   # other generators, other weights
+    r = invoke(*common, "--out", tmp_path / "c", "--rng-seed", -1)
+    assert r.exit_code == 2 and "--rng-seed" in r.output and not (tmp_path / "c").exists()
+
+
 def test_run_cli_exit_1_when_the_run_did_not_end_ok(matrix, tmp_path):
     r = invoke("--matrix", matrix, "--config-id", "hot", "--seed", 3, "--budget", "20steps", "--out", tmp_path / "o")
     assert r.exit_code == 1 and "diverged" in r.output

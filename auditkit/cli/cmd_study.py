@@ -24,19 +24,21 @@ def stopped(exc: Stopped) -> None:
 @click.option("--matrix", "matrix_path", required=True, type=click.Path(dir_okay=False), help="Candidate matrix CSV.")
 @click.option("--config-id", required=True, help="The matrix row to train.")
 @click.option("--seed", required=True, type=int)
+@click.option("--rng-seed", type=click.IntRange(0, 2 ** 62 - 1),
+              help="Seed the generators with this instead of --seed (kept as the run's identity), as an anchored stage does.")
 @click.option("--budget", required=True, help="Wall-clock seconds (30s) or optimizer steps (200steps).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--timeout", type=float, help="Kill the run after this many seconds (default: 3x budget + 120).")
-@click.option("--data", help="Data spec: markov:seed=N (default), text:PATH, parquet:PATH.")
+@click.option("--data", help="Data spec: markov:seed=N (default), text:PATH[,val=F], parquet:PATH[,val=F].")
 @click.option("--eval-tokens", type=click.IntRange(1), help="Validation targets scored (runner default 524288).")
 @click.option("--eval-seq-len", type=click.IntRange(1), help="Evaluation context in tokens (runner default 128).")
 @click.option("--tokenizer", type=click.Choice(["auto", "bytes", "bpe"]), help="auto: bytes for markov, BPE for text.")
 @click.option("--vocab-size", type=click.IntRange(260), help="BPE vocabulary size (runner default 8192).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (its first steps are not timed).")
 @click.option("--host", default="local", show_default=True, help="Host label for the printed row.")
-def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout, data, eval_tokens, eval_seq_len,
+def run_cmd(matrix_path, config_id, seed, rng_seed, budget, out, device, threads, timeout, data, eval_tokens, eval_seq_len,
             tokenizer, vocab_size, compile_, host) -> None:
     """Train one cell with the bundled runner and print its run row."""
     from auditkit.study.runs import run_adhoc
@@ -46,7 +48,8 @@ def run_cmd(matrix_path, config_id, seed, budget, out, device, threads, timeout,
     try:
         with stop_on_signals():
             summary, row = run_adhoc(matrix_path, config_id, seed=seed, budget=budget, out=Path(out),
-                                     device=device, threads=threads, timeout=timeout, settings=settings, host=host)
+                                     device=device, threads=threads, timeout=timeout, settings=settings, host=host,
+                                     rng_seed=rng_seed)
     except AuditError as exc:
         fail(exc)
     except Stopped as exc:

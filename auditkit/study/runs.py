@@ -287,15 +287,16 @@ def load_matrix_row(matrix_path: str | Path, config_id: str) -> dict[str, str]:
 
 def run_adhoc(matrix_path: str | Path, config_id: str, *, seed: int, budget: str, out: Path, device: str = "cpu",
               threads: int = 1, timeout: float | None = None, settings: dict | None = None,
-              host: str = "local") -> tuple[dict, dict]:
-    """Train one cell outside a study (`auditkit run`): its summary and its run row."""
+              host: str = "local", rng_seed: int | None = None) -> tuple[dict, dict]:
+    """Train one cell outside a study (`auditkit run`): its summary and its run row.
+    `rng_seed`: seed the generators with it instead of `seed` (as an anchored stage does)."""
     b = parse_budget(budget)
     row = load_matrix_row(matrix_path, config_id)
     check_runner_settings(row, settings)  # unusable data or settings: exit 2 before any training
     if timeout is None:
         timeout = (b.value * 3 + 120) if b.kind == "seconds" else 1800
     summary = run_cell(matrix_row=row, seed=seed, budget=b, out_dir=Path(out), run_id=f"{host}-{config_id}-s{seed}",
-                       device=device, threads=threads, timeout=timeout, settings=settings or {})
+                       device=device, threads=threads, timeout=timeout, settings=settings or {}, rng_seed=rng_seed)
     ckpt = "checkpoint.safetensors" if summary.get("checkpoint") else ""
     return summary, summary_to_row(summary, host=host, stage="adhoc", budget=b, checkpoint_relpath=ckpt,
                                    checkpoint_sha256=summary.get("checkpoint_sha256") or "")
