@@ -49,6 +49,12 @@ def smoke_copy(smoke_local_package, tmp_path) -> Path:
     return dest
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The tests marked slow first (in their order): under `-n 2` the long ones start at once on
+    both workers instead of leaving one worker alone with them at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 _WORKER_CODES_KEY = "auditkit_emitted_codes"
 _codes_from_workers: set[str] = set()
 
