@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from auditkit.package.checkpoint import DTYPES
 from safetensors.numpy import save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -192,3 +194,32 @@ def test_constant_memory_on_a_large_checkpoint():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert scan.problems == [] and peak < 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize("dtype", sorted(n for n, d in DTYPES.items() if d.view is not None))
+def test_the_byte_prefilter_agrees_with_numpys_exact_count(dtype):
+    """Where the numpy-free check answers, it is numpy's count exactly (random bytes, so every
+    exponent pattern turns up), and it answers for every all-finite chunk of ordinary values."""
+    import numpy as np
+
+    from auditkit.package.checkpoint import _nonfinite_without_numpy
+
+    d = DTYPES[dtype]
+    rng = np.random.default_rng(sum(map(ord, dtype)))
+
+    def exact(raw: bytes) -> int:
+        arr = np.frombuffer(raw, dtype=d.view)
+        m = arr.dtype.type(d.mask)
+        return int(np.count_nonzero(arr == m if d.nan_only else (arr & m) == m))
+
+    width = int(d.view[-1])
+    for n in (1, 7, 64, 4096):
+        raw = rng.integers(0, 256, n * width, dtype=np.uint8).tobytes()
+        got = _nonfinite_without_numpy(d, memoryview(raw))
+        assert got is None or got == exact(raw)
+        if width == 1:
+            assert got is not None
+    ordinary = {"F16": np.float16, "F32": np.float32, "C64": np.complex64, "F64": np.float64}.get(dtype)
+    if ordinary is not None:
+        raw = rng.standard_normal(1000).astype(ordinary).tobytes()
+        assert _nonfinite_without_numpy(d, memoryview(raw)) == 0

@@ -280,20 +280,28 @@ def test_large_packages_are_read_in_processes_small_ones_in_threads(pkg, monkeyp
     assert verify_package(pkg).ok and used == []
 
 
-def test_a_reader_hashes_a_file_without_floats_first_while_it_imports_numpy(tmp_path, monkeypatch):
-    from auditkit.package import procread
+def test_a_reader_of_finite_checkpoints_never_imports_numpy_and_an_inf_still_counts(tmp_path):
+    """Values are checked from their most significant bytes; numpy only counts a suspect chunk
+    (an inf or nan, or a finite value of huge magnitude, which it then clears)."""
+    import subprocess
+    import sys
 
-    (tmp_path / "protocol.json").write_text("{}")
-    (tmp_path / "big.safetensors").write_bytes(b"\0" * 4000)
-    (tmp_path / "blob.bin").write_bytes(b"\0" * 3000)
-    (tmp_path / "tiny.bin").write_bytes(b"\0" * 10)
-    seen = []
+    import numpy as np
+    from safetensors.numpy import save_file
 
-    class Capture(procread.Readers):
-        def __init__(self, batches, jobs, read_one, progress, *, preload=()):
-            seen.append(([[rel for rel, _ in b] for b in batches], preload))
-            super().__init__(batches, jobs, read_one, progress, preload=preload)
-
-    monkeypatch.setattr(procread, "Readers", Capture)
-    scan_package(tmp_path, jobs=1, processes=True)
-    assert seen == [([["blob.bin", "big.safetensors", "tiny.bin"]], ("numpy",))]
+    for name, values in (("fine", [0.5, -2.0, 1e30]), ("huge", [3e38, -3.3e38, 1.0]),
+                         ("inf", [1.0, np.inf, np.nan])):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "protocol.json").write_text("{}")
+        save_file({"w": np.array(values * 1000, dtype=np.float32),
+                   "h": np.array(values * 10 if name == "inf" else [0.5, -2.0, 6e4] * 10, dtype=np.float16)},
+                  str(d / "c.safetensors"))
+    code = ("import sys\nfrom auditkit.package.scan import scan_package\n"
+            "s = scan_package(sys.argv[1], jobs=1, processes=False).files['c.safetensors'].checkpoint\n"
+            "print(sorted(p[0] for p in s.problems), 'numpy' in sys.modules)")
+    out = {name: subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], capture_output=True,
+                                text=True, check=True).stdout.split("\n")[0] for name in ("fine", "huge", "inf")}
+    assert out["fine"] == "[] False"
+    assert out["huge"] == "[] True"      # suspect bytes: numpy counted, and found every value finite
+    assert out["inf"] == "['checkpoint-nonfinite', 'checkpoint-nonfinite'] True"

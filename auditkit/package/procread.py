@@ -16,7 +16,6 @@ held would stay locked in the child).  Elsewhere the caller reads in threads.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import signal
 import sys
@@ -35,18 +34,8 @@ def available() -> bool:
             and threading.active_count() == 1)
 
 
-def _import(names: tuple[str, ...]) -> None:
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass                      # the reader that needs it says so
-
-
-def _worker(batches, counter, conn, read_one: Callable, want_progress: bool, preload: tuple[str, ...]) -> None:
+def _worker(batches, counter, conn, read_one: Callable, want_progress: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's: it stops the workers
-    if preload:   # imported beside the first reads (hashing releases the GIL), not when the first checkpoint needs it
-        threading.Thread(target=_import, args=(preload,), daemon=True).start()
     pending = 0
 
     def progress(k: int) -> None:
@@ -77,16 +66,14 @@ def _worker(batches, counter, conn, read_one: Callable, want_progress: bool, pre
 
 
 class Readers:
-    """`jobs` forked workers that run `read_one(item, progress)` over every item of `batches`
-    (each first imports the modules `preload` names, in a thread of its own).
+    """`jobs` forked workers that run `read_one(item, progress)` over every item of `batches`.
 
     Entering forks them (they start at once); `collect(on_batch)` hands each batch's results to
     `on_batch(i, results)` in this process as they come back, in any order, and raises the first
     worker's AuditError; leaving stops and reaps every worker, whatever happened."""
 
-    def __init__(self, batches: list[list], jobs: int, read_one: Callable, progress: Callable[[int], None] | None,
-                 *, preload: tuple[str, ...] = ()):
-        self.batches, self.read_one, self.progress, self.preload = batches, read_one, progress, preload
+    def __init__(self, batches: list[list], jobs: int, read_one: Callable, progress: Callable[[int], None] | None):
+        self.batches, self.read_one, self.progress = batches, read_one, progress
         self.n = max(1, min(jobs, len(batches))) if batches else 0
         self.workers: list = []
         self.conns: list = []
@@ -98,7 +85,7 @@ class Readers:
             for _ in range(self.n):
                 recv, send = ctx.Pipe(duplex=False)
                 p = ctx.Process(target=_worker, args=(self.batches, counter, send, self.read_one,
-                                                      self.progress is not None, self.preload), daemon=True)
+                                                      self.progress is not None), daemon=True)
                 p.start()
                 send.close()
                 self.workers.append(p)

@@ -293,16 +293,8 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
         # the reader processes take the large files at once; this process reads the documents meanwhile
         # (and checks them while the readers hash)
         rest = items[n_docs:]
-        preload = ("numpy",) if any(rel.endswith(".safetensors") for rel, _ in rest) else ()
-        if preload and rest[0][0].endswith(".safetensors"):
-            # a reader imports numpy while it hashes a file that needs none: the largest other file of
-            # at least half the size goes first (the checkpoint is next, the order otherwise kept)
-            j = next((k for k, (rel, size) in enumerate(rest)
-                      if not rel.endswith(".safetensors") and size >= rest[0][1] // 2), None)
-            if j is not None:
-                rest = [rest[j]] + rest[:j] + rest[j + 1:]
         large = _batches(rest)
-        with procread.Readers(large, max(1, jobs), one, progress, preload=preload) as readers:
+        with procread.Readers(large, max(1, jobs), one, progress) as readers:
             if on_started:
                 on_started(True)
             for batch in _batches(items[:n_docs]):

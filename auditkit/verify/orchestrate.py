@@ -27,12 +27,10 @@ PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 SWITCH_INTERVAL = 1e-4
 
 
-def _warm(readers_are_threads: bool) -> None:
-    """Compile every validator (and import numpy for reader threads) while the first files are read."""
+def _warm() -> None:
+    """Compile every validator while the first files are read.  (Readers need no numpy: a
+    checkpoint's values are checked from their bytes, numpy only counting a suspect chunk.)"""
     try:
-        if readers_are_threads:
-            import numpy  # noqa: F401 - a reader thread would import it on its first checkpoint
-
         from auditkit.verify.checks import iter_findings  # noqa: F401 - the checks' modules
         from auditkit.verify.fastschema import warm
 
@@ -89,7 +87,7 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
     warm: list[threading.Thread] = []
 
     def started(in_processes: bool) -> None:   # the warm-up runs beside the readers (after any fork)
-        warm.append(threading.Thread(target=_warm, args=(not in_processes,), name="auditkit-warm", daemon=True))
+        warm.append(threading.Thread(target=_warm, name="auditkit-warm", daemon=True))
         warm[0].start()
 
     bar = None
