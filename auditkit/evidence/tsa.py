@@ -20,10 +20,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-import socket
-import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -90,6 +86,11 @@ def request_token(url: str, data: bytes, timeout: float = 30.0) -> bytes:
     Raises AuditError naming the TSA when it cannot be reached, answers with an
     HTTP error or a rejection, or answers for other bytes or another nonce.
     """
+    import socket
+    import ssl
+    import urllib.error
+    import urllib.request
+
     import rfc3161_client as rc
 
     if not re.match(r"^https?://", url):
@@ -148,6 +149,8 @@ def load_certificates(paths: Sequence[str | Path]) -> list:
 
 def system_roots() -> list:
     """The certificates of the system's default CA bundle (empty when there is none)."""
+    import ssl
+
     from cryptography import x509
 
     cafile = ssl.get_default_verify_paths().cafile
