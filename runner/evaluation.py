@@ -92,6 +92,11 @@ def evaluate(model, es: EvalSet, device, autocast=None, batch_size: int | None =
     CPU (larger blocks are fresh mappings from glibc whose pages fault in one by one: at
     vocabulary 8192 that cost more time than the arithmetic) and 32 on an accelerator.
     The sum over windows does not depend on the batch size."""
+    return bpb_and_se(*window_nats(model, es, device, autocast, batch_size))
+
+
+def window_nats(model, es: EvalSet, device, autocast=None, batch_size: int | None = None):
+    """(nats, bytes) per evaluation window: the summed loss of its targets and the bytes they stand for."""
     import contextlib
 
     import torch
@@ -99,7 +104,6 @@ def evaluate(model, es: EvalSet, device, autocast=None, batch_size: int | None =
     if batch_size is None:
         per_window = es.seq_len * model.cfg["vocab_size"] * 4
         batch_size = 32 if torch.device(device).type != "cpu" else max(1, (8 << 20) // per_window)
-
     v = torch.from_numpy(es.tokens)
     x = v[:-1].view(es.n_windows, es.seq_len)
     y = v[1:].view(es.n_windows, es.seq_len)
@@ -116,4 +120,4 @@ def evaluate(model, es: EvalSet, device, autocast=None, batch_size: int | None =
             nats[i:i + len(xb)] = loss.sum(dim=1).numpy()
     model.train(was_training)
     nbytes = es.token_bytes[es.tokens[1:]].reshape(es.n_windows, es.seq_len).sum(axis=1)
-    return bpb_and_se(nats, nbytes)
+    return nats, nbytes

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-VOCAB_SIZE = 256  # byte-level tokens: val_bpb is exactly bits per byte
+VOCAB_SIZE = 256  # byte-level tokens (the default): one token is one byte
+VE_GATE_CHANNELS = 32  # the value-embedding gate reads this many leading channels (as upstream)
 
 DEFAULTS = {
     "depth": 2, "aspect_ratio": 32, "head_dim": 32, "seq_len": 128, "window_pattern": "L",
@@ -27,8 +28,13 @@ def _int(row: dict, key: str) -> int:
         raise ValueError(f"matrix column {key}: {v!r} is not an integer") from None
 
 
-def model_config_from_row(row: dict) -> dict:
-    """The architecture a matrix row implies (model_dim = depth * aspect_ratio, rounded up to head_dim)."""
+def model_config_from_row(row: dict, vocab_size: int = VOCAB_SIZE) -> dict:
+    """The architecture a matrix row implies (model_dim = depth * aspect_ratio, rounded up to head_dim).
+
+    `windows` holds each layer's attention window as upstream's flash-attention
+    `window_size[0]`: a query at position i sees keys i-w .. i.  `L` is the training
+    `seq_len`, `S` half of it, and the last layer is always `L`.
+    """
     depth = _int(row, "depth")
     aspect = _int(row, "aspect_ratio")
     head_dim = _int(row, "head_dim")
@@ -39,8 +45,25 @@ def model_config_from_row(row: dict) -> dict:
     pattern = str(row.get("window_pattern") or DEFAULTS["window_pattern"]).upper()
     if not pattern or set(pattern) - {"S", "L"}:
         raise ValueError(f"matrix column window_pattern: {pattern!r} must be letters S and L")
-    return {"vocab_size": VOCAB_SIZE, "n_layer": depth, "n_embd": n_embd, "n_head": n_embd // head_dim,
-            "head_dim": head_dim, "seq_len": seq_len, "window_pattern": pattern}
+    letters = [pattern[i % len(pattern)] for i in range(depth - 1)] + ["L"]
+    return {"vocab_size": int(vocab_size), "n_layer": depth, "n_embd": n_embd, "n_head": n_embd // head_dim,
+            "head_dim": head_dim, "seq_len": seq_len, "window_pattern": pattern,
+            "windows": [seq_len if c == "L" else seq_len // 2 for c in letters],
+            "ve_gate_channels": min(VE_GATE_CHANNELS, n_embd)}
+
+
+def layer_windows(model_config: dict) -> list[int]:
+    """Each layer's attention window (keys i-w .. i).
+
+    A model_config without `windows` or `ve_gate_channels` was written by the
+    first runner (before issue 14): there `S` saw seq_len//2 keys and `L` the
+    whole training context; such checkpoints still load and re-evaluate.
+    """
+    if "windows" in model_config:
+        return [int(w) for w in model_config["windows"]]
+    T, n, pattern = model_config["seq_len"], model_config["n_layer"], model_config.get("window_pattern", "L")
+    letters = [pattern[i % len(pattern)] for i in range(n - 1)] + ["L"]
+    return [T - 1 if c == "L" else max(1, T // 2) - 1 for c in letters]
 
 
 def has_value_embedding(layer: int, n_layer: int) -> bool:
@@ -65,7 +88,10 @@ def expected_tensors(model_config: dict) -> dict[str, tuple[int, ...]]:
         out[p + "mlp.c_proj.weight"] = (d, 4 * d)
         if has_value_embedding(i, n):
             out[f"value_embeds.{i}.weight"] = (v, d)
-            out[p + "attn.ve_gate"] = (model_config["n_head"],)
+            if model_config.get("ve_gate_channels"):  # input-dependent gate, as upstream
+                out[p + "attn.ve_gate.weight"] = (model_config["n_head"], model_config["ve_gate_channels"])
+            else:  # the first runner: one learned gate per head
+                out[p + "attn.ve_gate"] = (model_config["n_head"],)
     return dict(sorted(out.items()))
 
 
