@@ -148,10 +148,11 @@ def build(root: Path, size: int, small_files: int, large_files: int) -> None:
     build_manifest(root)
 
 
-def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, float, int, str]:
+def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float, float, int, str]:
     """(wall seconds, CPU seconds, peak RSS MB, exit code, output) of `cmd` as a child process."""
     t = time.perf_counter()
-    p = subprocess.run([TIME, "-f", "bench=%M %U %S", *cmd], cwd=cwd, capture_output=True, text=True)
+    p = subprocess.run([TIME, "-f", "bench=%M %U %S", *cmd], cwd=cwd, capture_output=True, text=True,
+                       env=None if env is None else {**os.environ, **env})
     wall = time.perf_counter() - t
     line = [x for x in p.stderr.splitlines() if x.startswith("bench=")]
     if not line:
@@ -167,6 +168,9 @@ def main(argv=None) -> int:
     ap.add_argument("--large-files", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3, help="rounds over every tool; medians are reported")
     ap.add_argument("--workdir", help="where to build (default: a temporary directory, removed at the end)")
+    ap.add_argument("--compare", metavar="CHECKOUT",
+                    help="also time `verify` of another checkout of auditkit (e.g. a `git worktree` of an "
+                         "earlier commit), in the same rounds")
     a = ap.parse_args(argv)
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="verify-bench-"))
@@ -195,22 +199,27 @@ def main(argv=None) -> int:
 
         py = sys.executable
         tools = [
-            ("hashlib loop (1 thread)", [py, "-c", HASH_LOOP, str(pkg), str(work / "files.txt")], None),
-            ("hashlib loop (2 processes)", [py, "-c", HASH_LOOP_2, str(pkg), str(work / "files.txt")], None),
-            ("auditkit verify --jobs 1", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "1"], None),
-            ("auditkit verify --jobs 2", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "2"], None),
-            ("verify --jobs 1, threads", [py, "-c", THREADS, str(pkg), "1"], None),
-            ("verify --jobs 2, threads", [py, "-c", THREADS, str(pkg), "2"], None),
-            ("sha256sum -c", ["sha256sum", "-c", "--quiet", "--strict", str(work / "SHA256SUMS")], pkg),
+            ("hashlib loop (1 thread)", [py, "-c", HASH_LOOP, str(pkg), str(work / "files.txt")], None, None),
+            ("hashlib loop (2 processes)", [py, "-c", HASH_LOOP_2, str(pkg), str(work / "files.txt")], None, None),
+            ("auditkit verify --jobs 1", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "1"], None, None),
+            ("auditkit verify --jobs 2", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "2"], None, None),
+            ("verify --jobs 1, threads", [py, "-c", THREADS, str(pkg), "1"], None, None),
+            ("verify --jobs 2, threads", [py, "-c", THREADS, str(pkg), "2"], None, None),
+            ("sha256sum -c", ["sha256sum", "-c", "--quiet", "--strict", str(work / "SHA256SUMS")], pkg, None),
             ("bagit.py --validate", [shutil.which("bagit.py") or str(Path(py).parent / "bagit.py"), "--validate",
-                                     str(bag)], None),
+                                     str(bag)], None, None),
         ]
+        if a.compare:
+            other = {"PYTHONPATH": str(Path(a.compare).resolve())}
+            # run from `work`: `python -m` puts the working directory first on sys.path, before PYTHONPATH
+            tools[4:4] = [(f"--compare verify --jobs {j}", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", str(j)],
+                           work, other) for j in (1, 2)]
         run(tools[0][1])  # warm the page cache
         load_before = os.getloadavg()[0]
-        samples: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name, _, _ in tools}
+        samples: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name, *_ in tools}
         for _ in range(a.repeat):  # rounds over every tool, so that a busy moment hits all of them alike
-            for name, cmd, cwd in tools:
-                wall, cpu, rss, rc, out = run(cmd, cwd)
+            for name, cmd, cwd, env in tools:
+                wall, cpu, rss, rc, out = run(cmd, cwd, env)
                 if rc != 0:
                     print(f"{name}: exit {rc}\n{out[-2000:]}")
                 samples[name].append((wall, cpu, rss, rc))
