@@ -17,6 +17,30 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+_OWN_BASETEMP: Path | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """The whole session's temporary files live in one fresh directory that the controller removes
+    at the end (pytest keeps its last three `pytest-of-USER/pytest-N` otherwise), Dask's scratch
+    space included: a run leaves nothing behind in the temporary directory.  An explicit
+    --basetemp is kept as given; an xdist worker uses the directory its controller chose."""
+    global _OWN_BASETEMP
+    if getattr(config, "workerinput", None) is not None or config.option.basetemp:
+        return
+    import tempfile
+
+    _OWN_BASETEMP = Path(tempfile.mkdtemp(prefix="auditkit-tests-"))
+    config.option.basetemp = str(_OWN_BASETEMP / "t")
+    os.environ["DASK_TEMPORARY_DIRECTORY"] = str(_OWN_BASETEMP / "dask")
+
+
+def pytest_unconfigure(config):
+    if _OWN_BASETEMP is not None and getattr(config, "workerinput", None) is None:
+        shutil.rmtree(_OWN_BASETEMP, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def smoke_local_package(tmp_path_factory) -> Path:
     """Run once per test session; under pytest-xdist (`-n 2`) once for all workers: the first
