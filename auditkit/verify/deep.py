@@ -41,6 +41,10 @@ def checkpoint_metadata(data: bytes) -> dict:
 DATA_CAP = 1 << 30  # a carried corpus larger than this is not read whole
 
 
+class DataUnavailable(ValueError):
+    """The data a run scored cannot be read here: --deep cannot check, which is no finding (exit 2)."""
+
+
 def package_data_reader(package, files):
     """read(rel) -> bytes: a data file the directory package carries, read through the store, or
     else the working directory's (where the run read it).  One reader per verify run (it keys
@@ -55,8 +59,10 @@ def package_data_reader(package, files):
             try:
                 return Path(rel).read_bytes()
             except OSError as exc:
-                raise ValueError(f"{rel}: cannot read the data file ({exc.strerror}); the package does not "
-                                 f"carry it, so it is read from the working directory") from None
+                why = ("the archive carries it, but --deep reads a carried data file from a package directory "
+                       "only: extract the archive and verify the directory") if rel in files else \
+                      "the package does not carry it, so it is read from the working directory"
+                raise DataUnavailable(f"{rel}: cannot read the data file ({exc.strerror}); {why}") from None
         try:
             return store.read_bytes(rel, cap=DATA_CAP)
         except PackageDefect as exc:
@@ -116,6 +122,10 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str, read=None
             return findings
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
         got, _ = evaluate(model, es, device, autocast)
+    except DataUnavailable as exc:
+        raise AuditError(f"--deep cannot re-evaluate {path}: {exc}",
+                         hint="give the data where the run read it (its metadata names the spec), or verify the "
+                              "package directory that carries it") from None
     except Exception as exc:  # noqa: BLE001 - any failure to rebuild is a finding about this file
         findings.append(Finding(path, "deep-rebuild-failed", where, "a model that loads and evaluates",
                                 f"{type(exc).__name__}: {exc}", "the checkpoint does not match its architecture"))
