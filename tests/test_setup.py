@@ -49,6 +49,12 @@ def fake_system_python(where: Path) -> Path:
     lib.mkdir(parents=True)
     for entry in base_stdlib.iterdir():
         (lib / entry.name).symlink_to(entry)
+    # Debian's python3 keeps pip outside the stdlib, in <prefix>/lib/python3/dist-packages, found
+    # from the prefix: mirror it, or the copy would have no pip to refuse with
+    debian = Path(sys.base_prefix) / "lib" / "python3" / "dist-packages"
+    if debian.is_dir():
+        (where / "lib" / "python3").mkdir()
+        (where / "lib" / "python3" / "dist-packages").symlink_to(debian)
     (lib / "EXTERNALLY-MANAGED").write_text(
         "[externally-managed]\nError=this Python is managed by the system: use a virtual environment\n")
     (where / "bin").mkdir()
