@@ -34,7 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.derived.output import Written, output_dir, write_outputs
+from auditkit.derived.output import Written, check_report, output_dir, write_outputs
 from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, defect,
                                     open_package)
 from auditkit.findings import Finding, Report
@@ -361,15 +361,8 @@ def generate_figures(pkg: str | Path, out: str | Path | None = None, *, in_place
 
 
 def check_figures(pkg) -> Report:
-    """Regenerate every listed figure's data and compare it with the recorded manifest and PNG.
-    A defective package file is a finding; AuditError only when `pkg` is no package."""
-    store = open_package(pkg)
-    report = Report("figures --check", str(pkg))
-    try:
-        _check_figures(store, report)
-    except PackageDefect as exc:
-        report.add(exc.finding)
-    return report
+    """Regenerate every listed figure's data and compare it with the recorded manifest and PNG."""
+    return check_report(pkg, "figures --check", _check_figures)
 
 
 def _check_figures(store: PackageStore, report: Report) -> None:

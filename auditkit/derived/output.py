@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_bytes, open_package
+from auditkit.findings import Report
+from auditkit.package.store import PackageDefect, PackageStore, atomic_write_bytes, open_package
 
 MANIFEST_JSON = "MANIFEST.json"
 
@@ -73,3 +75,15 @@ def write_outputs(dest: Path, files: dict[str, bytes]) -> list[str]:
 def stale_manifest(dest: Path, changed: list[str]) -> bool:
     """True when files were changed in a directory whose MANIFEST recorded them otherwise."""
     return bool(changed) and (dest / MANIFEST_JSON).is_file()
+
+
+def check_report(package: str | Path, command: str, body: Callable[[PackageStore, Report], None]) -> Report:
+    """`body(store, report)` over the package: a defective package file it meets (a link, not
+    UTF-8, not strict JSON, ...) is a finding; AuditError only when `package` is no package."""
+    store = open_package(package)
+    report = Report(command=command, target=str(package))
+    try:
+        body(store, report)
+    except PackageDefect as exc:
+        report.add(exc.finding)
+    return report

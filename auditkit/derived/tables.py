@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.derived.output import Written, output_dir, write_outputs
+from auditkit.derived.output import Written, check_report, output_dir, write_outputs
 from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, decode_utf8,
                                     defect, open_package)
 from auditkit.findings import Finding, Report
@@ -597,16 +597,8 @@ def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None, 
 
 
 def check_tables(package_dir: str | Path) -> Report:
-    """Regenerate every table in memory and report each difference with the recorded files.
-    A defective package file (a link, not UTF-8, not strict JSON, ...) is a finding; AuditError
-    only when `package_dir` is no package."""
-    store = open_package(package_dir)
-    rep = Report(command="tables --check", target=str(package_dir))
-    try:
-        _check_tables(store, rep)
-    except PackageDefect as exc:
-        rep.add(exc.finding)
-    return rep
+    """Regenerate every table in memory and report each difference with the recorded files."""
+    return check_report(package_dir, "tables --check", _check_tables)
 
 
 def _check_tables(store: PackageStore, rep: Report) -> None:
