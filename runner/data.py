@@ -276,13 +276,11 @@ def read_documents(kind: str, paths: list[str], read=None) -> list[bytes]:
     package's own copy through the package store)."""
     docs: list[bytes] = []
     for p in paths:
-        if kind == "text" and read is not None:
-            docs += [d for d in re.split(rb"\n[ \t\r]*\n+", read(p)) if d.strip()]
-            continue
-        if not Path(p).is_file():
+        if read is None and not Path(p).is_file():
             raise ValueError(f"{p}: no such data file")
         if kind == "text":
-            docs += [d for d in re.split(rb"\n[ \t\r]*\n+", Path(p).read_bytes()) if d.strip()]
+            raw = Path(p).read_bytes() if read is None else read(p)
+            docs += [d for d in re.split(rb"\n[ \t\r]*\n+", raw) if d.strip()]
             continue
         import pyarrow.parquet as pq
 

@@ -17,22 +17,8 @@ import argparse
 import csv
 import io
 import json
-import math
 import sys
 from collections import defaultdict
-from pathlib import Path
-
-
-def paired(nats_a, nats_b, nbytes) -> tuple[float, float]:
-    """(bpb_a - bpb_b, its standard error): the ratio estimator of the per-window differences."""
-    import numpy as np
-
-    d = np.asarray(nats_a, dtype=np.float64) - np.asarray(nats_b, dtype=np.float64)
-    b = np.asarray(nbytes, dtype=np.float64)
-    m = len(d)
-    ratio = d.sum() / b.sum()
-    se = math.sqrt(((d - ratio * b) ** 2).sum() / (m * (m - 1))) / b.mean()
-    return ratio / math.log(2), se / math.log(2)
 
 
 def main(argv=None) -> int:
@@ -58,7 +44,6 @@ def main(argv=None) -> int:
         rows += [r for r in csv.DictReader(io.StringIO(store.read_text(rel))) if r.get("checkpoint")]
     cells: dict[tuple[str, str, str], dict[str, tuple]] = defaultdict(dict)
     eval_sets = {}
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     for r in rows:
         data = store.read_bytes(r["checkpoint"], cap=1 << 30)
         meta = checkpoint_metadata(data)
@@ -84,7 +69,7 @@ def main(argv=None) -> int:
             if cid == a.reference:
                 print(f"{stage:28} {host:8} {seed:>4} {cid:10} {bpb:9.6f} {se:7.4f}")
                 continue
-            diff, pse = paired(nats, ref_nats, nbytes)
+            diff, pse = bpb_and_se(nats - ref_nats, nbytes)   # the same ratio estimator, of the differences
             pses.append(pse)
             print(f"{stage:28} {host:8} {seed:>4} {cid:10} {bpb:9.6f} {se:7.4f} {diff:+14.6f} {pse:9.4f}")
     if pses:

@@ -104,12 +104,15 @@ class DirReader:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._store = None
 
     def read(self, rel: str) -> bytes | None:
         from auditkit.package.store import PackageStore
 
         try:  # the one store: no link followed, regular files only
-            return PackageStore(self.root).read_bytes(rel) if PackageStore(self.root).is_file(rel) else None
+            if self._store is None:
+                self._store = PackageStore(self.root)
+            return self._store.read_bytes(rel) if self._store.is_file(rel) else None
         except AuditError:
             return None
 

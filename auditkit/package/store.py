@@ -123,12 +123,6 @@ class PackageStore:
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def _dir_fd(self, rel: str, parts: list[str]) -> int:
         """The cached fd of directory parts[:-1] of `rel` (the lock is held)."""
         key = "/".join(parts[:-1])

@@ -117,11 +117,13 @@ class StudyDir:
         relative path (once; a different file already there is refused), so `verify --deep` can
         rebuild the evaluation from the package alone.  Absolute paths, paths that climb out with
         `..`, and files over CARRY_LIMIT bytes are left where they are (logged)."""
-        spec = str(self.manifest.runner.get("settings", {}).get("data", ""))
-        kind, _, rest = spec.partition(":")
-        if kind not in ("text", "parquet"):
-            return
-        for rel in [p for p in rest.split(",") if p and not p.startswith("val=")]:
+        from auditkit.runner.data import parse_spec
+
+        try:
+            kind, opts = parse_spec(str(self.manifest.runner.get("settings", {}).get("data", "markov:seed=0")))
+        except ValueError:
+            return  # the runner's own check of the settings says what is wrong
+        for rel in opts.get("paths", []) if kind in ("text", "parquet") else []:
             src = Path(rel)
             if src.is_absolute() or ".." in src.parts or not src.is_file():
                 self.log(f"data file {rel} is not carried in the package (an absolute or climbing path, or "
