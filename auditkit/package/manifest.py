@@ -18,12 +18,11 @@ from pathlib import Path
 from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_text
 from auditkit.package.hashing import sha256_fileobj
-from auditkit.package.scan import unsafe_reason
+from auditkit.package.scan import NEVER_LISTED_DIRS, unsafe_reason
 
 MANIFEST_JSON = "MANIFEST.json"
 MANIFEST_CSV = "MANIFEST.csv"
 MANIFEST_FILES = (MANIFEST_JSON, MANIFEST_CSV)
-NEVER_LISTED_DIRS = (".git",)  # a version-control directory is not part of the package
 
 
 @dataclass(frozen=True, order=True)

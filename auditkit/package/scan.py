@@ -192,13 +192,14 @@ def printable_name(name: str) -> str:
         return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+NEVER_LISTED_DIRS = (".git",)  # a version-control directory is not part of the package
+
+
 def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, int]]:
     """(relative path, size) of the regular files under `root`; symlinks, special files and unsafe
     or non-UTF-8 names become problems, never read.  os.scandir: one lstat per entry, none followed.
     A version-control directory (`.git`, at any depth) is not part of a package: `manifest build`
     never lists it, and this walk does not enter it either."""
-    from auditkit.package.manifest import NEVER_LISTED_DIRS
-
     stack = [("", str(root))]
     while stack:
         prefix, d = stack.pop()
