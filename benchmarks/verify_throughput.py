@@ -177,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compare", metavar="CHECKOUT",
                     help="also time `verify` of another checkout of auditkit (e.g. a `git worktree` of an "
                          "earlier commit), in the same rounds")
+    ap.add_argument("--targets-only", action="store_true",
+                    help="time only what the targets compare: the hashlib loops and verify --jobs 1/2")
     a = ap.parse_args(argv)
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="verify-bench-"))
@@ -215,6 +217,8 @@ def main(argv=None) -> int:
             ("bagit.py --validate", [shutil.which("bagit.py") or str(Path(py).parent / "bagit.py"), "--validate",
                                      str(bag)], None, None),
         ]
+        if a.targets_only:
+            tools = tools[:4]
         if a.compare:
             other = {"PYTHONPATH": str(Path(a.compare).resolve())}
             # run from `work`: `python -m` puts the working directory first on sys.path, before PYTHONPATH

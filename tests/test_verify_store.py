@@ -212,8 +212,8 @@ def test_verify_reads_each_file_through_the_store(pkg, monkeypatch):
     from auditkit.package.store import PackageStore
 
     opened = []
-    real = PackageStore.open
-    monkeypatch.setattr(PackageStore, "open", lambda self, rel: opened.append(rel) or real(self, rel))
+    real = PackageStore.open_fd   # `open` is this plus a file object
+    monkeypatch.setattr(PackageStore, "open_fd", lambda self, rel: opened.append(rel) or real(self, rel))
     r = verify_package(pkg, jobs=2)
     files = sorted(p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file())
     assert r.ok and sorted(opened) == files and len(files) == r.checked["files"]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import re
 import struct
 from collections import Counter
@@ -122,24 +123,38 @@ def _suspects(d: Dtype) -> tuple[bytes, ...]:
 _SUSPECTS_BY_MASK = {(d.view, d.mask): _suspects(d) for d in DTYPES.values() if d.view is not None and not d.nan_only}
 
 
-def _nonfinite_without_numpy(d: Dtype, data) -> int | None:
-    """How many values of `data` are inf or nan, answered from the values' most significant bytes
-    alone where they settle it (in C: a strided byte copy and a memchr per suspect byte), so a
+def _nonfinite_without_numpy(d: Dtype, data, lo: int = 0, hi: int | None = None) -> int | None:
+    """How many values of `data[lo:hi]` are inf or nan, answered from the values' most significant
+    bytes alone where they settle it (in C: one strided slice and a memchr per suspect byte), so a
     reader of an all-finite checkpoint never imports numpy; None where numpy must count.
 
-    One-byte dtypes are settled exactly.  Wider ones: no suspect top byte means no inf or nan
-    (the common case; the suspects are those where the exponent's upper bits are all ones, e.g.
-    0x7F or 0xFF for F32, BF16, F64, C64); any suspect (an inf, a nan, or a finite value of huge
-    magnitude) leaves it to numpy."""
+    `data` is bytes, a bytearray or an mmap (their extended slices are a plain C loop; a
+    memoryview's are not, so one is copied first).  One-byte dtypes are settled exactly.  Wider
+    ones: no suspect top byte means no inf or nan (the common case; the suspects are those where
+    the exponent's upper bits are all ones, e.g. 0x7F or 0xFF for F32, BF16, F64, C64); any
+    suspect (an inf, a nan, or a finite value of huge magnitude) leaves it to numpy."""
+    if isinstance(data, memoryview):
+        data, lo, hi = bytes(data[lo:hi]), 0, None
+    hi = len(data) if hi is None else hi
     width = int(d.view[-1])
-    raw = bytes(data)
-    if d.nan_only:                 # one exact pattern, one byte wide (F8_E8M0, F8_*FNUZ)
-        return raw.count(bytes([d.mask]))
-    suspects = _SUSPECTS_BY_MASK[(d.view, d.mask)]
-    if width == 1:
-        return sum(raw.count(b) for b in suspects)
-    top = raw[width - 1::width]
-    return 0 if not any(b in top for b in suspects) else None
+    if width == 1:                 # exact: F8_* (one exact NaN pattern, or suspects = the NaN/inf bytes)
+        raw = bytes(data[lo:hi])
+        if d.nan_only:
+            return raw.count(bytes([d.mask]))
+        return sum(raw.count(b) for b in _SUSPECTS_BY_MASK[(d.view, d.mask)])
+    top = data[lo + width - 1:hi:width]
+    return 0 if not any(b in top for b in _SUSPECTS_BY_MASK[(d.view, d.mask)]) else None
+
+
+def _sliceable(chunk):
+    """`chunk` as bytes, a bytearray or an mmap, whose extended slices are fast: the object behind a
+    memoryview when the view is all of it (a full read buffer, a mapped window), else a copy."""
+    if isinstance(chunk, memoryview):
+        obj = chunk.obj
+        if isinstance(obj, (bytes, bytearray, mmap.mmap)) and chunk.c_contiguous and chunk.nbytes == len(obj):
+            return obj
+        return chunk.tobytes()
+    return chunk
 
 
 class _Refused(ValueError):
@@ -387,10 +402,12 @@ class CheckpointScanner:
         self._plan = spans
         self._data_end = end
 
-    def _data(self, chunk: bytes) -> None:
+    def _data(self, chunk) -> None:
+        # values are checked in place: `buf[lo:hi]` of the bytes, bytearray or mmap behind the chunk
+        buf = _sliceable(chunk)
         start = self._pos
-        self._pos += len(chunk)
-        while self._cur < len(self._plan) and chunk:
+        self._pos += len(buf)
+        while self._cur < len(self._plan) and len(buf):
             b, e, name, dtype = self._plan[self._cur]
             lo, hi = max(b, start), min(e, self._pos)
             if hi <= lo:
@@ -398,44 +415,45 @@ class CheckpointScanner:
                     self._cur += 1
                     continue
                 break
-            self._check_values(name, dtype, chunk[lo - start:hi - start])
+            self._check_values(name, dtype, buf, lo - start, hi - start)
             if hi == e:
                 self._rem = b""
                 self._cur += 1
             else:
                 break
 
-    def _check_values(self, name: str, dtype: str, data) -> None:
+    def _check_values(self, name: str, dtype: str, buf, lo: int, hi: int) -> None:
         d = DTYPES[dtype]
         if d.view is None:
             return
         size = d.bits // 8
         if self._rem:                 # a value split across two chunks
             need = size - len(self._rem)
-            head = self._rem + bytes(data[:need])
-            data = data[need:]
+            head = self._rem + bytes(buf[lo:min(hi, lo + need)])
+            lo = min(hi, lo + need)
             if len(head) < size:
                 self._rem = head
                 return
             self._rem = b""
-            self._count(name, d, head)
-        cut = len(data) - len(data) % size
-        if cut:
-            self._count(name, d, data[:cut])
-        self._rem = bytes(data[cut:])
+            self._count(name, d, head, 0, size)
+        cut = hi - (hi - lo) % size
+        if cut > lo:
+            self._count(name, d, buf, lo, cut)
+        self._rem = bytes(buf[cut:hi])
 
-    def _count(self, name: str, d: Dtype, data) -> None:
-        bad = _nonfinite_without_numpy(d, data)
+    def _count(self, name: str, d: Dtype, buf, lo: int, hi: int) -> None:
+        bad = _nonfinite_without_numpy(d, buf, lo, hi)
         if bad is None:               # a byte pattern that may be inf/nan: count exactly
             import numpy as np
 
             if d.native is not None:
-                values = np.frombuffer(data, dtype=d.native)
+                values = np.frombuffer(buf, dtype=d.native, count=(hi - lo) // np.dtype(d.native).itemsize,
+                                       offset=lo)
                 if np.isfinite(values).all():
                     return            # the common case, in one pass (a third of the masked count's time)
                 bad = int(np.count_nonzero(~np.isfinite(values)))
             else:
-                arr = np.frombuffer(data, dtype=d.view)
+                arr = np.frombuffer(buf, dtype=d.view, count=(hi - lo) // np.dtype(d.view).itemsize, offset=lo)
                 m = arr.dtype.type(d.mask)
                 bad = int(np.count_nonzero(arr == m if d.nan_only else (arr & m) == m))
         if bad:

@@ -149,6 +149,22 @@ def scan_file(rel: str, f: BinaryIO, *, keep: bool = False, progress: Callable[[
     return FileScan(rel, h.hexdigest(), n, content, scanner.finish() if scanner else None, spool)
 
 
+def scan_document(rel: str, fd: int, size: int, progress: Callable[[int], None] | None = None) -> FileScan:
+    """`scan_file` for a JSON/CSV document of `size` bytes (as fstat said) at `fd`: read whole with one
+    read for its size and one to see its end (a file that grew meanwhile is read to its end)."""
+    if size > DOC_CAP:
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return scan_file(rel, f, progress=progress)
+    parts = [os.read(fd, size + 1)]
+    while parts[-1]:
+        parts.append(os.read(fd, CHUNK))
+    data = b"".join(parts) if len(parts) > 2 else parts[0]
+    n = len(data)
+    if progress and n:
+        progress(n)
+    return FileScan(rel, hashlib.sha256(data).hexdigest(), n, data if n <= DOC_CAP else None)
+
+
 def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints: bool = False,
                  progress: Callable[[int], None] | None = None, total_hint: Callable[[int], None] | None = None,
                  max_members: int | None = None, max_bytes: int | None = None, max_ratio: int | None = None,
@@ -257,7 +273,7 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
     def one(item, progress=progress):
         rel, _ = item
         try:
-            f = store.open(rel)
+            fd, size = store.open_fd(rel)
         except PackageDefect as exc:
             if exc.finding.code == "missing-file":
                 raise AuditError(f"{rel} disappeared while it was being verified", path=str(root),
@@ -266,11 +282,17 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
             return (code, rel, f"{exc.finding.found or exc.finding.message} (found when opening it)")
         except AuditError as exc:
             raise AuditError(f"cannot read {rel}: {exc.message}", path=str(root)) from exc
-        with f:
-            try:
+        try:
+            if wants_content(rel):
+                return scan_document(rel, fd, size, progress)
+            with os.fdopen(fd, "rb") as f:
+                fd = -1
                 return scan_file(rel, f, keep=keep, progress=progress)
-            except OSError as exc:
-                raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
+        except OSError as exc:
+            raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     n_docs = sum(1 for rel, _ in items if wants_content(rel))
     docs_in, handed = 0, False

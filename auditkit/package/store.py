@@ -147,7 +147,8 @@ class PackageStore:
         return dfd
 
     # -- opening --------------------------------------------------------------
-    def _open_fd(self, rel: str) -> int:
+    def open_fd(self, rel: str) -> tuple[int, int]:
+        """(fd, size) of the regular file `rel`, opened as `open` does; the caller closes the fd."""
         why = unsafe_reason(rel)
         if why:
             raise defect(rel, "unsafe-path", f"unsafe path ({why})", hint="a package path is relative and stays inside it")
@@ -162,9 +163,8 @@ class PackageStore:
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             _refuse_kind(rel, st.st_mode)
-        if _NONBLOCK:
-            os.set_blocking(fd, True)
-        return fd
+        # O_NONBLOCK stays set: it has no effect on a regular file (and saves two fcntl calls a file)
+        return fd, st.st_size
 
     @staticmethod
     def _explain(rel: str, where: str, exc: OSError, dfd: int, name: str):
@@ -185,7 +185,7 @@ class PackageStore:
 
     def open(self, rel: str):
         """A binary file object for the regular file `rel` (PackageDefect otherwise)."""
-        return os.fdopen(self._open_fd(rel), "rb")
+        return os.fdopen(self.open_fd(rel)[0], "rb")
 
     # -- queries ------------------------------------------------------------------
     def kind(self, rel: str) -> str | None:
@@ -320,6 +320,12 @@ def _may_need_number_hooks(raw: bytes) -> bool:
     return _LONG_DIGITS in shapes or b"e000" in shapes or b"e+000" in shapes
 
 
+# built once (json.loads with hooks builds a decoder per call); decoders keep no state between calls
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
+_DECODER_WITH_NUMBER_HOOKS = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant,
+                                              parse_float=_float, parse_int=_int)
+
+
 def loads_strict(data: bytes | str, rel: str):
     """Parse JSON strictly (see the module docstring); PackageDefect naming `rel` and the key."""
     if isinstance(data, bytes):
@@ -331,9 +337,11 @@ def loads_strict(data: bytes | str, rel: str):
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _json_depth(raw) > MAX_JSON_DEPTH:
         raise defect(rel, "json-too-deep", f"nested deeper than {MAX_JSON_DEPTH} levels",
                      expected=f"<= {MAX_JSON_DEPTH} levels", found=f"> {MAX_JSON_DEPTH}")
-    numbers = {"parse_float": _float, "parse_int": _int} if _may_need_number_hooks(raw) else {}
+    decoder = _DECODER_WITH_NUMBER_HOOKS if _may_need_number_hooks(raw) else _DECODER
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, **numbers)
+        if text.startswith("\ufeff"):     # as json.loads: a BOM is not JSON
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return decoder.decode(text)
     except _Strict as exc:
         raise defect(rel, exc.code, str(exc), location=exc.key,
                      hint="a strict JSON reader refuses this; a second value for a key could hide a forged one") from None
