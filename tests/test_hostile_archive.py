@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import pkgbuild  # noqa: E402
 from fixtures.cli_untouched import run_untouched  # noqa: E402
 from auditkit.errors import AuditError  # noqa: E402
-from auditkit.package.scan import (ARCHIVE_META_CAP, RATIO_FLOOR, _Gunzip, default_max_members,  # noqa: E402
+from auditkit.package.archive import ARCHIVE_META_CAP, RATIO_FLOOR, _Gunzip  # noqa: E402
+from auditkit.package.scan import (default_max_members,  # noqa: E402
                                    scan_package)
 
 GiB = 1 << 30
@@ -203,7 +204,7 @@ def test_the_ratio_cap_is_an_env_setting(members, tmp_path, monkeypatch):
 
 def test_the_budget_is_spent_as_the_stream_is_read(members, tmp_path):
     """The refusal comes after about RATIO_FLOOR bytes of a 10 GiB claim: the caps are not checked at the end."""
-    from auditkit.package import scan as scan_mod
+    from auditkit.package import archive as scan_mod
 
     archive = write(tmp_path / "bomb.tgz", compress("gz", members + header("pkg/big.bin", 10 * GiB)),
                     zeros_compressed("gz") * (10 * GiB // BLOCK))

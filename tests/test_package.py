@@ -148,7 +148,7 @@ def test_each_file_is_read_once(pkg, monkeypatch):
     seen = []
     real, real_doc = package.scan_file, package.scan_document
     monkeypatch.setattr(package, "scan_file", lambda rel, f, **k: seen.append(rel) or real(rel, f, **k))
-    monkeypatch.setattr(package, "scan_document", lambda rel, *a: seen.append(rel) or real_doc(rel, *a))
+    monkeypatch.setattr(package, "scan_document", lambda rel, *a, **k: seen.append(rel) or real_doc(rel, *a, **k))
     opened = []
     real_open = os.open
     monkeypatch.setattr(os, "open", lambda p, flags, *a, **k: opened.append((str(p), flags)) or

@@ -485,6 +485,7 @@ def test_a_directory_that_is_no_package_is_refused_before_a_byte_is_read(tmp_pat
     (d / "big" / "blob.bin").write_bytes(b"x" * 100_000)
     (d / "notes.json").write_text("{}")
     monkeypatch.setattr(scan, "scan_file", lambda *a, **k: pytest.fail("a file was read"))
+    monkeypatch.setattr(scan, "scan_document", lambda *a, **k: pytest.fail("a document was read"))
     with pytest.raises(AuditError, match="neither MANIFEST.json nor protocol.json"):
         verify_package(d)
     for extra in ([], ["--json"]):
@@ -532,3 +533,24 @@ def test_hints_never_say_to_regenerate_the_evidence(pkg):
     for f in found:
         text = f"{f.message} {f.hint}".lower()
         assert not any(w in text for w in ("manifest build", "rebuild", "regenerate", "auditkit tables")), f
+
+
+def test_the_console_entry_leaves_at_once_with_the_whole_verdict_and_its_exit_code(pkg):
+    """`auditkit verify` ends with os._exit once its output is flushed (no interpreter teardown): the
+    verdict is whole, in text and JSON, and the exit code is the report's: 0 OK, 1 findings, 2 unreadable."""
+    import subprocess
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "auditkit", "verify", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    ok = run(str(pkg))
+    assert ok.returncode == 0 and ok.stdout.rstrip().splitlines()[-1].startswith("OK: verify"), ok.stdout + ok.stderr
+    with open(pkg / LINUX, "ab") as f:
+        f.write(b"\n")
+    bad = run(str(pkg), "--json")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    doc = json.loads(bad.stdout)                      # all of it: flushed before the process left
+    assert any(f["code"] == "file-changed" and f["path"] == LINUX for f in doc["findings"])
+    gone = run(str(pkg / "nothing-here"))
+    assert gone.returncode == 2 and "no such package" in gone.stderr and "Traceback" not in gone.stderr

@@ -8,7 +8,7 @@ import click
 
 from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import emit_as, fail, format_option, json_option
+from auditkit.cli.common import emit_as, fail, format_option, json_option, leave_at_once
 from auditkit.cli.common import output_format as _output_format
 from auditkit.errors import AuditError
 
@@ -57,6 +57,8 @@ def verify_cmd(package, as_json, output_format, jobs, deep, max_members, max_byt
         with_freeze_evidence(report, package, None, trusted_tsa, trusted_keys, system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)
+    if not deep:       # read only, nothing left running (--deep loads torch, whose exit handlers run)
+        leave_at_once()
     emit_as(report, fmt, package=package)
 
 

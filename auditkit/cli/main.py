@@ -78,7 +78,28 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="auditkit")
+    """The console entry point (`auditkit`, `python -m auditkit`)."""
+    try:
+        cli(prog_name="auditkit")
+    except SystemExit as exc:
+        from auditkit.cli.common import may_leave_at_once
+
+        if may_leave_at_once() and isinstance(exc.code, (int, type(None))):
+            _leave(exc.code or 0)
+        raise
+
+
+def _leave(code: int) -> None:
+    """os._exit(code) once stdout and stderr are flushed; where flushing fails (a closed pipe), the
+    interpreter's own exit instead, which reports it as it always does."""
+    import os
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +102,8 @@ def manifest_entries(root: str | Path, jobs: int | None = None) -> list[Entry]:
         with open(root / rel, "rb", buffering=0) as f:
             digest, n = sha256_fileobj(f)    # size and hash from the same read
         return Entry(rel, digest, n)
+
+    from concurrent.futures import ThreadPoolExecutor   # here: verify, which imports this module, needs none
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(one, files))

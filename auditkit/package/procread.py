@@ -6,8 +6,10 @@ documents, the checks, imports — needs it.  Here each reader is a process of i
 (forked: it starts at once, with the modules already imported), so the parent's
 checks never hold a reader back, and `jobs` readers use `jobs` cores.
 
-Each worker takes the next batch of files nobody has taken yet (a shared counter;
-the batches largest first, so the workers finish together), opens its files through
+Each worker takes the next batch of files nobody has taken yet from the front of a
+shared double-ended queue (the batches largest first, so the workers finish together);
+the parent may take batches from its back meanwhile (`take_back`: the small files,
+read in the parent while it has nothing else to do).  A worker opens its files through
 the package store (no link followed, nothing but regular files), scans them and
 sends the `FileScan`s back on its own pipe.  Fork is used only where it is safe and cheap: on Linux, from a
 process that runs no other thread (a fork copies one thread; a lock another thread
@@ -34,7 +36,7 @@ def available() -> bool:
             and threading.active_count() == 1)
 
 
-def _worker(batches, counter, conn, read_one: Callable, want_progress: bool) -> None:
+def _worker(batches, ends, conn, read_one: Callable, want_progress: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's: it stops the workers
     pending = 0
 
@@ -47,11 +49,11 @@ def _worker(batches, counter, conn, read_one: Callable, want_progress: bool) -> 
 
     try:
         while True:
-            with counter.get_lock():                  # the next batch nobody has taken
-                i = counter.value
-                counter.value += 1
-            if i >= len(batches):
-                break
+            with ends.get_lock():                     # the next batch nobody has taken, from the front
+                i = ends[0]
+                if i >= ends[1]:
+                    break
+                ends[0] = i + 1
             conn.send(("batch", i, [read_one(item, progress if want_progress else None) for item in batches[i]]))
         if pending:
             conn.send(("progress", pending))
@@ -68,37 +70,57 @@ def _worker(batches, counter, conn, read_one: Callable, want_progress: bool) -> 
 class Readers:
     """`jobs` forked workers that run `read_one(item, progress)` over every item of `batches`.
 
-    Entering forks them (they start at once); `collect(on_batch)` hands each batch's results to
-    `on_batch(i, results)` in this process as they come back, in any order, and raises the first
-    worker's AuditError; leaving stops and reaps every worker, whatever happened."""
+    Entering forks them (they start at once); `take_back(accept)` gives this process the index of
+    the last batch nobody has taken (None: none left, or not one `accept` takes), to read itself; `collect(on_batch)` hands
+    each batch's results to `on_batch(i, results)` in this process as they come back, in any order,
+    and raises the first worker's AuditError (`collect(on_batch, block=False)`: only those already
+    back); leaving stops and reaps every worker, whatever happened."""
 
     def __init__(self, batches: list[list], jobs: int, read_one: Callable, progress: Callable[[int], None] | None):
         self.batches, self.read_one, self.progress = batches, read_one, progress
         self.n = max(1, min(jobs, len(batches))) if batches else 0
         self.workers: list = []
         self.conns: list = []
+        self.live: list = []
+        self.ends = None
 
     def __enter__(self) -> "Readers":
         ctx = multiprocessing.get_context("fork")
-        counter = ctx.Value("q", 0)
+        self.ends = ends = ctx.Array("q", [0, len(self.batches)])   # [front, back): batches nobody has taken
         try:
             for _ in range(self.n):
                 recv, send = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_worker, args=(self.batches, counter, send, self.read_one,
+                p = ctx.Process(target=_worker, args=(self.batches, ends, send, self.read_one,
                                                       self.progress is not None), daemon=True)
                 p.start()
                 send.close()
                 self.workers.append(p)
                 self.conns.append(recv)
+                self.live.append(recv)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
-    def collect(self, on_batch: Callable[[int, list], None]) -> None:
-        live = list(self.conns)
+    def take_back(self, accept: Callable[[list], bool] = lambda batch: True) -> int | None:
+        """The last batch nobody has taken, now taken by this process (None: there is none, or
+        `accept(batch)` is false for it)."""
+        if self.ends is None:
+            return None
+        with self.ends.get_lock():
+            j = self.ends[1] - 1
+            if j < self.ends[0] or not accept(self.batches[j]):
+                return None
+            self.ends[1] = j
+        return j
+
+    def collect(self, on_batch: Callable[[int, list], None], block: bool = True) -> None:
+        live = self.live
         while live:
-            for conn in wait(live):
+            ready = wait(live, None if block else 0)
+            if not ready:
+                return
+            for conn in ready:
                 try:
                     msg = conn.recv()
                 except EOFError:

@@ -12,21 +12,16 @@ and undecodable names are findings, never read.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
-import tarfile
-import tempfile
 import threading
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from auditkit.package.checkpoint import CheckpointScan, CheckpointScanner
 from auditkit.errors import AuditError
-from auditkit.package.store import PackageDefect, PackageStore
+from auditkit.package.store import PackageDefect, PackageStore, loads_strict
 
 CHUNK = 1 << 20
 DOC_CAP = 64 * 1024 * 1024       # JSON/CSV documents parsed in memory up to this size (beyond: a finding)
@@ -58,6 +53,7 @@ class FileScan:
     content: bytes | None = None          # kept for .json/.csv documents up to DOC_CAP
     checkpoint: CheckpointScan | None = None
     spool: object | None = None           # with keep: the checkpoint's bytes, in a temp file outside the package
+    parsed: tuple | None = None           # a JSON document parsed strictly where it was read: its findings
 
     def read_spool(self) -> bytes | None:
         """The kept bytes (once), then the temp file is closed."""
@@ -98,6 +94,17 @@ def wants_content(rel: str) -> bool:
     return rel.endswith((".json", ".csv"))
 
 
+SOURCE_DIR = "source/"
+
+
+def read_first(rel: str) -> bool:
+    """A document the checks consume (any JSON/CSV outside source/): read before the other files,
+    by the process that checks, so that its checks run while the rest is read.  A source
+    snapshot's documents are only hashed and, JSON, parsed for strictness where they are read
+    (`FileScan.parsed`), wherever that is."""
+    return wants_content(rel) and not rel.startswith(SOURCE_DIR)
+
+
 _local = threading.local()
 
 
@@ -116,7 +123,11 @@ def scan_file(rel: str, f: BinaryIO, *, keep: bool = False, progress: Callable[[
     is_ckpt = rel.endswith(".safetensors")
     scanner = CheckpointScanner() if is_ckpt else None
     keep_doc = wants_content(rel)
-    spool = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) if keep and is_ckpt else None
+    spool = None
+    if keep and is_ckpt:
+        import tempfile
+
+        spool = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)
     parts: list[bytes] = []
     view = _buffer()
     readinto = getattr(f, "readinto", None)
@@ -149,9 +160,11 @@ def scan_file(rel: str, f: BinaryIO, *, keep: bool = False, progress: Callable[[
     return FileScan(rel, h.hexdigest(), n, content, scanner.finish() if scanner else None, spool)
 
 
-def scan_document(rel: str, fd: int, size: int, progress: Callable[[int], None] | None = None) -> FileScan:
+def scan_document(rel: str, fd: int, size: int, progress: Callable[[int], None] | None = None,
+                  parse: bool = False) -> FileScan:
     """`scan_file` for a JSON/CSV document of `size` bytes (as fstat said) at `fd`: read whole with one
-    read for its size and one to see its end (a file that grew meanwhile is read to its end)."""
+    read for its size and one to see its end (a file that grew meanwhile is read to its end).
+    `parse`: a JSON document is also parsed strictly here, its findings kept as `parsed`."""
     if size > DOC_CAP:
         with os.fdopen(os.dup(fd), "rb") as f:
             return scan_file(rel, f, progress=progress)
@@ -162,7 +175,14 @@ def scan_document(rel: str, fd: int, size: int, progress: Callable[[int], None] 
     n = len(data)
     if progress and n:
         progress(n)
-    return FileScan(rel, hashlib.sha256(data).hexdigest(), n, data if n <= DOC_CAP else None)
+    fs = FileScan(rel, hashlib.sha256(data).hexdigest(), n, data if n <= DOC_CAP else None)
+    if parse and fs.content is not None and rel.endswith(".json"):
+        try:
+            loads_strict(fs.content, rel)
+            fs.parsed = ()
+        except PackageDefect as exc:
+            fs.parsed = (exc.finding,)
+    return fs
 
 
 def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints: bool = False,
@@ -174,9 +194,9 @@ def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints:
 
     `total_hint(n)` is called once with the bytes to read (for a directory: the
     files' sizes; for an archive: its size on disk) before reading starts.
-    A directory's JSON/CSV documents are read first; `on_documents(scan)` is then
-    called in the caller's thread (once, as soon as every document is in) while the
-    readers go on with the other files.  `processes`: read a directory in forked
+    A directory's JSON/CSV documents outside source/ (`read_first`) are read first;
+    `on_documents(scan)` is then called in the caller's thread (once, as soon as all of
+    them are in) while the readers go on with the other files.  `processes`: read a directory in forked
     processes (True), in threads (False), or choose (None: processes for a large
     package where forking is safe).  `on_started(in_processes)` is called once the readers
     run (after any fork: a thread it starts is not copied into a reader).
@@ -186,6 +206,8 @@ def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints:
         return _scan_dir(path, jobs or os.cpu_count() or 1, keep_checkpoints, progress, total_hint, on_documents,
                          processes, on_started)
     if path.is_file() and path.name.endswith((".tar", ".tar.gz", ".tgz")):
+        from auditkit.package.archive import _scan_tar   # tarfile and the compressors only for an archive
+
         if on_started:
             on_started(False)
         if total_hint:
@@ -262,8 +284,10 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
     out = PackageScan()
     try:
         store = PackageStore(root)
-        # documents first (their checks overlap the rest), then largest first: readers finish together
-        items = sorted(_walk(root, out), key=lambda t: (not wants_content(t[0]), -t[1], t[0]))
+        # the documents the checks consume first (their checks overlap the rest), then the other files
+        # largest first (readers finish together), then the other documents (source/'s), small files
+        # that fill in at the end for whichever reader is behind
+        items = sorted(_walk(root, out), key=lambda t: (not read_first(t[0]), wants_content(t[0]), -t[1], t[0]))
     except OSError as exc:
         raise AuditError(f"cannot list the package: {exc}", path=str(root)) from exc
     total = sum(s for _, s in items)
@@ -284,7 +308,7 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
             raise AuditError(f"cannot read {rel}: {exc.message}", path=str(root)) from exc
         try:
             if wants_content(rel):
-                return scan_document(rel, fd, size, progress)
+                return scan_document(rel, fd, size, progress, parse=not read_first(rel))
             with os.fdopen(fd, "rb") as f:
                 fd = -1
                 return scan_file(rel, f, keep=keep, progress=progress)
@@ -294,45 +318,60 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
             if fd >= 0:
                 os.close(fd)
 
-    n_docs = sum(1 for rel, _ in items if wants_content(rel))
-    docs_in, handed = 0, False
+    n_first = sum(1 for rel, _ in items if read_first(rel))
+    first_in, handed = 0, False
 
     def land(results: list) -> None:
-        nonlocal docs_in, handed
+        nonlocal first_in, handed
         for fs in results:
             if isinstance(fs, tuple):
                 out.problems.append(fs)
-                docs_in += wants_content(fs[1])
+                first_in += read_first(fs[1])
             else:
                 out.files[fs.path] = fs
-                docs_in += wants_content(fs.path)
-        if not handed and docs_in == n_docs and on_documents is not None:
+                first_in += read_first(fs.path)
+        if not handed and first_in == n_first and on_documents is not None:
             handed = True
             on_documents(out)
 
     if processes is None:
         processes = not keep and total >= PROCESS_MIN_BYTES and procread.available()
     if processes and not keep and procread.available():
-        # the reader processes take the large files at once; this process reads the documents meanwhile
-        # (and checks them while the readers hash)
-        rest = items[n_docs:]
-        large = _batches(rest)
-        with procread.Readers(large, max(1, jobs), one, progress) as readers:
+        # the reader processes take the rest at once, largest first; this process reads the documents
+        # the checks consume meanwhile and checks them while the readers hash.  Where a core is left
+        # over (fewer readers than cores) it then reads the other documents too, from the queue's back
+        # (as it always read every document; never a file that is not one).
+        with procread.Readers(_batches(items[n_first:]), max(1, jobs), one, progress) as readers:
             if on_started:
                 on_started(True)
-            for batch in _batches(items[:n_docs]):
+            land([])
+            for batch in _batches(items[:n_first]):
                 land([one(item) for item in batch])
+            if readers.n < _cores():
+                while (j := readers.take_back(lambda batch: all(wants_content(rel) for rel, _ in batch))) is not None:
+                    land([one(item) for item in readers.batches[j]])
+                    readers.collect(lambda i, results: land(results), block=False)
             readers.collect(lambda i, results: land(results))
     else:
         if on_started:
             on_started(False)
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            batches = _batches(items[:n_docs]) + _batches(items[n_docs:])
+            batches = _batches(items[:n_first]) + _batches(items[n_first:])
             for results in pool.map(lambda batch: [one(item) for item in batch], batches):
                 land(results)
     if not handed and on_documents is not None:
         on_documents(out)
     return out
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _batches(items: list, max_files: int = 64, max_bytes: int = 4 * CHUNK) -> list[list]:
@@ -349,284 +388,4 @@ def _batches(items: list, max_files: int = 64, max_bytes: int = 4 * CHUNK) -> li
         size += item[-1]
     if cur:
         out.append(cur)
-    return out
-
-
-# -- archives: one pass, never extracted, bounded work ------------------------------------------
-
-ARCHIVE_META_CAP = 1 << 20          # a pax or GNU long-name header larger than this is refused unread
-RATIO_FLOOR = 64 * CHUNK            # the inflation-ratio cap applies once this much has come out
-GZIP_READ = 256 * 1024              # compressed bytes read ahead: the ratio cap acts by RATIO_FLOOR at 200:1
-
-
-class _Budget:
-    """The work one archive may cost, checked after every read as the stream is consumed.
-
-    `raw`: bytes read from the archive file; `produced`: bytes out of the
-    decompressor (the tar stream, headers and skipped members included);
-    `content`: member bytes handed to the readers (a sparse member's holes
-    included, which the stream never holds).  Past `max_bytes` out, or past
-    `max_ratio` times the bytes read once `RATIO_FLOOR` is out, the archive is
-    refused (AuditError, exit 2): a gzip bomb or a sparse member claiming a
-    huge size stops within a few seconds, not after the whole claim was hashed.
-    """
-
-    def __init__(self, path: Path, max_bytes: int, max_ratio: int):
-        self.path, self.max_bytes, self.max_ratio = path, max_bytes, max_ratio
-        self.raw = self.produced = self.content = 0
-
-    def check(self) -> None:
-        out = max(self.produced, self.content)
-        if out > self.max_bytes:
-            raise AuditError(f"archive inflates to more than {self.max_bytes} bytes (refused after reading "
-                             f"{self.raw} bytes of it)", path=str(self.path),
-                             hint="raise --max-bytes (or AUDITKIT_MAX_BYTES) if the package is genuinely this large")
-        if out > RATIO_FLOOR and out > self.max_ratio * self.raw:
-            raise AuditError(f"archive inflates more than {self.max_ratio}:1 ({out} bytes out of the first "
-                             f"{self.raw}): a decompression or sparse-file bomb", path=str(self.path),
-                             hint="genuine package files do not compress this well; if this one does, set "
-                                  "AUDITKIT_MAX_RATIO higher")
-
-
-class _CountedRaw(io.RawIOBase):
-    """The archive file as the decompressor reads it: counts the bytes read."""
-
-    def __init__(self, f, budget: _Budget):
-        self._f, self._budget = f, budget
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        k = self._f.readinto(b)
-        self._budget.raw += k
-        return k
-
-
-class _Produced(io.RawIOBase):
-    """The decompressed tar stream, read in pieces of up to CHUNK (tarfile reads it through a 1 MiB
-    io.BufferedReader); the budget is checked after every piece."""
-
-    def __init__(self, f, budget: _Budget):
-        self._f, self._budget = f, budget
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        k = self._f.readinto(b)
-        self._budget.produced += k
-        self._budget.check()
-        return k
-
-
-class _Content:
-    """One member's bytes as `scan_file` reads them: counted (sparse holes too), the budget checked per read."""
-
-    def __init__(self, f, budget: _Budget):
-        self._f, self._budget = f, budget
-
-    def readinto(self, view) -> int:
-        k = self._f.readinto(view)
-        self._budget.content += k
-        self._budget.check()
-        return k
-
-
-class _Gunzip(io.RawIOBase):
-    """The concatenated members of a gzip file, as `gzip` reads them (zero padding between members allowed,
-    anything else after a member an error), inflated by zlib in reads of up to 1 MiB of output.
-
-    zlib checks each member's header, CRC-32 and length (wbits 31).  Not `gzip.GzipFile`: on Python 3.11
-    it inflates 8 KiB of input per call, which costs a fifth more CPU on a large archive.
-    """
-
-    def __init__(self, raw):
-        self._raw, self._d, self._in, self._eof = raw, None, b"", False     # _d None: between members
-
-    def readable(self) -> bool:
-        return True
-
-    def _more(self) -> bool:
-        if not self._eof:
-            data = self._raw.read(GZIP_READ)
-            self._in += data
-            self._eof = not data
-        return bool(self._in)
-
-    def readinto(self, b) -> int:
-        while True:
-            if self._d is None:                       # between members: zeros, then a member or the end
-                while True:
-                    self._in = self._in.lstrip(b"\0")
-                    if self._in or not self._more():
-                        break
-                if not self._in:
-                    return 0
-                self._d = zlib.decompressobj(31)
-            if not self._in and not self._more():
-                raise EOFError("the gzip stream ends inside a member")
-            out = self._d.decompress(self._in, len(b))
-            if self._d.eof:
-                self._in, self._d = self._d.unused_data, None
-            else:
-                self._in = self._d.unconsumed_tail
-            if out:
-                b[:len(out)] = out
-                return len(out)
-
-
-_META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-               tarfile.SOLARIS_XHDTYPE)
-
-
-class _HeaderTooLarge(Exception):
-    """Raised inside tarfile's header parsing (which passes it on unchanged); becomes an AuditError."""
-
-
-class _CappedTarInfo(tarfile.TarInfo):
-    """tarfile reads a pax or GNU long-name header into memory whole: refuse one beyond ARCHIVE_META_CAP first.
-
-    `_proc_member` is tarfile's dispatch on the member type, which its source names the entry point to
-    override in a subclass; it is called for every header, extended ones included."""
-
-    def _proc_member(self, tar):
-        if self.type in _META_TYPES and self.size > ARCHIVE_META_CAP:
-            raise _HeaderTooLarge(f"the extended header at byte {self.offset} declares {self.size} bytes "
-                                  f"(at most {ARCHIVE_META_CAP})")
-        return super()._proc_member(tar)
-
-
-def _decompressed(raw: _CountedRaw, magic: bytes):
-    """The tar stream inside the archive file: gzip, bzip2 or xz by their magic bytes, else plain tar."""
-    import bz2
-    import lzma
-
-    if magic.startswith(b"\x1f\x8b"):
-        return _Gunzip(raw)
-    if magic.startswith(b"BZh"):
-        return bz2.BZ2File(raw)
-    if magic.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(raw)
-    return raw
-
-
-def _shown(name: str) -> str:
-    """A member name fit to print: as is when plain, else escaped (control characters, undecodable bytes)."""
-    if name.isprintable() and not any("\ud800" <= c <= "\udfff" for c in name):
-        return name
-    return ascii(name)[1:-1]
-
-
-def _open_tar(stream) -> tarfile.TarFile:
-    """The TarFile over the decompressed stream (tarfile reads the first member here)."""
-    try:
-        return tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo)
-    except ValueError as exc:         # tarfile lets this through on a malformed sparse map
-        raise tarfile.ReadError(f"malformed member header: {exc}") from None
-
-
-def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
-    try:
-        return tar.next()
-    except ValueError as exc:
-        raise tarfile.ReadError(f"malformed member header: {exc}") from None
-
-
-def default_max_ratio() -> int:
-    return _env_int("AUDITKIT_MAX_RATIO", 200)
-
-
-def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int,
-              max_ratio: int | None = None) -> PackageScan:
-    """One pass over the members, in archive order; nothing is written to disk.
-
-    Work is bounded as the stream is read (`_Budget`): members beyond
-    `max_members`, inflated bytes beyond `max_bytes` (declared sizes are
-    counted before a member is read, produced bytes as they come) and an
-    inflation ratio beyond `max_ratio` are refused with AuditError (exit 2).
-    Links, special files, unsafe or undecodable names, duplicates and data
-    hidden after the end-of-archive marker are problems; no member is extracted.
-
-    An archive made with `tar czf pkg.tgz pkg` holds one top directory: when
-    MANIFEST.json is not at the top but every file sits under one directory,
-    that directory is the package root and is stripped.
-    """
-    import lzma
-
-    out = PackageScan()
-    count = total = 0
-    scans: dict[str, FileScan] = {}
-    budget = _Budget(path, max_bytes, default_max_ratio() if max_ratio is None else max_ratio)
-    try:
-        with open(path, "rb", buffering=0) as f:
-            magic = f.read(6)
-            f.seek(0)
-            stream = _decompressed(_CountedRaw(f, budget), magic)
-            produced = io.BufferedReader(_Produced(stream, budget), CHUNK)
-            with stream, produced, _open_tar(produced) as tar:
-                while (m := _next_member(tar)) is not None:
-                    tar.members.clear()       # stream mode keeps every member otherwise: memory per member
-                    count += 1
-                    if count > max_members:
-                        raise AuditError(f"archive holds more than {max_members} members", path=str(path),
-                                         hint="a package this large is refused; raise --max-members "
-                                              "(or AUDITKIT_MAX_MEMBERS) if it is genuine")
-                    name = m.name
-                    why = unsafe_reason(name)
-                    if why is None and name != _shown(name):
-                        why = ("bytes that are not UTF-8 in the name" if any("\udc80" <= c <= "\udcff" for c in name)
-                               else "a control character in the name")
-                    if why:
-                        out.problems.append(("unsafe-path", _shown(name), why))
-                        continue
-                    name = PurePosixPath(name).as_posix()
-                    if m.isdir() or name in (".", ""):
-                        continue
-                    if m.issym() or m.islnk():
-                        kind = "symbolic" if m.issym() else "hard"
-                        out.problems.append(("symlink", name, f"a {kind} link to {_shown(m.linkname)}"))
-                        continue
-                    if not m.isfile():
-                        out.problems.append(("special-file", name, "not a regular file"))
-                        continue
-                    total += m.size
-                    if total > max_bytes:
-                        raise AuditError(f"archive members add up to more than {max_bytes} bytes", path=str(path),
-                                         hint="raise --max-bytes (or AUDITKIT_MAX_BYTES) if the package is "
-                                              "genuinely this large")
-                    if name in scans:
-                        out.problems.append(("archive-duplicate-member", name,
-                                             "the same path twice in the archive (the later copy would win on "
-                                             "extraction)"))
-                        continue
-                    scans[name] = scan_file(name, _Content(tar.extractfile(m), budget), keep=keep,
-                                            progress=progress)
-                # after the end-of-archive marker only zeros may follow: members there are hidden
-                # from this pass but seen by `tar --ignore-zeros`
-                while chunk := tar.fileobj.read(CHUNK):
-                    if chunk.strip(b"\0"):
-                        out.problems.append(("archive-trailing-data", path.name,
-                                             "data after the end-of-archive marker (hidden members?)"))
-                        break
-    except BaseException as exc:
-        for fs in scans.values():     # --deep's spooled checkpoints: their temporary files go now
-            fs.read_spool()
-        if isinstance(exc, _HeaderTooLarge):
-            raise AuditError(f"cannot read the archive: {exc}", path=str(path),
-                             hint="a pax or GNU long-name header this large is not a package's; the archive is "
-                                  "hostile or damaged") from None
-        if isinstance(exc, (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)):
-            raise AuditError(f"cannot read the archive: {exc}", path=str(path),
-                             hint="check that the file is a complete .tar, .tar.gz or .tgz") from exc
-        raise
-    tops = {n.split("/", 1)[0] for n in scans}
-    prefix = ""
-    if "MANIFEST.json" not in scans and len(tops) == 1 and all("/" in n for n in scans):
-        prefix = tops.pop() + "/"
-    for name, fs in scans.items():
-        fs.path = name[len(prefix):]      # the suffix, which chose how the file was read, is unchanged
-        out.files[fs.path] = fs
-    out.problems = [(c, n[len(prefix):] if prefix and c != "unsafe-path" and n.startswith(prefix) else n, why)
-                    for c, n, why in out.problems]   # an unsafe member keeps its name as the archive spells it
     return out

@@ -28,9 +28,11 @@ SWITCH_INTERVAL = 1e-4
 
 
 def _warm() -> None:
-    """Compile every validator while the first files are read.  (Readers need no numpy: a
-    checkpoint's values are checked from their bytes, numpy only counting a suspect chunk.)"""
+    """Import the checks and the freeze-evidence report and compile every validator while the
+    first files are read.  (Readers need no numpy: a checkpoint's values are checked from their
+    bytes, numpy only counting a suspect chunk.)"""
     try:
+        import auditkit.evidence.report  # noqa: F401 - what `verify` adds after the checks
         from auditkit.verify.checks import iter_findings  # noqa: F401 - the checks' modules
         from auditkit.verify.fastschema import warm
 

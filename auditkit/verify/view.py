@@ -142,16 +142,26 @@ class PackageView:
         except PackageDefect as exc:
             return Document(None, (exc.finding,))
 
+    def parse_findings(self, rel: str) -> tuple[Finding, ...]:
+        """The findings of parsing the JSON document `rel` strictly: those of the reader that parsed it
+        where it was read (`FileScan.parsed`: a source snapshot's documents), else of parsing it here."""
+        fs = self._scan.files.get(rel)
+        if rel not in self._docs and fs is not None and fs.parsed is not None:
+            return fs.parsed
+        return self.document(rel).findings
+
     def schema_findings(self, rel: str) -> tuple[Finding, ...]:
         """`schema-invalid` findings of the JSON document `rel` against the schema its path names."""
         out = self._schema.get(rel)
         if out is None:
-            from auditkit.package.schemas import violation_findings
-            from auditkit.verify.fastschema import violations
-
-            value = self.json(rel)
             name = "manifest" if rel == MANIFEST_JSON else schema_for(rel)
-            out = tuple(violation_findings(violations(value, name), name, rel)) if name and value is not None else ()
+            out = ()
+            if name:
+                from auditkit.package.schemas import violation_findings
+                from auditkit.verify.fastschema import violations
+
+                value = self.json(rel)
+                out = tuple(violation_findings(violations(value, name), name, rel)) if value is not None else ()
             self._schema[rel] = out
         return out
 

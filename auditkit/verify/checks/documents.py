@@ -18,7 +18,7 @@ def check(view: PackageView) -> Iterator[Finding]:
     yield from required(view)
     for rel in sorted(view.files):
         if rel.endswith(".json") and rel != MANIFEST_JSON:   # MANIFEST.json: the manifest check
-            yield from view.document(rel).findings
+            yield from view.parse_findings(rel)
             yield from view.schema_findings(rel)
 
 
