@@ -223,6 +223,11 @@ def test_small_files_are_batched_in_order_and_large_ones_alone():
 def _damage(pkg: Path) -> None:
     (pkg / "README.txt").write_text("changed\n")
     (pkg / "extra.txt").write_text("x\n")
+    (pkg / "source" / "snapshot").mkdir(parents=True)   # parsed where they are read: a reader, or here
+    (pkg / "source" / "snapshot" / "dup.json").write_text('{"a": 1, "a": 2}')
+    (pkg / "source" / "snapshot" / "nan.json").write_text('{"loss": [0.5, NaN]}')
+    (pkg / "source" / "snapshot" / "fine.json").write_text('{"loss": [0.5]}')
+    (pkg / "source" / "snapshot" / "log.csv").write_text("step,loss\n1,0.5\n")
     pkgbuild.set_cell(pkg / "remote-results/linux_s1_summary.csv", 1, "val_bpb", "nan")
     os.mkfifo(pkg / "pipe")
     os.symlink("README.txt", pkg / "link.txt")
@@ -235,8 +240,33 @@ def test_processes_and_threads_give_the_same_report(pkg):
     _damage(pkg)
     reports = [verify_package(pkg, jobs=j, processes=p).to_dict() for j in (1, 2) for p in (False, True)]
     assert all(r == reports[0] for r in reports), reports
-    assert {"file-changed", "file-unlisted", "row-invalid", "special-file", "symlink"} <= set(reports[0]["counts"])
+    assert {"file-changed", "file-unlisted", "row-invalid", "special-file", "symlink", "json-duplicate-key",
+            "json-non-finite"} <= set(reports[0]["counts"])
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.timeout(30)
+def test_the_parent_takes_only_documents_from_the_queues_back_and_each_batch_is_read_once():
+    """With a core to spare the parent reads from the back of the readers' queue, never a batch that
+    is not documents (it never read another kind of file); every batch is read exactly once."""
+    import time
+
+    from auditkit.package import procread
+
+    def read_one(item, progress):
+        if item.endswith(".bin"):
+            time.sleep(0.2)              # the reader is busy with the large files meanwhile
+        return item
+
+    batches = [["a.bin"], ["b.bin"], ["c.txt"]] + [[f"d{i}.json", f"e{i}.csv"] for i in range(30)]
+    back, front = [], []
+    with procread.Readers(batches, 1, read_one, None) as readers:
+        while (j := readers.take_back(lambda b: all(r.endswith((".json", ".csv")) for r in b))) is not None:
+            back.append(j)
+        readers.collect(lambda i, results: front.append((i, results)))
+    assert back and all(j >= 3 for j in back)                      # documents only, and some of them here
+    assert sorted(back + [i for i, _ in front]) == list(range(len(batches)))   # each batch once
+    assert all(results == batches[i] for i, results in front)
 
 
 @pytest.mark.timeout(30)
@@ -244,7 +274,7 @@ def test_documents_are_handed_over_once_from_reader_processes(pkg):
     calls, started = [], []
     scan = scan_package(pkg, jobs=2, processes=True, on_documents=lambda s: calls.append(sorted(s.files)),
                         on_started=started.append)
-    docs = sorted(p for p in scan.files if p.endswith((".json", ".csv")))
+    docs = sorted(p for p in scan.files if package.read_first(p))
     assert len(calls) == 1 and set(docs) <= set(calls[0]) and started == [True]
 
 
