@@ -109,8 +109,11 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
 
         for t in warm:
             t.join()
+        from auditkit.verify.checks import prepare
+
         views.append(PackageView(scan))
         views[0].prefetch()
+        prepare(views[0])
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)  # readers (or the pipes from reader processes) get the GIL back at once

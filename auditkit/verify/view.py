@@ -253,6 +253,11 @@ class PackageView:
                 self.row_violations(rel)
 
     # -- what the package says about itself --------------------------------------------------------
+    def memo(self, key: str, compute):
+        """compute() the first time `key` is asked for, the same value after (a check's work that
+        depends on the documents only, done once: see `checks.prepare`)."""
+        return self._once(key, compute)
+
     def _once(self, key: str, compute):
         if key not in self._memo:
             self._memo[key] = compute()

@@ -27,10 +27,16 @@ CHECKS: dict[str, Check] = {
 }
 
 
+def prepare(view: PackageView) -> None:
+    """The documents' part of the checks, worked out while the other files are still being read
+    (called once every document outside source/ is in; nothing here may depend on another file)."""
+    manifest.prepare(view)
+
+
 def iter_findings(view: PackageView, names: Iterable[str] | None = None) -> Iterator[Finding]:
     """The findings of the checks `names` (default: all, in registry order), lazily."""
     for name in CHECKS if names is None else names:
         yield from CHECKS[name](view)
 
 
-__all__ = ["CHECKS", "Check", "iter_findings"]
+__all__ = ["CHECKS", "Check", "iter_findings", "prepare"]

@@ -9,6 +9,7 @@ or unlisted, the recorded `root`; MANIFEST.csv against MANIFEST.json.
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from typing import Iterator
 
 from auditkit.findings import Finding
@@ -44,46 +45,11 @@ def collisions(view: PackageView) -> Iterator[Finding]:
 
 
 def manifest(view: PackageView) -> Iterator[Finding]:
-    files = view.files
-    parsed = view.document(MANIFEST_JSON)
-    yield from parsed.findings
-    doc = parsed.value
-    if MANIFEST_JSON not in files:
-        yield finding(MANIFEST_JSON, "manifest-missing", "", "MANIFEST.json", "absent",
-                      "the package has no MANIFEST.json: nothing records which files it should hold or their "
-                      "hashes, so none can be proven unaltered; ask its authors for the MANIFEST they published")
-    if doc is None:
-        if MANIFEST_CSV not in files:
-            yield from manifest_csv(view, {})
+    listing = view.memo("manifest-listing", lambda: _listing(view))
+    yield from listing.head
+    if listing.listed is None:
         return
-    yield from view.schema_findings(MANIFEST_JSON)
-    listed: dict[str, Entry] = {}
-    entries = doc.get("files") if isinstance(doc, dict) and isinstance(doc.get("files"), list) else []
-    if not entries:
-        yield finding(MANIFEST_JSON, "manifest-empty", "$.files", "at least one file", "none",
-                      "an empty manifest proves nothing about the files beside it")
-    paths_in_order = []
-    for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not isinstance(e.get("path"), str):
-            continue
-        p = e["path"]
-        paths_in_order.append(p)
-        why = unsafe_reason(p)
-        if why:
-            yield finding(MANIFEST_JSON, "manifest-unsafe-path", f"$.files[{i}].path",
-                          "a relative path inside the package", p, f"{why}: the entry is refused and never opened")
-            continue
-        if p in listed:
-            yield finding(MANIFEST_JSON, "manifest-duplicate-entry", f"$.files[{i}].path", "each path once", p)
-            continue
-        if p in (MANIFEST_JSON, MANIFEST_CSV):
-            yield finding(MANIFEST_JSON, "manifest-lists-itself", f"$.files[{i}].path", "no entry for the manifests", p)
-            continue
-        size = e.get("bytes")
-        listed[p] = Entry(p, str(e.get("sha256", "")), size if isinstance(size, int) and not isinstance(size, bool)
-                          else -1)
-    if paths_in_order != sorted(paths_in_order):
-        yield finding(MANIFEST_JSON, "manifest-unsorted", "$.files", "entries sorted by path", "another order")
+    files, listed = view.files, listing.listed
     for p, e in sorted(listed.items()):
         fs = files.get(p)
         if fs is None:
@@ -98,11 +64,76 @@ def manifest(view: PackageView) -> Iterator[Finding]:
         yield finding(p, "file-unlisted", "", "listed in MANIFEST.json", "not listed",
                       "a file the MANIFEST does not list: it was added or renamed after the MANIFEST was "
                       "written; find out where it came from")
+    yield from listing.tail
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """What MANIFEST.json and MANIFEST.csv say, and their findings about themselves: all but the
+    comparison with the files, which needs every file's hash (`prepare` works this out while the
+    large files are still being read).  `listed` None: there is no MANIFEST.json to compare with."""
+
+    head: tuple[Finding, ...]
+    listed: dict[str, Entry] | None
+    tail: tuple[Finding, ...]
+
+
+def prepare(view: PackageView) -> None:
+    """Work out the documents' part of the check early (once MANIFEST.json and MANIFEST.csv are in)."""
+    view.memo("manifest-listing", lambda: _listing(view))
+
+
+def _listing(view: PackageView) -> _Listing:
+    head: list[Finding] = []
+    parsed = view.document(MANIFEST_JSON)
+    head += parsed.findings
+    doc = parsed.value
+    if MANIFEST_JSON not in view.files:
+        head.append(finding(MANIFEST_JSON, "manifest-missing", "", "MANIFEST.json", "absent",
+                            "the package has no MANIFEST.json: nothing records which files it should hold or their "
+                            "hashes, so none can be proven unaltered; ask its authors for the MANIFEST they "
+                            "published"))
+    if doc is None:
+        if MANIFEST_CSV not in view.files:
+            head += manifest_csv(view, {})
+        return _Listing(tuple(head), None, ())
+    head += view.schema_findings(MANIFEST_JSON)
+    listed: dict[str, Entry] = {}
+    entries = doc.get("files") if isinstance(doc, dict) and isinstance(doc.get("files"), list) else []
+    if not entries:
+        head.append(finding(MANIFEST_JSON, "manifest-empty", "$.files", "at least one file", "none",
+                            "an empty manifest proves nothing about the files beside it"))
+    paths_in_order = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str):
+            continue
+        p = e["path"]
+        paths_in_order.append(p)
+        why = unsafe_reason(p)
+        if why:
+            head.append(finding(MANIFEST_JSON, "manifest-unsafe-path", f"$.files[{i}].path",
+                                "a relative path inside the package", p,
+                                f"{why}: the entry is refused and never opened"))
+            continue
+        if p in listed:
+            head.append(finding(MANIFEST_JSON, "manifest-duplicate-entry", f"$.files[{i}].path", "each path once", p))
+            continue
+        if p in (MANIFEST_JSON, MANIFEST_CSV):
+            head.append(finding(MANIFEST_JSON, "manifest-lists-itself", f"$.files[{i}].path",
+                                "no entry for the manifests", p))
+            continue
+        size = e.get("bytes")
+        listed[p] = Entry(p, str(e.get("sha256", "")), size if isinstance(size, int) and not isinstance(size, bool)
+                          else -1)
+    if paths_in_order != sorted(paths_in_order):
+        head.append(finding(MANIFEST_JSON, "manifest-unsorted", "$.files", "entries sorted by path", "another order"))
+    tail: list[Finding] = []
     computed = root_hash(listed.values())
     if view.recorded_root != computed:
-        yield finding(MANIFEST_JSON, "manifest-root-mismatch", "$.root", computed, view.recorded_root,
-                      "the root does not hash the entries listed: the MANIFEST was edited by hand")
-    yield from manifest_csv(view, listed)
+        tail.append(finding(MANIFEST_JSON, "manifest-root-mismatch", "$.root", computed, view.recorded_root,
+                            "the root does not hash the entries listed: the MANIFEST was edited by hand"))
+    tail += manifest_csv(view, listed)
+    return _Listing(tuple(head), listed, tuple(tail))
 
 
 def manifest_csv(view: PackageView, listed: dict[str, Entry]) -> Iterator[Finding]:
