@@ -233,16 +233,20 @@ def _damage(pkg: Path) -> None:
     os.symlink("README.txt", pkg / "link.txt")
 
 
+def child_processes() -> set[str]:
+    """This process's children now (running or not yet reaped), from /proc."""
+    task = Path("/proc/self/task")
+    return {pid for tid in os.listdir(task) for pid in (task / tid / "children").read_text().split()}
+
+
 @pytest.mark.timeout(30)
 def test_processes_and_threads_give_the_same_report(pkg):
-    import multiprocessing
-
     _damage(pkg)
     reports = [verify_package(pkg, jobs=j, processes=p).to_dict() for j in (1, 2) for p in (False, True)]
     assert all(r == reports[0] for r in reports), reports
     assert {"file-changed", "file-unlisted", "row-invalid", "special-file", "symlink", "json-duplicate-key",
             "json-non-finite"} <= set(reports[0]["counts"])
-    assert multiprocessing.active_children() == []
+    assert child_processes() == set()
 
 
 @pytest.mark.timeout(30)
@@ -280,8 +284,6 @@ def test_documents_are_handed_over_once_from_reader_processes(pkg):
 
 @pytest.mark.timeout(30)
 def test_a_reader_process_that_fails_is_exit_2_and_leaves_nothing_running(pkg, monkeypatch):
-    import multiprocessing
-
     real = package.scan_file
 
     def failing(rel, f, **k):
@@ -292,7 +294,7 @@ def test_a_reader_process_that_fails_is_exit_2_and_leaves_nothing_running(pkg, m
     monkeypatch.setattr(package, "scan_file", failing)   # inherited by the forked readers
     with pytest.raises(AuditError, match="Input/output error"):
         verify_package(pkg, jobs=2, processes=True)
-    assert multiprocessing.active_children() == []
+    assert child_processes() == set()
 
 
 def test_large_packages_are_read_in_processes_small_ones_in_threads(pkg, monkeypatch):
@@ -336,3 +338,43 @@ def test_a_reader_of_finite_checkpoints_never_imports_numpy_and_an_inf_still_cou
     assert out["fine"] == "[] False"
     assert out["huge"] == "[] True"      # suspect bytes: numpy counted, and found every value finite
     assert out["inf"] == "['checkpoint-nonfinite', 'checkpoint-nonfinite'] True"
+
+
+@pytest.mark.timeout(30)
+def test_a_reader_killed_by_a_signal_is_exit_2_naming_it_and_leaves_nothing_running(pkg, monkeypatch):
+    import signal
+
+    real = package.scan_file
+
+    def killed(rel, f, **k):
+        if rel.endswith(".safetensors"):
+            os.kill(os.getpid(), signal.SIGKILL)   # in the forked reader: as the OOM killer would
+        return real(rel, f, **k)
+
+    monkeypatch.setattr(package, "scan_file", killed)
+    with pytest.raises(AuditError, match="ended without finishing its files .killed by SIGKILL"):
+        verify_package(pkg, jobs=2, processes=True)
+    assert child_processes() == set()
+
+
+@pytest.mark.timeout(30)
+def test_an_interrupt_while_readers_run_stops_and_reaps_them_at_once():
+    import signal
+    import time
+
+    from auditkit.package import procread
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt          # what Ctrl-C raises in the parent (the readers ignore SIGINT)
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    t = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            with procread.Readers([["a"], ["b"]], 2, lambda item, progress: time.sleep(60), None) as readers:
+                readers.collect(lambda i, results: None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert time.monotonic() - t < 10 and child_processes() == set()
