@@ -66,6 +66,22 @@ def _is_type(x, t: str) -> bool:
     raise _Unsupported(t)
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# `_is_type(x, t)` for each single type, without the dispatch (a type check runs once per value)
+_ONE_TYPE: dict[str, Callable[[object], bool]] = {
+    "string": lambda x: isinstance(x, str),
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+    "boolean": lambda x: isinstance(x, bool),
+    "null": lambda x: x is None,
+    "number": _is_number,
+    "integer": lambda x: (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x.is_integer()),
+}
+
+
 def _count(val) -> int:
     if isinstance(val, bool) or not isinstance(val, int) or val < 0:
         raise _Unsupported(f"not a count: {val!r}")
@@ -117,7 +133,8 @@ def _compile(schema) -> Callable[[object], bool]:
             types = val if isinstance(val, list) else [val]
             if not types or not all(isinstance(t, str) and t in _TYPES for t in types):
                 raise _Unsupported(f"type {val!r}")
-            tests.append(lambda x, ts=tuple(types): any(_is_type(x, t) for t in ts))
+            tests.append(_ONE_TYPE[types[0]] if len(types) == 1 else
+                         lambda x, ts=tuple(types): any(_is_type(x, t) for t in ts))
         elif key == "pattern":
             if not isinstance(val, str):
                 raise _Unsupported(f"pattern {val!r}")
@@ -129,9 +146,9 @@ def _compile(schema) -> Callable[[object], bool]:
         elif key == "minLength":
             tests.append(lambda x, n=_count(val): not isinstance(x, str) or len(x) >= n)
         elif key == "minimum":
-            tests.append(lambda x, n=_number(val): not _is_type(x, "number") or x >= n)
+            tests.append(lambda x, n=_number(val): not _is_number(x) or x >= n)
         elif key == "exclusiveMinimum":
-            tests.append(lambda x, n=_number(val): not _is_type(x, "number") or x > n)
+            tests.append(lambda x, n=_number(val): not _is_number(x) or x > n)
         elif key == "enum":
             if not isinstance(val, list):
                 raise _Unsupported(f"enum {val!r}")
@@ -141,23 +158,26 @@ def _compile(schema) -> Callable[[object], bool]:
         elif key == "required":
             if not isinstance(val, list) or not all(isinstance(k, str) for k in val):
                 raise _Unsupported(f"required {val!r}")
-            tests.append(lambda x, ks=tuple(val): not isinstance(x, dict) or all(k in x for k in ks))
+            tests.append(lambda x, ks=frozenset(val): not isinstance(x, dict) or ks <= x.keys())
         elif key == "properties":
             if not isinstance(val, dict):
                 raise _Unsupported(f"properties {val!r}")
             tests.append(_properties({k: _compile(v) for k, v in val.items()}))
         elif key == "additionalProperties":
-            known = set(schema.get("properties", {}))
-            sub = _compile(val)
-            tests.append(lambda x, sub=sub, known=known: not isinstance(x, dict)
-                         or all(sub(v) for k, v in x.items() if k not in known))
+            known = frozenset(schema.get("properties", {}))
+            if val is False:           # no other key at all: a set comparison
+                tests.append(lambda x, known=known: not isinstance(x, dict) or x.keys() <= known)
+            else:
+                sub = _compile(val)
+                tests.append(lambda x, sub=sub, known=known: not isinstance(x, dict)
+                             or all(sub(v) for k, v in x.items() if k not in known))
         elif key == "prefixItems":
             subs = _schemas(val)
             tests.append(lambda x, subs=subs: not isinstance(x, list) or all(f(v) for f, v in zip(subs, x)))
         elif key == "items":           # 2020-12: the elements after those prefixItems covers
             sub = _compile(val)
             start = len(schema.get("prefixItems", []))
-            tests.append(lambda x, sub=sub, start=start: not isinstance(x, list) or all(sub(v) for v in x[start:]))
+            tests.append(_items(sub, start))
         elif key == "minItems":
             tests.append(lambda x, n=_count(val): not isinstance(x, list) or len(x) >= n)
         elif key == "maxItems":
@@ -184,6 +204,17 @@ def _compile(schema) -> Callable[[object], bool]:
         else:
             raise _Unsupported(key)
     return _all_of(tests)
+
+
+def _items(sub: Callable[[object], bool], start: int) -> Callable[[object], bool]:
+    def check(x) -> bool:   # a loop, not all(generator): a MANIFEST holds thousands of entries
+        if not isinstance(x, list):
+            return True
+        for v in x[start:] if start else x:
+            if not sub(v):
+                return False
+        return True
+    return check
 
 
 def _properties(subs: dict[str, Callable[[object], bool]]) -> Callable[[object], bool]:
