@@ -168,8 +168,14 @@ def test_jobs_do_not_change_the_answer(pkg):
 def test_unsafe_file_names_in_a_directory(pkg):
     (pkg / "bad\nname.txt").write_text("x")
     (pkg / "back\\slash.txt").write_text("x")
+    for d in ("C:", "a\\b", "line\rbreak", "ok/C:"):       # an unsafe directory makes the files under it unsafe
+        (pkg / d / "deeper").mkdir(parents=True)
+        (pkg / d / "deeper" / "f.txt").write_text("x")
+    (pkg / "D:x.txt").write_text("x")                      # a drive-like name at the top only
+    (pkg / "ok" / "E:x.txt").write_text("x")
     r = verify_package(pkg)
-    assert paths_with(r, "unsafe-path") == {"bad\nname.txt", "back\\slash.txt"}
+    assert paths_with(r, "unsafe-path") == {"bad\nname.txt", "back\\slash.txt", "C:/deeper/f.txt", "a\\b/deeper/f.txt",
+                                            "line\rbreak/deeper/f.txt", "D:x.txt"}
 
 
 def test_documents_too_large_fail_closed(pkg, monkeypatch):
