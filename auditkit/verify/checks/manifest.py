@@ -45,7 +45,7 @@ def collisions(view: PackageView) -> Iterator[Finding]:
 
 
 def manifest(view: PackageView) -> Iterator[Finding]:
-    listing = view.memo("manifest-listing", lambda: _listing(view))
+    listing = view.memo("manifest_listing", lambda: _listing(view))
     yield from listing.head
     if listing.listed is None:
         return
@@ -80,7 +80,7 @@ class _Listing:
 
 def prepare(view: PackageView) -> None:
     """Work out the documents' part of the check early (once MANIFEST.json and MANIFEST.csv are in)."""
-    view.memo("manifest-listing", lambda: _listing(view))
+    view.memo("manifest_listing", lambda: _listing(view))
 
 
 def _listing(view: PackageView) -> _Listing:
