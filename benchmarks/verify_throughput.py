@@ -2,6 +2,7 @@
 
     python benchmarks/verify_throughput.py               # ~2 GiB package, medians of 3 rounds
     python benchmarks/verify_throughput.py --size-gib 0.25 --repeat 1   # quick look
+    python benchmarks/verify_throughput.py --targets-only --repeat 9   # only the loops and verify --jobs 1/2
 
 Builds a synthetic package (a study from `fixtures.synth`, many small JSON/CSV
 files under `source/`, two large safetensors checkpoints whose tensors are

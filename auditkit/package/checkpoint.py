@@ -27,11 +27,13 @@ a real header holds about ten per tensor.
 
 Beyond the format (`CheckpointScan.well_formed`), two content findings:
 `checkpoint-empty` (no tensor: fail closed) and `checkpoint-nonfinite`.  Every
-floating value is tested on its raw bit pattern with numpy, chunk by chunk:
-IEEE-like dtypes by an all-ones exponent, the FN/FNUZ float8s and F8_E8M0 by
-their one NaN pattern; F4 and F6_* have no inf or nan encoding, and integer and
-bool tensors are not tested.  Memory is the header plus one chunk, whatever the
-file size.
+floating value is tested on its raw bit pattern, chunk by chunk, in place (the
+chunk is not copied): IEEE-like dtypes by an all-ones exponent, the FN/FNUZ
+float8s and F8_E8M0 by their one NaN pattern; F4 and F6_* have no inf or nan
+encoding, and integer and bool tensors are not tested.  The values' most
+significant bytes settle nearly every chunk without numpy
+(`_nonfinite_without_numpy`); numpy counts only a chunk they leave open.  Memory
+is the header plus one chunk, whatever the file size.
 """
 
 from __future__ import annotations
