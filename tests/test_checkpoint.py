@@ -223,3 +223,35 @@ def test_the_byte_prefilter_agrees_with_numpys_exact_count(dtype):
     if ordinary is not None:
         raw = rng.standard_normal(1000).astype(ordinary).tobytes()
         assert _nonfinite_without_numpy(d, memoryview(raw)) == 0
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 4096, 1 << 20])
+def test_values_checked_in_place_count_the_same_as_a_copy(size):
+    """The scanner checks values inside the caller's buffer (a read buffer is a bytearray, a mapped
+    file an mmap) without copying it: fed either way, in chunks that split values, it counts
+    exactly the inf/nan a copy shows."""
+    import mmap
+
+    values = np.ones(50_000, dtype=np.float32)
+    values[[0, 17, 4099, 49_999]] = [np.inf, np.nan, -np.inf, np.nan]
+    halves = np.ones(777, dtype=np.float16)
+    halves[[5, 776]] = [np.inf, np.nan]
+    data = raw({"w": ("F32", [50_000], values.tobytes()), "h": ("F16", [777], halves.tobytes())},
+               metadata={"note": "x" * 5})           # a header whose length puts values across chunk edges
+    expected = scan_bytes(data).problems
+    assert [p[3] for p in expected] == ["2 inf/nan value(s)", "4 inf/nan value(s)"]
+
+    s = CheckpointScanner()
+    for i in range(0, len(data), size):
+        s.feed(bytearray(data[i:i + size]))
+    assert s.finish().problems == expected
+
+    n = 8 + int.from_bytes(data[:8], "little")
+    with mmap.mmap(-1, len(data) - n) as mapped:        # the values in a mapping of their own
+        mapped.write(data[n:])
+        s = CheckpointScanner()
+        s.feed(data[:n])
+        view = memoryview(mapped)
+        s.feed(view)                                  # all of a mapping: its values checked in place
+        view.release()
+        assert s.finish().problems == expected
