@@ -50,14 +50,18 @@ class _Budget:
                                   "AUDITKIT_MAX_RATIO higher")
 
 
-class _CountedRaw(io.RawIOBase):
-    """The archive file as the decompressor reads it: counts the bytes read."""
+class _Metered(io.RawIOBase):
+    """A readable stream over `f` whose reads are charged to `budget` (by `readinto`)."""
 
     def __init__(self, f, budget: _Budget):
         self._f, self._budget = f, budget
 
     def readable(self) -> bool:
         return True
+
+
+class _CountedRaw(_Metered):
+    """The archive file as the decompressor reads it: counts the bytes read."""
 
     def readinto(self, b) -> int:
         k = self._f.readinto(b)
@@ -65,15 +69,9 @@ class _CountedRaw(io.RawIOBase):
         return k
 
 
-class _Produced(io.RawIOBase):
+class _Produced(_Metered):
     """The decompressed tar stream, read in pieces of up to CHUNK (tarfile reads it through a 1 MiB
     io.BufferedReader); the budget is checked after every piece."""
-
-    def __init__(self, f, budget: _Budget):
-        self._f, self._budget = f, budget
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, b) -> int:
         k = self._f.readinto(b)
