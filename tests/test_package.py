@@ -396,3 +396,22 @@ def test_an_interrupt_while_readers_run_stops_and_reaps_them_at_once():
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     assert time.monotonic() - t < 10 and child_processes() <= before
+
+
+def test_a_document_that_grows_while_it_is_read_is_read_whole_in_bounded_memory(tmp_path, monkeypatch):
+    """fstat said N bytes but there are more (a writer appends): the document is read again in
+    chunks, its hash and size are those of all it holds, and beyond DOC_CAP nothing is kept."""
+    import hashlib
+
+    path = tmp_path / "log.json"
+    path.write_bytes(b'{"a": 1}')
+    for size_said, cap in ((3, package.DOC_CAP), (8, package.DOC_CAP), (3, 4)):
+        monkeypatch.setattr(package, "DOC_CAP", cap)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fs = package.scan_document("log.json", fd, size_said, parse=True)
+        finally:
+            os.close(fd)
+        assert (fs.sha256, fs.bytes) == (hashlib.sha256(b'{"a": 1}').hexdigest(), 8)
+        assert fs.content == (b'{"a": 1}' if cap > 8 else None)
+        assert fs.parsed == (() if cap > 8 else None)

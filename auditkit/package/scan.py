@@ -162,20 +162,20 @@ def scan_file(rel: str, f: BinaryIO, *, keep: bool = False, progress: Callable[[
 
 def scan_document(rel: str, fd: int, size: int, progress: Callable[[int], None] | None = None,
                   parse: bool = False) -> FileScan:
-    """`scan_file` for a JSON/CSV document of `size` bytes (as fstat said) at `fd`: read whole with one
-    read for its size and one to see its end (a file that grew meanwhile is read to its end).
-    `parse`: a JSON document is also parsed strictly here, its findings kept as `parsed`."""
-    if size > DOC_CAP:
+    """`scan_file` for a JSON/CSV document of `size` bytes (as fstat said) at `fd`, with one read for
+    its size and one to see its end.  A file that is larger than fstat said (it grew meanwhile, or
+    a read came back short) is read again from its start by `scan_file`, in chunks, keeping no more
+    than DOC_CAP of it.  `parse`: a JSON document is also parsed strictly here, its findings kept
+    as `parsed`."""
+    data = os.read(fd, size + 1) if size <= DOC_CAP else b""
+    if size > DOC_CAP or len(data) > size or os.read(fd, 1):
+        os.lseek(fd, 0, os.SEEK_SET)
         with os.fdopen(os.dup(fd), "rb") as f:
-            return scan_file(rel, f, progress=progress)
-    parts = [os.read(fd, size + 1)]
-    while parts[-1]:
-        parts.append(os.read(fd, CHUNK))
-    data = b"".join(parts) if len(parts) > 2 else parts[0]
-    n = len(data)
-    if progress and n:
-        progress(n)
-    fs = FileScan(rel, hashlib.sha256(data).hexdigest(), n, data if n <= DOC_CAP else None)
+            fs = scan_file(rel, f, progress=progress)
+    else:
+        if progress and data:
+            progress(len(data))
+        fs = FileScan(rel, hashlib.sha256(data).hexdigest(), len(data), data)
     if parse and fs.content is not None and rel.endswith(".json"):
         try:
             loads_strict(fs.content, rel)
