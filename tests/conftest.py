@@ -18,22 +18,26 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 _OWN_BASETEMP: Path | None = None
+_TEMP_BEFORE: set[str] = set()     # the temporary directory's entries when the session began
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     """The whole session's temporary files live in one fresh directory that the controller removes
     at the end (pytest keeps its last three `pytest-of-USER/pytest-N` otherwise), Dask's scratch
-    space included: a run leaves nothing behind in the temporary directory.  An explicit
+    space and torch.compile's cache (`/tmp/torchinductor_USER` otherwise) included: a run leaves
+    nothing behind in the temporary directory.  An explicit
     --basetemp is kept as given; an xdist worker uses the directory its controller chose."""
     global _OWN_BASETEMP
     if getattr(config, "workerinput", None) is not None or config.option.basetemp:
         return
     import tempfile
 
+    _TEMP_BEFORE.update(os.listdir(tempfile.gettempdir()))
     _OWN_BASETEMP = Path(tempfile.mkdtemp(prefix="auditkit-tests-"))
     config.option.basetemp = str(_OWN_BASETEMP / "t")
     os.environ["DASK_TEMPORARY_DIRECTORY"] = str(_OWN_BASETEMP / "dask")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_OWN_BASETEMP / "inductor")   # torch.compile's cache (test_deep)
 
 
 def pytest_unconfigure(config):
@@ -92,7 +96,8 @@ def pytest_testnodedown(node, error):
 def pytest_sessionfinish(session, exitstatus):
     """Fail the session when a finding made during it carries a code the catalogue lacks
     (auditkit.codes, docs/FINDINGS.md): every code an auditor can see is explained there.
-    Under pytest-xdist each worker hands its codes to the controller, which decides."""
+    Under pytest-xdist each worker hands its codes to the controller, which decides.  Fail it
+    too when the run left anything new in the temporary directory (its own is removed next)."""
     from auditkit.codes import uncatalogued
     from auditkit.findings import EMITTED_CODES
 
@@ -101,11 +106,21 @@ def pytest_sessionfinish(session, exitstatus):
         workeroutput[_WORKER_CODES_KEY] = sorted(EMITTED_CODES)
         return
     missing = uncatalogued(EMITTED_CODES | _codes_from_workers)
-    if not missing:
-        return
-    text = ("finding codes emitted during the tests but not catalogued in auditkit/codes.py: "
-            + ", ".join(missing) + "\n  add an entry for each (code, family, meaning, what to do), then run "
-            "`python -m auditkit.codes > docs/FINDINGS.md`")
+    if missing:
+        _fail_session(session, "finding codes emitted during the tests but not catalogued in auditkit/codes.py: "
+                      + ", ".join(missing) + "\n  add an entry for each (code, family, meaning, what to do), then "
+                      "run `python -m auditkit.codes > docs/FINDINGS.md`")
+    if _OWN_BASETEMP is not None:
+        import tempfile
+
+        left = sorted(set(os.listdir(tempfile.gettempdir())) - _TEMP_BEFORE - {_OWN_BASETEMP.name})
+        if left:
+            _fail_session(session, "the tests left these in the temporary directory "
+                          f"({tempfile.gettempdir()}): {', '.join(left)}\n  have whatever wrote them write "
+                          "under the session's own directory (see pytest_configure)")
+
+
+def _fail_session(session, text: str) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(text, red=True)

@@ -98,10 +98,14 @@ def test_broken_checkpoints_are_findings_not_exceptions(two_runs):
 
 
 @pytest.mark.slow
-def test_a_compiled_run_trains_and_its_checkpoint_re_evaluates(tmp_path):
+def test_a_compiled_run_trains_and_its_checkpoint_re_evaluates(tmp_path, monkeypatch):
     """`compile = true` (torch.compile; needs a C++ compiler, ~30 s the first time): the
     compilation steps are kept off the training clock, and val_bpb is scored by the eager
     model, so --deep reproduces it exactly as for an eager run."""
+    # inductor keeps its precompiled headers under tempfile.gettempdir() whatever its cache dir:
+    # the runner's temporary directory is this test's, so nothing is left in the system's
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     s = run_cell(matrix_row=TINY, seed=3, budget=Budget("steps", 4), out_dir=tmp_path, run_id="linux-tiny-s3",
                  timeout=600, settings=dict(SETTINGS, compile=True))
     assert s["status"] == "ok", s.get("error")
