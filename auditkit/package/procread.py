@@ -117,6 +117,12 @@ def _worker(batches, queue: _Queue, fd: int, read_one: Callable, want_progress: 
             pass
 
 
+def _died(how: str) -> AuditError:
+    return AuditError(f"a reader process ended without finishing its files{how}",
+                      hint="verify a package that nothing is writing to; run again, and if it persists, run "
+                           "with --jobs 1 and report it")
+
+
 class Readers:
     """`jobs` forked workers that run `read_one(item, progress)` over every item of `batches`.
 
@@ -173,8 +179,7 @@ class Readers:
         for fd, pid in self.pids.items():
             if pid > 0 and os.waitpid(pid, os.WNOHANG)[0] == pid:
                 self.pids[fd] = -1
-                raise AuditError("a reader process ended without finishing its files",
-                                 hint="run again; if it persists, run with --jobs 1 and report it")
+                raise _died("")
 
     def collect(self, on_batch: Callable[[int, list], None], block: bool = True) -> None:
         poller = select.poll()
@@ -221,9 +226,7 @@ class Readers:
                 how = f" (killed by {signal.Signals(os.WTERMSIG(status)).name})"
         except (ChildProcessError, ValueError, TypeError):
             pass
-        raise AuditError(f"a reader process ended without finishing its files{how}",
-                         hint="verify a package that nothing is writing to; run again, and if it persists, run "
-                              "with --jobs 1 and report it")
+        raise _died(how)
 
     def __exit__(self, *exc) -> None:
         for fd, pid in self.pids.items():

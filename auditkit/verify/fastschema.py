@@ -46,31 +46,11 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _is_type(x, t: str) -> bool:
-    if t == "string":
-        return isinstance(x, str)
-    if t == "object":
-        return isinstance(x, dict)
-    if t == "array":
-        return isinstance(x, list)
-    if t == "boolean":
-        return isinstance(x, bool)
-    if t == "null":
-        return x is None
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return False
-    if t == "number":
-        return True
-    if t == "integer":
-        return isinstance(x, int) or x.is_integer()
-    raise _Unsupported(t)
-
-
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-# `_is_type(x, t)` for each single type, without the dispatch (a type check runs once per value)
+# JSON Schema's types as predicates (booleans are not numbers; 1.0 is an integer)
 _ONE_TYPE: dict[str, Callable[[object], bool]] = {
     "string": lambda x: isinstance(x, str),
     "object": lambda x: isinstance(x, dict),
@@ -80,6 +60,12 @@ _ONE_TYPE: dict[str, Callable[[object], bool]] = {
     "number": _is_number,
     "integer": lambda x: (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x.is_integer()),
 }
+
+
+def _is_type(x, t: str) -> bool:
+    if t not in _ONE_TYPE:
+        raise _Unsupported(t)
+    return _ONE_TYPE[t](x)
 
 
 def _count(val) -> int:

@@ -45,7 +45,7 @@ def collisions(view: PackageView) -> Iterator[Finding]:
 
 
 def manifest(view: PackageView) -> Iterator[Finding]:
-    listing = view.memo("manifest_listing", lambda: _listing(view))
+    listing = prepare(view)
     yield from listing.head
     if listing.listed is None:
         return
@@ -78,9 +78,10 @@ class _Listing:
     tail: tuple[Finding, ...]
 
 
-def prepare(view: PackageView) -> None:
-    """Work out the documents' part of the check early (once MANIFEST.json and MANIFEST.csv are in)."""
-    view.memo("manifest_listing", lambda: _listing(view))
+def prepare(view: PackageView) -> _Listing:
+    """The documents' part of the check, worked out once: early, once MANIFEST.json and MANIFEST.csv
+    are in (`checks.prepare`), or when the check runs."""
+    return view.memo("manifest_listing", lambda: _listing(view))
 
 
 def _listing(view: PackageView) -> _Listing:
