@@ -81,7 +81,7 @@ def figures_cmd(package, out, in_place, check, as_json) -> None:
             emit(check_figures(Path(package)), as_json)
         written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place)
     except ImportError as exc:
-        fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'auditkit[figures]'"), as_json)
+        fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'pretrain-auditkit[figures]'"), as_json)
     except PackageDefect as exc:
         _defect("figures", package, exc, as_json)
     except AuditError as exc:

@@ -76,7 +76,7 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", fig))
     except ImportError:
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", None,
-                                 "not checked: matplotlib is not installed (pip install 'auditkit[figures]')"))
+                                 "not checked: matplotlib is not installed (pip install 'pretrain-auditkit[figures]')"))
     except AuditError as exc:
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", None, exc.message))
 
