@@ -33,7 +33,7 @@ def claims_cmd(package, claims_path, as_json, output_format) -> None:
         report.info["results"] = [r.to_dict() for r in results]
     elif fmt == "text":
         click.echo(render_claims(results) + "\n")
-    emit_as(report, fmt, package=package, claims=results)
+    emit_as(report, fmt, package=package, claims=results, user_files=[claims_path] if claims_path else ())
 
 
 @click.command("report")

@@ -56,18 +56,37 @@ class AuditGroup(click.Group):
             sys.exit(128 + signal.SIGINT)
 
     def invoke(self, ctx):
+        ctx.meta["auditkit.args"] = [*getattr(ctx, "_protected_args", ()), *ctx.args]   # for a usage error
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:  # before click turns it into Abort ("Aborted!", exit 1)
             click.echo("interrupted", err=True)
             sys.exit(128 + signal.SIGINT)
+        except click.UsageError as exc:
+            _usage_document(ctx, exc)
+            raise
         except (AuditError, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback, never exit 1
-            click.echo(f"error: could not check: {type(exc).__name__}: {exc}\n"
-                       "hint: this is a bug in auditkit, not a finding about the package; please report it "
-                       "with the command you ran", err=True)
+            from auditkit.cli.output import print_error, unexpected
+
+            print_error(unexpected(exc))   # a whole document in the format asked for (output.py)
             sys.exit(EXIT_ERROR)
+
+
+def _usage_document(ctx, exc: click.UsageError) -> None:
+    """A usage error met before the command ran (a missing argument, a bad option value): when the
+    command line asks for JSON, SARIF or JUnit, that format's whole error document goes to stdout
+    (click still prints the usage message on stderr and exits 2)."""
+    from auditkit.cli.output import command_name, error_document, format_in_args
+
+    args = ctx.meta.get("auditkit.args", [])
+    fmt = format_in_args(args)
+    if fmt in (None, "text"):
+        return
+    sub = exc.ctx if exc.ctx is not None and exc.ctx is not ctx else None
+    command = command_name(sub) if sub is not None else (args[0] if args else "auditkit")
+    click.echo(error_document(fmt, command, AuditError(exc.format_message(), hint="see --help")))
 
 
 @click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})

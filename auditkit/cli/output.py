@@ -1,0 +1,157 @@
+"""Every document a command prints, in every format, on every exit: the one place formats live.
+
+- text: what a person reads (errors on stderr);
+- json: the output contract, `schemas/output.schema.json` (docs/CI.md): every document carries
+  `schema` (`OUTPUT_SCHEMA`), `command`, `ok` and `exit_code`; keys are snake_case words (no
+  spaces or parentheses), also those of `checked` and `info`;
+- sarif: SARIF 2.1.0 (`auditkit.report.sarif`), for code scanning;
+- junit: JUnit XML (`auditkit.report.junit`), for CI test reports.
+
+A command records the format it was asked for (`set_format`, called by `common.output_format`);
+`error_document(fmt, command, error)` is the whole document of a command that could not check
+(exit 2) in that format, and `print_error` prints it.  The group's last-resort handler
+(`cli.main`) and `common.fail` both go through `print_error`, so a SARIF or JUnit consumer always
+gets a parseable file, whatever went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import click
+
+from auditkit.errors import AuditError
+
+OUTPUT_SCHEMA = "auditkit-output/1"
+FORMATS = ("text", "json", "sarif", "junit")
+_META = "auditkit.format"
+
+
+def json_key(key: str) -> str:
+    """A report's key as the JSON contract spells it: 'root (recorded)' -> 'root_recorded'."""
+    out = re.sub(r"[^0-9a-z]+", "_", str(key).lower()).strip("_")
+    return out or "key"
+
+
+def snake_keys(d: dict) -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        key = json_key(k)
+        while key in out:   # two spellings of one key keep both values
+            key += "_"
+        out[key] = v
+    return out
+
+
+def contract(doc: dict, command: str) -> dict:
+    """`doc` with the contract's fields: schema, command, snake_case `checked` and `info` keys."""
+    doc = dict(doc)
+    doc["schema"] = OUTPUT_SCHEMA
+    doc.setdefault("command", command)
+    for part in ("checked", "info"):
+        if isinstance(doc.get(part), dict):
+            doc[part] = snake_keys(doc[part])
+    return doc
+
+
+def dumps(doc: dict) -> str:
+    from auditkit.report.sarif import _deep_clean
+
+    return json.dumps(_deep_clean(doc), indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def report_json(report) -> str:
+    return dumps(contract(report.to_dict(), report.command))
+
+
+def command_name(ctx: click.Context | None = None) -> str:
+    """The running command without the program name ('replay-gate', 'protocol run'), or 'auditkit'."""
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is None:
+        return "auditkit"
+    path = ctx.command_path.split(" ", 1)
+    return path[1] if len(path) > 1 else "auditkit"
+
+
+def set_format(fmt: str) -> None:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.find_root().meta[_META] = fmt
+
+
+def current_format(default: str = "text") -> str:
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().meta.get(_META, default) if ctx is not None else default
+
+
+def format_in_args(args) -> str | None:
+    """The format a command line asks for (for a usage error met before the command ran)."""
+    args = list(args)
+    for i, a in enumerate(args):
+        if a == "--json":
+            return "json"
+        if a == "--format" and i + 1 < len(args) and args[i + 1] in FORMATS:
+            return args[i + 1]
+        if a.startswith("--format=") and a.split("=", 1)[1] in FORMATS:
+            return a.split("=", 1)[1]
+    return None
+
+
+def error_document(fmt: str, command: str, error: AuditError) -> str | None:
+    """The whole stdout document of `command` when it could not check, in `fmt` (None for text:
+    the message goes to stderr alone)."""
+    if fmt == "json":
+        return dumps({"schema": OUTPUT_SCHEMA, "command": command, "ok": False, "exit_code": 2,
+                      **error.to_dict()})
+    if fmt == "sarif":
+        from auditkit.report.sarif import dump, error_log
+
+        return dump(error_log(command, error)).rstrip("\n")
+    if fmt == "junit":
+        from auditkit.report.junit import error_xml
+
+        return error_xml(command, error).rstrip("\n")
+    return None
+
+
+def print_error(error: AuditError, fmt: str | None = None, command: str | None = None) -> None:
+    """Print `error` as the format's document (stdout) and as a message (stderr); no exit."""
+    fmt = fmt or current_format()
+    command = command or command_name()
+    doc = error_document(fmt, command, error)
+    if doc is not None:
+        click.echo(doc)
+    if fmt != "json":   # JSON is the whole answer; the others also tell the person at the terminal
+        click.echo(error.diagnostics(), err=True)
+
+
+def unexpected(exc: BaseException) -> AuditError:
+    """The AuditError the last-resort handler reports for an exception auditkit did not expect."""
+    return AuditError(f"could not check: {type(exc).__name__}: {exc}",
+                      hint="this is a bug in auditkit, not a finding about the package; please report it with "
+                           "the command you ran")
+
+
+def emit_report(report, fmt: str, *, package=None, replays=(), claims=(), sarif_root=None,
+                user_files=()) -> None:
+    """Print `report` in `fmt` and exit with its code."""
+    if fmt == "sarif":
+        from auditkit.report.sarif import sarif_text
+
+        try:
+            text = sarif_text([report], package_dir=package, root=sarif_root, user_files=user_files)
+        except AuditError as exc:
+            print_error(exc, fmt)
+            sys.exit(2)
+        click.echo(text, nl=False)
+    elif fmt == "junit":
+        from auditkit.report.junit import junit_xml
+
+        click.echo(junit_xml(reports=[report], replays=replays, claims=claims), nl=False)
+    elif fmt == "json":
+        click.echo(report_json(report))
+    else:
+        click.echo(report.render_text())
+    sys.exit(report.exit_code)
