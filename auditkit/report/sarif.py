@@ -44,6 +44,7 @@ from auditkit.findings import Finding, Report
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 SRCROOT = "%SRCROOT%"
 LOCATE_MAX_BYTES = 16 * 1024 * 1024   # a larger file is placed at its first line, not parsed for positions
+HASH_MAX_BYTES = 4 * 1024 * 1024      # a larger file gets auditkit's own line fingerprint, not GitHub's
 ANCHORS = ("MANIFEST.json", "protocol.json", "table_manifest.json", "figure_manifest.json")
 _ROW = re.compile(r"^row (\d+)(?:, column (.+))?$")
 _LINE = re.compile(r"^line (\d+)(?:, column (\d+))?$")
@@ -156,8 +157,9 @@ def _run(report: Report, places: "_Places") -> dict:
     for f in findings:
         res = _result(f, codes.index(f.code), places)
         h = res["partialFingerprints"]["primaryLocationLineHash"]
-        seen[h] = seen.get(h, 0) + 1
-        res["partialFingerprints"]["primaryLocationLineHash"] = f"{h}:{seen[h]}"
+        if ":" not in h:   # not GitHub's hash of a file line: our own, numbered the same way
+            seen[h] = seen.get(h, 0) + 1
+            res["partialFingerprints"]["primaryLocationLineHash"] = f"{h}:{seen[h]}"
         results.append(res)
     run = {
         "tool": {"driver": _driver([_rule(c, first[c].message) for c in codes])},
@@ -179,14 +181,14 @@ def _result(f: Finding, rule_index: int, places: "_Places") -> dict:
     detail = [x for x in (f"expected {f.expected}" if f.expected else "", f"found {f.found}" if f.found else "") if x]
     if detail:
         text += f" ({'; '.join(detail)})"
-    uri, region, line_text, moved = places.locate(f)
+    uri, region, line_text, moved, line_hash = places.locate(f)
     if moved:
         text = f"{f.path or 'the package'}: {text}"
     if f.location:
         text += f" [at {f.location}]"
     res: dict = {"ruleId": f.code, "ruleIndex": rule_index, "level": "error", "message": {"text": text},
                  "partialFingerprints": {
-                     "primaryLocationLineHash": hashlib.sha256(
+                     "primaryLocationLineHash": line_hash or hashlib.sha256(
                          f"{f.code}\0{' '.join(line_text.split()) or (f.path + chr(0) + f.location)}"
                          .encode("utf-8", "surrogatepass")).hexdigest()[:16],
                      "auditkitFinding/v1": hashlib.sha256(
@@ -240,6 +242,7 @@ class _Places:
             self.user[name] = Path(name).resolve()
         self.lines: dict[str, list[str] | None] = {}
         self.spans: dict[str, dict | None] = {}
+        self.hashes: dict[str, dict | None] = {}
         self.others: list = []
 
     def close(self) -> None:
@@ -283,17 +286,29 @@ class _Places:
     def locate(self, f: Finding):
         if self.archive is not None:   # the members are not files of the repository: the archive is
             rel = self.archive.relative_to(self.root).as_posix() if self.root else self.archive.name
-            return uri_of(rel), {"startLine": 1}, "", True
+            return uri_of(rel), {"startLine": 1}, "", True, None
         src = self._source(f.path)
         if src is not None:
             store, rel, uri = src
             region, text = self._region(f, store, rel, uri)
-            return uri, region, text, False
+            return uri, region, text, False, self._line_hash(uri, store, rel, region["startLine"])
         anchor = self._anchor(f.path)
         if anchor is None:
-            return None, None, "", True
+            return None, None, "", True, None
         uri, region, text = anchor
-        return uri, region, text, True
+        return uri, region, text, True, self._line_hash(uri, self.store, uri_rel(uri, self.prefix), region["startLine"])
+
+    def _line_hash(self, key: str, store, rel: str, line: int) -> str | None:
+        """GitHub's primaryLocationLineHash of `line` (`github_line_hashes`), or None for a file too
+        large to hash here."""
+        if key not in self.hashes:
+            try:
+                data = store.read_bytes(rel, cap=HASH_MAX_BYTES)
+                self.hashes[key] = github_line_hashes(data.decode("utf-8", "replace"))
+            except (AuditError, OSError):
+                self.hashes[key] = None
+        table = self.hashes[key]
+        return table.get(line) if table else None
 
     def _anchor(self, name: str):
         """Where the package mentions `name` (a JSON string in one of ANCHORS), else the first line
@@ -365,6 +380,69 @@ class _Places:
                 region = {"startLine": l1, "startColumn": c1, "endLine": l2, "endColumn": c2}
                 return region, lines[l1 - 1]
         return line_region(1)
+
+
+def uri_rel(uri: str, prefix: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(uri)[len(prefix):]
+
+
+# --- GitHub's line fingerprint -------------------------------------------------------------------
+
+_WINDOW = 100
+_MASK = (1 << 64) - 1
+_FIRST = pow(37, _WINDOW, 1 << 64)
+
+
+def github_line_hashes(text: str) -> dict[int, str]:
+    """line number -> `primaryLocationLineHash` as GitHub's upload computes it for a file (the
+    CodeQL action's documented rolling hash: over the UTF-16 code units of the next 100 characters
+    from each line's start, spaces and tabs skipped, CR and CRLF read as LF, base 37 modulo 2**64,
+    the end of the file marked by U+FFFF and padded with zeros; the hex value followed by how many
+    lines before had the same one).  Written here so that GitHub finds the value it computes and
+    warns of no inconsistent fingerprint."""
+    units = memoryview(text.encode("utf-16-le")).cast("H").tolist()
+    units.append(0xFFFF)
+    window = [0] * _WINDOW
+    starts = [-1] * _WINDOW
+    h = idx = line = 0
+    line_start, prev_cr = True, False
+    counts: dict[str, int] = {}
+    out: dict[int, str] = {}
+
+    def emit() -> None:
+        value = format(h, "x")
+        counts[value] = counts.get(value, 0) + 1
+        out[starts[idx]] = f"{value}:{counts[value]}"
+        starts[idx] = -1
+
+    for cur in units:
+        if cur in (0x20, 0x09) or (prev_cr and cur == 0x0A):
+            prev_cr = False
+            continue
+        if cur == 0x0D:
+            cur, prev_cr = 0x0A, True
+        else:
+            prev_cr = False
+        if starts[idx] != -1:
+            emit()
+        if line_start:
+            line_start = False
+            line += 1
+            starts[idx] = line
+        if cur == 0x0A:
+            line_start = True
+        h = (37 * h + cur - _FIRST * window[idx]) & _MASK
+        window[idx] = cur
+        idx = (idx + 1) % _WINDOW
+    for _ in range(_WINDOW):
+        if starts[idx] != -1:
+            emit()
+        h = (37 * h - _FIRST * window[idx]) & _MASK
+        window[idx] = 0
+        idx = (idx + 1) % _WINDOW
+    return out
 
 
 def _parent(path: str) -> str:
