@@ -73,8 +73,8 @@ def test_cli_replay_json(pkg):
     res = run("replay-gate", "confirm", "--package", str(pkg), "--json")
     assert res.exit_code == 0
     doc = json.loads(res.output)
-    assert doc["ok"] is True and doc["info"]["gate confirm"] == "identical"
-    assert set(doc["info"]) == {"gate confirm", "freeze_evidence"}  # SPEC v1.1: per gate, the freeze evidence
+    assert doc["ok"] is True and doc["info"]["gate_confirm"] == "identical"
+    assert set(doc["info"]) == {"gate_confirm", "freeze_evidence"}  # SPEC v1.1: per gate, the freeze evidence
     assert doc["info"]["freeze_evidence"]["confirm"]["level"] == "asserted"
 
 

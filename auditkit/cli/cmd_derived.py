@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -30,8 +29,10 @@ def _in_place_option(f):
 
 def _report_written(written, what: str, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"ok": True, what: list(written), "dest": str(written.dest),
-                               "changed": written.changed}, indent=2, sort_keys=True))
+        from auditkit.cli.output import contract, dumps
+
+        click.echo(dumps(contract({"ok": True, "exit_code": 0, what: list(written), "dest": str(written.dest),
+                                   "changed": list(written.changed)}, what)))
     else:
         click.echo(f"wrote {len(written)} {what[:-1]} file(s) and {what[:-1]}_manifest.json under {written.dest} "
                    f"({len(written.changed)} changed)")
@@ -100,7 +101,12 @@ def counterfactual_cmd(manifest_path, as_json) -> None:
         rows = manifest_counterfactual(manifest_path)
     except AuditError as exc:
         fail(exc, as_json)
-    click.echo(json.dumps(rows, indent=2, sort_keys=True) if as_json else counterfactual_table(rows))
+    if as_json:
+        from auditkit.cli.output import contract, dumps
+
+        click.echo(dumps(contract({"ok": True, "exit_code": 0, "rows": rows}, "counterfactual")))
+    else:
+        click.echo(counterfactual_table(rows))
 
 
 COMMANDS = [tables_cmd, figures_cmd, counterfactual_cmd]

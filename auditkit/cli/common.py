@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -46,9 +45,9 @@ def _json_flag(ctx, param, value):
 
 
 def json_option(f):
-    """`--json`: machine-readable output (errors too, with exit 2), schemas/output.schema.json."""
+    """`--json`: machine-readable output (errors too, with exit 2), schemas/output/v1.json."""
     return click.option("--json", "as_json", is_flag=True, callback=_json_flag,
-                        help="Machine-readable output (schemas/output.schema.json).")(f)
+                        help="Machine-readable output (schemas/output/v1.json).")(f)
 
 
 FORMATS = ("text", "json", "sarif", "junit")

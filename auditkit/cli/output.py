@@ -29,6 +29,28 @@ FORMATS = ("text", "json", "sarif", "junit")
 _META = "auditkit.format"
 
 
+def output_validator():
+    """A jsonschema validator of the contract (`schemas/output/v1.json`); the `uncertainty` object
+    of replay-gate is checked against `schemas/uncertainty.schema.json` where that schema ships
+    (any object where it does not)."""
+    from importlib import resources
+
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    files = resources.files("auditkit.schemas")
+    schema = json.loads(files.joinpath("output/v1.json").read_text("utf-8"))
+    uncertainty_id = "https://auditkit.dev/schemas/uncertainty.schema.json"
+    try:
+        uncertainty = json.loads(files.joinpath("uncertainty.schema.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        uncertainty = {"type": "object"}
+    registry = Registry().with_resource(uncertainty_id, Resource.from_contents(uncertainty, default_specification=DRAFT202012))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, registry=registry)
+
+
 def json_key(key: str) -> str:
     """A report's key as the JSON contract spells it: 'root (recorded)' -> 'root_recorded'."""
     out = re.sub(r"[^0-9a-z]+", "_", str(key).lower()).strip("_")
