@@ -61,7 +61,7 @@ def test_pristine_package_replays_identically(pkg):
 
 
 def test_cli_replay_all_identical(pkg):
-    res = run("replay-gate", "all", "--package", str(pkg))
+    res = run("replay-gate", "all", "--package", str(pkg), "-v")
     assert res.exit_code == 0, res.output
     assert "verdict: identical — gate screen replays to its recorded decision" in res.output
     assert "check near_equivalence greedy vs bridge: " in res.output
@@ -435,7 +435,7 @@ def test_each_finding_is_printed_once(pkg):
     doc = load(p)
     doc["inputs"]["candidates"] = "promoted-by:final"
     dump(p, doc)
-    res = run("replay-gate", "all", "--package", str(pkg))
+    res = run("replay-gate", "all", "--package", str(pkg), "-v")
     assert res.exit_code == 1
     lines = [ln for ln in res.output.splitlines() if ": " in ln and ln.split(": ")[1].split(":")[0].count("-")]
     finding_lines = [ln for ln in lines if ln.startswith(("preanalysis/", "analysis/", "remote-results/"))]
@@ -573,3 +573,17 @@ def test_the_byte_comparison_and_the_full_comparison_find_the_same(pkg, monkeypa
     fast, full = _findings(pkg, monkeypatch, False), _findings(pkg, monkeypatch, True)
     assert fast == full
     assert (tamper == "none" or tamper == "reordered") == (fast == [])
+
+
+def test_cli_replay_all_is_a_table_by_default_and_the_verdict_alone_with_quiet(pkg):
+    res = run("replay-gate", "all", "--package", str(pkg))
+    assert res.exit_code == 0, res.output
+    lines = res.output.rstrip("\n").split("\n")
+    assert len(lines) <= 20 and lines[-1] == f"OK: replay-gate {pkg} (3 gates)"
+    table = {ln.split()[0]: ln.split() for ln in lines[2:5]}
+    assert set(table) == {"screen", "confirm", "final"} and all(row[-1] == "identical" for row in table.values())
+    assert "promoted (*): " not in res.output and "why:" not in res.output
+    quiet = run("replay-gate", "all", "--package", str(pkg), "-q")
+    assert quiet.exit_code == 0 and quiet.output == f"OK: replay-gate {pkg} (3 gates)\n"
+    verbose = run("replay-gate", "all", "--package", str(pkg), "-v")
+    assert verbose.output.count("why:") == 3 and verbose.output.count("== gate ") == 3

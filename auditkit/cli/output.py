@@ -177,3 +177,82 @@ def emit_report(report, fmt: str, *, package=None, replays=(), claims=(), sarif_
     else:
         click.echo(report.render_text())
     sys.exit(report.exit_code)
+
+
+# --- text for people -----------------------------------------------------------------------------
+
+def paint(text: str, ok: bool | None) -> str:
+    """`text` in green (ok) or red (not ok) on a terminal; plain where NO_COLOR is set (no-color.org)
+    or stdout is not a terminal (click.echo strips the colour there too)."""
+    import os
+
+    if ok is None or os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+        return text
+    return click.style(text, fg="green" if ok else "red", bold=True)
+
+
+def verdict_line(report) -> str:
+    """The last line of the report's text (OK: ... / FAILED: ...)."""
+    return report.render_text().rsplit("\n", 1)[-1]
+
+
+def replay_summary(replays, report) -> str:
+    """One row per gate: candidates, promoted, checks, how it was frozen, the replay's verdict."""
+    from tabulate import tabulate
+
+    rows = []
+    for r in replays:
+        doc = r.replayed_doc() or r.recorded_doc() or {}
+        promoted = list(doc.get("promoted") or [])
+        shown = ", ".join(promoted[:3]) + (f", +{len(promoted) - 3}" if len(promoted) > 3 else "")
+        checks = doc.get("checks") or []
+        failed = sum(1 for c in checks if not c.get("passed"))
+        check_text = "-" if not checks else f"{len(checks) - failed} pass" + (f", {failed} FAIL*" if failed else "")
+        frozen = str(report.info.get(f"gate {r.gate} frozen", "-")).split(" ", 1)[0]
+        rows.append([r.gate, len(doc.get("candidates") or []) or "-", f"{len(promoted)}: {shown}" if promoted else "-",
+                     check_text, frozen, paint("identical", True) if r.identical else paint("DIFFERS", False)])
+    lines = [tabulate(rows, headers=["gate", "candidates", "promoted", "checks", "frozen", "replay"],
+                      tablefmt="simple", disable_numparse=True)]
+    if any("FAIL*" in row[3] for row in rows):
+        lines.append("* FAIL is a check outcome the study recorded, not a problem of the package (the replay "
+                     "column says whether the raw rows give the same)")
+    return "\n".join(lines)
+
+
+def render_replay_text(replays, report, verbosity: int) -> None:
+    """replay-gate's text: the verdict line alone (-q), a table of the gates (default, about one line
+    a gate), or every gate's candidates x cells table and the reasons (-v)."""
+    if verbosity < 0:
+        click.echo(paint(verdict_line(report), report.ok))
+        sys.exit(report.exit_code)
+    if verbosity > 0:
+        from auditkit.gates.replay import render_gate
+        from auditkit.report.reasons import reasons
+
+        for r in replays:
+            click.echo(render_gate(r))
+            if r.decision is not None and r.rules is not None:   # the engine's result: no document built
+                why = reasons(r.decision, r.rules)
+                click.echo("why:\n" + "\n".join(f"  {c.config_id}: {why[c.config_id]}"
+                                                for c in r.decision.candidates))
+            click.echo()
+        text = report.render_text()
+        hint = ""
+    else:
+        if replays:
+            click.echo(replay_summary(replays, report))
+        # the table says what these lines said, one a gate
+        shown = {f"gate {r.gate}" for r in replays} | {f"gate {r.gate} frozen" for r in replays}
+        saved, report.info = report.info, {k: v for k, v in report.info.items() if k not in shown}
+        try:
+            text = report.render_text()
+        finally:
+            report.info = saved
+        hint = "(every gate's candidates x cells table and the reason for each candidate: -v)" if replays else ""
+    body, _, last = text.rpartition("\n")
+    if body:
+        click.echo(body)
+    if hint:
+        click.echo(hint)
+    click.echo(paint(last, report.ok))
+    sys.exit(report.exit_code)
