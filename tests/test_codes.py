@@ -50,6 +50,8 @@ NON_CODES = {
     "log-repaired",
     "system-out",                              # a JUnit XML element (report/junit.py)
     "date-time",                               # a JSON Schema format (auditkit.package.schemas.format_checker)
+    "could-not-check",                         # SARIF notification / JUnit error type of an exit 2 (cli/output.py)
+    "utf-16-le",                               # an encoding (GitHub's line hash, report/sarif.py)
 }
 # Codes built at run time from an f-string template, and the codes each makes.
 DYNAMIC = {

@@ -27,6 +27,26 @@ COMMAND_MODULES = {
     "timestamp": "cmd_evidence",
     "profile": "cmd_profile",
     "claims": "cmd_report", "report": "cmd_report",
+    "explain": "cmd_explain",
+}
+
+# One whole sentence a command for `auditkit --help` (click would cut each docstring's first line
+# mid-sentence, and would import every command's module to read it).
+SUMMARIES = {
+    "verify": "Prove a package is whole, unaltered and well formed.",
+    "manifest": "Build a package's content-hashed MANIFEST.",
+    "decide": "Decide one gate from its frozen rules and raw rows.",
+    "replay-gate": "Recompute recorded gate decisions from the raw rows.",
+    "tables": "Regenerate or check the derived tables.",
+    "figures": "Regenerate or check the figures.",
+    "counterfactual": "Planned GPU-hours of a protocol, gate by gate.",
+    "run": "Train one cell with the bundled runner.",
+    "protocol": "Run a staged study, or merge hosts' outputs.",
+    "timestamp": "Anchor a package's content root at a TSA.",
+    "profile": "Draft a profile for a package auditkit did not write.",
+    "claims": "Decide a paper's claims from the raw rows.",
+    "report": "Write the reviewer's report (HTML or Markdown).",
+    "explain": "Say what a finding code means and what to do.",
 }
 
 
@@ -37,6 +57,12 @@ class AuditGroup(click.Group):
 
     def list_commands(self, ctx):
         return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, SUMMARIES.get(name) or self.get_command(ctx, name).get_short_help_str(200))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx, name):
         if name not in self.commands and name in COMMAND_MODULES:
@@ -92,7 +118,22 @@ def _usage_document(ctx, exc: click.UsageError) -> None:
 @click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditkit")
 def cli() -> None:
-    """Make ML pretraining studies auditable."""
+    """Make ML pretraining studies auditable: verify a study's ancillary package, replay its gate
+    decisions from the raw rows, regenerate its tables and figures, decide its claims.
+
+    \b
+    Examples:
+      auditkit verify ancillary/                      # whole, unaltered, well formed?
+      auditkit replay-gate all --package ancillary    # do the decisions follow from the rows?
+      auditkit claims --package ancillary             # do the paper's claims hold?
+      auditkit report ancillary --out report.html     # everything, for a reviewer
+      auditkit explain row-invalid                    # what a finding means, what to do
+
+    \b
+    Exit codes (every command): 0 every check passed, 1 findings, 2 could not check
+    (usage, unreadable input); 130 on Ctrl-C. --format json|sarif|junit print a whole
+    document on every exit (docs/CI.md). Shell completion: docs/CLI.md.
+    """
 
 
 
