@@ -21,7 +21,7 @@ TAKEN = "audit" + "kit"   # spelled apart so this file does not match its own pa
 # an install command naming a requirement: pip/pipx/uv/poetry/conda and their flags, then the names
 _INSTALL = re.compile(r"\b(?:pip3?|pipx|uv(?: pip| tool)?|poetry|conda|mamba)\s+(?:install|add)\b([^\n`]*)")
 # a requirement written with extras (`auditkit[figures]`) whatever runs it
-_EXTRAS = re.compile(r"(?<![\w.\-/])" + TAKEN + r"\s*\[")
+_EXTRAS = re.compile(r"(?<![\w.\-/])" + TAKEN + r"\[[a-z][a-z0-9_,\-]*\]")
 _BARE = re.compile(r"(?<![\w.\-/@])[\"']?" + TAKEN + r"(?:\[[^\]]*\])?(?:[<>=!~]=?[\w.*]+)?[\"']?(?![\w.\-/\[])")
 
 
@@ -48,7 +48,7 @@ def test_the_scanner_catches_every_way_of_installing_the_taken_name():
     bad = [f"pip install {TAKEN}", f'pip install "{TAKEN}[figures]"', f"pip install 'x' {TAKEN}==1.1.3",
            f"hint: pip install '{TAKEN}[dask]'", f"uv add {TAKEN}", f"pipx install {TAKEN}",
            f"dependencies = [\"{TAKEN}[runner]>=0.1\"]", f"python -m pip install -U {TAKEN}"]
-    good = [f"pip install '{DIST}[figures]'", "pip install -e '.[figures]'", f"pip install {DIST}",
+    good = [f"pip install '{DIST}[figures]'", f"Usage: {TAKEN} [OPTIONS] COMMAND [ARGS]...", "pip install -e '.[figures]'", f"pip install {DIST}",
             f"import {TAKEN}", f"{TAKEN} verify ancillary/", f"pip install ./{TAKEN}-src", f"python -m {TAKEN}",
             f"pip install git+https://example.org/x/{TAKEN}@0123abc#egg={DIST}"]
     assert [colliding_lines(s) != [] for s in bad] == [True] * len(bad)
