@@ -219,7 +219,8 @@ def test_unknown_gate_names_the_gates(pkg):
 
 
 def test_missing_package_and_unreadable_protocol(tmp_path, pkg):
-    assert run("replay-gate", "all", "--package", str(tmp_path / "nope")).exit_code == 2
+    res = run("replay-gate", "all", "--package", str(tmp_path / "nope"))
+    assert res.exit_code == 2 and "no such package directory" in res.output and "no protocol.json" not in res.output
     (tmp_path / "empty").mkdir()
     res = run("replay-gate", "all", "--package", str(tmp_path / "empty"))
     assert res.exit_code == 2 and "not a package directory (no protocol.json)" in res.output
