@@ -40,6 +40,7 @@ NON_CODES = {
     "remote-results",                          # the run-CSV directory of a package
     "auditkit-warm",                           # a thread's name
     "re-evaluated",                            # a count in verify's report (`checked`)
+    "re-evaluation",                           # the report's verdict for `verify --deep` (report/build.py)
     "content-root", "package-root",            # what a timestamp token covers / its label
     "other-bytes",                             # a timestamp token's status
     # JSON Schema names (auditkit.package.schemas.SCHEMA_NAMES)

@@ -104,6 +104,14 @@ def test_changed_val_bpb_that_flips_a_rank(pkg):
     res = run("replay-gate", "screen", "--package", str(pkg))
     assert res.exit_code == 1
     assert "verdict: DIFFERS" in res.output
+    # a replay finding says which value is the package's and which the raw rows give
+    value = next(f for f in r.findings if f.code == "value-differs")
+    assert f"(recorded {value.found}; replayed {value.expected})" in str(value)
+    assert "(expected " not in str(value) and f"recorded {value.found}; replayed {value.expected}" in res.output
+    doc = json.loads(run("replay-gate", "screen", "--package", str(pkg), "--json").output)
+    (as_json,) = [f for f in doc["findings"] if f["code"] == "value-differs" and f["location"] == value.location]
+    assert (as_json["recorded"], as_json["replayed"]) == (value.found, value.expected) == (as_json["found"],
+                                                                                             as_json["expected"])
 
 
 def test_threshold_edited_after_the_decision(pkg):

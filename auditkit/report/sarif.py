@@ -178,7 +178,7 @@ def _run(report: Report, places: "_Places") -> dict:
 
 def _result(f: Finding, rule_index: int, places: "_Places") -> dict:
     text = f.message or f.code.replace("-", " ")
-    detail = [x for x in (f"expected {f.expected}" if f.expected else "", f"found {f.found}" if f.found else "") if x]
+    detail = f.detail()
     if detail:
         text += f" ({'; '.join(detail)})"
     uri, region, line_text, moved, line_hash = places.locate(f)
@@ -193,7 +193,7 @@ def _result(f: Finding, rule_index: int, places: "_Places") -> dict:
                          .encode("utf-8", "surrogatepass")).hexdigest()[:16],
                      "auditkitFinding/v1": hashlib.sha256(
                          f"{f.code}|{f.path}|{f.location}".encode("utf-8", "surrogatepass")).hexdigest()},
-                 "properties": {"path": f.path, "expected": f.expected, "found": f.found, "location": f.location}}
+                 "properties": {k: v for k, v in f.to_dict().items() if k not in ("code", "message", "hint")}}
     loc: dict = {}
     if uri is not None:
         loc["physicalLocation"] = {"artifactLocation": {"uri": uri, "uriBaseId": SRCROOT}, "region": region}
