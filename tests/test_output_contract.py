@@ -115,12 +115,18 @@ def test_claims_in_every_format_on_every_exit(pkgs, fmt):
         check_document(fmt, run("claims", "--package", pkgs[which], "--claims", pkgs[claims], *fmt_args(fmt)), code)
 
 
-@pytest.mark.parametrize("fmt", ("text", "json"))
-def test_tables_figures_counterfactual_on_every_exit(pkgs, fmt, tmp_path):
-    flag = ["--json"] if fmt == "json" else []
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tables_and_figures_check_in_every_format_on_every_exit(pkgs, fmt):
     for which, code in (("good", 0), ("bad", 1), ("gone", 2)):
-        check_document(fmt, run("tables", "--check", "--package", pkgs[which], *flag), code)
-    check_document(fmt, run("figures", "--check", "--package", pkgs["gone"], *flag), 2)
+        check_document(fmt, run("tables", "--check", "--package", pkgs[which], *fmt_args(fmt)), code)
+    check_document(fmt, run("figures", "--check", "--package", pkgs["gone"], *fmt_args(fmt)), 2)
+    if fmt in ("sarif", "junit"):   # a SARIF or JUnit document reports a check
+        check_document(fmt, run("tables", "--package", pkgs["good"], *fmt_args(fmt)), 2)
+
+
+@pytest.mark.parametrize("fmt", ("text", "json"))
+def test_written_files_and_counterfactual_on_every_exit(pkgs, fmt, tmp_path):
+    flag = ["--json"] if fmt == "json" else []
     check_document(fmt, run("tables", "--package", pkgs["good"], "--out", tmp_path / f"t-{fmt}", *flag), 0)
     check_document(fmt, run("counterfactual", REPO / "manifests" / "smoke.toml", *flag), 0)
     check_document(fmt, run("counterfactual", tmp_path / "none.toml", *flag), 2)
