@@ -68,3 +68,16 @@ def test_explain_an_unknown_code_suggests_the_nearest():
     assert len(doc["codes"]) == len(CODES) and list(output_validator().iter_errors(doc)) == []
     listing = run("explain").output
     assert all(f"  {c.code}\n" in listing for c in CODES)
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
+    from auditkit.cli import output
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(output.sys.stdout, "isatty", lambda: True, raising=False)
+    assert output.paint("OK: x", True) != "OK: x" and "\x1b[" in output.paint("FAILED: x", False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert output.paint("OK: x", True) == "OK: x"
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setattr(output.sys.stdout, "isatty", lambda: False, raising=False)
+    assert output.paint("OK: x", True) == "OK: x"

@@ -175,7 +175,10 @@ def emit_report(report, fmt: str, *, package=None, replays=(), claims=(), sarif_
     elif fmt == "json":
         click.echo(report_json(report))
     else:
-        click.echo(report.render_text())
+        body, _, last = report.render_text().rpartition("\n")
+        if body:
+            click.echo(body)
+        click.echo(paint(last, report.ok))   # the verdict line, coloured on a terminal
     sys.exit(report.exit_code)
 
 
