@@ -253,3 +253,22 @@ def test_line_hashes_are_githubs():
     assert crlf[1] == "e9496ae3ebfced30:1" and crlf[7] == "c129715d7a2bc9a3:1"
     rep = github_line_hashes("Lorem ipsum dolor sit amet.\n" * 10)
     assert rep[6] == "a7f2ff13bc495cf2:6" and rep[7] == "a7f2ff1481e87703:1"
+
+
+def test_claims_with_control_characters_and_surrogates_make_well_formed_junit_and_sarif(checkout):
+    from auditkit.report.claims import claims_report, evaluate_claims
+
+    pkg = checkout / "studies" / "ancillary"
+    doc = {"schema": "auditkit/claims/v1", "claims": [
+        {"id": "bell", "statement": "greedy \x1b[31mwins\x00 \ud800 at 12 h.",
+         "check": {"kind": "rank", "gate": "stage3", "candidate": "greedy", "scope": "overall"}},
+        {"id": "ghost", "statement": "a gate\x0b that is not there \udcff.",
+         "check": {"kind": "rank", "gate": "stage9", "candidate": "greedy", "scope": "overall"}}]}
+    results = evaluate_claims(pkg, doc)
+    rep = claims_report(results, str(pkg))
+    xml = junit_xml(reports=[rep], claims=results)
+    root = ET.fromstring(xml.encode("utf-8"))
+    text = "".join(root.itertext())
+    assert "\\x1b[31mwins\\x00 \ufffd" in text and "gate\\x0b that" in text
+    log = json.loads(sarif_text([rep], package_dir=pkg).encode("utf-8"))
+    assert schema_errors(log) == [] and len(log["runs"][0]["results"]) == 2
