@@ -149,3 +149,17 @@ def test_the_contract_refuses_what_it_does_not_promise(pkgs):
                    {**doc, "checked": {"run rows": 3}}, {k: v for k, v in doc.items() if k != "command"},
                    {**doc, "findings": [{**doc["findings"][0], "extra": 1}]}, {**doc, "Exit code": 1}):
         assert contract_errors(broken), broken
+
+
+def test_json_through_a_profile_follows_the_contract(tmp_path):
+    from fixtures import legacy
+
+    pkg = legacy.build_legacy_package(tmp_path / "legacy")
+    example = REPO / "docs" / "examples" / "paper06.profile.toml"
+    for args in (["verify", pkg], ["replay-gate", "all", "--package", pkg], ["tables", "--check", "--package", pkg]):
+        r = run(*args, "--profile", example, "--json")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert contract_errors(doc) == [] and doc["schema"] == OUTPUT_SCHEMA
+    r = run("verify", pkg, "--profile", tmp_path / "none.toml", "--json")
+    assert r.exit_code == 2 and contract_errors(json.loads(r.stdout)) == []
