@@ -28,26 +28,34 @@ class Finding:
     found: str = ""
     message: str = ""
     hint: str = ""
+    #: what `expected` and `found` are: "" (what the check expected, what it found) or "replay" (the
+    #: value the raw rows give, the value the package recorded: printed "recorded X; replayed Y")
+    roles: str = ""
 
     def __post_init__(self) -> None:
         EMITTED_CODES.add(self.code)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        del d["roles"]
         if not self.hint:
             del d["hint"]  # the store's findings carry a hint; the JSON form of the others is unchanged
+        if self.roles == "replay":   # the same values, also under the names that say which is which
+            d["recorded"], d["replayed"] = self.found, self.expected
         return d
+
+    def detail(self) -> list[str]:
+        """'expected X', 'found Y' (a replay: 'recorded Y', 'replayed X'), the empty ones left out."""
+        pairs = ((("recorded", self.found), ("replayed", self.expected)) if self.roles == "replay"
+                 else (("expected", self.expected), ("found", self.found)))
+        return [f"{word} {value}" for word, value in pairs if value]
 
     def __str__(self) -> str:
         where = self.path + (f" [{self.location}]" if self.location else "")
         text = f"{where}: {self.code}"
         if self.message:
             text += f": {self.message}"
-        detail = []
-        if self.expected:
-            detail.append(f"expected {self.expected}")
-        if self.found:
-            detail.append(f"found {self.found}")
+        detail = self.detail()
         if detail:
             text += f" ({'; '.join(detail)})"
         return text

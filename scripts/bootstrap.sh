@@ -101,7 +101,14 @@ if ! "$VENV_PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spe
     say "installing $TORCH_SPEC (CPU build)"
     "$VENV_PY" -m pip install --quiet "$TORCH_SPEC"
 fi
-say "installing auditkit (editable, extras $EXTRAS)"
+# The distribution is pretrain-auditkit. One named "auditkit" in this environment is either this
+# checkout installed before the rename or the unrelated PyPI project of that name, whose module would
+# shadow this one: either way it goes.
+if "$VENV_PY" -m pip show --quiet auditkit > /dev/null 2>&1; then
+    say "removing the distribution named auditkit (this project is pretrain-auditkit)"
+    "$VENV_PY" -m pip uninstall --quiet -y auditkit
+fi
+say "installing auditkit (pretrain-auditkit, editable, extras $EXTRAS)"
 "$VENV_PY" -m pip install --quiet -e ".[$EXTRAS]"
 printf '%s' "$WANT" > "$STAMP"
 say "ready: $PREFIX/bin/auditkit, $PREFIX/bin/python -m pytest"

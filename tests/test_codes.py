@@ -40,6 +40,7 @@ NON_CODES = {
     "remote-results",                          # the run-CSV directory of a package
     "auditkit-warm",                           # a thread's name
     "re-evaluated",                            # a count in verify's report (`checked`)
+    "re-evaluation",                           # the report's verdict for `verify --deep` (report/build.py)
     "content-root", "package-root",            # what a timestamp token covers / its label
     "other-bytes",                             # a timestamp token's status
     # JSON Schema names (auditkit.package.schemas.SCHEMA_NAMES)
@@ -50,6 +51,8 @@ NON_CODES = {
     "log-repaired",
     "system-out",                              # a JUnit XML element (report/junit.py)
     "date-time",                               # a JSON Schema format (auditkit.package.schemas.format_checker)
+    "could-not-check",                         # SARIF notification / JUnit error type of an exit 2 (cli/output.py)
+    "utf-16-le",                               # an encoding (GitHub's line hash, report/sarif.py)
 }
 # Codes built at run time from an f-string template, and the codes each makes.
 DYNAMIC = {

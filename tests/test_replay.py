@@ -61,7 +61,7 @@ def test_pristine_package_replays_identically(pkg):
 
 
 def test_cli_replay_all_identical(pkg):
-    res = run("replay-gate", "all", "--package", str(pkg))
+    res = run("replay-gate", "all", "--package", str(pkg), "-v")
     assert res.exit_code == 0, res.output
     assert "verdict: identical — gate screen replays to its recorded decision" in res.output
     assert "check near_equivalence greedy vs bridge: " in res.output
@@ -73,8 +73,8 @@ def test_cli_replay_json(pkg):
     res = run("replay-gate", "confirm", "--package", str(pkg), "--json")
     assert res.exit_code == 0
     doc = json.loads(res.output)
-    assert doc["ok"] is True and doc["info"]["gate confirm"] == "identical"
-    assert set(doc["info"]) == {"gate confirm", "freeze_evidence"}  # SPEC v1.1: per gate, the freeze evidence
+    assert doc["ok"] is True and doc["info"]["gate_confirm"] == "identical"
+    assert set(doc["info"]) == {"gate_confirm", "freeze_evidence"}  # SPEC v1.1: per gate, the freeze evidence
     assert doc["info"]["freeze_evidence"]["confirm"]["level"] == "asserted"
 
 
@@ -104,6 +104,14 @@ def test_changed_val_bpb_that_flips_a_rank(pkg):
     res = run("replay-gate", "screen", "--package", str(pkg))
     assert res.exit_code == 1
     assert "verdict: DIFFERS" in res.output
+    # a replay finding says which value is the package's and which the raw rows give
+    value = next(f for f in r.findings if f.code == "value-differs")
+    assert f"(recorded {value.found}; replayed {value.expected})" in str(value)
+    assert "(expected " not in str(value) and f"recorded {value.found}; replayed {value.expected}" in res.output
+    doc = json.loads(run("replay-gate", "screen", "--package", str(pkg), "--json").output)
+    (as_json,) = [f for f in doc["findings"] if f["code"] == "value-differs" and f["location"] == value.location]
+    assert (as_json["recorded"], as_json["replayed"]) == (value.found, value.expected) == (as_json["found"],
+                                                                                             as_json["expected"])
 
 
 def test_threshold_edited_after_the_decision(pkg):
@@ -219,7 +227,8 @@ def test_unknown_gate_names_the_gates(pkg):
 
 
 def test_missing_package_and_unreadable_protocol(tmp_path, pkg):
-    assert run("replay-gate", "all", "--package", str(tmp_path / "nope")).exit_code == 2
+    res = run("replay-gate", "all", "--package", str(tmp_path / "nope"))
+    assert res.exit_code == 2 and "no such package directory" in res.output and "no protocol.json" not in res.output
     (tmp_path / "empty").mkdir()
     res = run("replay-gate", "all", "--package", str(tmp_path / "empty"))
     assert res.exit_code == 2 and "not a package directory (no protocol.json)" in res.output
@@ -435,7 +444,7 @@ def test_each_finding_is_printed_once(pkg):
     doc = load(p)
     doc["inputs"]["candidates"] = "promoted-by:final"
     dump(p, doc)
-    res = run("replay-gate", "all", "--package", str(pkg))
+    res = run("replay-gate", "all", "--package", str(pkg), "-v")
     assert res.exit_code == 1
     lines = [ln for ln in res.output.splitlines() if ": " in ln and ln.split(": ")[1].split(":")[0].count("-")]
     finding_lines = [ln for ln in lines if ln.startswith(("preanalysis/", "analysis/", "remote-results/"))]
@@ -573,3 +582,17 @@ def test_the_byte_comparison_and_the_full_comparison_find_the_same(pkg, monkeypa
     fast, full = _findings(pkg, monkeypatch, False), _findings(pkg, monkeypatch, True)
     assert fast == full
     assert (tamper == "none" or tamper == "reordered") == (fast == [])
+
+
+def test_cli_replay_all_is_a_table_by_default_and_the_verdict_alone_with_quiet(pkg):
+    res = run("replay-gate", "all", "--package", str(pkg))
+    assert res.exit_code == 0, res.output
+    lines = res.output.rstrip("\n").split("\n")
+    assert len(lines) <= 20 and lines[-1] == f"OK: replay-gate {pkg} (3 gates)"
+    table = {ln.split()[0]: ln.split() for ln in lines[2:5]}
+    assert set(table) == {"screen", "confirm", "final"} and all(row[-1] == "identical" for row in table.values())
+    assert "promoted (*): " not in res.output and "why:" not in res.output
+    quiet = run("replay-gate", "all", "--package", str(pkg), "-q")
+    assert quiet.exit_code == 0 and quiet.output == f"OK: replay-gate {pkg} (3 gates)\n"
+    verbose = run("replay-gate", "all", "--package", str(pkg), "-v")
+    assert verbose.output.count("why:") == 3 and verbose.output.count("== gate ") == 3

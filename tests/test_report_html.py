@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def report(paper_pkg) -> dict:
 def test_report_data(report, paper_pkg):
     assert report["ok"] is True
     assert [(v["check"], v["status"]) for v in report["verdicts"]] == [
-        ("verify", "OK"), ("replay", "OK"), ("tables", "OK"), ("figures", "OK"), ("claims", "OK")]
+        ("verify", "OK"), ("re-evaluation", "not run"), ("replay", "OK"), ("tables", "OK"), ("figures", "OK"),
+        ("claims", "OK")]
+    assert "--deep" in report["verdicts"][1]["summary"]
     root = json.loads((paper_pkg / "MANIFEST.json").read_text())["root"]
     assert report["root"] == {"recorded": root, "computed": root}
     stage2 = next(g for g in report["gates"] if g["gate"] == "stage2")
@@ -88,7 +91,7 @@ def test_a_broken_package_is_reported_with_findings_and_reasons(paper_pkg, tmp_p
 def test_markdown(report):
     md = render_markdown(report)
     assert md.startswith("# auditkit report: paper06\n")
-    assert "| verify  | OK " in md
+    assert re.search(r"\| verify +\| OK ", md) and re.search(r"\| re-evaluation +\| not run ", md)
     assert "**bridge-first-all-cells-60min**" in md
     assert "### gate stage2 — replays identically" in md
     assert "Freeze evidence: **timestamped**: timestamped 2026-04-29T08:00:00Z by test TSA" in md
@@ -139,7 +142,7 @@ def test_html_in_headless_chromium_with_the_network_cut(report, tmp_path):
             assert page.title() == "auditkit report: paper06"
             assert page.inner_text("#overall").startswith("Overall:")
             assert "OK" in page.inner_text("#overall")
-            assert page.locator("tr.verdict").count() == 5
+            assert page.locator("tr.verdict").count() == 6   # the five checks, and --deep said not run
             assert page.locator("tr.claim[data-outcome=held]").count() == 12
             assert page.locator("article.gate").count() == 4
             stage2 = page.locator("#gate-stage2")

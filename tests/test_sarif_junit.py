@@ -80,7 +80,7 @@ def test_sarif_is_valid_and_has_one_result_per_finding(reports, broken):
         for res in run["results"]:
             assert ids[res["ruleIndex"]] == res["ruleId"]
         assert run["invocations"][0]["exitCode"] == 1
-        assert run["originalUriBaseIds"]["PKGROOT"]["uri"] == broken.resolve().as_uri() + "/"
+        assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == broken.resolve().as_uri() + "/"
 
 
 def test_a_broken_log_is_refused_by_the_schema(reports, broken):
@@ -103,7 +103,7 @@ def test_csv_row_is_a_region_with_the_column_span(reports, broken):
     assert rows
     for res in rows:
         phys = res["locations"][0]["physicalLocation"]
-        assert phys["artifactLocation"] == {"uri": BAD_CSV, "uriBaseId": "PKGROOT"}
+        assert phys["artifactLocation"] == {"uri": BAD_CSV, "uriBaseId": "%SRCROOT%"}
         region = phys["region"]
         assert region["startLine"] == 3   # data row 2 under the header
         line = (broken / BAD_CSV).read_text().split("\n")[region["startLine"] - 1]
@@ -123,7 +123,11 @@ def test_json_paths_are_logical_locations_and_table_lines_regions(reports, broke
     claims = {r["ruleId"]: r for r in log["runs"][3]["results"]}
     assert set(claims) == {"claim-not-held", "claim-not-checkable"}
     assert claims["claim-not-held"]["locations"][0]["logicalLocations"][0]["fullyQualifiedName"] == "$.claims[12]"
-    assert claims["claim-not-checkable"]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "claims.json"
+    # the claims were given as a document, not a file of the package: placed at the package's first
+    # listing file, and the message names claims.json
+    ghost = claims["claim-not-checkable"]
+    assert ghost["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] in ("MANIFEST.json", "protocol.json")
+    assert ghost["message"]["text"].startswith("claims.json: ")
 
 
 def test_findings_without_path_or_package_still_make_valid_sarif():
@@ -132,9 +136,9 @@ def test_findings_without_path_or_package_still_make_valid_sarif():
     log = sarif_log([rep])
     assert schema_errors(log) == []
     res = log["runs"][0]["results"]
+    # without a package there is no file of the repository to point at
     assert "locations" not in next(r for r in res if r["ruleId"] == "table-manifest-empty")
-    row = next(r for r in res if r["ruleId"] == "row-invalid")["locations"][0]["physicalLocation"]
-    assert row == {"artifactLocation": {"uri": "a%20b/c.csv", "uriBaseId": "PKGROOT"}, "region": {"startLine": 5}}
+    assert "locations" not in next(r for r in res if r["ruleId"] == "row-invalid")
     assert schema_errors(sarif_log([Report("verify", "ok")])) == []
 
 
@@ -153,7 +157,8 @@ def test_junit_has_a_case_per_finding_code_gate_check_and_claim(reports, broken)
     assert not gates["gate stage1 replays to its recorded decision"].result   # passes
     assert isinstance(gates["gate stage2 replays to its recorded decision"].result[0], Failure)
     checks = [n for n in gates if n.startswith("check ")]
-    assert "check ranks_first_in_all_cells bridge -> PASS" in checks
+    assert "check ranks_first_in_all_cells bridge: recorded PASS, replayed PASS" in checks
+    assert not [n for n in checks if "->" in n]
     outcomes = {c.id: c.outcome.value for c in claims}
     cases = {c.name: c for c in suites["claims"]}
     assert set(cases) == set(outcomes)

@@ -146,7 +146,7 @@ def test_a_wheel_ships_the_schemas(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                         "-w", str(tmp_path), str(src)], capture_output=True, text=True)
     assert r.returncode == 0, f"cannot build a wheel: {r.stderr[-500:]}"
-    wheel = next(tmp_path.glob("auditkit-*.whl"))
+    wheel = next(tmp_path.glob("pretrain_auditkit-*.whl"))   # the distribution is pretrain-auditkit
     names = zipfile.ZipFile(wheel).namelist()
     assert sorted(n for n in names if n.startswith("auditkit/schemas/") and n.endswith(".schema.json")) == \
         sorted(f"auditkit/schemas/{n}.schema.json" for n in SCHEMA_NAMES)

@@ -442,7 +442,7 @@ def test_cli_findings_text_and_json(pkg):
     assert r.exit_code == 1 and doc["exit_code"] == 1 and doc["ok"] is False
     assert doc["counts"] == {"file-changed": 1, "file-unlisted": 1}
     assert {"path", "code", "location", "expected", "found", "message"} == set(doc["findings"][0])
-    assert doc["info"]["root (recorded)"] == json.loads((pkg / "MANIFEST.json").read_text())["root"]
+    assert doc["info"]["root_recorded"] == json.loads((pkg / "MANIFEST.json").read_text())["root"]
 
 
 def test_cli_cannot_run(tmp_path):

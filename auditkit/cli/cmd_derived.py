@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import emit, fail, json_option, package_option
+from auditkit.cli.common import emit_as, fail, format_option, json_option, package_option
+from auditkit.cli.common import output_format as _output_format
 from auditkit.cli.render import counterfactual_table
 from auditkit.derived.output import stale_manifest
 from auditkit.errors import AuditError
@@ -16,11 +16,20 @@ from auditkit.findings import Report
 from auditkit.package.store import PackageDefect
 
 
-def _defect(command: str, package, exc: PackageDefect, as_json: bool) -> None:
+def _defect(command: str, package, exc: PackageDefect, fmt: str) -> None:
     """A defective package file found while generating: a finding (exit 1), not "could not check"."""
     report = Report(command=command, target=str(package))
     report.add(exc.finding)
-    emit(report, as_json)
+    emit_as(report, fmt, package=package)
+
+
+def _format(output_format, as_json, check: bool, profile) -> str:
+    """The format asked for; SARIF and JUnit report a check, so they need --check (and no profile)."""
+    fmt = _output_format(output_format, as_json)
+    if fmt in ("sarif", "junit") and (not check or profile):
+        fail(AuditError(f"--format {fmt} reports a check: it needs --check" + (" and no --profile" if profile else ""),
+                        hint="add --check, or use --format text or json"))
+    return fmt
 
 
 def _in_place_option(f):
@@ -30,8 +39,10 @@ def _in_place_option(f):
 
 def _report_written(written, what: str, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"ok": True, what: list(written), "dest": str(written.dest),
-                               "changed": written.changed}, indent=2, sort_keys=True))
+        from auditkit.cli.output import contract, dumps
+
+        click.echo(dumps(contract({"ok": True, "exit_code": 0, what: list(written), "dest": str(written.dest),
+                                   "changed": list(written.changed)}, what)))
     else:
         click.echo(f"wrote {len(written)} {what[:-1]} file(s) and {what[:-1]}_manifest.json under {written.dest} "
                    f"({len(written.changed)} changed)")
@@ -46,9 +57,12 @@ def _report_written(written, what: str, as_json: bool) -> None:
 @_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate in memory and compare with the recorded tables.")
 @json_option
+@format_option
 @profile_option
-def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
+def tables_cmd(package, out, in_place, check, as_json, output_format, profile) -> None:
     """Regenerate the package's derived tables (CSV + JSON) and table_manifest.json."""
+    fmt = _format(output_format, as_json, check, profile)
+    as_json = fmt == "json"
     if profile:
         from auditkit.cli.cmd_profile import tables_through
 
@@ -57,10 +71,10 @@ def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
 
     try:
         if check:
-            emit(check_tables(package), as_json)
+            emit_as(check_tables(package), fmt, package=package)
         written = generate_tables(package, out, in_place=in_place)
     except PackageDefect as exc:
-        _defect("tables", package, exc, as_json)
+        _defect("tables", package, exc, fmt)
     except AuditError as exc:
         fail(exc, as_json)
     _report_written(written, "tables", as_json)
@@ -72,18 +86,21 @@ def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
 @_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate and compare with the recorded figures.")
 @json_option
-def figures_cmd(package, out, in_place, check, as_json) -> None:
+@format_option
+def figures_cmd(package, out, in_place, check, as_json, output_format) -> None:
     """Regenerate the package's figures (PNG) and figure_manifest.json."""
+    fmt = _format(output_format, as_json, check, None)
+    as_json = fmt == "json"
     try:
         from auditkit.derived.figures import check_figures, generate_figures
 
         if check:
-            emit(check_figures(Path(package)), as_json)
+            emit_as(check_figures(Path(package)), fmt, package=package)
         written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place)
     except ImportError as exc:
-        fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'auditkit[figures]'"), as_json)
+        fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'pretrain-auditkit[figures]'"), as_json)
     except PackageDefect as exc:
-        _defect("figures", package, exc, as_json)
+        _defect("figures", package, exc, fmt)
     except AuditError as exc:
         fail(exc, as_json)
     _report_written(written, "figures", as_json)
@@ -100,7 +117,12 @@ def counterfactual_cmd(manifest_path, as_json) -> None:
         rows = manifest_counterfactual(manifest_path)
     except AuditError as exc:
         fail(exc, as_json)
-    click.echo(json.dumps(rows, indent=2, sort_keys=True) if as_json else counterfactual_table(rows))
+    if as_json:
+        from auditkit.cli.output import contract, dumps
+
+        click.echo(dumps(contract({"ok": True, "exit_code": 0, "rows": rows}, "counterfactual")))
+    else:
+        click.echo(counterfactual_table(rows))
 
 
 COMMANDS = [tables_cmd, figures_cmd, counterfactual_cmd]

@@ -38,11 +38,26 @@ def decide_cmd(gate, package, force) -> None:
 @package_option
 @json_option
 @format_option
+@click.option("-v", "--verbose", count=True, help="Every gate's candidates x cells table and each candidate's reason.")
+@click.option("-q", "--quiet", is_flag=True, help="Print the verdict line only (text).")
 @evidence_options
 @profile_option
-def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_keys, system_trust, require,
-                    profile) -> None:
-    """Recompute GATE's decision (or every gate's) from the rules and raw rows and diff it with the record."""
+def replay_gate_cmd(gate, package, as_json, output_format, verbose, quiet, trusted_tsa, trusted_keys, system_trust,
+                    require, profile) -> None:
+    """Recompute GATE's decision (or every gate's) from the rules and raw rows and diff it with the record.
+
+    \b
+    For `all`, one line a gate unless -v (every gate's candidates x cells table and why each
+    candidate was promoted or eliminated); one gate is shown whole; -q prints the verdict line alone.
+
+    \b
+    Examples:
+      auditkit replay-gate all --package ancillary
+      auditkit replay-gate stage2 --package ancillary -v
+      auditkit replay-gate all --package ancillary --format sarif > replay.sarif
+
+    \b
+    Exit codes: 0 every gate replays to its recorded decision, 1 findings, 2 could not check."""
     fmt = _output_format(output_format, as_json)
     as_json = fmt == "json"
     if profile:
@@ -55,7 +70,7 @@ def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_
                             hint="a package read through a profile carries no tokens or attestations; "
                                  "--require still applies"), as_json)
         replay_through(gate, package, profile, as_json, require)
-    from auditkit.gates.replay import render_gate, replay_package
+    from auditkit.gates.replay import replay_package
 
     try:
         replays, report = replay_package(package, gate)
@@ -68,14 +83,10 @@ def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_
     except AuditError as exc:
         fail(exc, as_json)
     if fmt == "text":
-        from auditkit.report.reasons import reasons
+        from auditkit.cli.output import render_replay_text
 
-        for r in replays:
-            click.echo(render_gate(r))
-            if r.decision is not None and r.rules is not None:   # the engine's result: no document built
-                why = reasons(r.decision, r.rules)
-                click.echo("why:\n" + "\n".join(f"  {c.config_id}: {why[c.config_id]}" for c in r.decision.candidates))
-            click.echo()
+        # one gate asked for: its whole table; all of them: one line each unless -v
+        render_replay_text(replays, report, -1 if quiet else verbose if gate == "all" else max(verbose, 1))
     emit_as(report, fmt, package=package, replays=replays)
 
 

@@ -24,6 +24,13 @@ def claims_cmd(package, claims_path, as_json, output_format) -> None:
     from auditkit.report.claims import CLAIMS_FILE, claims_report, evaluate_claims, render_claims
 
     fmt = _output_format(output_format, as_json)
+    if not Path(package).is_dir():   # said first: "no claims file" would send the user looking for the wrong thing
+        from auditkit.package.store import open_package
+
+        try:
+            open_package(package)
+        except AuditError as exc:
+            fail(exc, fmt == "json")
     try:
         results = evaluate_claims(package, claims_path)
     except AuditError as exc:
@@ -33,7 +40,7 @@ def claims_cmd(package, claims_path, as_json, output_format) -> None:
         report.info["results"] = [r.to_dict() for r in results]
     elif fmt == "text":
         click.echo(render_claims(results) + "\n")
-    emit_as(report, fmt, package=package, claims=results)
+    emit_as(report, fmt, package=package, claims=results, user_files=[claims_path] if claims_path else ())
 
 
 @click.command("report")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -15,18 +14,20 @@ DEFAULT_PACKAGE = "ancillary"
 
 
 def fail(exc: AuditError, as_json: bool = False) -> None:
-    """Report an AuditError (the check could not run) and exit 2."""
-    if as_json:
-        click.echo(json.dumps({"ok": False, "exit_code": EXIT_ERROR, **exc.to_dict()}, indent=2, sort_keys=True))
-    else:
-        click.echo(exc.diagnostics(), err=True)
+    """Report an AuditError (the check could not run) as a whole document of the format the command
+    was asked for (`output.print_error`) and exit 2."""
+    from auditkit.cli.output import current_format, print_error
+
+    fmt = current_format()
+    print_error(exc, "json" if as_json and fmt == "text" else fmt)
     sys.exit(EXIT_ERROR)
 
 
 def emit(report: Report, as_json: bool) -> None:
     """Print a report (text or JSON) and exit with its code."""
-    click.echo(report.to_json() if as_json else report.render_text())
-    sys.exit(report.exit_code)
+    from auditkit.cli.output import emit_report
+
+    emit_report(report, "json" if as_json else "text")
 
 
 def package_option(f):
@@ -35,26 +36,50 @@ def package_option(f):
                         type=click.Path(file_okay=False), help="The package directory.")(f)
 
 
+def _json_flag(ctx, param, value):
+    if value:
+        from auditkit.cli.output import set_format
+
+        set_format("json")   # an error before the command body still prints JSON
+    return value
+
+
 def json_option(f):
-    """`--json`: machine-readable output (errors too, with exit 2)."""
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+    """`--json`: machine-readable output (errors too, with exit 2), schemas/output/v1.json."""
+    return click.option("--json", "as_json", is_flag=True, callback=_json_flag,
+                        help="Machine-readable output (schemas/output/v1.json).")(f)
 
 
 FORMATS = ("text", "json", "sarif", "junit")
 
 
+def _sarif_root(ctx, param, value):
+    ctx.find_root().meta["auditkit.sarif_root"] = value
+    return value
+
+
 def format_option(f):
     """`--format text|json|sarif|junit` (`--json` is `--format json`): how findings are printed.
-    SARIF 2.1.0 for code scanning, JUnit XML for CI test reports."""
+    SARIF 2.1.0 for code scanning, JUnit XML for CI test reports; `--sarif-root DIR`: the
+    directory SARIF URIs are relative to (default: the git checkout that holds the package)."""
+    f = click.option("--sarif-root", type=click.Path(file_okay=False), expose_value=False, callback=_sarif_root,
+                     help="SARIF URIs are relative to this directory (default: the top of the git checkout "
+                          "that holds the package, else the package).")(f)
     return click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
-                        help="Output format (default text; --json is the same as --format json).")(f)
+                        help="Output format (default text; --json is the same as --format json). Every exit, "
+                             "2 included, prints a whole document.")(f)
 
 
 def output_format(output_format: str | None, as_json: bool) -> str:
     """The one format asked for; a usage error (exit 2) when --json and another --format disagree."""
+    from auditkit.cli.output import set_format
+
     if as_json and output_format not in (None, "json"):
+        set_format(output_format)
         fail(AuditError(f"--json and --format {output_format} ask for two formats", hint="give one of them"))
-    return "json" if as_json else (output_format or "text")
+    fmt = "json" if as_json else (output_format or "text")
+    set_format(fmt)
+    return fmt
 
 
 _LEAVE_AT_ONCE = [False]
@@ -72,21 +97,13 @@ def may_leave_at_once() -> bool:
     return _LEAVE_AT_ONCE[0]
 
 
-def emit_as(report: Report, fmt: str, *, package: str | None = None, replays=(), claims=()) -> None:
-    """Print `report` in `fmt` and exit with its code. SARIF: one result per finding, the package
-    directory (when it is one) as the root of the files' locations; JUnit: the report's findings,
-    plus one case per replayed gate and check (`replays`) and per claim (`claims`)."""
-    if fmt == "sarif":
-        from pathlib import Path
+def emit_as(report: Report, fmt: str, *, package: str | None = None, replays=(), claims=(), user_files=()) -> None:
+    """Print `report` in `fmt` and exit with its code. SARIF: one result per finding, located in the
+    repository that holds the package (`--sarif-root`); JUnit: the report's findings, plus one case
+    per replayed gate and check (`replays`) and per claim (`claims`)."""
+    from auditkit.cli.output import emit_report
 
-        from auditkit.report.sarif import sarif_text
-
-        base = package if package is not None and Path(package).is_dir() else None
-        click.echo(sarif_text([report], package_dir=base), nl=False)
-        sys.exit(report.exit_code)
-    if fmt == "junit":
-        from auditkit.report.junit import junit_xml
-
-        click.echo(junit_xml(reports=[report], replays=replays, claims=claims), nl=False)
-        sys.exit(report.exit_code)
-    emit(report, fmt == "json")
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().meta.get("auditkit.sarif_root") if ctx is not None else None
+    emit_report(report, fmt, package=package, replays=replays, claims=claims, sarif_root=root,
+                user_files=user_files)

@@ -27,6 +27,26 @@ COMMAND_MODULES = {
     "timestamp": "cmd_evidence",
     "profile": "cmd_profile",
     "claims": "cmd_report", "report": "cmd_report",
+    "explain": "cmd_explain",
+}
+
+# One whole sentence a command for `auditkit --help` (click would cut each docstring's first line
+# mid-sentence, and would import every command's module to read it).
+SUMMARIES = {
+    "verify": "Prove a package is whole, unaltered and well formed.",
+    "manifest": "Build a package's content-hashed MANIFEST.",
+    "decide": "Decide one gate from its frozen rules and raw rows.",
+    "replay-gate": "Recompute recorded gate decisions from the raw rows.",
+    "tables": "Regenerate or check the derived tables.",
+    "figures": "Regenerate or check the figures.",
+    "counterfactual": "Planned GPU-hours of a protocol, gate by gate.",
+    "run": "Train one cell with the bundled runner.",
+    "protocol": "Run a staged study, or merge hosts' outputs.",
+    "timestamp": "Anchor a package's content root at a TSA.",
+    "profile": "Draft a profile for a package auditkit did not write.",
+    "claims": "Decide a paper's claims from the raw rows.",
+    "report": "Write the reviewer's report (HTML or Markdown).",
+    "explain": "Say what a finding code means and what to do.",
 }
 
 
@@ -37,6 +57,12 @@ class AuditGroup(click.Group):
 
     def list_commands(self, ctx):
         return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, SUMMARIES.get(name) or self.get_command(ctx, name).get_short_help_str(200))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx, name):
         if name not in self.commands and name in COMMAND_MODULES:
@@ -56,24 +82,58 @@ class AuditGroup(click.Group):
             sys.exit(128 + signal.SIGINT)
 
     def invoke(self, ctx):
+        ctx.meta["auditkit.args"] = [*getattr(ctx, "_protected_args", ()), *ctx.args]   # for a usage error
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:  # before click turns it into Abort ("Aborted!", exit 1)
             click.echo("interrupted", err=True)
             sys.exit(128 + signal.SIGINT)
+        except click.UsageError as exc:
+            _usage_document(ctx, exc)
+            raise
         except (AuditError, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback, never exit 1
-            click.echo(f"error: could not check: {type(exc).__name__}: {exc}\n"
-                       "hint: this is a bug in auditkit, not a finding about the package; please report it "
-                       "with the command you ran", err=True)
+            from auditkit.cli.output import print_error, unexpected
+
+            print_error(unexpected(exc))   # a whole document in the format asked for (output.py)
             sys.exit(EXIT_ERROR)
+
+
+def _usage_document(ctx, exc: click.UsageError) -> None:
+    """A usage error met before the command ran (a missing argument, a bad option value): when the
+    command line asks for JSON, SARIF or JUnit, that format's whole error document goes to stdout
+    (click still prints the usage message on stderr and exits 2)."""
+    from auditkit.cli.output import command_name, error_document, format_in_args
+
+    args = ctx.meta.get("auditkit.args", [])
+    fmt = format_in_args(args)
+    if fmt in (None, "text"):
+        return
+    sub = exc.ctx if exc.ctx is not None and exc.ctx is not ctx else None
+    command = command_name(sub) if sub is not None else (args[0] if args else "auditkit")
+    click.echo(error_document(fmt, command, AuditError(exc.format_message(), hint="see --help")))
 
 
 @click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditkit")
 def cli() -> None:
-    """Make ML pretraining studies auditable."""
+    """Make ML pretraining studies auditable: verify a study's ancillary package, replay its gate
+    decisions from the raw rows, regenerate its tables and figures, decide its claims.
+
+    \b
+    Examples:
+      auditkit verify ancillary/                      # whole, unaltered, well formed?
+      auditkit replay-gate all --package ancillary    # do the decisions follow from the rows?
+      auditkit claims --package ancillary             # do the paper's claims hold?
+      auditkit report ancillary --out report.html     # everything, for a reviewer
+      auditkit explain row-invalid                    # what a finding means, what to do
+
+    \b
+    Exit codes (every command): 0 every check passed, 1 findings, 2 could not check
+    (usage, unreadable input); 130 on Ctrl-C. --format json|sarif|junit print a whole
+    document on every exit (docs/CI.md). Shell completion: docs/CLI.md.
+    """
 
 
 

@@ -512,10 +512,25 @@ def require_findings(report: EvidenceReport, gates: Sequence[GateRef], required:
         ev = report.gates.get(g.gate) or _asserted(g)
         for req in required:
             if not meets(ev, req):
-                why = "; ".join(ev.get("untrusted") or []) or "no such evidence in the package"
+                # only the notes about this kind of evidence (a signature note says nothing of a token)
+                notes = [n for n in ev.get("untrusted") or [] if any(w in n.lower() for w in _NOTE_WORDS[req])]
+                why = "; ".join(notes) or _MISSING[req]
                 out.append(Finding(g.rules, "evidence-below-required", f"gate {g.gate}", req, describe(ev),
                                    f"the reviewer requires {req}: {why}"))
     return out
+
+
+_NOTE_WORDS = {"asserted": ("frozen_at",), "chained": ("chain", "event"),
+               "timestamped": ("token", "tsa", "timestamp"), "signed": ("signature", "signed", "key"),
+               "seeds-bound": ("seed", "anchor")}
+_MISSING = {
+    "asserted": "its rules record no frozen_at",
+    "chained": "no intact event log orders its input rows after the freeze",
+    "timestamped": "no timestamp token from a TSA you trust covers its rules (the study timestamps them with "
+                   "`protocol run --tsa`; trust the TSA's root with --trusted-tsa)",
+    "signed": "no attestation of it is signed by a key you trust (pass the authors' public key with --trusted-key)",
+    "seeds-bound": "its run seeds are not bound to a seed anchor",
+}
 
 
 def describe(ev: dict) -> str:

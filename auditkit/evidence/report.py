@@ -82,7 +82,14 @@ def render_freeze_evidence(report: Report) -> None:
     for gate, ev in (gates or {}).items():
         report.info[f"gate {gate} frozen"] = describe(ev)
     if pkg and pkg.get("attested"):
-        signed = ", ".join(k[:16] for k in pkg.get("signed_by") or []) or "no trusted key"
-        report.info["package attestation"] = f"signed by {signed} (root {pkg.get('root', '?')})"
+        trusted = pkg.get("signed_by") or []
+        if trusted:
+            report.info["package attestation"] = (f"signed by {', '.join(k[:16] for k in trusted)} "
+                                                  f"(root {pkg.get('root', '?')})")
+        else:   # not a finding: the signature was not checked against any key the reviewer trusts
+            report.info["package attestation"] = (
+                f"signed, by no key you trust (root {pkg.get('root', '?')}): not a failure; to check the "
+                "signature, pass the authors' public key, obtained from them and not from the package: "
+                "--trusted-key AUTHORS.pub.pem")
     for i, note in enumerate(notes, 1):
         report.info[f"evidence note {i}"] = note

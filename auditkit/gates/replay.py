@@ -921,7 +921,7 @@ def diff_decisions(recorded: dict, replayed: dict, path: str, *, better: str = "
     out = []
 
     def differ(loc, code, exp, got, msg=DIFFERS):
-        out.append(Finding(path, code, json_location(loc), _show(exp), _show(got), msg, DIFFERS_HINT))
+        out.append(Finding(path, code, json_location(loc), _show(exp), _show(got), msg, DIFFERS_HINT, roles="replay"))
 
     if recorded.get("gate") != replayed["gate"]:
         differ(["gate"], "decision-differs", replayed["gate"], recorded.get("gate"))
@@ -1067,7 +1067,8 @@ def render_gate(r: GateReplay) -> str:
             val = "-" if ch.get("value") is None else (f"{ch['value']:.9f}" if ch["kind"] != "ranks_first_in_all_cells"
                                                        else f"{int(ch['value'])}/{len(keys)} cells")
             thr = "" if ch.get("threshold") is None else f" (threshold {ch['threshold']})"
-            lines.append(f"check {ch['kind']} {ch['candidate']}{ref}: {val}{thr} -> {'pass' if ch['passed'] else 'FAIL'}")
+            outcome = "pass" if ch["passed"] else "FAIL (an outcome the study recorded, not a problem)"
+            lines.append(f"check {ch['kind']} {ch['candidate']}{ref}: {val}{thr} -> {outcome}")
     summary = r.summary()
     if summary["frozen_at"] and summary["first_input_started_at"]:
         rel = {True: "before", False: "NOT before", None: "?"}[summary["frozen_before_data"]]

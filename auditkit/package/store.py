@@ -232,8 +232,15 @@ class PackageStore:
 
 def open_package(path: str | Path, *, what: str = "package") -> PackageStore:
     """The store of a package directory; AuditError (exit 2) if `path` holds no `protocol.json`."""
+    if not os.path.lexists(path):
+        raise AuditError(f"no such {what} directory", path=str(path),
+                         hint="give the directory that holds protocol.json (with --package PATH where it is an "
+                              f"option; a relative path is read from {os.getcwd()})")
     store = PackageStore(path) if os.path.isdir(path) else None
-    if store is None or store.kind("protocol.json") != "file":
+    if store is None:
+        raise AuditError(f"not a directory: a {what} is the directory that holds protocol.json", path=str(path),
+                         hint="give the package's directory (with --package PATH where it is an option)")
+    if store.kind("protocol.json") != "file":
         raise AuditError(f"not a {what} directory (no protocol.json)", path=str(path),
                          hint="give the directory that holds protocol.json (with --package PATH where it is an option)")
     return store

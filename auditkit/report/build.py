@@ -56,6 +56,10 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
 
     ver = verify_package(pkg, jobs=jobs)
     verdicts.append(_verdict("verify", f"auditkit verify {pkg}", ver))
+    # said, not left out: a reader must not take the page for a re-evaluation of the checkpoints
+    verdicts.append(_verdict("re-evaluation", f"auditkit verify {pkg} --deep", None,
+                             "not run: this report does not re-evaluate the checkpoints' val_bpb; "
+                             f"auditkit verify {pkg} --deep does (it needs torch, and minutes to hours)"))
     root = {"recorded": ver.info.get("root (recorded)"), "computed": ver.info.get("root (of the files)")}
 
     replays = replay_all(pkg)
@@ -76,7 +80,7 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", fig))
     except ImportError:
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", None,
-                                 "not checked: matplotlib is not installed (pip install 'auditkit[figures]')"))
+                                 "not checked: matplotlib is not installed (pip install 'pretrain-auditkit[figures]')"))
     except AuditError as exc:
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", None, exc.message))
 

@@ -69,7 +69,7 @@ root (of the files): <code>{{ d.root.computed or '-' }}</code>
 ({% for c, n in v.counts.items() %}{{ c }} ×{{ n }}{% if not loop.last %}, {% endif %}{% endfor %})</summary>
 <table class="small"><tr><th>file</th><th>where</th><th>code</th><th>expected</th><th>found</th><th>what it means</th></tr>
 {% for f in v.findings[:200] %}<tr><td><code>{{ f.path }}</code></td><td><code>{{ f.location }}</code></td>
-<td><code>{{ f.code }}</code></td><td>{{ f.expected }}</td><td>{{ f.found }}</td><td>{{ f.message }}</td></tr>
+<td><code>{{ f.code }}</code></td><td>{% if f.replayed is defined %}replayed {% endif %}{{ f.expected }}</td><td>{% if f.replayed is defined %}recorded {% endif %}{{ f.found }}</td><td>{{ f.message }}</td></tr>
 {% endfor %}</table>{% if v.findings|length > 200 %}<p class="muted">… and {{ v.findings|length - 200 }} more</p>{% endif %}
 </details>{% endfor %}
 </section>
@@ -132,7 +132,7 @@ that is {{ '%.2f'|format(g.robustness.margin_in_noise) }} × the noise ({{ g.rob
 {% for s in g.sensitivity %}<tr><td>{{ s.variant }}</td><td class="num">{{ s.top_k }}</td><td>{{ s.promoted }}</td><td>{{ 'yes' if s.same_as_frozen else 'no' }}</td></tr>{% endfor %}
 </table></details>{% endif %}
 {% if g.differences %}<details open><summary>replay differences</summary><ul class="small">
-{% for f in g.differences[:50] %}<li><code>{{ f.path }} {{ f.location }}</code> {{ f.code }}: expected {{ f.expected }}; found {{ f.found }}</li>{% endfor %}
+{% for f in g.differences[:50] %}<li><code>{{ f.path }} {{ f.location }}</code> {{ f.code }}: {% if f.replayed is defined %}recorded {{ f.recorded }}; replayed {{ f.replayed }}{% else %}expected {{ f.expected }}; found {{ f.found }}{% endif %}</li>{% endfor %}
 </ul></details>{% endif %}
 </article>
 {% endfor %}

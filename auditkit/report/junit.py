@@ -11,14 +11,56 @@
   fails only when the recorded and replayed outcomes differ;
 - claims (`ClaimResult`): a case per claim: held passes, not held fails, not checkable is
   an error.
+
+`error_xml(command, error)` is the document of a command that could not check (exit 2): one
+suite with one case holding an `<error>`.  Every text is made fit for XML 1.0 first: a control
+character (from a file name, a CSV cell or a claim) is written as ``\\xNN`` and a lone surrogate
+as U+FFFD, so the document is always well formed.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Sequence
 
+from auditkit.errors import AuditError
 from auditkit.findings import Report
+
+# what XML 1.0 does not allow in a document (tab, newline and carriage return are allowed)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` fit for XML 1.0: control characters as ``\\xNN``, lone surrogates as U+FFFD."""
+    return _NOT_XML.sub(lambda m: "\ufffd" if "\ud800" <= m[0] <= "\udfff" else f"\\x{ord(m[0]):02x}"
+                        if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
+
+
+def _clean_tree(root: ET.Element) -> None:
+    for el in root.iter():
+        if el.text:
+            el.text = xml_text(el.text)
+        for k, v in el.attrib.items():
+            el.set(k, xml_text(v))
+
+
+def _document(root: ET.Element) -> str:
+    _clean_tree(root)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def error_xml(command: str, error: AuditError) -> str:
+    """The JUnit document of a command that could not check: one case, an `<error>`."""
+    root = ET.Element("testsuites", name="auditkit", tests="1", failures="0", errors="1")
+    suite = _suite(root, f"auditkit {command}")
+    text = error.diagnostics()
+    case = ET.SubElement(suite, "testcase", classname=command.split()[0], name=f"auditkit {command}")
+    ET.SubElement(case, "error", message=error.message, type="could-not-check").text = text
+    suite.set("tests", "1")
+    suite.set("errors", "1")
+    return _document(root)
 
 
 def junit_xml(*, reports: Sequence[Report] = (), replays: Sequence = (), claims: Sequence = (),
@@ -39,8 +81,7 @@ def junit_xml(*, reports: Sequence[Report] = (), replays: Sequence = (), claims:
     root.set("tests", str(tests))
     root.set("failures", str(failures))
     root.set("errors", str(errors))
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return _document(root)
 
 
 def _suite(root: ET.Element, name: str) -> ET.Element:
@@ -90,9 +131,12 @@ def _replay_suite(root: ET.Element, replays: Sequence) -> None:
             got = rec[i] if i < len(rec) else None
             same = got is not None and bool(got.get("passed")) == bool(ch.get("passed"))
             value = ch.get("value")
-            out = (f"replayed {outcome} (value {value}, threshold {ch.get('threshold')}); recorded "
-                   + ("-" if got is None else ("PASS" if got.get("passed") else "FAIL")))
-            _case(suite, f"replay-gate.{r.gate}", f"check {ch['kind']} {ch['candidate']}{ref} -> {outcome}",
+            recorded = "-" if got is None else ("PASS" if got.get("passed") else "FAIL")
+            out = (f"replayed {outcome} (value {value}, threshold {ch.get('threshold')}); recorded {recorded}"
+                   "; a check that FAILs is an outcome the study recorded, not a problem of the audit")
+            # named for both outcomes: a case that passes is never named "-> FAIL"
+            _case(suite, f"replay-gate.{r.gate}",
+                  f"check {ch['kind']} {ch['candidate']}{ref}: recorded {recorded}, replayed {outcome}",
                   failure=None if same or not rep else "the recorded outcome is not what the raw rows give",
                   text=out, out=out)
 

@@ -28,8 +28,9 @@ def render_markdown(data: dict) -> str:
     for v in d["verdicts"]:
         if v["findings"]:
             out += [f"### {v['check']}: findings", ""]
-            out += [f"- `{f['path']}` {f['location']}: **{f['code']}** (expected {f['expected'] or '-'}; found "
-                    f"{f['found'] or '-'})" for f in v["findings"][:200]]
+            out += [f"- `{f['path']}` {f['location']}: **{f['code']}** ("
+                    + (f"recorded {f['recorded'] or '-'}; replayed {f['replayed'] or '-'})" if "replayed" in f else
+                       f"expected {f['expected'] or '-'}; found {f['found'] or '-'})") for f in v["findings"][:200]]
             out.append("")
     out += ["## Claims", ""]
     if d["claims"]:

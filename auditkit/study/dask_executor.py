@@ -65,7 +65,7 @@ class DaskExecutor:
             from distributed import Client
         except ImportError as exc:
             raise AuditError("the dask executor needs dask.distributed",
-                             hint="pip install 'auditkit[dask]'") from exc
+                             hint="pip install 'pretrain-auditkit[dask]'") from exc
         try:
             client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError) as exc:

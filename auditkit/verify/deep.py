@@ -87,7 +87,7 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str, read=None
         from auditkit.runner.model import GPT
         from auditkit.runner.train import _null
     except ImportError as exc:
-        raise AuditError(f"--deep needs torch: {exc}", hint="pip install torch==2.13.0 (or auditkit[runner])") from exc
+        raise AuditError(f"--deep needs torch: {exc}", hint="pip install torch==2.13.0 (or pretrain-auditkit[runner])") from exc
     where = f"row {row.get('run_id', '?')}"
     try:
         meta = checkpoint_metadata(data)
