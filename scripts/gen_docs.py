@@ -1,11 +1,11 @@
 """Regenerate what the docs show from the code and the shipped package, or check it is current.
 
-    python scripts/gen_docs.py            # rewrite docs/reference/cli.md and every example block
+    python scripts/gen_docs.py            # rewrite docs/CLI.md and every example block
     python scripts/gen_docs.py --check    # exit 1 naming each stale page (tests/test_docs.py runs this)
 
 Two kinds of generated text:
 
-- `docs/reference/cli.md`: every command's `--help`, walked from the click group.
+- `docs/CLI.md`: every command's `--help` (auditkit/cli/reference.py).
 - example blocks in README.md and docs/**/*.md: a marker line
 
       <!-- example: auditkit verify ancillary/ -->
@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CLI_PAGE = REPO / "docs" / "reference" / "cli.md"
+CLI_PAGE = REPO / "docs" / "CLI.md"   # also written by `python -m auditkit.cli.reference`
 MARKER = re.compile(r"^<!-- example(?: lines=(\d+))?: (.+?) -->\n```text\n.*?^```\n", re.M | re.S)
 
 
@@ -39,23 +39,9 @@ def doc_pages() -> list[Path]:
 
 
 def cli_reference() -> str:
-    import click
+    from auditkit.cli.reference import render_markdown
 
-    from auditkit.cli import cli as group
-
-    out = ["# CLI reference", "",
-           "Generated from `--help` by `python scripts/gen_docs.py`; a test keeps it current.", ""]
-
-    def walk(cmd: click.Command, path: list[str]) -> None:
-        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100)
-        out.extend([f"{'#' * min(len(path) + 1, 4)} `{' '.join(path)}`", "", "```text",
-                    cmd.get_help(ctx).rstrip(), "```", ""])
-        if isinstance(cmd, click.Group):
-            for name in cmd.list_commands(ctx):
-                walk(cmd.get_command(ctx, name), [*path, name])
-
-    walk(group, ["auditkit"])
-    return "\n".join(out).rstrip() + "\n"
+    return render_markdown()
 
 
 def run_example(command: str, work: Path, keep: int | None) -> str:

@@ -1,4 +1,4 @@
-"""The docs show what the code does: docs/reference/cli.md is every command's --help and each
+"""The docs show what the code does: docs/CLI.md is every command's --help and each
 example block in README.md and docs/ is what its command prints on the shipped package
 (scripts/gen_docs.py writes both; run it after changing a command or the package)."""
 
