@@ -379,8 +379,10 @@ TEMP_PREFIX = ".auditkit-tmp-"
 
 def _synced_temporary(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _CLOEXEC, 0o644)
+    # a fresh name, created exclusively: never truncates a file this call did not make (another
+    # thread's or process's temporary, or whatever a stale name points at)
+    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -449,10 +451,30 @@ def create_exclusive(path: str | Path, data: bytes) -> bool:
 
 
 def remove_stale_temporaries(out: str | Path) -> int:
-    """Delete temporary files a killed writer left behind under `out`."""
+    """Delete temporary files a killed writer left behind under `out`: regular files named
+    `TEMP_PREFIX<pid>-...` whose writer process is gone.  A live writer's temporary (another
+    auditkit writing into the same directory) and anything not named so is left alone."""
     n = 0
     for p in Path(out).rglob(f"{TEMP_PREFIX}*"):
-        if p.is_file() and not p.is_symlink():
+        pid = p.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)) or p.is_symlink() or not p.is_file():
+            continue
+        try:
             p.unlink()
             n += 1
+        except FileNotFoundError:
+            pass
     return n
+
+
+def _process_alive(pid: int) -> bool:
+    """True unless no process `pid` exists here (a reused pid keeps a temporary: the safe side)."""
+    if pid == os.getpid():
+        return False        # this process is not writing one while it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True
