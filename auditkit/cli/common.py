@@ -14,8 +14,15 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 DEFAULT_PACKAGE = "ancillary"
 
 
-def fail(exc: AuditError, as_json: bool = False) -> None:
-    """Report an AuditError (the check could not run) and exit 2."""
+EXIT_CLOSED_PIPE = 141   # 128 + SIGPIPE, as a shell reports a tool a closed pipe ended
+
+
+def fail(exc: AuditError, as_json: bool | None = None) -> None:
+    """Report an AuditError (the check could not run) and exit 2: the one error exit every path
+    takes (the catch-all in `cli.main` too), in the format the command line asked for
+    (`as_json` None: whatever `--json`/`--format` said, see `requested_format`)."""
+    if as_json is None:
+        as_json = requested_format() == "json"
     if as_json:
         click.echo(json.dumps({"ok": False, "exit_code": EXIT_ERROR, **exc.to_dict()}, indent=2, sort_keys=True))
     else:
@@ -35,9 +42,33 @@ def package_option(f):
                         type=click.Path(file_okay=False), help="The package directory.")(f)
 
 
+_FORMAT_KEY = "auditkit.requested_format"   # in click's ctx.meta, which every nested context shares
+
+
+def _remember_json(ctx, param, value):
+    if value:
+        ctx.meta[_FORMAT_KEY] = "json"
+    return value
+
+
+def _remember_format(ctx, param, value):
+    if value and ctx.meta.get(_FORMAT_KEY) != "json":   # --json wins (a disagreement is refused anyway)
+        ctx.meta[_FORMAT_KEY] = value
+    return value
+
+
+def requested_format() -> str:
+    """The output format the command line asked for (`--json`, `--format`), recorded while its
+    options were parsed: an error that ends the command early (the catch-all in `cli.main`
+    included) still prints a whole document in it."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_FORMAT_KEY, "text") if ctx is not None else "text"
+
+
 def json_option(f):
     """`--json`: machine-readable output (errors too, with exit 2)."""
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.",
+                        callback=_remember_json)(f)
 
 
 FORMATS = ("text", "json", "sarif", "junit")
@@ -47,7 +78,8 @@ def format_option(f):
     """`--format text|json|sarif|junit` (`--json` is `--format json`): how findings are printed.
     SARIF 2.1.0 for code scanning, JUnit XML for CI test reports."""
     return click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
-                        help="Output format (default text; --json is the same as --format json).")(f)
+                        help="Output format (default text; --json is the same as --format json).",
+                        callback=_remember_format)(f)
 
 
 def output_format(output_format: str | None, as_json: bool) -> str:
@@ -90,3 +122,62 @@ def emit_as(report: Report, fmt: str, *, package: str | None = None, replays=(),
         click.echo(junit_xml(reports=[report], replays=replays, claims=claims), nl=False)
         sys.exit(report.exit_code)
     emit(report, fmt == "json")
+
+
+def closed_stdout() -> None:
+    """The reader of our stdout went away (`auditkit ... | head`): a normal end, not an error.
+    Point stdout at /dev/null (so the interpreter's last flush cannot fail again) and exit 141
+    (128 + SIGPIPE, what a shell shows for a tool a closed pipe stopped), quietly."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    os._exit(EXIT_CLOSED_PIPE)
+
+
+_WRITE_ERRNOS = {"EROFS": "the file system is read-only", "EACCES": "permission denied",
+                 "EPERM": "operation not permitted", "ENOSPC": "no space left on the device",
+                 "EDQUOT": "the disk quota is exhausted"}
+
+
+def unexpected_error(exc: BaseException, command: str | None) -> AuditError:
+    """What the catch-all says for an exception no check turned into a finding or an AuditError:
+    running out of memory, a path the system refuses (read-only, permissions, a full disk) are
+    the user's to fix (with a hint); anything else is a bug in auditkit."""
+    import errno
+    import traceback
+
+    cmd = f"`auditkit {command}`" if command else "auditkit"
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    at = ""
+    if frames:   # where it happened, and the last of auditkit's own frames on the way there
+        inner = frames[-1]
+        at = f" (in {_short(inner.filename)}:{inner.lineno}, {inner.name}"
+        own = next((f for f in reversed(frames) if "/auditkit/" in f.filename.replace("\\", "/")), None)
+        if own is not None and own is not inner:
+            at += f", reached from {_short(own.filename)}:{own.lineno}, {own.name}"
+        at += ")"
+    if isinstance(exc, MemoryError):
+        return AuditError(f"{cmd} ran out of memory{at}",
+                          hint="the process may use too little memory for this input (see `ulimit -v`, a "
+                               "container limit); free memory or raise the limit and run it again")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, "")
+        if name in _WRITE_ERRNOS:
+            target = exc.filename or "a file"
+            return AuditError(f"{cmd} cannot use {target}: {_WRITE_ERRNOS[name]}", path=exc.filename,
+                              hint="choose a directory you can write to (e.g. another --out), or make this one "
+                                   "writable, then run the command again")
+    return AuditError(f"could not check: {type(exc).__name__}: {exc}{at}",
+                      hint="this is a bug in auditkit, not a finding about the package; please report it "
+                           "with the command you ran")
+
+
+def _short(filename: str) -> str:
+    norm = filename.replace("\\", "/")
+    i = norm.rfind("/auditkit/")
+    return norm[i + 1:] if i >= 0 else norm
