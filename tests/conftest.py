@@ -43,6 +43,10 @@ def pytest_configure(config):
     tempfile.tempdir = str(own_tmp)
     os.environ["DASK_TEMPORARY_DIRECTORY"] = str(_OWN_BASETEMP / "dask")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_OWN_BASETEMP / "inductor")   # torch.compile's cache (test_deep)
+    # one OpenMP thread per process: under `-n 2`, or beside other work, torch's threads that wait
+    # for busy cores stall each other (a --deep re-evaluation ran 20x slower at load 5); the
+    # runner's cells already get OMP_NUM_THREADS from their host profile (threads = 1 in the tests)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_unconfigure(config):
