@@ -129,3 +129,21 @@ def test_only_the_cells_of_dead_runs_are_swept(tmp_path):
             dead.kill()
             dead.wait()
     assert not alive_work.exists() and not alive_work.with_name(alive_work.name + ".lock").exists()
+
+
+def test_the_session_judges_only_its_own_temporary_directory(tmp_path):
+    """tests/conftest.py gives the suite's processes their own TMPDIR and judges only that: the
+    scratch root (marker and lock) may stay, a cell left in it or anything else may not."""
+    import tempfile
+
+    from conftest import SESSION_PREFIX, left_in_temp
+
+    assert os.environ["TMPDIR"] == tempfile.gettempdir()
+    assert Path(tempfile.gettempdir()).parent.name.startswith(SESSION_PREFIX)   # <session>/tmp
+    assert not SESSION_PREFIX.startswith("auditkit-")
+    with scratch_directory("c", tmp_path):
+        pass
+    assert left_in_temp(tmp_path) == []
+    (scratch_root(tmp_path) / "cell-x-1").mkdir()
+    (tmp_path / "stray.txt").write_text("x")
+    assert left_in_temp(tmp_path) == [f"{ROOT_NAME}/cell-x-1", "stray.txt"]
