@@ -293,3 +293,14 @@ def test_ctrl_c_during_a_command_exits_130(monkeypatch):
     monkeypatch.setattr(verify_mod, "verify_package", interrupted)
     r = CliRunner().invoke(cli, ["verify", "ancillary"])
     assert r.exit_code == 130 and "Aborted" not in r.output, r.output
+
+
+def test_a_killed_runners_temporaries_are_removed_and_nothing_else(tmp_path):
+    from auditkit.study.runs import _remove_runner_temporaries
+
+    for name in (".summary.json.tmp-4321", ".checkpoint.safetensors.tmp-4321", ".notes.txt.tmp-4321",
+                 ".summary.json.tmp-999", "summary.json"):
+        (tmp_path / name).write_text("x")
+    _remove_runner_temporaries(tmp_path, 4321)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt.tmp-4321", ".summary.json.tmp-999",
+                                                          "summary.json"]
