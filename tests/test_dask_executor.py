@@ -111,7 +111,7 @@ def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the in-process worker's scratch goes here
 
     def cells():
-        return list((tmp_path / f"auditkit-scratch-{os.getuid()}").glob("cell-*"))
+        return list((tmp_path / f"auditkit.scratch-{os.getuid()}").glob("cell-*"))
     row = {"config_id": "tiny", "role": "screened", "depth": "1", "aspect_ratio": "16", "head_dim": "16",
            "seq_len": "64", "total_batch_size": "512", "device_batch_size": "8", "matrix_lr": "0.03"}
     task = CellTask("linux-s-tiny-s1", "linux", "s", "tiny", 1, Budget("steps", 10**6), row, timeout=600,

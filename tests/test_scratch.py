@@ -14,7 +14,7 @@ import pytest
 from auditkit.errors import AuditError
 from auditkit.study.executors import ROOT_MARKER, remove_stale_scratch, scratch_directory, scratch_root
 
-ROOT_NAME = f"auditkit-scratch-{os.getuid()}"
+ROOT_NAME = f"auditkit.scratch-{os.getuid()}"
 
 
 def snapshot(d: Path) -> dict[str, bytes | None]:
@@ -79,7 +79,7 @@ def test_a_root_auditkit_did_not_make_is_refused_and_left_alone(tmp_path, plant,
 def test_a_root_of_another_user_is_refused(tmp_path, monkeypatch):
     scratch_root(tmp_path)
     monkeypatch.setattr(os, "getuid", lambda: 4242)         # as another user sees this one
-    (tmp_path / ROOT_NAME).rename(tmp_path / "auditkit-scratch-4242")
+    (tmp_path / ROOT_NAME).rename(tmp_path / "auditkit.scratch-4242")
     with pytest.raises(AuditError, match="belongs to another user"):
         scratch_root(tmp_path)
 

@@ -184,7 +184,8 @@ def test_a_signal_stops_auditkit_run(study, tmp_path):
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no half-written runner file
 
 
-LOOK_ALIKES = ("auditkit-notes", "auditkit-tests-x", ".auditkit-cache", "auditkit-old-x", "auditkit-scratch-other")
+LOOK_ALIKES = ("auditkit-notes", "auditkit-tests-x", ".auditkit-cache", "auditkit-old-x", "auditkit-scratch-other",
+               "auditkit.scratch-other")
 
 
 def plant_look_alikes(tmp: Path) -> dict[str, str]:
@@ -210,7 +211,7 @@ def look_alikes_intact(tmp: Path, planted: dict[str, str]) -> bool:
 
 def cells(tmp: Path) -> list[Path]:
     """The cell directories (and their lock files) in auditkit's scratch root under `tmp`."""
-    root = tmp / f"auditkit-scratch-{os.getuid()}"
+    root = tmp / f"auditkit.scratch-{os.getuid()}"
     return sorted(root.glob("cell-*")) if root.is_dir() else []
 
 
@@ -242,7 +243,7 @@ def test_a_sigkilled_driver_takes_its_runner_along_and_the_next_run_cleans_up(st
     assert r.returncode == 0, r.stderr[-2000:]
     assert not cells(scratch), cells(scratch)
     assert look_alikes_intact(scratch, planted)
-    assert sorted(p.name for p in scratch.iterdir()) == sorted([*LOOK_ALIKES, f"auditkit-scratch-{os.getuid()}"])
+    assert sorted(p.name for p in scratch.iterdir()) == sorted([*LOOK_ALIKES, f"auditkit.scratch-{os.getuid()}"])
 
 
 def test_stale_scratch_is_told_from_scratch_in_use(tmp_path):

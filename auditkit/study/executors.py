@@ -54,7 +54,7 @@ class Executor(Protocol):
         """Run every task; yield each result as soon as it is done (any order)."""
 
 
-SCRATCH_ROOT_PREFIX = "auditkit-scratch-"
+SCRATCH_ROOT_PREFIX = "auditkit.scratch-"   # not `auditkit-`: older auditkits delete any such directory
 ROOT_MARKER = ".auditkit-scratch-root"
 ROOT_LOCK = ".root.lock"
 CELL_PREFIX = "cell-"
@@ -73,7 +73,7 @@ def _user_tag() -> str:
 
 
 def scratch_root(tmp: str | Path | None = None) -> Path:
-    """The one directory auditkit keeps its scratch in: `$TMPDIR/auditkit-scratch-<uid>/`.
+    """The one directory auditkit keeps its scratch in: `$TMPDIR/auditkit.scratch-<uid>/`.
 
     Made on first use with mode 0700 and a marker file written before it gets its name (a
     temporary directory renamed into place), so a root without the marker was never
