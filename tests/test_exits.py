@@ -125,3 +125,21 @@ def test_an_unexpected_error_is_still_a_whole_json_document(monkeypatch):
     assert r.exit_code == 2
     doc = json.loads(r.stdout)
     assert "ZeroDivisionError" in doc["error"] and "a bug in auditkit" in doc["hint"]
+
+
+def test_an_error_document_meeting_a_closed_stdout_is_quiet_too():
+    code = ("import importlib, os, sys, auditkit.gates.replay as rp\n"
+            "m = importlib.import_module('auditkit.cli.main')\n"
+            "def boom(*a, **k):\n"
+            "    raise ZeroDivisionError('x')\n"
+            "rp.replay_package = boom\n"
+            "sys.argv = ['auditkit', 'replay-gate', 'all', '--package', sys.argv[1], '--json']\n"
+            "m.main()\n")
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-c", code, str(PKG)], stdout=w, stderr=subprocess.PIPE, text=True,
+                           timeout=300)
+    finally:
+        os.close(w)
+    assert p.returncode == EXIT_CLOSED_PIPE and p.stderr == "", p.stderr

@@ -67,7 +67,10 @@ class AuditGroup(click.Group):
         except BrokenPipeError:  # the reader of our stdout is gone (`| head`): a normal end
             closed_stdout()
         except (Exception, MemoryError) as exc:  # noqa: BLE001 - the last line of defence: never a traceback, never exit 1
-            fail(unexpected_error(exc, ctx.invoked_subcommand))
+            try:
+                fail(unexpected_error(exc, ctx.invoked_subcommand))
+            except BrokenPipeError:  # the error document itself met a closed stdout
+                closed_stdout()
 
 
 @click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})
