@@ -143,3 +143,15 @@ def test_an_error_document_meeting_a_closed_stdout_is_quiet_too():
     finally:
         os.close(w)
     assert p.returncode == EXIT_CLOSED_PIPE and p.stderr == "", p.stderr
+
+
+def test_a_refused_path_names_itself_and_what_to_do():
+    from auditkit.cli.common import unexpected_error
+
+    e = unexpected_error(PermissionError(errno.EACCES, "Permission denied", "/srv/pkg/rows.csv"), "verify")
+    assert e.message == "`auditkit verify` cannot use /srv/pkg/rows.csv: permission denied"
+    assert e.path == "/srv/pkg/rows.csv" and "permissions" in e.hint
+    e = unexpected_error(OSError(errno.EDQUOT, "Disk quota exceeded", "/home/u/out/t.csv"), "tables")
+    assert "disk quota" in e.message and "make room" in e.hint
+    e = unexpected_error(OSError(errno.EIO, "I/O error", "/x"), "verify")
+    assert e.message.startswith("could not check: OSError") and "a bug in auditkit" in e.hint

@@ -169,9 +169,11 @@ def unexpected_error(exc: BaseException, command: str | None) -> AuditError:
         name = errno.errorcode.get(exc.errno, "")
         if name in _WRITE_ERRNOS:
             target = exc.filename or "a file"
-            return AuditError(f"{cmd} cannot use {target}: {_WRITE_ERRNOS[name]}", path=exc.filename,
-                              hint="choose a directory you can write to (e.g. another --out), or make this one "
-                                   "writable, then run the command again")
+            hint = ("check its permissions: this user must be able to read what a command reads and write "
+                    "where it writes (or choose another --out)") if name in ("EACCES", "EPERM") else \
+                "choose a directory you can write to (e.g. another --out), or make room / make this one " \
+                "writable, then run the command again"
+            return AuditError(f"{cmd} cannot use {target}: {_WRITE_ERRNOS[name]}", path=exc.filename, hint=hint)
     return AuditError(f"could not check: {type(exc).__name__}: {exc}{at}",
                       hint="this is a bug in auditkit, not a finding about the package; please report it "
                            "with the command you ran")
