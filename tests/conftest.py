@@ -18,31 +18,55 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 _OWN_BASETEMP: Path | None = None
-_TEMP_BEFORE: set[str] = set()     # the temporary directory's entries when the session began
+SESSION_PREFIX = "aktests-"     # not `auditkit-`: no auditkit, old or new, takes it for its scratch
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     """The whole session's temporary files live in one fresh directory that the controller removes
-    at the end (pytest keeps its last three `pytest-of-USER/pytest-N` otherwise), Dask's scratch
-    space and torch.compile's cache (`/tmp/torchinductor_USER` otherwise) included: a run leaves
-    nothing behind in the temporary directory.  An explicit
-    --basetemp is kept as given; an xdist worker uses the directory its controller chose."""
+    at the end: pytest's (`pytest-of-USER/pytest-N` otherwise), Dask's scratch space, torch.compile's
+    cache, and the temporary directory itself: TMPDIR points at `<session>/tmp` for this process,
+    the xdist workers and every subprocess the tests start, so whatever the suite's processes make
+    lands there, and only there is judged at the end (`pytest_sessionfinish`) — another process on
+    the machine writing into the real temporary directory meanwhile is none of the suite's business.
+    An explicit --basetemp is kept as given; an xdist worker uses the directory its controller chose."""
     global _OWN_BASETEMP
     if getattr(config, "workerinput", None) is not None or config.option.basetemp:
         return
     import tempfile
 
-    _TEMP_BEFORE.update(os.listdir(tempfile.gettempdir()))
-    _OWN_BASETEMP = Path(tempfile.mkdtemp(prefix="auditkit-tests-"))
+    _OWN_BASETEMP = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX))
     config.option.basetemp = str(_OWN_BASETEMP / "t")
+    own_tmp = _OWN_BASETEMP / "tmp"
+    own_tmp.mkdir()
+    os.environ["TMPDIR"] = str(own_tmp)
+    tempfile.tempdir = str(own_tmp)
     os.environ["DASK_TEMPORARY_DIRECTORY"] = str(_OWN_BASETEMP / "dask")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_OWN_BASETEMP / "inductor")   # torch.compile's cache (test_deep)
+    # one OpenMP thread per process: under `-n 2`, or beside other work, torch's threads that wait
+    # for busy cores stall each other (a --deep re-evaluation ran 20x slower at load 5); the
+    # runner's cells already get OMP_NUM_THREADS from their host profile (threads = 1 in the tests)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_unconfigure(config):
     if _OWN_BASETEMP is not None and getattr(config, "workerinput", None) is None:
         shutil.rmtree(_OWN_BASETEMP, ignore_errors=True)
+
+
+def left_in_temp(tmp: Path) -> list[str]:
+    """What the suite's processes left in their temporary directory: everything but auditkit's
+    scratch root, which stays by design (holding only its marker and lock: a `cell-*` left in it
+    is a leak too)."""
+    from auditkit.study.executors import ROOT_LOCK, ROOT_MARKER, scratch_root
+
+    left = []
+    for p in sorted(tmp.iterdir()):
+        if p.name == scratch_root(tmp).name and p.is_dir() and not p.is_symlink():
+            left += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if q.name not in (ROOT_MARKER, ROOT_LOCK)]
+        else:
+            left.append(p.name)
+    return left
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +121,7 @@ def pytest_sessionfinish(session, exitstatus):
     """Fail the session when a finding made during it carries a code the catalogue lacks
     (auditkit.codes, docs/FINDINGS.md): every code an auditor can see is explained there.
     Under pytest-xdist each worker hands its codes to the controller, which decides.  Fail it
-    too when the run left anything new in the temporary directory (its own is removed next)."""
+    too when the suite's processes left anything in their own temporary directory (removed next)."""
     from auditkit.codes import uncatalogued
     from auditkit.findings import EMITTED_CODES
 
@@ -111,13 +135,10 @@ def pytest_sessionfinish(session, exitstatus):
                       + ", ".join(missing) + "\n  add an entry for each (code, family, meaning, what to do), then "
                       "run `python -m auditkit.codes > docs/FINDINGS.md`")
     if _OWN_BASETEMP is not None:
-        import tempfile
-
-        left = sorted(set(os.listdir(tempfile.gettempdir())) - _TEMP_BEFORE - {_OWN_BASETEMP.name})
+        left = left_in_temp(_OWN_BASETEMP / "tmp")
         if left:
-            _fail_session(session, "the tests left these in the temporary directory "
-                          f"({tempfile.gettempdir()}): {', '.join(left)}\n  have whatever wrote them write "
-                          "under the session's own directory (see pytest_configure)")
+            _fail_session(session, f"the tests left these in their temporary directory ({_OWN_BASETEMP / 'tmp'}): "
+                          f"{', '.join(left)}\n  have whatever wrote them clean up, or write under a test's tmp_path")
 
 
 def _fail_session(session, text: str) -> None:

@@ -109,6 +109,9 @@ def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
     from auditkit.study.signals import Stopped, stop_on_signals
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the in-process worker's scratch goes here
+
+    def cells():
+        return list((tmp_path / f"auditkit.scratch-{os.getuid()}").glob("cell-*"))
     row = {"config_id": "tiny", "role": "screened", "depth": "1", "aspect_ratio": "16", "head_dim": "16",
            "seq_len": "64", "total_batch_size": "512", "device_batch_size": "8", "matrix_lr": "0.03"}
     task = CellTask("linux-s-tiny-s1", "linux", "s", "tiny", 1, Budget("steps", 10**6), row, timeout=600,
@@ -148,7 +151,7 @@ def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
         assert runners, "the cell never started training"
         deadline = time.time() + 30
         while time.time() < deadline and (any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE
-                                              for r in runners) or list(tmp_path.glob("*auditkit-*"))):
+                                              for r in runners) or cells()):
             time.sleep(0.1)
         assert not any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE for r in runners)
-        assert not list(tmp_path.glob("*auditkit-*"))
+        assert not cells()

@@ -386,7 +386,6 @@ def test_an_interrupt_while_readers_run_stops_and_reaps_them_at_once():
 
     before = child_processes()
     old = signal.signal(signal.SIGALRM, interrupt)
-    t = time.monotonic()
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.3)
         with pytest.raises(KeyboardInterrupt):
@@ -395,7 +394,7 @@ def test_an_interrupt_while_readers_run_stops_and_reaps_them_at_once():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    assert time.monotonic() - t < 10 and child_processes() <= before
+    assert child_processes() <= before   # reaped, not left asleep for their 60 s (the marker's 30 s bound it)
 
 
 def test_a_document_that_grows_while_it_is_read_is_read_whole_in_bounded_memory(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -118,11 +119,20 @@ def test_resume_after_crash_runs_each_cell_once(manifest, tmp_path):
 
 
 def test_stale_temporaries_are_removed(manifest, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = os.getppid()          # a writer that is still running (our parent)
     out = tmp_path / "pkg"
     (out / "remote-results").mkdir(parents=True)
-    (out / "remote-results" / ".auditkit-tmp-123-windows_smoke_summary.csv").write_text("half a row")
+    (out / "remote-results" / f".auditkit-tmp-{dead.pid}-ab12cd34-windows_smoke_summary.csv").write_text("half a row")
+    (out / "remote-results" / f".auditkit-tmp-{live}-ab12cd34-linux_smoke_summary.csv").write_text("in flight")
+    (out / ".auditkit-tmp-notes.txt").write_text("a user's")          # no writer's pid: not ours
     assert remove_stale_temporaries(out) == 1
-    assert not list(out.rglob(".auditkit-tmp-*"))
+    assert sorted(p.name for p in out.rglob(".auditkit-tmp-*")) == [
+        f".auditkit-tmp-{live}-ab12cd34-linux_smoke_summary.csv", ".auditkit-tmp-notes.txt"]
 
 
 def test_single_host_without_wait_stops_at_gate_then_merge_completes(manifest, tmp_path):

@@ -232,12 +232,26 @@ def test_missing_package_and_unreadable_protocol(tmp_path, pkg):
     (tmp_path / "empty").mkdir()
     res = run("replay-gate", "all", "--package", str(tmp_path / "empty"))
     assert res.exit_code == 2 and "not a package directory (no protocol.json)" in res.output
-    # a damaged protocol.json is a finding about the package (exit 1), naming the file
+    # a damaged protocol.json: nothing to replay (exit 2), the file and the defect named; it is
+    # verify's finding about the package (exit 1)
     (pkg / "protocol.json").write_text("{not json")
     res = run("replay-gate", "all", "--package", str(pkg), "--json")
     doc = json.loads(res.output)
-    assert res.exit_code == 1 and doc["exit_code"] == 1
-    assert [(f["path"], f["code"]) for f in doc["findings"]] == [("protocol.json", "json-invalid")]
+    assert res.exit_code == 2 and doc["exit_code"] == 2
+    assert doc["path"] == str(pkg / "protocol.json") and "protocol.json [line 1, column 2]: json-invalid" in doc["error"]
+    assert "auditkit verify" in doc["hint"]
+
+
+def test_trailing_garbage_in_protocol_json_is_verify_finding_and_stops_replay(pkg):
+    p = pkg / "protocol.json"
+    p.write_bytes(p.read_bytes() + b"garbage")
+    res = run("verify", str(pkg), "--json")
+    doc = json.loads(res.output)
+    assert res.exit_code == 1 and doc["exit_code"] == 1, res.output
+    assert ("protocol.json", "json-invalid") in {(f["path"], f["code"]) for f in doc["findings"]}
+    res = run("replay-gate", "all", "--package", str(pkg))
+    assert res.exit_code == 2 and "cannot replay without a usable protocol.json" in res.output
+    assert "json-invalid: not valid JSON: Extra data" in res.output and "a bug" not in res.output
 
 
 # --------------------------------------------------------------------------- decide
@@ -318,11 +332,11 @@ DEFECTS = {
     "fifo-run-csv": (_fifo_csv, "not-regular-file", ""),
     "duplicate-frozen_at": (_rules_edit(lambda t: t.replace('"frozen_at": ', '"frozen_at": "2026-01-01T00:00:00Z", "frozen_at": ', 1)),
                             "json-duplicate-key", "frozen_at"),
-    "nan-threshold": (_rules_edit(lambda t: t.replace('"threshold": 0.01', '"threshold": NaN', 1)), "json-non-finite", "NaN"),
+    "nan-threshold": (_rules_edit(lambda t: t.replace('"threshold": 0.01', '"threshold": NaN', 1)), "json-non-finite", "$.checks[0].threshold"),
     "overflowing-threshold": (_rules_edit(lambda t: t.replace('"threshold": 0.01', '"threshold": 1e400', 1)),
-                              "json-non-finite", ""),
+                              "json-non-finite", "$.checks[0].threshold"),
     "too-long-integer": (_rules_edit(lambda t: t.replace('"top_k": 3', '"top_k": 3' + "0" * 80, 1)),
-                         "json-number-too-long", ""),
+                         "json-number-too-long", "$.promote.top_k"),
     "too-deep": (_rules_edit(lambda t: t.replace('"checks": [', '"deep": ' + "[" * 100 + "]" * 100 + ', "checks": [', 1)),
                  "json-too-deep", ""),
     "csv-not-utf8": (_bytes_edit("remote-results/windows_confirm_summary.csv", lambda b: b.replace(b"ok", b"\xff\xfe", 1)),
@@ -355,12 +369,11 @@ def test_a_defective_protocol_is_a_finding_naming_the_key(pkg):
     p = pkg / "protocol.json"
     p.write_text(p.read_text().replace('"name": ', '"name": "forged", "name": ', 1))
     res = run("replay-gate", "all", "--package", str(pkg), "--json")
-    assert res.exit_code == 1
-    (f,) = json.loads(res.output)["findings"]
-    assert (f["path"], f["code"], f["location"]) == ("protocol.json", "json-duplicate-key", "name")
+    assert res.exit_code == 2
+    assert "protocol.json [name]: json-duplicate-key" in json.loads(res.output)["error"]
     p.write_text(json.dumps({**load(p.with_name("MANIFEST.json")), "schema": "auditkit/protocol/v1"}))
     res = run("replay-gate", "all", "--package", str(pkg), "--json")
-    assert res.exit_code == 1 and json.loads(res.output)["findings"][0]["code"] == "protocol-invalid"
+    assert res.exit_code == 2 and ": protocol-invalid" in json.loads(res.output)["error"]
 
 
 def test_rows_are_parsed_from_the_bytes_that_were_hashed(pkg):
@@ -400,9 +413,8 @@ def test_protocol_sense_is_a_finding_naming_the_key(pkg):
     doc["stages"][1]["seeds"] = doc["stages"][1]["seeds"] + doc["stages"][1]["seeds"][:1]
     dump(p, doc)
     res = run("replay-gate", "all", "--package", str(pkg), "--json")
-    assert res.exit_code == 1
-    (f,) = json.loads(res.output)["findings"]
-    assert (f["path"], f["code"], f["location"]) == ("protocol.json", "protocol-senseless", "$.stages[1].seeds")
+    assert res.exit_code == 2
+    assert "protocol.json [$.stages[1].seeds]: protocol-senseless" in json.loads(res.output)["error"]
 
 
 # --------------------------------------------------------------------------- rules sense through the chain
@@ -596,3 +608,16 @@ def test_cli_replay_all_is_a_table_by_default_and_the_verdict_alone_with_quiet(p
     assert quiet.exit_code == 0 and quiet.output == f"OK: replay-gate {pkg} (3 gates)\n"
     verbose = run("replay-gate", "all", "--package", str(pkg), "-v")
     assert verbose.output.count("why:") == 3 and verbose.output.count("== gate ") == 3
+
+
+def test_an_unknown_check_kind_is_a_finding_at_its_key_not_a_crash(pkg):
+    p = pkg / "preanalysis/confirm.rules.json"
+    doc = load(p)
+    doc["checks"][0]["kind"] = "median_gap"
+    dump(p, doc)
+    for gate in ("confirm", "all"):
+        res = run("replay-gate", gate, "--package", str(pkg), "--json")
+        assert res.exit_code == 1, res.output
+        hits = [(f["path"], f["code"], f["location"]) for f in json.loads(res.output)["findings"]]
+        assert ("preanalysis/confirm.rules.json", "rules-unknown-check", "$.checks[0].kind") in hits
+        assert "a bug" not in res.output

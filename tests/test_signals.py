@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from auditkit.package.rows import RUN_COLUMNS, read_csv_text
-from auditkit.study.executors import LOCK_NAME, remove_stale_scratch, scratch_directory
+from auditkit.study.executors import remove_stale_scratch, scratch_directory, scratch_root
 from auditkit.study.signals import Stopped, critical, stop_on_signals
 
 MATRIX = ("config_id,role,depth,aspect_ratio,head_dim,seq_len,total_batch_size,device_batch_size,matrix_lr\n"
@@ -140,7 +140,7 @@ def test_a_signal_stops_protocol_run_cleanly_and_a_rerun_resumes(study, sig):
     proc = start(args, env)
     try:
         runner = wait_for_runner(proc, pkg, min_rows=1 if sig == signal.SIGTERM else 0)
-        assert list(scratch.glob("auditkit-*")), "the cell has a scratch directory while it runs"
+        assert cells(scratch), "the cell has a scratch directory while it runs"
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -150,7 +150,7 @@ def test_a_signal_stops_protocol_run_cleanly_and_a_rerun_resumes(study, sig):
     assert proc.returncode == 128 + sig, out
     assert f"stopped by {signal.Signals(sig).name}" in out and "Traceback" not in out
     assert gone(runner), "the runner outlived the stopped run"
-    assert not list(scratch.glob("auditkit-*")) and not list(scratch.glob(".auditkit-*"))
+    assert not cells(scratch)
     done = rows(pkg)
     assert len(done) == (1 if sig == signal.SIGTERM else 0)
     assert not list(pkg.rglob(".auditkit-tmp-*"))
@@ -163,7 +163,7 @@ def test_a_signal_stops_protocol_run_cleanly_and_a_rerun_resumes(study, sig):
     assert "complete: 1 cell(s) run now" in r.stdout
     assert sorted(x["config_id"] for x in rows(pkg)) == ["a", "b"]
     assert [x for x in rows(pkg) if x["config_id"] == done[0]["config_id"]] == done
-    assert not list(scratch.glob("auditkit-*")) and not list(scratch.glob(".auditkit-*"))
+    assert not cells(scratch)
 
 
 def test_a_signal_stops_auditkit_run(study, tmp_path):
@@ -184,8 +184,40 @@ def test_a_signal_stops_auditkit_run(study, tmp_path):
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no half-written runner file
 
 
+LOOK_ALIKES = ("auditkit-notes", "auditkit-tests-x", ".auditkit-cache", "auditkit-old-x", "auditkit-scratch-other",
+               "auditkit.scratch-other")
+
+
+def plant_look_alikes(tmp: Path) -> dict[str, str]:
+    """Directories named like auditkit's (one with a free `.lock`, as older auditkits left them),
+    hours old: what a careless cleaner would take for its own."""
+    planted = {}
+    long_ago = time.time() - 6 * 3600
+    for name in LOOK_ALIKES:
+        d = tmp / name
+        d.mkdir()
+        (d / "notes.txt").write_text(f"the user's {name}")
+        (d / ".lock").write_text("")
+        for p in (d / "notes.txt", d / ".lock", d):
+            os.utime(p, (long_ago, long_ago))
+        planted[name] = f"the user's {name}"
+    return planted
+
+
+def look_alikes_intact(tmp: Path, planted: dict[str, str]) -> bool:
+    return all((tmp / n / "notes.txt").read_text() == text and (tmp / n / ".lock").is_file()
+               for n, text in planted.items())
+
+
+def cells(tmp: Path) -> list[Path]:
+    """The cell directories (and their lock files) in auditkit's scratch root under `tmp`."""
+    root = tmp / f"auditkit.scratch-{os.getuid()}"
+    return sorted(root.glob("cell-*")) if root.is_dir() else []
+
+
 def test_a_sigkilled_driver_takes_its_runner_along_and_the_next_run_cleans_up(study):
     root, env, scratch = study
+    planted = plant_look_alikes(scratch)
     manifest = write_manifest(root, 4000)
     pkg = root / "pkg"
     proc = start(["protocol", "run", manifest, "--out", pkg, "--host", "all"], env)
@@ -198,30 +230,30 @@ def test_a_sigkilled_driver_takes_its_runner_along_and_the_next_run_cleans_up(st
             proc.kill()
             proc.wait()
     assert gone(runner), "the runner outlived a SIGKILLed driver"
-    left = list(scratch.glob("auditkit-*"))
-    assert len(left) == 1 and (left[0] / LOCK_NAME).is_file()
-    assert remove_stale_scratch(scratch) == 1 and not list(scratch.glob("*auditkit-*"))
+    left = cells(scratch)
+    assert [p.suffix for p in left] == ["", ".lock"] and left[0].is_dir(), left
+    assert look_alikes_intact(scratch, planted)
+    # the next run (another study, a few steps) sweeps the killed run's cell, and only that
+    other = root / "next"
+    other.mkdir()
+    (other / "sig_matrix.csv").write_text(MATRIX)
+    r = subprocess.run([sys.executable, "-m", "auditkit", "protocol", "run", str(write_manifest(other, 2)),
+                        "--out", str(other / "pkg"), "--host", "all"], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not cells(scratch), cells(scratch)
+    assert look_alikes_intact(scratch, planted)
+    assert sorted(p.name for p in scratch.iterdir()) == sorted([*LOOK_ALIKES, f"auditkit.scratch-{os.getuid()}"])
 
 
-def test_stale_scratch_is_told_from_scratch_in_use(tmp_path, monkeypatch):
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    old_unlocked = tmp_path / "auditkit-old-x"          # an older auditkit's, untouched for long
-    old_unlocked.mkdir()
-    (old_unlocked / "runner.log").write_text("x")
-    long_ago = time.time() - 3600
-    os.utime(old_unlocked / "runner.log", (long_ago, long_ago))
-    os.utime(old_unlocked, (long_ago, long_ago))
-    fresh_unlocked = tmp_path / "auditkit-new-y"        # one being set up right now
-    fresh_unlocked.mkdir()
-    other = tmp_path / "auditkit.txt"                   # not a directory: never touched
-    other.write_text("keep")
-    with scratch_directory("cell") as work:
-        assert work.parent == tmp_path and work.name.startswith("auditkit-cell-")
-        assert not old_unlocked.exists()                 # removed when this one was made
-        assert remove_stale_scratch() == 0 and work.is_dir()  # in use: its lock is held
-    assert not work.exists() and fresh_unlocked.is_dir() and other.read_text() == "keep"
+def test_stale_scratch_is_told_from_scratch_in_use(tmp_path):
+    planted = plant_look_alikes(tmp_path)
+    with scratch_directory("cell", tmp_path) as work:
+        assert work.parent == scratch_root(tmp_path) and work.name.startswith("cell-cell-")
+        (work / "out.bin").write_bytes(b"x")
+        assert remove_stale_scratch(tmp_path) == 0 and work.is_dir()  # in use: its lock is held
+    assert not work.exists() and not cells(tmp_path)
+    assert look_alikes_intact(tmp_path, planted)
 
 
 def test_critical_defers_a_stop_until_it_is_done():
@@ -262,3 +294,14 @@ def test_ctrl_c_during_a_command_exits_130(monkeypatch):
     monkeypatch.setattr(verify_mod, "verify_package", interrupted)
     r = CliRunner().invoke(cli, ["verify", "ancillary"])
     assert r.exit_code == 130 and "Aborted" not in r.output, r.output
+
+
+def test_a_killed_runners_temporaries_are_removed_and_nothing_else(tmp_path):
+    from auditkit.study.runs import _remove_runner_temporaries
+
+    for name in (".summary.json.tmp-4321", ".checkpoint.safetensors.tmp-4321", ".notes.txt.tmp-4321",
+                 ".summary.json.tmp-999", "summary.json"):
+        (tmp_path / name).write_text("x")
+    _remove_runner_temporaries(tmp_path, 4321)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt.tmp-4321", ".summary.json.tmp-999",
+                                                          "summary.json"]

@@ -554,3 +554,54 @@ def test_the_console_entry_leaves_at_once_with_the_whole_verdict_and_its_exit_co
     assert any(f["code"] == "file-changed" and f["path"] == LINUX for f in doc["findings"])
     gone = run(str(pkg / "nothing-here"))
     assert gone.returncode == 2 and "no such package" in gone.stderr and "Traceback" not in gone.stderr
+
+
+def test_deep_threads_follow_the_free_cores():
+    from auditkit.verify.deep import free_cores
+
+    assert free_cores(2, 0.0) == 2
+    assert free_cores(2, 0.9) == 1            # one core busy: one thread
+    assert free_cores(2, 7.5) == 1            # a loaded machine: one, never zero
+    assert free_cores(16, 3.2) == 13
+    assert free_cores(4, -1.0) == 4           # never more than the usable cores
+
+
+def test_deep_says_its_threads_and_progress_on_stderr_and_keeps_json_clean(pkg, monkeypatch):
+    import torch
+
+    import auditkit.verify.deep as deep
+
+    monkeypatch.setattr(deep, "reevaluate_checkpoint", lambda data, row, path, read=None: [])
+    before = torch.get_num_threads()
+    try:
+        r = CliRunner().invoke(cli, ["verify", str(pkg), "--deep", "--threads", "1", "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["checked"]["re-evaluated"] == 2
+        assert torch.get_num_threads() == 1
+        lines = r.stderr.splitlines()
+        assert lines[0] == "verify --deep: 1 torch thread(s) (as --threads asked)"
+        # not a terminal: the first and the last checkpoint (at most one line per 30 s between)
+        assert [x.split(" checkpoints/")[0] for x in lines[1:]] == ["verify --deep: checkpoint 1/2",
+                                                                    "verify --deep: checkpoint 2/2"]
+        r = CliRunner().invoke(cli, ["verify", str(pkg), "--deep"])
+        assert r.exit_code == 0 and "torch thread(s) (" in r.stderr and "choose with --threads N" in r.stderr
+    finally:
+        torch.set_num_threads(before)
+    r = CliRunner().invoke(cli, ["verify", str(pkg), "--threads", "2"])
+    assert r.exit_code == 2 and "--threads applies with --deep only" in r.output
+
+
+def test_deep_progress_is_rate_limited_off_a_terminal():
+    from auditkit.verify.deep import DeepProgress
+
+    said, now = [], [0.0]
+    p = DeepProgress(5, said.append, tty=False, interval=30.0, clock=lambda: now[0])
+    for i, t in zip(range(1, 6), (0.0, 10.0, 31.0, 40.0, 41.0)):
+        now[0] = t
+        p(i, f"c{i}")
+    assert [s.split()[3] for s in said] == ["1/5", "3/5", "5/5"]
+    said.clear()
+    p = DeepProgress(3, said.append, tty=True)
+    for i in (1, 2, 3):
+        p(i, "c")
+    assert len(said) == 3

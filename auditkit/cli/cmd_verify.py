@@ -29,15 +29,19 @@ def _progress_bar(total: int):
 @format_option
 @click.option("--jobs", type=click.IntRange(1, 256), help="Files read in parallel (default: the machine's cores).")
 @click.option("--deep", is_flag=True, help="Also re-evaluate every checkpoint's val_bpb (needs torch).")
+@click.option("--threads", type=click.IntRange(1, 1024),
+              help="Torch threads for --deep (default: the cores not busy with other work; 1 on a busy machine).")
 @click.option("--max-members", type=int, help="Refuse archives with more members than this.")
 @click.option("--max-bytes", type=int, help="Refuse archives whose members add up to more bytes than this.")
 @evidence_options
 @profile_option
-def verify_cmd(package, as_json, output_format, jobs, deep, max_members, max_bytes, trusted_tsa, trusted_keys,
+def verify_cmd(package, as_json, output_format, jobs, deep, threads, max_members, max_bytes, trusted_tsa, trusted_keys,
                system_trust, require, profile) -> None:
     """Prove PACKAGE (a directory, .tar, .tar.gz or .tgz) is whole, unaltered and well formed."""
     fmt = _output_format(output_format, as_json)
     as_json = fmt == "json"
+    if threads is not None and not deep:
+        fail(AuditError("--threads applies with --deep only", hint="add --deep, or leave --threads out"))
     if profile:
         if fmt in ("sarif", "junit"):
             fail(AuditError(f"--format {fmt} does not apply with --profile yet", hint="use --format text or json"))
@@ -53,7 +57,8 @@ def verify_cmd(package, as_json, output_format, jobs, deep, max_members, max_byt
     try:
         report = verify_package(package, jobs=jobs, deep=deep,
                                 progress_factory=_progress_bar if sys.stderr.isatty() else None,
-                                max_members=max_members, max_bytes=max_bytes)
+                                max_members=max_members, max_bytes=max_bytes, deep_threads=threads,
+                                say=lambda line: click.echo(line, err=True), say_tty=sys.stderr.isatty())
         with_freeze_evidence(report, package, None, trusted_tsa, trusted_keys, system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)

@@ -13,9 +13,13 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 DEFAULT_PACKAGE = "ancillary"
 
 
-def fail(exc: AuditError, as_json: bool = False) -> None:
+EXIT_CLOSED_PIPE = 141   # 128 + SIGPIPE, as a shell reports a tool a closed pipe ended
+
+
+def fail(exc: AuditError, as_json: bool | None = None) -> None:
     """Report an AuditError (the check could not run) as a whole document of the format the command
-    was asked for (`output.print_error`) and exit 2."""
+    line asked for (`output.print_error`; `as_json` True forces JSON) and exit 2: the one error exit
+    every path takes (the catch-all in `cli.main` too)."""
     from auditkit.cli.output import current_format, print_error
 
     fmt = current_format()
@@ -50,6 +54,23 @@ def json_option(f):
                         help="Machine-readable output (schemas/output/v1.json).")(f)
 
 
+def requested_format() -> str:
+    """The output format the command line asked for (`--json`, `--format`), recorded while its
+    options were parsed, so an error that ends the command early still prints a whole document."""
+    from auditkit.cli.output import current_format
+
+    return current_format()
+
+
+def _format_flag(ctx, param, value):
+    if value:
+        from auditkit.cli.output import current_format, set_format
+
+        if current_format() != "json":   # --json wins (a disagreement is refused anyway)
+            set_format(value)
+    return value
+
+
 FORMATS = ("text", "json", "sarif", "junit")
 
 
@@ -67,7 +88,7 @@ def format_option(f):
                           "that holds the package, else the package).")(f)
     return click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
                         help="Output format (default text; --json is the same as --format json). Every exit, "
-                             "2 included, prints a whole document.")(f)
+                             "2 included, prints a whole document.", callback=_format_flag)(f)
 
 
 def output_format(output_format: str | None, as_json: bool) -> str:
@@ -107,3 +128,64 @@ def emit_as(report: Report, fmt: str, *, package: str | None = None, replays=(),
     root = ctx.find_root().meta.get("auditkit.sarif_root") if ctx is not None else None
     emit_report(report, fmt, package=package, replays=replays, claims=claims, sarif_root=root,
                 user_files=user_files)
+
+
+def closed_stdout() -> None:
+    """The reader of our stdout went away (`auditkit ... | head`): a normal end, not an error.
+    Point stdout at /dev/null (so the interpreter's last flush cannot fail again) and exit 141
+    (128 + SIGPIPE, what a shell shows for a tool a closed pipe stopped), quietly."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    os._exit(EXIT_CLOSED_PIPE)
+
+
+_WRITE_ERRNOS = {"EROFS": "the file system is read-only", "EACCES": "permission denied",
+                 "EPERM": "operation not permitted", "ENOSPC": "no space left on the device",
+                 "EDQUOT": "the disk quota is exhausted"}
+
+
+def unexpected_error(exc: BaseException, command: str | None) -> AuditError:
+    """What the catch-all says for an exception no check turned into a finding or an AuditError:
+    running out of memory, a path the system refuses (read-only, permissions, a full disk) are
+    the user's to fix (with a hint); anything else is a bug in auditkit."""
+    import errno
+    import traceback
+
+    cmd = f"`auditkit {command}`" if command else "auditkit"
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    at = ""
+    if frames:   # where it happened, and the last of auditkit's own frames on the way there
+        inner = frames[-1]
+        at = f" (in {_short(inner.filename)}:{inner.lineno}, {inner.name}"
+        own = next((f for f in reversed(frames) if "/auditkit/" in f.filename.replace("\\", "/")), None)
+        if own is not None and own is not inner:
+            at += f", reached from {_short(own.filename)}:{own.lineno}, {own.name}"
+        at += ")"
+    if isinstance(exc, MemoryError):
+        return AuditError(f"{cmd} ran out of memory{at}",
+                          hint="the process may use too little memory for this input (see `ulimit -v`, a "
+                               "container limit); free memory or raise the limit and run it again")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, "")
+        if name in _WRITE_ERRNOS:
+            target = exc.filename or "a file"
+            hint = ("check its permissions: this user must be able to read what a command reads and write "
+                    "where it writes (or choose another --out)") if name in ("EACCES", "EPERM") else \
+                "choose a directory you can write to (e.g. another --out), or make room / make this one " \
+                "writable, then run the command again"
+            return AuditError(f"{cmd} cannot use {target}: {_WRITE_ERRNOS[name]}", path=exc.filename, hint=hint)
+    return AuditError(f"could not check: {type(exc).__name__}: {exc}{at}",
+                      hint="this is a bug in auditkit, not a finding about the package; please report it "
+                           "with the command you ran")
+
+
+def _short(filename: str) -> str:
+    norm = filename.replace("\\", "/")
+    i = norm.rfind("/auditkit/")
+    return norm[i + 1:] if i >= 0 else norm

@@ -1,8 +1,9 @@
 """The `auditkit` group: exit codes and the catch-all that keeps tracebacks away from users.
 
 Exit codes: 0 everything holds, 1 findings, 2 the check could not run (usage,
-unreadable input, broken schema, or an error auditkit did not expect), 130 on
-Ctrl-C (128 + the signal number for SIGTERM/SIGHUP).
+unreadable input, broken schema, out of memory, a read-only or full target, or an
+error auditkit did not expect), 130 on Ctrl-C (128 + the signal number for
+SIGTERM/SIGHUP), 141 when the reader of stdout went away (`auditkit ... | head`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import click
 
 from auditkit import __version__
-from auditkit.cli.common import EXIT_ERROR, fail
+from auditkit.cli.common import EXIT_ERROR, closed_stdout, fail, unexpected_error
 from auditkit.errors import AuditError
 
 # Each command's module, imported when that command runs (a `verify` never loads the plotting,
@@ -93,10 +94,15 @@ class AuditGroup(click.Group):
             raise
         except (AuditError, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback, never exit 1
-            from auditkit.cli.output import print_error, unexpected
+        except BrokenPipeError:  # the reader of our stdout is gone (`| head`): a normal end
+            closed_stdout()
+        except (Exception, MemoryError) as exc:  # noqa: BLE001 - the last line of defence: never a traceback, never exit 1
+            from auditkit.cli.output import print_error
 
-            print_error(unexpected(exc))   # a whole document in the format asked for (output.py)
+            try:
+                print_error(unexpected_error(exc, ctx.invoked_subcommand))   # a whole document in the format asked for
+            except BrokenPipeError:  # the error document itself met a closed stdout
+                closed_stdout()
             sys.exit(EXIT_ERROR)
 
 
@@ -146,6 +152,12 @@ def main() -> None:
 
         if may_leave_at_once() and isinstance(exc.code, (int, type(None))):
             _leave(exc.code or 0)
+        try:   # a closed pipe found by the last flush: quiet too (the interpreter's would print)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            closed_stdout()
+        except (OSError, ValueError):
+            pass
         raise
 
 
@@ -157,6 +169,8 @@ def _leave(code: int) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
+    except BrokenPipeError:
+        closed_stdout()
     except (OSError, ValueError):
         return
     os._exit(code)

@@ -63,7 +63,10 @@ def add_freeze_evidence(report: Report, package: str | Path, gates: Sequence[str
             raise AuditError("freeze evidence is checked in a package directory, not an archive",
                              path=str(package), hint="extract the archive and give its directory")
         return
-    refs = gate_refs(root, gates)
+    try:
+        refs = gate_refs(root, gates)
+    except AuditError:  # a defective protocol.json: no gates to grade; the command's own checks report it
+        return          # (verify: a finding, exit 1; replay-gate stops before, exit 2)
     ev = package_evidence(DirReader(root), refs, trust)
     report.extend(ev.findings)
     report.extend(require_findings(ev, refs, list(required)))

@@ -534,15 +534,17 @@ def replay_all(package_dir) -> list[GateReplay]:
 
 
 def replay_package(package_dir, gate: str) -> tuple[list[GateReplay], Report]:
-    """`replay_all` (gate ``all``) or `replay_gate`, and their report. A defective protocol.json
-    is a finding in the report, not an exception; AuditError still means "could not check"."""
+    """`replay_all` (gate ``all``) or `replay_gate`, and their report.
+
+    Raises AuditError ("could not check", exit 2) when protocol.json is defective: without it
+    there are no gates to replay.  The defect itself is a finding about the package, and
+    `verify` reports it as one."""
     try:
         replays = replay_all(package_dir) if gate == "all" else [replay_gate(package_dir, gate)]
     except PackageDefect as exc:
-        rep = ReplayReport(command="replay-gate", target=str(package_dir))
-        rep.add(exc.finding)
-        rep.checked = {"gates": 0}
-        return [], rep
+        raise AuditError(f"cannot replay without a usable protocol.json: {exc.finding}",
+                         path=str(Path(package_dir) / exc.finding.path),
+                         hint=f"run `auditkit verify {package_dir}` for every finding about the package") from None
     return replays, replay_report(replays, str(package_dir))
 
 
@@ -564,7 +566,7 @@ def replay_report(replays: list[GateReplay], target: str) -> ReplayReport:
 
 
 # rules findings after which the gate cannot be recomputed (the others are reported, and it is)
-_UNREPLAYABLE = {"schema-invalid", "rules-chain-cycle", "rules-non-finite-threshold"}
+_UNREPLAYABLE = {"schema-invalid", "rules-chain-cycle", "rules-non-finite-threshold", "rules-unknown-check"}
 
 
 def rules_promoted_by(rules: dict) -> str | None:

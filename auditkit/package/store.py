@@ -304,7 +304,8 @@ def _constant(name):
 def _float(text):
     x = float(text)
     if not math.isfinite(x):
-        raise _Strict("json-non-finite", f"number {text[:20]}{'...' if len(text) > 20 else ''} overflows to infinity")
+        shown = f"{text[:20]}{'...' if len(text) > 20 else ''}"
+        raise _Strict("json-non-finite", f"number {shown} overflows to infinity", shown)
     return x
 
 
@@ -333,6 +334,51 @@ _DECODER_WITH_NUMBER_HOOKS = json.JSONDecoder(object_pairs_hook=_pairs, parse_co
                                               parse_float=_float, parse_int=_int)
 
 
+_VALUE_CODES = ("json-non-finite", "json-number-too-long")
+
+
+class _Refused:
+    """A number the strict reader refuses, left in place by `_locate_refused_value`."""
+
+
+def _refused(_text):
+    return _Refused()
+
+
+def _lenient_float(text):
+    x = float(text)
+    return x if math.isfinite(x) else _Refused()
+
+
+def _lenient_int(text):
+    return _Refused() if len(text.lstrip("-")) > MAX_INT_DIGITS else int(text)
+
+
+_LOCATING_DECODER = json.JSONDecoder(parse_constant=_refused, parse_float=_lenient_float, parse_int=_lenient_int)
+
+
+def _locate_refused_value(text: str) -> str:
+    """The JSON path (`$.checks[1].threshold`) of the first refused number in `text`, "" if not found.
+    Run only once a document was refused (a second parse, with the refused values kept as markers);
+    depth was bounded before the first parse."""
+    try:
+        doc = _LOCATING_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return ""
+    from auditkit.findings import json_location
+
+    stack = [(doc, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Refused):
+            return json_location(path)
+        if isinstance(value, dict):
+            stack.extend((v, path + [k]) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((v, path + [i]) for i, v in reversed(list(enumerate(value))))
+    return ""
+
+
 def loads_strict(data: bytes | str, rel: str):
     """Parse JSON strictly (see the module docstring); PackageDefect naming `rel` and the key."""
     if isinstance(data, bytes):
@@ -350,6 +396,12 @@ def loads_strict(data: bytes | str, rel: str):
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         return decoder.decode(text)
     except _Strict as exc:
+        if exc.code in _VALUE_CODES:     # a refused number: named by the JSON path of the value
+            where = _locate_refused_value(text)
+            raise defect(rel, exc.code, str(exc), location=where, found=exc.key or str(exc),
+                         expected="a finite JSON number",
+                         hint="JSON has no NaN or Infinity, and a number that overflows a double has no value; "
+                              "write the intended finite number") from None
         raise defect(rel, exc.code, str(exc), location=exc.key,
                      hint="a strict JSON reader refuses this; a second value for a key could hide a forged one") from None
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
@@ -386,8 +438,10 @@ TEMP_PREFIX = ".auditkit-tmp-"
 
 def _synced_temporary(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _CLOEXEC, 0o644)
+    # a fresh name, created exclusively: never truncates a file this call did not make (another
+    # thread's or process's temporary, or whatever a stale name points at)
+    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -456,10 +510,30 @@ def create_exclusive(path: str | Path, data: bytes) -> bool:
 
 
 def remove_stale_temporaries(out: str | Path) -> int:
-    """Delete temporary files a killed writer left behind under `out`."""
+    """Delete temporary files a killed writer left behind under `out`: regular files named
+    `TEMP_PREFIX<pid>-...` whose writer process is gone.  A live writer's temporary (another
+    auditkit writing into the same directory) and anything not named so is left alone."""
     n = 0
     for p in Path(out).rglob(f"{TEMP_PREFIX}*"):
-        if p.is_file() and not p.is_symlink():
+        pid = p.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)) or p.is_symlink() or not p.is_file():
+            continue
+        try:
             p.unlink()
             n += 1
+        except FileNotFoundError:
+            pass
     return n
+
+
+def _process_alive(pid: int) -> bool:
+    """True unless no process `pid` exists here (a reused pid keeps a temporary: the safe side)."""
+    if pid == os.getpid():
+        return False        # this process is not writing one while it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True

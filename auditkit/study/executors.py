@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
+from auditkit.errors import AuditError
 from auditkit.study.spec import Budget
 
 
@@ -54,33 +54,142 @@ class Executor(Protocol):
         """Run every task; yield each result as soon as it is done (any order)."""
 
 
-SCRATCH_PREFIX = "auditkit-"
-LOCK_NAME = ".lock"
-STALE_UNLOCKED_SECONDS = 600  # a scratch directory with no lock file (older auditkit) untouched this long
+SCRATCH_ROOT_PREFIX = "auditkit.scratch-"   # not `auditkit-`: older auditkits delete any such directory
+ROOT_MARKER = ".auditkit-scratch-root"
+ROOT_LOCK = ".root.lock"
+CELL_PREFIX = "cell-"
+LOCK_SUFFIX = ".lock"
+_MARKER_TEXT = b"auditkit scratch root: auditkit creates and removes cell-* directories here, nothing else\n"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _user_tag() -> str:
+    if hasattr(os, "getuid"):
+        return str(os.getuid())
+    import getpass
+
+    return "".join(c for c in getpass.getuser() if c.isalnum() or c in "-_") or "user"
+
+
+def scratch_root(tmp: str | Path | None = None) -> Path:
+    """The one directory auditkit keeps its scratch in: `$TMPDIR/auditkit.scratch-<uid>/`.
+
+    Made on first use with mode 0700 and a marker file written before it gets its name (a
+    temporary directory renamed into place), so a root without the marker was never
+    auditkit's.  Raises AuditError, touching nothing, when that name is taken by anything
+    else: a symlink, a file, a directory of another user, one others may write to, or one
+    without the marker.
+    """
+    tmp = Path(tmp or tempfile.gettempdir())
+    root = tmp / f"{SCRATCH_ROOT_PREFIX}{_user_tag()}"
+    if not os.path.lexists(root):
+        staging = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_ROOT_PREFIX}new-", dir=tmp))   # mode 0700
+        try:
+            fd = os.open(staging / ROOT_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+            try:
+                os.write(fd, _MARKER_TEXT)
+            finally:
+                os.close(fd)
+            if not os.path.lexists(root):
+                try:
+                    os.rename(staging, root)   # fails on a non-empty root another auditkit made meanwhile
+                except OSError:
+                    pass
+        finally:
+            if staging.exists():            # ours, holding only the marker we just wrote
+                (staging / ROOT_MARKER).unlink(missing_ok=True)
+                os.rmdir(staging)
+    _check_root(root)
+    return root
+
+
+def _check_root(root: Path) -> None:
+    import stat
+
+    hint = (f"auditkit keeps its scratch in {root} and will not use or change a directory it did not "
+            "make; move that one away, or point TMPDIR at another temporary directory")
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        raise AuditError(f"cannot use the scratch directory: {exc.strerror}", path=str(root), hint=hint) from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise AuditError("the scratch directory's name is taken by something that is not a directory "
+                         "(a symlink or a file)", path=str(root), hint=hint)
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise AuditError(f"the scratch directory belongs to another user (uid {st.st_uid})", path=str(root),
+                         hint=hint)
+    if hasattr(os, "getuid") and st.st_mode & 0o077:
+        raise AuditError(f"the scratch directory is open to other users (mode {stat.S_IMODE(st.st_mode):o}, "
+                         "auditkit makes it 700)", path=str(root), hint=hint)
+    try:
+        fd = os.open(root / ROOT_MARKER, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except OSError:
+        raise AuditError(f"the scratch directory has no {ROOT_MARKER} marker: auditkit did not make it",
+                         path=str(root), hint=hint) from None
+    try:
+        mst = os.fstat(fd)
+        ok = stat.S_ISREG(mst.st_mode) and os.read(fd, len(_MARKER_TEXT) + 1) == _MARKER_TEXT
+    finally:
+        os.close(fd)
+    if not ok:
+        raise AuditError(f"the scratch directory's {ROOT_MARKER} is not the marker auditkit writes",
+                         path=str(root), hint=hint)
 
 
 @contextmanager
-def scratch_directory(run_id: str) -> Iterator[Path]:
-    """A fresh `auditkit-<run_id>-*` directory in the system temporary directory, removed on exit.
-
-    It holds a lock file locked for as long as its owner lives, so `remove_stale_scratch`
-    (called first) can tell a directory whose owner was killed from one in use.
-    """
-    remove_stale_scratch()
-    # made under a hidden name, locked, then renamed: the cleaner never sees it unlocked
-    work = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}{run_id}-"))
-    fd = None
+def _root_locked(root: Path) -> Iterator[None]:
+    """Hold the root's lock: creating a cell directory and sweeping never interleave."""
+    fd = os.open(root / ROOT_LOCK, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
     try:
-        fd = os.open(work / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         _lock(fd, blocking=True)
-        final = work.with_name(work.name[1:])
-        os.rename(work, final)
-        work = final
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def scratch_directory(run_id: str, tmp: str | Path | None = None) -> Iterator[Path]:
+    """A fresh `cell-<run_id>-*` directory in the scratch root (`scratch_root`), removed on exit.
+
+    Beside it, `cell-<run_id>-*.lock` is locked (flock) for as long as this process lives: a
+    later run (`remove_stale_scratch`, called first) removes the directory of a run that was
+    killed, and only that.  Nothing outside the scratch root is ever touched.
+    """
+    root = scratch_root(tmp)
+    remove_stale_scratch(tmp)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)[:80]
+    with _root_locked(root):   # a sweep never sees the directory without its lock held
+        work = Path(tempfile.mkdtemp(prefix=f"{CELL_PREFIX}{safe}-", dir=root))
+        lock = work.with_name(work.name + LOCK_SUFFIX)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+        except BaseException:
+            os.rmdir(work)          # the empty directory just made
+            raise
+        try:
+            _lock(fd, blocking=True)
+        except BaseException:
+            os.close(fd)
+            _remove_cell(work, lock)
+            raise
+    try:
         yield work
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if fd is not None:
+        try:
+            _remove_cell(work, lock)
+        finally:
             os.close(fd)
+
+
+def _remove_cell(work: Path, lock: Path) -> bool:
+    """Remove a cell directory, then its lock file (kept while any of the directory is left, so
+    a later sweep tries again); True when both are gone."""
+    shutil.rmtree(work, ignore_errors=True)
+    if os.path.lexists(work):
+        return False
+    lock.unlink(missing_ok=True)
+    return True
 
 
 def _lock(fd: int, *, blocking: bool) -> bool:
@@ -96,35 +205,38 @@ def _lock(fd: int, *, blocking: bool) -> bool:
 
 
 def remove_stale_scratch(tmp: str | Path | None = None) -> int:
-    """Remove scratch directories left by killed runs (their lock is free); return how many."""
-    tmp = Path(tmp or tempfile.gettempdir())
+    """Remove the cell directories of runs that were killed; return how many.
+
+    Looks only inside the scratch root (`scratch_root`), and there only at `cell-*.lock` files:
+    one whose lock is free (its run died) has its `cell-*` directory and then itself removed.
+    Anything else in the root, and everything outside it, is left alone.
+    """
+    import stat
+
+    root = scratch_root(tmp)
     removed = 0
-    try:
-        candidates = [p for p in tmp.iterdir() if p.name.startswith((SCRATCH_PREFIX, "." + SCRATCH_PREFIX))]
-    except OSError:
-        return 0
-    for d in candidates:
-        try:
-            st = d.lstat()
-            if not d.is_dir() or d.is_symlink() or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+    with _root_locked(root):
+        for lock in sorted(root.glob(f"{CELL_PREFIX}*{LOCK_SUFFIX}")):
+            try:
+                fd = os.open(lock, os.O_RDWR | _NOFOLLOW | _CLOEXEC)
+            except OSError:
                 continue
-            lock = d / LOCK_NAME
-            if lock.exists() and not d.name.startswith("."):  # a hidden one is still being set up: age only
-                fd = os.open(lock, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-                try:
-                    if not _lock(fd, blocking=False):
-                        continue  # its owner is alive
-                    shutil.rmtree(d, ignore_errors=True)
-                finally:
-                    os.close(fd)
-            else:
-                newest = max([st.st_mtime] + [p.stat().st_mtime for p in d.iterdir() if p.is_file()])
-                if time.time() - newest < STALE_UNLOCKED_SECONDS:
-                    continue
-                shutil.rmtree(d, ignore_errors=True)
-            removed += not d.exists()
-        except OSError:
-            continue
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or not _lock(fd, blocking=False):
+                    continue    # not ours, or its run is alive
+                now = os.lstat(lock)
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                    continue    # its run finished and removed it while we waited
+                work = lock.with_name(lock.name[:-len(LOCK_SUFFIX)])
+                wst = os.lstat(work) if os.path.lexists(work) else None
+                if wst is not None and not stat.S_ISDIR(wst.st_mode):
+                    continue    # not a directory auditkit made: leave it
+                removed += _remove_cell(work, lock) and wst is not None
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
     return removed
 
 

@@ -229,10 +229,17 @@ def kill_process_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+RUNNER_OUTPUTS = ("summary.json", "checkpoint.safetensors")   # what the runner writes into --out
+
+
 def _remove_runner_temporaries(out_dir: Path, pid: int) -> None:
-    """The runner writes `.NAME.tmp-PID` then renames; a killed runner leaves them behind."""
-    for p in out_dir.glob(f".*.tmp-{pid}"):
-        p.unlink(missing_ok=True)
+    """The runner writes `.NAME.tmp-PID` then renames; a killed runner leaves them behind.  Only
+    the temporaries of the files it writes, of the runner just killed: `--out` may be a user's
+    directory, whose other files are none of auditkit's business."""
+    for name in RUNNER_OUTPUTS:
+        p = out_dir / f".{name}.tmp-{pid}"
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
 
 
 def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,

@@ -15,6 +15,7 @@ package store; otherwise from the working directory, as the run read it.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,65 @@ from auditkit.findings import Finding
 TOLERANCE = 1e-6 + 5e-7
 # A CUDA (bf16) run re-evaluated in fp32 on a CPU: only a gross mismatch is detectable.
 CROSS_DEVICE_TOLERANCE = 2e-2
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def free_cores(cores: int | None = None, load: float | None = None) -> int:
+    """The cores not busy with other work: usable cores minus the 1-minute load average, at least
+    one (a loaded machine gets one thread: OpenMP threads that wait for busy cores stall each
+    other, so two threads on a half-busy 2-core machine run many times slower than one)."""
+    cores = usable_cores() if cores is None else cores
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def use_threads(requested: int | None) -> str:
+    """Set torch's thread count for re-evaluation (`requested`, else the free cores) and say
+    which was chosen and why (one line for stderr)."""
+    import torch
+
+    cores = usable_cores()
+    if requested is not None:
+        n, why = requested, "as --threads asked"
+    else:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+        n = free_cores(cores, load)
+        why = (f"{cores} core(s), load {load:.1f}" + (": the machine is busy" if n == 1 and cores > 1 else "")
+               + "; choose with --threads N")
+    torch.set_num_threads(n)
+    return f"verify --deep: {n} torch thread(s) ({why})"
+
+
+class DeepProgress:
+    """`checkpoint 3/12 ...` lines for stderr: every checkpoint on a terminal, else at most one
+    per `interval` seconds (and the last), so a log stays short and stdout/JSON stay clean."""
+
+    def __init__(self, total: int, say, *, tty: bool, interval: float = 30.0, clock=None):
+        import time
+
+        self.total, self.say, self.tty, self.interval = total, say, tty, interval
+        self.clock = clock or time.monotonic
+        self.last: float | None = None
+
+    def __call__(self, i: int, path: str) -> None:
+        now = self.clock()
+        if self.tty or self.last is None or i == self.total or now - self.last >= self.interval:
+            self.last = now
+            self.say(f"verify --deep: checkpoint {i}/{self.total} {path}")
 
 
 def checkpoint_metadata(data: bytes) -> dict:

@@ -76,13 +76,16 @@ def _refuse_an_archive_that_holds_no_package(path, scan: PackageScan) -> None:
 
 def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = False,
                    progress_factory: Callable[[int], object] | None = None, max_members: int | None = None,
-                   max_bytes: int | None = None, processes: bool | None = None) -> Report:
+                   max_bytes: int | None = None, processes: bool | None = None, deep_threads: int | None = None,
+                   say: Callable[[str], None] | None = None, say_tty: bool = False) -> Report:
     """Every check of a package (directory or archive). Raises AuditError when it cannot run.
 
     `progress_factory(total_bytes)` may return a tqdm-like bar (or None) once
     the size of the package is known.  `jobs` files are read at a time; a large
     directory is read in `jobs` forked processes, so that the checks of this
     process never hold a reader back (`processes`: force True/False; None: choose).
+    With `deep`: torch runs `deep_threads` threads (None: the free cores), and `say(line)` (if
+    given) hears which, and the progress through the checkpoints (every one when `say_tty`).
     """
     _refuse_a_directory_that_is_no_package(Path(path))
     deep_mod = _deep_module() if deep else None
@@ -132,7 +135,7 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
 
         _refuse_an_archive_that_holds_no_package(path, scan)
         view = views[0] if views else PackageView(scan)
-        return _report(path, view, deep_mod)
+        return _report(path, view, deep_mod, deep_threads, say, say_tty)
     finally:
         for fs in scan.files.values():
             if fs.spool is not None:
@@ -140,7 +143,7 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
                 fs.spool = None
 
 
-def _report(path, view: "PackageView", deep_mod) -> Report:
+def _report(path, view: "PackageView", deep_mod, deep_threads=None, say=None, say_tty=False) -> Report:
     from auditkit.verify.checks import iter_findings
 
     report = Report("verify", str(path))
@@ -153,7 +156,13 @@ def _report(path, view: "PackageView", deep_mod) -> Report:
     if deep_mod is not None:
         done = 0
         read = deep_mod.package_data_reader(path, view.files)
-        for fs, row, ck in view.named_checkpoints():
+        named = list(view.named_checkpoints())
+        line = deep_mod.use_threads(deep_threads)
+        say = say or (lambda text: None)
+        say(line)
+        progress = deep_mod.DeepProgress(len(named), say, tty=say_tty)
+        for i, (fs, row, ck) in enumerate(named, 1):
+            progress(i, ck)
             data = fs.read_spool()      # one checkpoint in memory at a time
             if data is None:
                 continue
