@@ -60,7 +60,10 @@ class TokenInfo:
         that second".
         """
         resolution = 0.0 if self.gen_time.microsecond else 1.0
-        return self.gen_time + timedelta(seconds=resolution + (self.accuracy_seconds or 0.0))
+        try:
+            return self.gen_time + timedelta(seconds=resolution + (self.accuracy_seconds or 0.0))
+        except OverflowError:  # a token dated 9999-12-31 (or a huge accuracy): later than any time there is
+            return datetime.max.replace(tzinfo=self.gen_time.tzinfo)
 
 
 @dataclass(frozen=True)
