@@ -41,7 +41,8 @@ def with_freeze_evidence(report, package, gates, trusted_tsa, trusted_keys, syst
 @click.command("timestamp")
 @click.argument("package", type=click.Path(file_okay=False))
 @click.option("--tsa", "tsa_urls", multiple=True, required=True, help="RFC 3161 TSA URL (repeatable).")
-@click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for a TSA.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=3600),
+              help="Seconds one exchange with a TSA may take in all (connect, send, answer).")
 def timestamp_cmd(package, tsa_urls, timeout) -> None:
     """Anchor PACKAGE's content root at the TSAs: proof it existed by then (no more); rebuilds its MANIFEST."""
     from auditkit.evidence.record import timestamp_package

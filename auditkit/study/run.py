@@ -439,10 +439,11 @@ def _closing_iter(results):
 def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executor: str = "local",
               scheduler: str | None = None, wait: bool = True,
               log: Callable[[str], None] = lambda m: None, tsa_urls: list[str] = (),
-              sign_keys: list[str] = (), evidence: bool = False) -> RunOutcome:
+              sign_keys: list[str] = (), evidence: bool = False, tsa_timeout: float = 30.0) -> RunOutcome:
     """`auditkit protocol run`: load the manifest, pick the hosts (`all` = every host) and the executor, run.
 
-    Evidence is recorded when `evidence` is set or TSAs or signing keys are given.
+    Evidence is recorded when `evidence` is set or TSAs or signing keys are given; `tsa_timeout`
+    bounds each exchange with a TSA (all of it, not each read).
     """
     manifest = load_manifest(manifest_path)
     recorder = None
@@ -450,7 +451,8 @@ def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executo
         from auditkit.evidence.attest import load_signer
         from auditkit.evidence.record import Recorder
 
-        recorder = Recorder(out, tsa_urls=list(tsa_urls), signers=[load_signer(k) for k in sign_keys], log=log)
+        recorder = Recorder(out, tsa_urls=list(tsa_urls), signers=[load_signer(k) for k in sign_keys], log=log,
+                            timeout=tsa_timeout)
     hosts = list(manifest.protocol.hosts) if hosts == ["all"] else list(hosts)
     ex = None
     if executor == "dask":
