@@ -418,4 +418,28 @@ def load_profile(path: str | Path) -> Profile:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise AuditError(f"the profile is not TOML: {exc}", path=str(p)) from exc
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise AuditError(f"the profile nests arrays or tables deeper than {MAX_PROFILE_DEPTH} levels",
+                         path=str(p), hint="a profile is a few levels deep (docs/PROFILES.md)") from None
+    where = _too_deep(doc, MAX_PROFILE_DEPTH)
+    if where is not None:
+        raise AuditError(f"the profile nests arrays or tables deeper than {MAX_PROFILE_DEPTH} levels (at {where})",
+                         path=str(p), hint="a profile is a few levels deep (docs/PROFILES.md)")
     return parse_profile(doc, str(p), hashlib.sha256(data).hexdigest())
+
+
+MAX_PROFILE_DEPTH = 64   # as the store's JSON limit: deeper nesting is refused before anything walks it
+
+
+def _too_deep(doc, limit: int) -> str | None:
+    """The JSON path of the first value nested deeper than `limit`, or None (a walk with a stack)."""
+    stack = [(doc, "$", 0)]
+    while stack:
+        value, at, depth = stack.pop()
+        if depth > limit:
+            return at if len(at) <= 120 else at[:117] + "..."
+        if isinstance(value, dict):
+            stack.extend((v, f"{at}.{k}", depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{at}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
