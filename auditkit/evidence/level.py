@@ -148,7 +148,7 @@ class DirReader:
                     continue
                 if st.S_ISDIR(mode):
                     stack.append(f"{prefix}{name}/")
-                elif st.S_ISREG(mode):
+                elif st.S_ISREG(mode) and not path_problem(prefix + name):  # (verify names unsafe ones)
                     out.append(prefix + name)
         return sorted(out)
 
