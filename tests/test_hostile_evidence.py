@@ -642,3 +642,62 @@ def test_a_file_name_cannot_drive_the_terminal(pkg):
 def test_an_error_message_is_one_line_per_part():
     err = AuditError("bad\rthing\x1b[31m", path="dir/with\nnewline", hint="try\x07again")
     assert err.diagnostics() == "error: dir/with\\nnewline: bad\\rthing\\x1b[31m\n  hint: try\\x07again"
+
+
+# --- more of the same class: tokens that do not parse, evidence paths that are not folders ----------------
+
+def test_a_damaged_token_is_invalid_never_an_exception(tmp_path):
+    """300 seeded mutations of a good token (bytes changed, or cut short): each is checked, none raises
+    (the parsers raise ValueError, TypeError, KeyError, InvalidVersion... on such input)."""
+    import random
+
+    from cryptography import x509
+
+    from auditkit.evidence import tsa
+
+    pki = make_pki(tmp_path / "pki", "Fuzz")
+    with TsaServer(pki, "python") as server:
+        token = tsa.request_token(server.url, b"hello", 20)
+    digest = hashlib.sha256(b"hello").hexdigest()
+    roots = x509.load_pem_x509_certificates(pki.ca_cert.read_bytes())
+    rnd = random.Random(20)
+    statuses = set()
+    for i in range(300):
+        b = bytearray(token)
+        for _ in range(rnd.randint(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        if i % 5 == 0:
+            b = b[: rnd.randrange(len(b))]
+        check = tsa.check_token(bytes(b), digest, roots if i % 2 else [], [])
+        statuses.add(check.status)
+        assert check.status is not tsa.TokenStatus.INVALID or check.detail
+    assert tsa.TokenStatus.INVALID in statuses
+
+
+def test_timestamp_refuses_an_evidence_path_that_is_not_a_folder_before_asking(study, tmp_path):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(study, pkg)
+    shutil.rmtree(pkg / "evidence")
+    (pkg / "evidence").write_text("not a folder\n")
+    pki = make_pki(tmp_path / "pki", "T")
+    with TsaServer(pki, "python") as server:
+        r = invoke("timestamp", pkg, "--tsa", server.url)
+        assert server.requests == 0
+    no_bug(r.output)
+    assert r.exit_code == 2 and "evidence is not a directory" in r.output
+
+
+def test_the_event_log_is_never_written_through_a_link(pkg, tmp_path):
+    from auditkit.evidence.events import EventLog
+
+    outside = tmp_path / "outside.jsonl"
+    outside.write_bytes(b"")
+    (pkg / "evidence" / "events.jsonl").unlink()
+    (pkg / "evidence" / "events.jsonl").symlink_to(outside)
+    with pytest.raises(AuditError, match="cannot open the event log"):
+        EventLog(pkg).append("package-finalized", root="0" * 64)
+    shutil.move(pkg / "evidence", tmp_path / "elsewhere")
+    (pkg / "evidence").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(AuditError, match="evidence is not a directory of the package"):
+        EventLog(pkg).append("package-finalized", root="0" * 64)
+    assert outside.read_bytes() == b""

@@ -26,6 +26,7 @@ bytes' count and sha256).
 from __future__ import annotations
 
 import os
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,8 +235,23 @@ class EventLog:
 
     def append(self, type: str, **fields) -> Event:
         """Append one event; return it. Raises AuditError on a log that cannot be extended."""
+        for d in (self.package / "evidence",):  # a link planted in the package is never written through
+            if d.is_symlink() or (d.exists() and not d.is_dir()):
+                raise AuditError(f"{d.name} is not a directory of the package", path=str(d),
+                                 hint="the event log lives in the package's own folder evidence/; "
+                                      "find out why it is a link or a file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0), 0o644)
+        except OSError as exc:
+            raise AuditError(f"cannot open the event log: {exc.strerror}", path=str(self.path),
+                             hint="the event log must be a regular file of the package (not a link), "
+                                  "in a directory you can write") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise AuditError("the event log is not a regular file", path=str(self.path),
+                             hint="find out why it is a FIFO or device; the log cannot be extended")
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)

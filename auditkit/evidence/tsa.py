@@ -316,6 +316,26 @@ def _self_signed(cert) -> bool:
 
 
 def check_token(token: bytes, data_sha256: str, trusted: Sequence = (), carried: Sequence = ()) -> TokenCheck:
+    """Check a stored TimeStampResp against the sha256 (hex) of the bytes it should cover (`_check_token`).
+
+    Never raises on bad input: a token whose DER, certificates or fields cannot be read (the parsers
+    raise ValueError, TypeError, KeyError, InvalidVersion... on malformed input) is INVALID, naming why.
+    """
+    import warnings
+
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.x509 import InvalidVersion
+
+    try:
+        with warnings.catch_warnings():  # e.g. a certificate with a negative serial: it is judged, not warned of
+            warnings.simplefilter("ignore")
+            return _check_token(token, data_sha256, trusted, carried)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, InvalidVersion, UnsupportedAlgorithm) as exc:
+        return TokenCheck(TokenStatus.INVALID, None,
+                          f"not a well-formed RFC 3161 token: {type(exc).__name__}: {_short(str(exc))}")
+
+
+def _check_token(token: bytes, data_sha256: str, trusted: Sequence = (), carried: Sequence = ()) -> TokenCheck:
     """Check a stored TimeStampResp against the sha256 (hex) of the bytes it should cover.
 
     `trusted`: root certificates the reviewer trusts (the only trust anchors).
