@@ -701,3 +701,12 @@ def test_the_event_log_is_never_written_through_a_link(pkg, tmp_path):
     with pytest.raises(AuditError, match="evidence is not a directory of the package"):
         EventLog(pkg).append("package-finalized", root="0" * 64)
     assert outside.read_bytes() == b""
+
+
+@pytest.mark.parametrize("option", ["--trusted-key", "--trusted-tsa"])
+def test_a_fifo_named_as_a_trust_file_is_refused_not_waited_on(study, tmp_path, option):
+    fifo = tmp_path / "trust.pem"
+    os.mkfifo(fifo)
+    r = invoke("verify", study, option, fifo)
+    no_bug(r.output)
+    assert r.exit_code == 2 and f"{fifo}: the " in r.output and "is not a regular file" in r.output

@@ -17,3 +17,28 @@ EVENTS_PATH = "evidence/events.jsonl"
 TIMESTAMPS_DIR = "evidence/timestamps"
 ATTESTATIONS_DIR = "evidence/attestations"
 KEYS_DIR = "evidence/keys"
+
+MAX_TRUST_FILE_BYTES = 1 << 20   # a PEM key or a CA bundle; a larger "key" is not one
+
+
+def read_trust_file(path, what: str) -> bytes:
+    """The bytes of a file the reviewer names (a key, a root certificate): a regular file of at most
+    MAX_TRUST_FILE_BYTES, opened without blocking, so a FIFO or a device named by mistake is refused
+    at once instead of hanging the command. Raises AuditError naming the file."""
+    import os
+    import stat
+
+    from auditkit.errors import AuditError
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise AuditError(f"cannot read the {what}: {exc.strerror or exc}", path=str(path)) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AuditError(f"the {what} is not a regular file (a FIFO, a device or a directory?)", path=str(path),
+                             hint=f"give the {what} as a PEM file")
+        data = f.read(MAX_TRUST_FILE_BYTES + 1)
+    if len(data) > MAX_TRUST_FILE_BYTES:
+        raise AuditError(f"the {what} is larger than {MAX_TRUST_FILE_BYTES} bytes; not a PEM file", path=str(path))
+    return data

@@ -103,10 +103,9 @@ def public_key_pem(signer) -> bytes:
 
 
 def _read(path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise AuditError(f"cannot read the {what}: {exc.strerror or exc}", path=str(path)) from None
+    from auditkit.evidence import read_trust_file
+
+    return read_trust_file(path, what)
 
 
 # --- statements and envelopes -----------------------------------------------------

@@ -221,12 +221,11 @@ def load_certificates(paths: Sequence[str | Path]) -> list:
         return []  # (cryptography takes a while to import: not for nothing)
     from cryptography import x509
 
+    from auditkit.evidence import read_trust_file
+
     out = []
     for p in paths:
-        try:
-            data = Path(p).read_bytes()
-        except OSError as exc:
-            raise AuditError(f"cannot read the certificate file: {exc.strerror or exc}", path=str(p)) from None
+        data = read_trust_file(p, "certificate file")
         try:
             certs = x509.load_pem_x509_certificates(data)
         except ValueError as exc:
