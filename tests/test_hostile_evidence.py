@@ -710,3 +710,46 @@ def test_a_fifo_named_as_a_trust_file_is_refused_not_waited_on(study, tmp_path, 
     r = invoke("verify", study, option, fifo)
     no_bug(r.output)
     assert r.exit_code == 2 and f"{fifo}: the " in r.output and "is not a regular file" in r.output
+
+
+# --- an --out the report cannot write is refused before the work -------------------------------------
+
+@pytest.fixture
+def no_build(monkeypatch):
+    """build_report, made to fail the test if it is ever reached."""
+    from auditkit.report import build
+
+    def must_not_run(*a, **kw):
+        raise AssertionError("the report was built before its --out was checked")
+
+    monkeypatch.setattr(build, "build_report", must_not_run)
+
+
+def test_a_fifo_out_is_refused_even_with_force(study, tmp_path, no_build):
+    fifo = tmp_path / "r.html"
+    os.mkfifo(fifo)
+    r = invoke("report", study, "--out", fifo, "--force")
+    no_bug(r.output)
+    assert r.exit_code == 2 and f"{fifo}: --out is a FIFO" in r.output
+    assert stat_is_fifo(fifo)  # what the user had is still there
+
+
+def stat_is_fifo(p: Path) -> bool:
+    import stat
+
+    return stat.S_ISFIFO(os.lstat(p).st_mode)
+
+
+@pytest.mark.parametrize("out", ["/proc/auditkit-report.html", "/proc/no-such-dir/report.html"])
+def test_an_out_in_a_directory_that_cannot_be_written(study, out, no_build):
+    r = invoke("report", study, "--out", out)
+    no_bug(r.output)
+    assert r.exit_code == 2 and f"{out}: cannot write in /proc" in r.output and "hint:" in r.output
+
+
+def test_an_out_whose_parent_is_a_file(study, tmp_path, no_build):
+    (tmp_path / "file").write_text("x\n")
+    r = invoke("report", study, "--out", tmp_path / "file" / "r.html")
+    no_bug(r.output)
+    assert r.exit_code == 2 and "cannot use this --out: Not a directory" in r.output
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]  # no probe left behind
