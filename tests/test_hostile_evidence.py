@@ -753,3 +753,17 @@ def test_an_out_whose_parent_is_a_file(study, tmp_path, no_build):
     no_bug(r.output)
     assert r.exit_code == 2 and "cannot use this --out: Not a directory" in r.output
     assert [p.name for p in tmp_path.iterdir()] == ["file"]  # no probe left behind
+
+
+def test_claims_and_replay_text_carry_no_terminal_control(forged):
+    r = invoke("claims", "--package", forged)
+    assert r.exit_code in (0, 1), r.output
+    assert "\x1b" not in r.output and "\r" not in r.output
+    assert "&lt;" not in r.output and "<img src=x onerror=alert(1)> `tick` | pipe \\x1b[2J\\r" in r.output
+    rules = forged / "preanalysis" / "stage1.rules.json"
+    doc = json.loads(rules.read_text())
+    doc["promote"]["always_keep"] = ["bridge\r\x1b[2KOK"]
+    rules.write_text(json.dumps(doc))
+    r = invoke("replay-gate", "stage1", "--package", forged)
+    no_bug(r.output)
+    assert "\x1b" not in r.output and "\r" not in r.output

@@ -26,7 +26,9 @@ def decide_cmd(gate, package, force) -> None:
         path, doc = write_decision(package, gate, utc_now(), force=force)
     except AuditError as exc:
         fail(exc)
-    click.echo(f"decided gate {gate}: promoted {', '.join(doc['promoted']) or '(none)'}")
+    from auditkit.text import printable
+
+    click.echo(printable(f"decided gate {gate}: promoted {', '.join(doc['promoted']) or '(none)'}"))
     click.echo(f"wrote {path}")
     if (Path(package) / "MANIFEST.json").is_file():
         click.echo(f"warning: {Path(package) / 'MANIFEST.json'} is now stale (it recorded the package before this "
@@ -69,12 +71,14 @@ def replay_gate_cmd(gate, package, as_json, output_format, trusted_tsa, trusted_
         fail(exc, as_json)
     if fmt == "text":
         from auditkit.report.reasons import reasons
+        from auditkit.text import printable
 
         for r in replays:
             click.echo(render_gate(r))
             if r.decision is not None and r.rules is not None:   # the engine's result: no document built
                 why = reasons(r.decision, r.rules)
-                click.echo("why:\n" + "\n".join(f"  {c.config_id}: {why[c.config_id]}" for c in r.decision.candidates))
+                click.echo("why:\n" + "\n".join(printable(f"  {c.config_id}: {why[c.config_id]}")
+                                                 for c in r.decision.candidates))
             click.echo()
     emit_as(report, fmt, package=package, replays=replays)
 

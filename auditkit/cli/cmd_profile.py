@@ -76,7 +76,9 @@ def render_profiled_gate(g) -> str:
     else:
         lines.append(f"verdict: DIFFERS — {len(g.findings)} difference(s):")
         lines += [f"  {x}" for x in g.findings]
-    return "\n".join(lines)
+    from auditkit.text import printable
+
+    return "\n".join(printable(line) for line in lines)
 
 
 @click.group("profile")

@@ -368,7 +368,9 @@ def render_claims(results: list[ClaimResult]) -> str:
             lines.append(f"  found:    {r.found}")
             lines.append(f"  evidence: {r.evidence}")
         lines.append(f"  command:  {r.command}")
-    return "\n".join(lines)
+    from auditkit.text import printable  # a statement from the package is one line, and drives no terminal
+
+    return "\n".join(printable(line) for line in lines)
 
 
 # --------------------------------------------------------------------------- a study's own claims
