@@ -131,6 +131,8 @@ class DirReader:
         import stat as st
 
         out = []
+        if under and (path_problem(under.rstrip("/")) or not _is_real_dir(self.root / under.rstrip("/"))):
+            return []  # (a link named like the folder is not followed)
         stack = [under.rstrip("/") + "/" if under else ""]
         while stack:
             prefix = stack.pop()
@@ -151,6 +153,15 @@ class DirReader:
                 elif st.S_ISREG(mode) and not path_problem(prefix + name):  # (verify names unsafe ones)
                     out.append(prefix + name)
         return sorted(out)
+
+
+def _is_real_dir(p: Path) -> bool:
+    import stat as st
+
+    try:
+        return st.S_ISDIR(os.lstat(p).st_mode)
+    except OSError:
+        return False
 
 
 @dataclass
