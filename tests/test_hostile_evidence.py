@@ -783,3 +783,27 @@ def test_claims_and_replay_text_carry_no_terminal_control(forged):
     r = invoke("replay-gate", "stage1", "--package", forged)
     no_bug(r.output)
     assert "\x1b" not in r.output and "\r" not in r.output
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_a_profile_that_is_not_a_regular_file(study, tmp_path, target):
+    """A FIFO would block the read, /dev/zero would fill memory: both are refused at once."""
+    path = tmp_path / "p.toml" if target == "fifo" else Path(target)
+    if target == "fifo":
+        os.mkfifo(path)
+    r = invoke("verify", study, "--profile", path)
+    no_bug(r.output)
+    assert r.exit_code == 2 and f"{path}: the profile is not a regular file" in r.output
+
+
+def test_profile_draft_out_is_checked_before_the_work(study, tmp_path, monkeypatch):
+    from auditkit.profile import draft
+
+    monkeypatch.setattr(draft, "draft_profile", lambda *a: pytest.fail("drafted before --out was checked"))
+    fifo = tmp_path / "draft.toml"
+    os.mkfifo(fifo)
+    for out, message in ((fifo, "--out is a FIFO"), ("/proc/draft.toml", "cannot write in /proc")):
+        r = invoke("profile", "draft", study, "--out", out, "--force")
+        no_bug(r.output)
+        assert r.exit_code == 2 and f"{out}: {message}" in r.output
+    assert stat_is_fifo(fifo)

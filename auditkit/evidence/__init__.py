@@ -22,23 +22,8 @@ MAX_TRUST_FILE_BYTES = 1 << 20   # a PEM key or a CA bundle; a larger "key" is n
 
 
 def read_trust_file(path, what: str) -> bytes:
-    """The bytes of a file the reviewer names (a key, a root certificate): a regular file of at most
-    MAX_TRUST_FILE_BYTES, opened without blocking, so a FIFO or a device named by mistake is refused
-    at once instead of hanging the command. Raises AuditError naming the file."""
-    import os
-    import stat
+    """The bytes of a key or root certificate file the reviewer names (`userfiles.read_user_file`):
+    a regular file of at most MAX_TRUST_FILE_BYTES; a FIFO or device is refused, never waited on."""
+    from auditkit.userfiles import read_user_file
 
-    from auditkit.errors import AuditError
-
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise AuditError(f"cannot read the {what}: {exc.strerror or exc}", path=str(path)) from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise AuditError(f"the {what} is not a regular file (a FIFO, a device or a directory?)", path=str(path),
-                             hint=f"give the {what} as a PEM file")
-        data = f.read(MAX_TRUST_FILE_BYTES + 1)
-    if len(data) > MAX_TRUST_FILE_BYTES:
-        raise AuditError(f"the {what} is larger than {MAX_TRUST_FILE_BYTES} bytes; not a PEM file", path=str(path))
-    return data
+    return read_user_file(path, what, MAX_TRUST_FILE_BYTES, hint=f"give the {what} as a PEM file")

@@ -408,12 +408,11 @@ def _recorded(r: dict) -> RecordedSpec:
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile TOML file. Raises AuditError (missing, not TOML, not valid)."""
+    from auditkit.userfiles import read_user_file
+
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise AuditError(f"cannot read the profile: {exc}", path=str(p),
-                         hint="give the profile with --profile P.toml (draft one: auditkit profile draft PKG)") from exc
+    data = read_user_file(p, "profile", MAX_PROFILE_BYTES,  # a FIFO or /dev/zero is refused, not read forever
+                          hint="give the profile with --profile P.toml (draft one: auditkit profile draft PKG)")
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -429,6 +428,7 @@ def load_profile(path: str | Path) -> Profile:
 
 
 MAX_PROFILE_DEPTH = 64   # as the store's JSON limit: deeper nesting is refused before anything walks it
+MAX_PROFILE_BYTES = 16 << 20   # a profile is a page of TOML; this is far more than any needs
 
 
 def _too_deep(doc, limit: int) -> str | None:
