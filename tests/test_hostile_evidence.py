@@ -807,3 +807,18 @@ def test_profile_draft_out_is_checked_before_the_work(study, tmp_path, monkeypat
         no_bug(r.output)
         assert r.exit_code == 2 and f"{out}: {message}" in r.output
     assert stat_is_fifo(fifo)
+
+
+def test_a_gate_whose_rules_leave_the_package_gets_no_evidence_finding_outside_it(pkg):
+    proto = json.loads((pkg / "protocol.json").read_text())
+    proto["gates"][0]["rules"] = "../../etc/passwd"
+    proto["gates"][1]["gate"] = "../../x"
+    (pkg / "protocol.json").write_text(json.dumps(proto, indent=2))
+    r = invoke("verify", pkg, "--require", "chained", "--json")
+    no_bug(r.output)
+    assert r.exit_code == 1
+    doc = json.loads(r.output)
+    assert doc["counts"].get("schema-invalid") == 2   # verify names the protocol's defect
+    evidence = [f for f in doc["findings"] if f["code"].startswith(("evidence-", "rules-", "tsa-", "attestation-"))
+                and f["path"] != "protocol.json"]
+    assert evidence == []   # and no evidence finding points outside the package

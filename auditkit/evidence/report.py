@@ -13,6 +13,7 @@ from typing import Sequence
 
 from auditkit.errors import AuditError
 from auditkit.package.store import PackageStore
+from auditkit.evidence.events import path_problem
 from auditkit.evidence.level import (DirReader, GateRef, Trust, describe, package_evidence, require_findings)
 from auditkit.findings import Report
 
@@ -41,6 +42,8 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
             continue
         rules_rel = g.get("rules") if isinstance(g.get("rules"), str) and g.get("rules") else \
             f"preanalysis/{name}.rules.json"
+        if path_problem(rules_rel) or path_problem(f"analysis/{name}_decision.json"):
+            continue  # a rules path or gate name that leaves the package: verify's schema finding, no evidence
         try:
             rules = store.read_json(rules_rel)
             ins = rules["inputs"]
