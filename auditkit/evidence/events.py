@@ -26,6 +26,7 @@ bytes' count and sha256).
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ FIELD_KINDS: dict[str, str] = {
     "token": "path", "token_sha256": "sha256", "tsa": "text", "chain": "path", "gen_time": "text",
     "dropped_bytes": "int", "dropped_sha256": "sha256",
 }
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_PATH_BYTES = 4096   # PATH_MAX: a longer name cannot be a file of the package
 MAX_NAME_BYTES = 255    # NAME_MAX: the longest one component can be
 
@@ -146,8 +148,7 @@ def field_problem(name: str, value) -> str:
     if not isinstance(value, str):
         return f"is {_kind(value)}, not a string"
     if kind == "sha256":
-        return "" if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else \
-            "is not a sha256 (64 lowercase hex digits)"
+        return "" if _HEX64.fullmatch(value) else "is not a sha256 (64 lowercase hex digits)"
     if kind == "subject":
         if value == "content-root":
             return ""
