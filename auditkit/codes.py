@@ -641,6 +641,11 @@ _GROUPS: tuple[list[Code], ...] = (
         ("seed-not-from-anchor", "A run's rng_seed is not the one derived from its stage's freeze token (or the "
                                  "anchor the seeds name is not a recorded token).",
          "The seed was chosen by other means, after or apart from the freeze: find out how."),
+        # hostile evidence (issue 20): one piece auditkit cannot handle hides no other finding
+        ("evidence-unchecked", "A piece of evidence (a token, an attestation, a gate's evidence) could not be "
+                               "checked: it holds something no check foresaw. Every other piece was checked.",
+         "Treat that piece as absent; read the file named and what was found, and report the input to auditkit "
+         "(each known defect has a code of its own)."),
         ("evidence-below-required", "The reviewer asked for stronger freeze evidence (`--require`) than the gate "
                                     "has; the message says what is missing or untrusted.",
          "This is the reviewer's requirement, not a defect found in the files: read the gate's evidence and the "

@@ -18,10 +18,12 @@ class AuditError(Exception):
         self.hint = hint
 
     def diagnostics(self) -> str:
-        where = f"{self.path}: " if self.path else ""
-        text = f"error: {where}{self.message}"
+        from auditkit.text import printable  # a path or message may carry package text (a name with a newline)
+
+        where = f"{printable(self.path)}: " if self.path else ""
+        text = f"error: {where}{printable(self.message)}"
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            text += f"\n  hint: {printable(self.hint)}"
         return text
 
     def to_dict(self) -> dict:

@@ -120,19 +120,23 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
 
     def render_text(self) -> str:
-        lines = [str(f) for f in self.sorted_findings()]
+        """One line per finding and per info item, then the verdict; package text is `printable`
+        (a carriage return, an ANSI escape or a newline in a file name cannot forge a line)."""
+        from auditkit.text import printable
+
+        lines = [printable(f) for f in self.sorted_findings()]
         checked = ", ".join(f"{n} {_singular(what) if n == 1 else what}" for what, n in self.checked.items())
         for key, value in self.info.items():
-            lines.append(f"{key}: {value}")
+            lines.append(printable(f"{key}: {value}"))
         if self.ok:
-            lines.append(f"OK: {self.command} {self.target}" + (f" ({checked})" if checked else ""))
+            lines.append(printable(f"OK: {self.command} {self.target}" + (f" ({checked})" if checked else "")))
         else:
             by_code = ", ".join(f"{c} x{n}" for c, n in self.counts().items())
-            lines.append(
+            lines.append(printable(
                 f"FAILED: {len(self.findings)} finding(s) in {self.command} {self.target}"
                 + (f" ({checked})" if checked else "")
                 + f": {by_code}"
-            )
+            ))
         return "\n".join(lines)
 
 

@@ -41,22 +41,28 @@ def with_freeze_evidence(report, package, gates, trusted_tsa, trusted_keys, syst
 @click.command("timestamp")
 @click.argument("package", type=click.Path(file_okay=False))
 @click.option("--tsa", "tsa_urls", multiple=True, required=True, help="RFC 3161 TSA URL (repeatable).")
-@click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for a TSA.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=3600),
+              help="Seconds one exchange with a TSA may take in all (connect, send, answer).")
 def timestamp_cmd(package, tsa_urls, timeout) -> None:
     """Anchor PACKAGE's content root at the TSAs: proof it existed by then (no more); rebuilds its MANIFEST."""
     from auditkit.evidence.record import timestamp_package
     from auditkit.evidence.tsa import token_info
 
+    from auditkit.text import printable
+
     try:
         root, events = timestamp_package(package, list(tsa_urls), timeout=timeout)
     except AuditError as exc:
         fail(exc)
+    except OSError as exc:  # the package directory cannot take the token (read-only, a file where a folder belongs)
+        fail(AuditError(f"cannot record the timestamp: {exc.strerror or exc}", path=str(exc.filename or package),
+                        hint="timestamp a package directory you can write to"))
     from pathlib import Path
 
     for ev in events:
         info = token_info((Path(package) / ev.get("token")).read_bytes())
-        click.echo(f"timestamped content root {root} at {info.gen_time.isoformat()} by {info.tsa_name} "
-                   f"({ev.get('tsa')}): {ev.get('token')}")
+        click.echo(printable(f"timestamped content root {root} at {info.gen_time.isoformat()} by {info.tsa_name} "
+                             f"({ev.get('tsa')}): {ev.get('token')}"))
     click.echo("this shows the package's content existed by then; it says nothing of when its rules were frozen")
 
 

@@ -26,7 +26,9 @@ def decide_cmd(gate, package, force) -> None:
         path, doc = write_decision(package, gate, utc_now(), force=force)
     except AuditError as exc:
         fail(exc)
-    click.echo(f"decided gate {gate}: promoted {', '.join(doc['promoted']) or '(none)'}")
+    from auditkit.text import printable
+
+    click.echo(printable(f"decided gate {gate}: promoted {', '.join(doc['promoted']) or '(none)'}"))
     click.echo(f"wrote {path}")
     if (Path(package) / "MANIFEST.json").is_file():
         click.echo(f"warning: {Path(package) / 'MANIFEST.json'} is now stale (it recorded the package before this "

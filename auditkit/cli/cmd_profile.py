@@ -76,7 +76,9 @@ def render_profiled_gate(g) -> str:
     else:
         lines.append(f"verdict: DIFFERS — {len(g.findings)} difference(s):")
         lines += [f"  {x}" for x in g.findings]
-    return "\n".join(lines)
+    from auditkit.text import printable
+
+    return "\n".join(printable(line) for line in lines)
 
 
 @click.group("profile")
@@ -90,6 +92,7 @@ def profile_group() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 def profile_draft_cmd(package, out, force) -> None:
     """Draft a profile for PACKAGE from its own files; the rules are left TODO."""
+    from auditkit.cli.outfile import check_out_file
     from auditkit.package.store import atomic_write_text
     from auditkit.profile.draft import draft_profile
 
@@ -99,13 +102,16 @@ def profile_draft_cmd(package, out, force) -> None:
             if dest == root or root in dest.parents:
                 raise AuditError("the draft would be written into the package", path=out,
                                  hint="write it outside the package: the package's bytes are the evidence")
-            if dest.exists() and not force:
-                raise AuditError("the file exists", path=out, hint="choose another --out, or pass --force")
+            check_out_file(out, force=force)  # a FIFO, a directory, an unwritable place: refused before the work
         text = draft_profile(package)
         if out is None:
             sys.stdout.write(text)
             return
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OSError as exc:  # the target changed since it was checked
+            raise AuditError(f"cannot write the draft: {exc.strerror or exc}", path=out,
+                             hint="choose an --out in a directory you can write") from None
     except AuditError as exc:
         fail(exc)
     todo = text.count('rules = "TODO"')

@@ -58,6 +58,7 @@ def report_cmd(package, out, page_format, claims_path, no_figures, force, truste
     """Write the reviewer's report of PACKAGE: verdicts, root hash, gates, claims, robustness, figures.
 
     Exit 0 when every check holds, 1 when the page shows findings, 2 when it could not be made."""
+    from auditkit.cli.outfile import check_out_file
     from auditkit.package.store import atomic_write_text, utc_now
     from auditkit.report.build import build_report
     from auditkit.report.html import render_html
@@ -68,12 +69,15 @@ def report_cmd(package, out, page_format, claims_path, no_figures, force, truste
         if dest == root or root in dest.parents:
             raise AuditError("the report would be written into the package", path=out,
                              hint="write it outside the package: auditkit never writes into what it checks")
-        if dest.exists() and not force:
-            raise AuditError("the file exists", path=out, hint="choose another --out, or pass --force")
+        check_out_file(out, force=force)  # before the seconds of work, not after
         data = build_report(package, claims=claims_path, trust=trust_from(trusted_tsa, trusted_keys, system_trust),
                             require=require, figures=not no_figures, generated_at=utc_now())
         text = render_html(data) if page_format == "html" else render_markdown(data)
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OSError as exc:  # the target changed since it was checked
+            raise AuditError(f"cannot write the report: {exc.strerror or exc}", path=out,
+                             hint="choose an --out in a directory you can write") from None
     except AuditError as exc:
         fail(exc)
     bad = [v["check"] for v in data["verdicts"] if v["ok"] is False]

@@ -75,8 +75,11 @@ def protocol_group() -> None:
 @click.option("--tsa", "tsa_urls", multiple=True, help="RFC 3161 TSA URL: timestamp every freeze and decision (repeatable).")
 @click.option("--sign-key", "sign_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Ed25519 or ECDSA P-256 private key (PEM): sign decisions and the package (repeatable).")
+@click.option("--tsa-timeout", type=click.FloatRange(min=0, min_open=True, max=3600), default=30.0,
+              show_default=True, help="Seconds one exchange with a TSA may take in all (connect, send, answer).")
 @click.option("--evidence", is_flag=True, help="Keep the event log (evidence/) even without --tsa or --sign-key.")
-def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, tsa_urls, sign_keys, evidence) -> None:
+def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, tsa_urls, sign_keys, tsa_timeout,
+                     evidence) -> None:
     """Run every cell of MANIFEST for the given host(s), stage by stage."""
     from auditkit.study.run import EXIT_WAITING, run_study
 
@@ -84,7 +87,7 @@ def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, ts
         with stop_on_signals():
             outcome = run_study(manifest_path, Path(out), list(hosts), executor=executor, scheduler=scheduler,
                                 wait=not no_wait, log=lambda m: click.echo(m, err=True), tsa_urls=list(tsa_urls),
-                                sign_keys=list(sign_keys), evidence=evidence)
+                                sign_keys=list(sign_keys), evidence=evidence, tsa_timeout=tsa_timeout)
     except AuditError as exc:
         fail(exc)
     except Stopped as exc:

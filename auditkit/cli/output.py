@@ -203,6 +203,8 @@ def replay_summary(replays, report) -> str:
     """One row per gate: candidates, promoted, checks, how it was frozen, the replay's verdict."""
     from tabulate import tabulate
 
+    from auditkit.text import printable
+
     rows = []
     for r in replays:
         doc = r.replayed_doc() or r.recorded_doc() or {}
@@ -212,7 +214,8 @@ def replay_summary(replays, report) -> str:
         failed = sum(1 for c in checks if not c.get("passed"))
         check_text = "-" if not checks else f"{len(checks) - failed} pass" + (f", {failed} FAIL*" if failed else "")
         frozen = str(report.info.get(f"gate {r.gate} frozen", "-")).split(" ", 1)[0]
-        rows.append([r.gate, len(doc.get("candidates") or []) or "-", f"{len(promoted)}: {shown}" if promoted else "-",
+        rows.append([printable(r.gate), len(doc.get("candidates") or []) or "-",
+                     printable(f"{len(promoted)}: {shown}") if promoted else "-",
                      check_text, frozen, paint("identical", True) if r.identical else paint("DIFFERS", False)])
     lines = [tabulate(rows, headers=["gate", "candidates", "promoted", "checks", "frozen", "replay"],
                       tablefmt="simple", disable_numparse=True)]
@@ -231,12 +234,13 @@ def render_replay_text(replays, report, verbosity: int) -> None:
     if verbosity > 0:
         from auditkit.gates.replay import render_gate
         from auditkit.report.reasons import reasons
+        from auditkit.text import printable
 
         for r in replays:
             click.echo(render_gate(r))
             if r.decision is not None and r.rules is not None:   # the engine's result: no document built
                 why = reasons(r.decision, r.rules)
-                click.echo("why:\n" + "\n".join(f"  {c.config_id}: {why[c.config_id]}"
+                click.echo("why:\n" + "\n".join(printable(f"  {c.config_id}: {why[c.config_id]}")
                                                 for c in r.decision.candidates))
             click.echo()
         text = report.render_text()

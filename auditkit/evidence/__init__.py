@@ -17,3 +17,13 @@ EVENTS_PATH = "evidence/events.jsonl"
 TIMESTAMPS_DIR = "evidence/timestamps"
 ATTESTATIONS_DIR = "evidence/attestations"
 KEYS_DIR = "evidence/keys"
+
+MAX_TRUST_FILE_BYTES = 1 << 20   # a PEM key or a CA bundle; a larger "key" is not one
+
+
+def read_trust_file(path, what: str) -> bytes:
+    """The bytes of a key or root certificate file the reviewer names (`userfiles.read_user_file`):
+    a regular file of at most MAX_TRUST_FILE_BYTES; a FIFO or device is refused, never waited on."""
+    from auditkit.userfiles import read_user_file
+
+    return read_user_file(path, what, MAX_TRUST_FILE_BYTES, hint=f"give the {what} as a PEM file")

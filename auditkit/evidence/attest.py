@@ -25,6 +25,7 @@ which key signed; it is never trusted for being there.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from typing import Sequence
 
 from auditkit.errors import AuditError
 from auditkit.evidence.canonical import canonical_json
+from auditkit.evidence.events import path_problem
+from auditkit.package.store import loads_strict
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -47,12 +50,17 @@ def load_signer(path: str | Path):
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     from securesystemslib.signer import CryptoSigner
 
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     data = _read(path, "private key")
     try:
         key = load_pem_private_key(data, password=None)
     except TypeError:
         raise AuditError("the private key is encrypted", path=str(path),
                          hint="give an unencrypted PKCS#8 PEM key (e.g. openssl pkey -in K -out K2)") from None
+    except UnsupportedAlgorithm as exc:  # e.g. a curve OpenSSL does not know
+        raise AuditError(f"unsupported key: {exc}", path=str(path),
+                         hint="sign with an Ed25519 or ECDSA P-256 key") from None
     except ValueError as exc:
         raise AuditError(f"not a PEM private key: {exc}", path=str(path)) from None
     ok = isinstance(key, ed25519.Ed25519PrivateKey) or (
@@ -69,9 +77,14 @@ def load_public_key(path: str | Path):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
     from securesystemslib.signer import SSlibKey
 
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     data = _read(path, "public key")
     try:
         key = load_pem_public_key(data)
+    except UnsupportedAlgorithm as exc:  # e.g. a curve OpenSSL does not know
+        raise AuditError(f"unsupported key: {exc}", path=str(path),
+                         hint="trust Ed25519 or ECDSA P-256 keys") from None
     except ValueError as exc:
         raise AuditError(f"not a PEM public key: {exc}", path=str(path),
                          hint="give the public half (SubjectPublicKeyInfo PEM) of the signing key") from None
@@ -90,10 +103,9 @@ def public_key_pem(signer) -> bytes:
 
 
 def _read(path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise AuditError(f"cannot read the {what}: {exc.strerror or exc}", path=str(path)) from None
+    from auditkit.evidence import read_trust_file
+
+    return read_trust_file(path, what)
 
 
 # --- statements and envelopes -----------------------------------------------------
@@ -145,6 +157,7 @@ class EnvelopeCheck:
     untrusted: list[str] = field(default_factory=list)     # notes on signatures by keys not trusted
     bad: list[str] = field(default_factory=list)           # key ids whose signature does not verify
     error: str = ""                                        # why the envelope could not be read
+    error_at: str = ""                                     # where: a JSON path in the envelope or its payload
 
     @property
     def ok(self) -> bool:
@@ -164,17 +177,28 @@ def check_envelope(doc, trusted: Sequence, carried: Sequence = ()) -> EnvelopeCh
     from securesystemslib.signer import Signature
 
     out = EnvelopeCheck()
+    where = "$"
     try:
         if not isinstance(doc, dict) or not isinstance(doc.get("signatures"), list):
             raise ValueError("not a DSSE envelope (payload, payloadType, signatures)")
         sigs = []
-        for s in doc["signatures"]:
+        for i, s in enumerate(doc["signatures"]):
+            where = f"$.signatures[{i}]"
             if not isinstance(s, dict) or not isinstance(s.get("sig"), str):
                 raise ValueError("a signature entry has no sig")
-            sigs.append(Signature(str(s.get("keyid", "")), base64.b64decode(s["sig"], validate=True).hex()))
-        env = Envelope(base64.b64decode(doc["payload"], validate=True), str(doc["payloadType"]), {})
-    except (KeyError, ValueError, TypeError) as exc:
-        out.error = f"{exc}"
+            if not isinstance(s.get("keyid", ""), str):
+                raise ValueError("a signature's keyid is not a string")
+            where = f"$.signatures[{i}].sig"
+            sigs.append(Signature(s.get("keyid", ""), dsse_b64decode(s["sig"]).hex()))
+        where = "$.payloadType"
+        if not isinstance(doc.get("payloadType"), str):
+            raise ValueError("payloadType is not a string")
+        where = "$.payload"
+        if not isinstance(doc.get("payload"), str):
+            raise ValueError("payload is not a string")
+        env = Envelope(dsse_b64decode(doc["payload"]), doc["payloadType"], {})
+    except ValueError as exc:
+        out.error, out.error_at = f"{exc}", where
         return out
     if env.payload_type != PAYLOAD_TYPE:
         out.error = f"payloadType is {env.payload_type!r}, not {PAYLOAD_TYPE!r}"
@@ -200,14 +224,16 @@ def check_envelope(doc, trusted: Sequence, carried: Sequence = ()) -> EnvelopeCh
             out.untrusted.append(f"{sig.keyid} (valid signature by a key the package carries; not a trusted key)")
         else:
             out.untrusted.append(f"{sig.keyid or '(no key id)'} (not a trusted key)")
-    try:
-        stmt = json.loads(env.payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        out.error = f"the payload is not JSON: {exc}"
+    try:  # the strict reader: a payload nested 200,000 deep, a duplicate key or NaN is refused, not recursed into
+        stmt = loads_strict(env.payload, "payload")
+    except AuditError as exc:
+        finding = getattr(exc, "finding", None)
+        out.error = f"the payload is not strict JSON: {finding.message if finding else exc}"
+        out.error_at = "$.payload" + (f" ({finding.location})" if finding and finding.location else "")
         return out
-    problem = _statement_problem(stmt)
+    at, problem = _statement_problem(stmt)
     if problem:
-        out.error = problem
+        out.error, out.error_at = problem, f"payload {at}"
         return out
     out.statement = stmt
     return out
@@ -226,19 +252,103 @@ def _verifying_key(keys: Sequence, sig, pae: bytes):
     return None
 
 
-def _statement_problem(stmt) -> str:
+def _statement_problem(stmt) -> tuple[str, str]:
+    """(JSON path, why) the payload is not a Statement auditkit can check, or ("", "")."""
     if not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE:
-        return f"the payload is not an in-toto Statement v1 (_type {STATEMENT_TYPE})"
+        return "$._type", f"the payload is not an in-toto Statement v1 (_type {STATEMENT_TYPE})"
     subj = stmt.get("subject")
     if not isinstance(subj, list) or not subj:
-        return "the statement has no subjects"
-    for s in subj:
+        return "$.subject", "the statement has no subjects"
+    for i, s in enumerate(subj):
         if not (isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("digest"), dict)
                 and isinstance(s["digest"].get("sha256"), str)):
-            return "a subject lacks a name or a sha256 digest"
+            return f"$.subject[{i}]", "a subject lacks a name or a sha256 digest"
+        why = path_problem(s["name"])
+        if why:  # an absolute path, '..', or a name no file can have: never looked up outside the package
+            return f"$.subject[{i}].name", f"the subject {_shown(s['name'])} {why}"
     if not isinstance(stmt.get("predicateType"), str) or not isinstance(stmt.get("predicate"), dict):
-        return "the statement has no predicateType or predicate"
-    return ""
+        return "$.predicate", "the statement has no predicateType or predicate"
+    return _predicate_problem(stmt["predicateType"], stmt["predicate"])
+
+
+#: the predicates' fields auditkit reads, and what each must hold ("sha256", "path", "text")
+_PREDICATE_FIELDS = {
+    PACKAGE_PREDICATE: {"root": "sha256", "events_head": "sha256"},
+    DECISION_PREDICATE: {"rules": {"path": "path", "sha256": "sha256"}},
+}
+
+
+def _predicate_problem(predicate_type: str, pred: dict) -> tuple[str, str]:
+    """(JSON path, why) a field auditkit reads holds the wrong kind of value (a list where a
+    digest belongs); an absent field is not a problem here (the checks report what it lacks)."""
+    for key, kind in _PREDICATE_FIELDS.get(predicate_type, {}).items():
+        at = f"$.predicate.{key}"
+        if key not in pred:
+            continue
+        if isinstance(kind, dict):
+            if not isinstance(pred.get(key), dict):
+                return at, f"{key} is not an object"
+            for sub, sub_kind in kind.items():
+                why = _value_problem(pred[key].get(sub), sub_kind) if sub in pred[key] else ""
+                if why:
+                    return f"{at}.{sub}", f"{key}.{sub} {why}"
+        else:
+            why = _value_problem(pred.get(key), kind)
+            if why:
+                return at, f"{key} {why}"
+    if predicate_type == DECISION_PREDICATE:
+        inputs = pred.get("inputs", [])
+        if not isinstance(inputs, list):
+            return "$.predicate.inputs", "inputs is not an array"
+        for i, ref in enumerate(inputs):
+            if not isinstance(ref, dict):
+                return f"$.predicate.inputs[{i}]", "an input is not an object"
+            for sub, sub_kind in (("path", "path"), ("sha256", "sha256")):
+                why = _value_problem(ref.get(sub), sub_kind)
+                if why:
+                    return f"$.predicate.inputs[{i}].{sub}", f"an input's {sub} {why}"
+    return "", ""
+
+
+def _value_problem(value, kind: str) -> str:
+    from auditkit.evidence.events import field_problem
+
+    return field_problem({"sha256": "sha256", "path": "path"}[kind], value)
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def dsse_b64decode(text: str) -> bytes:
+    """Bytes of a DSSE base64 field: the standard or the URL-safe alphabet (the DSSE spec allows
+    either), one alphabet per field, padding optional. Raises ValueError on anything else
+    (mixed alphabets, misplaced padding, characters outside both, bits left over)."""
+    if not isinstance(text, str):
+        raise ValueError("not a base64 string")
+    body = text.rstrip("=")
+    pad = len(text) - len(body)
+    if pad and (pad > 2 or len(text) % 4):
+        raise ValueError("misplaced base64 padding")
+    if len(body) % 4 == 1:
+        raise ValueError("not base64: its length cannot be that of any bytes")
+    if not body.isascii():
+        raise ValueError("not base64: a character outside both base64 alphabets")
+    standard, urlsafe = any(c in "+/" for c in body), any(c in "-_" for c in body)
+    if standard and urlsafe:
+        raise ValueError("not base64: it mixes the standard (+/) and URL-safe (-_) alphabets")
+    if urlsafe:
+        body = body.translate(_URLSAFE_TO_STANDARD)
+    try:
+        data = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not base64: {exc}") from None
+    if base64.b64encode(data).decode("ascii").rstrip("=") != body:
+        raise ValueError("not base64 in canonical form (bits left over at the end)")
+    return data
+
+
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 def subjects_of(stmt: dict) -> dict[str, str]:
@@ -268,13 +378,15 @@ def write_envelope(package: str | Path, rel: str, stmt: dict, signers: Sequence,
 
 def carried_keys(read_paths: dict[str, bytes]) -> list:
     """SSlibKey objects for the public keys a package carries (unreadable ones skipped)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from securesystemslib.exceptions import Error as SslibError
     from securesystemslib.signer import SSlibKey
 
     out = []
     for rel, data in sorted(read_paths.items()):
         try:
             out.append(SSlibKey.from_crypto(load_pem_public_key(data)))
-        except (ValueError, TypeError):
-            continue
+        except (ValueError, TypeError, UnsupportedAlgorithm, SslibError):  # a curve nobody knows, a key type
+            continue                                                       # securesystemslib has no scheme for
     return out

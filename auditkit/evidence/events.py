@@ -26,6 +26,8 @@ bytes' count and sha256).
 from __future__ import annotations
 
 import os
+import re
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from auditkit.errors import AuditError
 from auditkit.evidence import EVENTS_PATH
 from auditkit.evidence.canonical import canonical_json, sha256_hex, utc_now
 from auditkit.findings import Finding
-from auditkit.package.store import PackageDefect, loads_strict
+from auditkit.package.store import PackageDefect, loads_strict, unsafe_reason
 
 try:  # POSIX; elsewhere a single writer per log is assumed
     import fcntl
@@ -56,6 +58,20 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "log-repaired": ("dropped_bytes", "dropped_sha256"),
 }
 COMMON_FIELDS = ("seq", "prev", "time", "type")
+
+#: what each known field holds: "text" (a string), "int" (an integer), "sha256" (64 lowercase hex
+#: digits), "path" (a package path: relative, no '..', at most MAX_PATH_BYTES) or "subject" (a
+#: package path, `content-root`, or `evidence/events.jsonl#<seq>`); a line whose field holds
+#: anything else is not a valid event (a list where a path belongs must not stop the check)
+FIELD_KINDS: dict[str, str] = {
+    "gate": "text", "path": "path", "sha256": "sha256", "run_id": "text", "host": "text", "stage": "text",
+    "config_id": "text", "seed": "int", "row_sha256": "sha256", "root": "sha256", "subject": "subject",
+    "token": "path", "token_sha256": "sha256", "tsa": "text", "chain": "path", "gen_time": "text",
+    "dropped_bytes": "int", "dropped_sha256": "sha256",
+}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_PATH_BYTES = 4096   # PATH_MAX: a longer name cannot be a file of the package
+MAX_NAME_BYTES = 255    # NAME_MAX: the longest one component can be
 
 
 @dataclass(frozen=True)
@@ -114,8 +130,51 @@ def _parse_line(raw: bytes, line_no: int) -> tuple[Event | None, str | None]:
     missing = [k for k in EVENT_FIELDS[type_] if k not in doc]
     if missing:
         return None, f"event {type_} lacks {', '.join(missing)}"
+    for k in sorted(doc):
+        why = field_problem(k, doc[k])
+        if why:
+            return None, f"field {k} {why}"
     fields = {k: v for k, v in doc.items() if k not in COMMON_FIELDS}
     return Event(seq, prev, time, type_, fields, line_no, sha256_hex(raw), raw), None
+
+
+def field_problem(name: str, value) -> str:
+    """Why `value` cannot be the event field `name` ("" when it can, or the field is not a known one)."""
+    kind = FIELD_KINDS.get(name)
+    if kind is None:
+        return ""
+    if kind == "int":
+        return "" if isinstance(value, int) and not isinstance(value, bool) else f"is {_kind(value)}, not an integer"
+    if not isinstance(value, str):
+        return f"is {_kind(value)}, not a string"
+    if kind == "sha256":
+        return "" if _HEX64.fullmatch(value) else "is not a sha256 (64 lowercase hex digits)"
+    if kind == "subject":
+        if value == "content-root":
+            return ""
+        if value.startswith(EVENTS_PATH + "#"):
+            seq = value[len(EVENTS_PATH) + 1:]
+            return "" if 0 < len(seq) <= 18 and seq.isascii() and seq.isdigit() else \
+                f"names no line of the log (after '#': ASCII digits, not {seq[:40]!r})"
+    if kind in ("path", "subject"):
+        return path_problem(value)
+    return ""
+
+
+def path_problem(rel: str) -> str:
+    """Why `rel` cannot name a file of a package ("" when it can): unsafe, or longer than a file name can be."""
+    why = unsafe_reason(rel)
+    if why:
+        return f"is not a package path ({why})"
+    if len(rel.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES or \
+            any(len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for p in rel.split("/")):
+        return f"is not a package path (longer than a file name can be: {len(rel)} characters)"
+    return ""
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def verify_chain(data: bytes, path: str = EVENTS_PATH) -> tuple[list[Event], list[Finding]]:
@@ -177,8 +236,23 @@ class EventLog:
 
     def append(self, type: str, **fields) -> Event:
         """Append one event; return it. Raises AuditError on a log that cannot be extended."""
+        for d in (self.package / "evidence",):  # a link planted in the package is never written through
+            if d.is_symlink() or (d.exists() and not d.is_dir()):
+                raise AuditError(f"{d.name} is not a directory of the package", path=str(d),
+                                 hint="the event log lives in the package's own folder evidence/; "
+                                      "find out why it is a link or a file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0), 0o644)
+        except OSError as exc:
+            raise AuditError(f"cannot open the event log: {exc.strerror}", path=str(self.path),
+                             hint="the event log must be a regular file of the package (not a link), "
+                                  "in a directory you can write") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise AuditError("the event log is not a regular file", path=str(self.path),
+                             hint="find out why it is a FIFO or device; the log cannot be extended")
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)

@@ -26,7 +26,9 @@ kind from a trusted one covers the same subject.
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from typing import Sequence
 from auditkit.evidence import ATTESTATIONS_DIR, EVENTS_PATH, EVIDENCE_DIR, KEYS_DIR, TIMESTAMPS_DIR
 from auditkit.evidence import attest, seeds as seedmod, tsa
 from auditkit.evidence.canonical import format_utc, parse_utc, row_hash, sha256_hex
-from auditkit.evidence.events import Event, decision_findings, order_findings, verify_chain
+from auditkit.evidence.events import Event, decision_findings, order_findings, path_problem, verify_chain
 from auditkit.errors import AuditError
 from auditkit.findings import Finding
 from auditkit.package.store import loads_strict
@@ -105,10 +107,15 @@ class DirReader:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._store = None
+        self.unlisted: list[str] = []   # directories `files` could not list
 
     def read(self, rel: str) -> bytes | None:
+        """The bytes of the regular file `rel`; None when there is none (or `rel` cannot name one:
+        an absolute path, '..', a name longer than a file's can be)."""
         from auditkit.package.store import PackageStore
 
+        if not isinstance(rel, str) or path_problem(rel):
+            return None
         try:  # the one store: no link followed, regular files only
             if self._store is None:
                 self._store = PackageStore(self.root)
@@ -117,12 +124,44 @@ class DirReader:
             return None
 
     def files(self, under: str = "") -> list[str]:
-        """The regular files of the package (only those under the folder `under`, when given)."""
-        top = self.root / under if under else self.root
-        if under and not top.is_dir() or top.is_symlink():
-            return []
-        return sorted(p.relative_to(self.root).as_posix() for p in top.rglob("*")
-                      if p.is_file() and not p.is_symlink())
+        """The regular files of the package (only those under the folder `under`, when given).
+
+        A walk with a stack (no recursion: a directory 1,200 levels deep is listed like any other),
+        following no link; a directory that cannot be listed is left out (and named in `unlisted`)."""
+        import stat as st
+
+        out = []
+        if under and (path_problem(under.rstrip("/")) or not _is_real_dir(self.root / under.rstrip("/"))):
+            return []  # (a link named like the folder is not followed)
+        stack = [under.rstrip("/") + "/" if under else ""]
+        while stack:
+            prefix = stack.pop()
+            try:
+                with os.scandir(self.root / prefix if prefix else self.root) as it:
+                    entries = [(e.name, e.stat(follow_symlinks=False).st_mode) for e in it]
+            except OSError as exc:
+                if prefix or under:  # (the package root itself is checked by the caller)
+                    if exc.errno != errno.ENOENT and prefix not in self.unlisted:
+                        self.unlisted.append(prefix)
+                    continue
+                raise AuditError(f"cannot list the package: {exc.strerror}", path=str(self.root)) from None
+            for name, mode in entries:
+                if name == ".git":  # as `manifest build`: version control is not part of the package
+                    continue
+                if st.S_ISDIR(mode):
+                    stack.append(f"{prefix}{name}/")
+                elif st.S_ISREG(mode) and not path_problem(prefix + name):  # (verify names unsafe ones)
+                    out.append(prefix + name)
+        return sorted(out)
+
+
+def _is_real_dir(p: Path) -> bool:
+    import stat as st
+
+    try:
+        return st.S_ISDIR(os.lstat(p).st_mode)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -176,9 +215,12 @@ def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = Non
         if e.type == "log-repaired":
             rep.notes.append(f"{EVENTS_PATH} line {e.line}: a torn line of {e.get('dropped_bytes')} bytes "
                              "was dropped after a crash")
+    for d in reader.unlisted:
+        rep.notes.append(f"{d} could not be listed; the files under it are not checked here")
     tokens = _check_tokens(reader, events, trust, rep)
     carried = attest.carried_keys({p: reader.read(p) or b"" for p in files if p.startswith(KEYS_DIR + "/")})
-    rep.package = _package_attestation(reader, files, events, trust, carried, rep)
+    rep.package = _guarded(rep, PACKAGE_ATTESTATION, "", {"attested": True, "signed_by": []},
+                           _package_attestation, reader, files, events, trust, carried, rep)
     rep.package["anchored"] = [
         {"time": format_utc(t.check.info.gen_time), "authority": t.check.info.tsa_name,
          "status": t.check.status.value}
@@ -187,9 +229,29 @@ def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = Non
     rep.package["chain"] = "absent" if log_bytes is None else ("broken" if chain_f else "intact")
     rep.package["events"] = len(events)
     for g in gates:
-        rep.gates[g.gate] = _gate(reader, g, events, bool(log_bytes is not None and not chain_f),
-                                  tokens, trust, carried, rep)
+        rep.gates[g.gate] = _guarded(rep, g.rules, f"gate {g.gate}", _asserted(g), _gate, reader, g, events,
+                                     bool(log_bytes is not None and not chain_f), tokens, trust, carried, rep)
     return rep
+
+
+def _guarded(rep: EvidenceReport, path: str, location: str, default, check, *args):
+    """`check(*args)`, or `default` and an `evidence-unchecked` finding at `path` when it fails in a way
+    no check foresaw: one piece of evidence auditkit cannot handle must not hide the findings of the
+    others (each known defect has a finding of its own; this is the net below them)."""
+    try:
+        return check(*args)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        rep.findings.append(Finding(path, "evidence-unchecked", location, "evidence auditkit can check",
+                                    f"{type(exc).__name__}: {_short(str(exc))}",
+                                    "auditkit could not check this piece of evidence (an input it does not "
+                                    "handle: please report it); every other piece was checked"))
+        return default
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _asserted(g: GateRef) -> dict:
@@ -203,58 +265,65 @@ def _check_tokens(reader, events: Sequence[Event], trust: Trust, rep: EvidenceRe
     by_seq = {e.seq: e for e in events}
     out: list[_Token] = []
     for e in events:
-        if e.type != "timestamped":
-            continue
-        rel, subject = str(e.get("token")), str(e.get("subject"))
-        data = reader.read(rel) if rel.startswith(TIMESTAMPS_DIR + "/") else None
-        if data is None:
-            rep.findings.append(Finding(rel, "tsa-token-missing", f"{EVENTS_PATH} line {e.line}",
-                                        "the token file the log names", "no such file in evidence/timestamps/",
-                                        "a recorded timestamp was removed"))
-            out.append(_Token(e, None))
-            continue
-        if sha256_hex(data) != e.get("token_sha256"):
-            rep.findings.append(Finding(rel, "tsa-token-changed", f"{EVENTS_PATH} line {e.line}",
-                                        f"sha256 {e.get('token_sha256')}", f"sha256 {sha256_hex(data)}",
-                                        "the token file is not the one the log recorded"))
-            out.append(_Token(e, None))
-            continue
-        if subject.startswith(EVENT_SUBJECT_PREFIX):
-            seq = subject[len(EVENT_SUBJECT_PREFIX):]
-            target = by_seq.get(int(seq)) if seq.isdigit() else None
-            digest = target.line_sha256 if target is not None else None
-        elif subject == CONTENT_ROOT_SUBJECT:
-            root = manifest_content_root(reader)
-            digest = sha256_hex(root.encode("ascii")) if root else None
-        else:
-            body = reader.read(subject)
-            digest = sha256_hex(body) if body is not None else None
-        if digest is None:
-            rep.findings.append(Finding(subject, "tsa-subject-missing", f"{EVENTS_PATH} line {e.line}",
-                                        "the timestamped file or event line", "absent",
-                                        "what this token covered is no longer in the package"))
-            out.append(_Token(e, None))
-            continue
-        chain = reader.read(str(e.get("chain", ""))) if e.get("chain") else None
-        carried = []
-        if chain:
-            try:
-                from cryptography import x509
-                carried = x509.load_pem_x509_certificates(chain)
-            except ValueError:
-                carried = []
-        check = tsa.check_token(data, digest, trust.tsa_roots, carried)
-        out.append(_Token(e, check))
-        if check.status is tsa.TokenStatus.OTHER_BYTES:
-            rep.findings.append(Finding(subject, "tsa-token-other-bytes", rel, f"a token over sha256 {digest}",
-                                        f"a token over sha256 {check.info.imprint_sha256 if check.info else '?'}",
-                                        "the timestamped bytes were changed after the token was made"
-                                        if subject.startswith(EVENT_SUBJECT_PREFIX) or subject.endswith(".json")
-                                        else "the token covers other bytes"))
-        elif check.status is tsa.TokenStatus.INVALID:
-            rep.findings.append(Finding(rel, "tsa-token-invalid", "", "a valid RFC 3161 token", check.detail,
-                                        "the token is damaged or forged"))
+        if e.type == "timestamped":
+            out.append(_guarded(rep, str(e.get("token")), f"{EVENTS_PATH} line {e.line}", _Token(e, None),
+                                _check_token, reader, e, by_seq, trust, rep))
     # a subject whose tokens all chain to untrusted roots, when the reviewer named roots
+    return _untrusted_subjects(out, trust, rep)
+
+
+def _check_token(reader, e: Event, by_seq: dict, trust: Trust, rep: EvidenceReport) -> _Token:
+    """One logged token, checked against the bytes its subject has now (findings into `rep`)."""
+    rel, subject = str(e.get("token")), str(e.get("subject"))
+    data = reader.read(rel) if rel.startswith(TIMESTAMPS_DIR + "/") else None
+    if data is None:
+        rep.findings.append(Finding(rel, "tsa-token-missing", f"{EVENTS_PATH} line {e.line}",
+                                    "the token file the log names", "no such file in evidence/timestamps/",
+                                    "a recorded timestamp was removed"))
+        return _Token(e, None)
+    if sha256_hex(data) != e.get("token_sha256"):
+        rep.findings.append(Finding(rel, "tsa-token-changed", f"{EVENTS_PATH} line {e.line}",
+                                    f"sha256 {e.get('token_sha256')}", f"sha256 {sha256_hex(data)}",
+                                    "the token file is not the one the log recorded"))
+        return _Token(e, None)
+    if subject.startswith(EVENT_SUBJECT_PREFIX):
+        seq = subject[len(EVENT_SUBJECT_PREFIX):]
+        target = by_seq.get(int(seq)) if seq.isascii() and seq.isdigit() else None
+        digest = target.line_sha256 if target is not None else None
+    elif subject == CONTENT_ROOT_SUBJECT:
+        root = manifest_content_root(reader)
+        digest = sha256_hex(root.encode("ascii")) if root else None
+    else:
+        body = reader.read(subject)
+        digest = sha256_hex(body) if body is not None else None
+    if digest is None:
+        rep.findings.append(Finding(subject, "tsa-subject-missing", f"{EVENTS_PATH} line {e.line}",
+                                    "the timestamped file or event line", "absent",
+                                    "what this token covered is no longer in the package"))
+        return _Token(e, None)
+    chain = reader.read(str(e.get("chain", ""))) if e.get("chain") else None
+    carried = []
+    if chain:
+        try:
+            from cryptography import x509
+            carried = x509.load_pem_x509_certificates(chain)
+        except ValueError:
+            carried = []
+    check = tsa.check_token(data, digest, trust.tsa_roots, carried)
+    if check.status is tsa.TokenStatus.OTHER_BYTES:
+        rep.findings.append(Finding(subject, "tsa-token-other-bytes", rel, f"a token over sha256 {digest}",
+                                    f"a token over sha256 {check.info.imprint_sha256 if check.info else '?'}",
+                                    "the timestamped bytes were changed after the token was made"
+                                    if subject.startswith(EVENT_SUBJECT_PREFIX) or subject.endswith(".json")
+                                    else "the token covers other bytes"))
+    elif check.status is tsa.TokenStatus.INVALID:
+        rep.findings.append(Finding(rel, "tsa-token-invalid", "", "a valid RFC 3161 token", check.detail,
+                                    "the token is damaged or forged"))
+    return _Token(e, check)
+
+
+def _untrusted_subjects(out: list[_Token], trust: Trust, rep: EvidenceReport) -> list[_Token]:
+    """`tsa-untrusted` for a subject whose tokens all chain to untrusted roots, when the reviewer named roots."""
     by_subject: dict[str, list[_Token]] = defaultdict(list)
     for t in out:
         by_subject[str(t.event.get("subject"))].append(t)
@@ -320,8 +389,8 @@ def _read_envelope(data: bytes, rel: str, predicate_type: str, trust: Trust, car
                                     f"key {keyid}: it does not verify",
                                     "the attestation was changed after it was signed, or the signature forged"))
     if check.error:
-        rep.findings.append(Finding(rel, "attestation-invalid", "", "a DSSE envelope with an in-toto Statement v1",
-                                    check.error, ""))
+        rep.findings.append(Finding(rel, "attestation-invalid", check.error_at,
+                                    "a DSSE envelope with an in-toto Statement v1", check.error, ""))
         return check
     if check.statement is not None and check.statement.get("predicateType") != predicate_type:
         rep.findings.append(Finding(rel, "attestation-invalid", "$.predicateType", predicate_type,

@@ -27,6 +27,7 @@ from auditkit.evidence.events import Event, EventLog
 from auditkit.evidence.level import (PACKAGE_ATTESTATION, EVENT_SUBJECT_PREFIX, content_files, content_root,
                                      decision_attestation_path)
 from auditkit.evidence.seeds import anchored_seed
+from auditkit.text import printable
 
 MAX_ACCURACY_WAIT = 10.0
 
@@ -137,7 +138,7 @@ class Recorder:
                                     label=label, timeout=self.timeout)
         infos = [tsa.token_info((self.package / str(e.get("token"))).read_bytes()) for e in evs]
         for url, info in zip(urls, infos):
-            self.log(f"timestamped {subject} at {info.gen_time.isoformat()} by {info.tsa_name} ({url})")
+            self.log(printable(f"timestamped {subject} at {info.gen_time.isoformat()} by {info.tsa_name} ({url})"))
         return infos
 
     def _timestamp_event(self, ev: Event, urls: Sequence[str] | None = None) -> None:
@@ -184,6 +185,10 @@ def timestamp_package(package: str | Path, tsa_urls: Sequence[str], *, timeout: 
         raise AuditError("not a package directory (no protocol.json)", path=str(package))
     if not tsa_urls:
         raise AuditError("no TSA given", hint="give --tsa URL (repeatable)")
+    for rel in ("evidence", "evidence/timestamps"):  # refused before any TSA is asked, not after
+        if (package / rel).is_symlink() or (package / rel).exists() and not (package / rel).is_dir():
+            raise AuditError(f"{rel} is not a directory: the token cannot be stored", path=str(package),
+                             hint="a package keeps its evidence in the folder evidence/ (docs/SPEC.md)")
     files = [(p, sha256_file(package / p)) for p in content_files(list_package_files(package))]
     root = content_root(files)
     events = tsa.record_timestamps(package, EventLog(package, log=log), subject=CONTENT_ROOT_SUBJECT,

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from auditkit.errors import AuditError
 from auditkit.package.store import PackageStore
+from auditkit.evidence.events import path_problem
 from auditkit.evidence.level import (DirReader, GateRef, Trust, describe, package_evidence, require_findings)
 from auditkit.findings import Report
 
@@ -23,24 +24,31 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
 
     root = Path(package)
     try:
-        protocol = PackageStore(root).read_json("protocol.json")
+        store = PackageStore(root)
+        protocol = store.read_json("protocol.json")
         if not isinstance(protocol, dict):
             raise ValueError("not a JSON object")
     except (AuditError, ValueError) as exc:
         raise AuditError(f"cannot read protocol.json: {exc}", path=str(root)) from None
     stages = protocol.get("stages") if isinstance(protocol.get("stages"), list) else []
-    anchored = {s.get("stage") for s in stages if isinstance(s, dict) and s.get("rng_seeds") == "anchored"}
+    anchored = {s.get("stage") for s in stages if isinstance(s, dict) and s.get("rng_seeds") == "anchored"
+                and isinstance(s.get("stage"), str)}
     out = []
-    for g in protocol.get("gates", []):
-        name = g.get("gate")
+    listed = protocol.get("gates") if isinstance(protocol.get("gates"), list) else []
+    # a gate entry that is not an object with a plain name is verify's finding (schema), not a crash here
+    for g in (g for g in listed if isinstance(g, dict) and isinstance(g.get("gate"), str)):
+        name = g["gate"]
         if gates is not None and name not in gates:
             continue
-        rules_rel = g.get("rules") or f"preanalysis/{name}.rules.json"
+        rules_rel = g.get("rules") if isinstance(g.get("rules"), str) and g.get("rules") else \
+            f"preanalysis/{name}.rules.json"
+        if path_problem(rules_rel) or path_problem(f"analysis/{name}_decision.json"):
+            continue  # a rules path or gate name that leaves the package: verify's schema finding, no evidence
         try:
-            rules = PackageStore(root).read_json(rules_rel)
+            rules = store.read_json(rules_rel)
             ins = rules["inputs"]
             inputs = tuple(run_csv_path(h, s) for s in ins["stages"] for h in ins["hosts"]
-                           if (root / run_csv_path(h, s)).is_file())
+                           if store.is_file(run_csv_path(h, s)))
             anchored_in = tuple(s for s in ins["stages"] if s in anchored)
         except (AuditError, ValueError, KeyError, TypeError):  # the gate's own checks report why
             rules, inputs, anchored_in = {}, (), ()
@@ -58,7 +66,7 @@ def add_freeze_evidence(report: Report, package: str | Path, gates: Sequence[str
     """
     root = Path(package)
     asked = bool(required) or bool(trust and (trust.tsa_roots or trust.keys))
-    if not root.is_dir() or not (root / "protocol.json").is_file():
+    if not root.is_dir() or PackageStore(root).kind("protocol.json") != "file":
         if asked:
             raise AuditError("freeze evidence is checked in a package directory, not an archive",
                              path=str(package), hint="extract the archive and give its directory")

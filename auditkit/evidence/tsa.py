@@ -60,7 +60,10 @@ class TokenInfo:
         that second".
         """
         resolution = 0.0 if self.gen_time.microsecond else 1.0
-        return self.gen_time + timedelta(seconds=resolution + (self.accuracy_seconds or 0.0))
+        try:
+            return self.gen_time + timedelta(seconds=resolution + (self.accuracy_seconds or 0.0))
+        except OverflowError:  # a token dated 9999-12-31 (or a huge accuracy): later than any time there is
+            return datetime.max.replace(tzinfo=self.gen_time.tzinfo)
 
 
 @dataclass(frozen=True)
@@ -83,45 +86,131 @@ def build_request(data: bytes):
 def request_token(url: str, data: bytes, timeout: float = 30.0) -> bytes:
     """Ask the TSA at `url` for a token over sha256(`data`); return its TimeStampResp (DER).
 
-    Raises AuditError naming the TSA when it cannot be reached, answers with an
-    HTTP error or a rejection, or answers for other bytes or another nonce.
+    `timeout` bounds the whole exchange (connect, request, headers and body), not each read: a
+    TSA that answers one byte at a time is cut off when it is spent. Raises AuditError naming the
+    TSA when it cannot be reached, does not answer in time, answers with an HTTP error, something
+    that is not HTTP or not a timestamp response, a rejection, or a token for other bytes or
+    another nonce.
     """
-    import socket
-    import ssl
+    import http.client
     import urllib.error
-    import urllib.request
 
     import rfc3161_client as rc
 
-    if not re.match(r"^https?://", url):
+    if not isinstance(url, str) or not re.match(r"^https?://[^/?#\s]+", url):
         raise AuditError(f"not an http(s) URL: {url!r}", hint="give the TSA's URL, e.g. --tsa https://tsa.example/tsr")
+    if not (timeout > 0 and timeout < float("inf")):
+        raise AuditError(f"the TSA timeout must be a positive number of seconds, not {timeout!r}",
+                         hint="e.g. --timeout 30")
     req = build_request(data)
-    http = urllib.request.Request(url, data=req.as_bytes(), method="POST",
-                                  headers={"Content-Type": TSQ_TYPE, "Accept": TSR_TYPE})
+    wait = f"check the URL and the network (the exchange may take {timeout:g} s in all; see --timeout)"
+    deadline = _Deadline(timeout)
     try:
-        with urllib.request.urlopen(http, timeout=timeout) as resp:  # noqa: S310 - the user's URL
-            body = resp.read(MAX_RESPONSE_BYTES + 1)
+        body = _post(url, req.as_bytes(), timeout, deadline)
     except urllib.error.HTTPError as exc:
-        raise AuditError(f"the TSA answered HTTP {exc.code} {exc.reason}", path=url,
+        raise AuditError(f"the TSA answered HTTP {exc.code} {_clean(exc.reason)}", path=url,
                          hint="check the URL; a TSA takes POSTed RFC 3161 requests") from None
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, ssl.SSLError) as exc:
-        why = getattr(exc, "reason", exc)
-        raise AuditError(f"cannot reach the TSA: {why}", path=url,
-                         hint=f"check the URL and the network (timeout {timeout:g} s)") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError and ssl.SSLError are OSErrors
+        if deadline.expired.is_set():
+            raise AuditError(f"the TSA did not answer within {timeout:g} s", path=url, hint=wait) from None
+        if isinstance(exc, (ValueError, http.client.InvalidURL)):  # e.g. a port that is not a number
+            raise AuditError(f"not a usable http(s) URL: {_clean(exc)}", path=url,
+                             hint="give the TSA's URL, e.g. --tsa https://tsa.example/tsr") from None
+        if isinstance(exc, http.client.HTTPException):
+            raise AuditError(f"the TSA's answer is not valid HTTP ({type(exc).__name__}: {_clean(exc)})",
+                             path=url, hint="check the URL: it should name an RFC 3161 timestamp service") from None
+        why = getattr(exc, "reason", None) or exc
+        raise AuditError(f"cannot reach the TSA: {_clean(why)}", path=url, hint=wait) from None
+    finally:
+        deadline.cancel()
+    if deadline.expired.is_set():  # the answer may have been cut short when the time was up
+        raise AuditError(f"the TSA did not answer within {timeout:g} s", path=url, hint=wait)
     if len(body) > MAX_RESPONSE_BYTES:
         raise AuditError("the TSA's answer is larger than 1 MiB; not a timestamp response", path=url)
     try:
         parsed = rc.decode_timestamp_response(body)
     except ValueError as exc:
-        raise AuditError(f"the TSA's answer is not an RFC 3161 response: {exc}", path=url) from None
+        raise AuditError(f"the TSA's answer is not an RFC 3161 response: {_clean(exc)}", path=url) from None
     if rc.PKIStatus(parsed.status) not in (rc.PKIStatus.GRANTED, rc.PKIStatus.GRANTED_WITH_MODS):
         why = "; ".join(parsed.status_string) if parsed.status_string else f"status {parsed.status}"
-        raise AuditError(f"the TSA refused the request: {why}", path=url)
+        raise AuditError(f"the TSA refused the request: {_clean(why)}", path=url)
     if parsed.tst_info.nonce != req.nonce:
         raise AuditError("the TSA's token does not carry the request's nonce (a replayed answer?)", path=url)
     if parsed.tst_info.message_imprint.message != hashlib.sha256(data).digest():
         raise AuditError("the TSA's token is over other bytes than those sent", path=url)
     return body
+
+
+def _clean(text) -> str:
+    """What a server said, fit for one line of a message (no control characters, at most 200 characters)."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class _Deadline:
+    """Cuts every socket registered with it (shutdown) once `seconds` have passed since it was made."""
+
+    def __init__(self, seconds: float):
+        import threading
+
+        self.expired = threading.Event()
+        self._lock = threading.Lock()
+        self._socks: list = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def register(self, sock) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired.is_set():
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired.set()
+            for sock in self._socks:
+                _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock) -> None:
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # a blocked recv returns at once
+    except OSError:
+        pass
+
+
+def _post(url: str, body: bytes, timeout: float, deadline: _Deadline) -> bytes:
+    """POST `body` to `url` (urllib: proxies from the environment, redirects) and read at most
+    MAX_RESPONSE_BYTES + 1 bytes of the answer; every connection it opens is cut at `deadline`."""
+    import http.client
+    import urllib.request
+
+    def connection(base):
+        class Connection(base):
+            def connect(self):
+                super().connect()
+                deadline.register(self.sock)
+        return Connection
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(connection(http.client.HTTPConnection), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(connection(http.client.HTTPSConnection), req, context=self._context)
+
+    opener = urllib.request.build_opener(Http(), Https())
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": TSQ_TYPE, "Accept": TSR_TYPE})
+    with opener.open(request, timeout=timeout) as resp:  # noqa: S310 - the user's URL
+        return resp.read(MAX_RESPONSE_BYTES + 1)
 
 
 # --- reading and checking -----------------------------------------------------
@@ -132,12 +221,11 @@ def load_certificates(paths: Sequence[str | Path]) -> list:
         return []  # (cryptography takes a while to import: not for nothing)
     from cryptography import x509
 
+    from auditkit.evidence import read_trust_file
+
     out = []
     for p in paths:
-        try:
-            data = Path(p).read_bytes()
-        except OSError as exc:
-            raise AuditError(f"cannot read the certificate file: {exc.strerror or exc}", path=str(p)) from None
+        data = read_trust_file(p, "certificate file")
         try:
             certs = x509.load_pem_x509_certificates(data)
         except ValueError as exc:
@@ -227,6 +315,26 @@ def _self_signed(cert) -> bool:
 
 
 def check_token(token: bytes, data_sha256: str, trusted: Sequence = (), carried: Sequence = ()) -> TokenCheck:
+    """Check a stored TimeStampResp against the sha256 (hex) of the bytes it should cover (`_check_token`).
+
+    Never raises on bad input: a token whose DER, certificates or fields cannot be read (the parsers
+    raise ValueError, TypeError, KeyError, InvalidVersion... on malformed input) is INVALID, naming why.
+    """
+    import warnings
+
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.x509 import InvalidVersion
+
+    try:
+        with warnings.catch_warnings():  # e.g. a certificate with a negative serial: it is judged, not warned of
+            warnings.simplefilter("ignore")
+            return _check_token(token, data_sha256, trusted, carried)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, InvalidVersion, UnsupportedAlgorithm) as exc:
+        return TokenCheck(TokenStatus.INVALID, None,
+                          f"not a well-formed RFC 3161 token: {type(exc).__name__}: {_short(str(exc))}")
+
+
+def _check_token(token: bytes, data_sha256: str, trusted: Sequence = (), carried: Sequence = ()) -> TokenCheck:
     """Check a stored TimeStampResp against the sha256 (hex) of the bytes it should cover.
 
     `trusted`: root certificates the reviewer trusts (the only trust anchors).

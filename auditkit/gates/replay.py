@@ -1047,6 +1047,8 @@ def render_gate(r: GateReplay) -> str:
     """Text for one replayed gate: candidates x cells, checks, verdict."""
     from tabulate import tabulate
 
+    from auditkit.text import printable
+
     lines = [f"== gate {r.gate} =="]
     doc = r.replayed_doc() or r.recorded
     if doc is not None:
@@ -1061,8 +1063,9 @@ def render_gate(r: GateReplay) -> str:
                 row.append("-" if v is None else f"{v:.6f} ({cell.get('rank') or cell.get('status', '-')})")
             row.append("-" if c.get("mean") is None else f"{c['mean']:.6f}")
             rows.append(row)
-        lines.append(tabulate(rows, headers=["candidate", "rank", *keys, "mean"], tablefmt="simple",
-                              disable_numparse=True))
+        lines += tabulate([[printable(c) for c in row] for row in rows],
+                          headers=[printable(h) for h in ["candidate", "rank", *keys, "mean"]], tablefmt="simple",
+                          disable_numparse=True).splitlines()
         lines.append(f"promoted (*): {', '.join(doc['promoted']) or '(none)'}")
         for ch in doc["checks"]:
             ref = f" vs {ch['reference']}" if ch.get("reference") else ""
@@ -1080,4 +1083,4 @@ def render_gate(r: GateReplay) -> str:
         lines.append(f"verdict: identical — gate {r.gate} replays to its recorded decision")
     else:
         lines.append(f"verdict: DIFFERS — {len(r.findings)} difference(s), listed below")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # package text: one line each, no terminal control

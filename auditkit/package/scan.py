@@ -11,6 +11,7 @@ and undecodable names are findings, never read.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -241,13 +242,26 @@ def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, int]]:
     stack = [("", str(root), False)]      # (prefix, directory, whether a directory on the way may be unsafe)
     while stack:
         prefix, d, above = stack.pop()
-        with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG or not prefix:
+                raise
+            # a directory nested past PATH_MAX (thousands of levels): a finding at it, the rest is still checked
+            out.problems.append(("unsafe-path", printable_name(prefix.rstrip("/")), _TOO_DEEP))
+            continue
         for e in entries:
             if e.name in NEVER_LISTED_DIRS:
                 continue
             rel = prefix + e.name
-            st = e.stat(follow_symlinks=False)
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise
+                out.problems.append(("unsafe-path", printable_name(rel), _TOO_DEEP))
+                continue
             if printable_name(rel) != rel:
                 out.problems.append(("name-not-utf8", printable_name(rel),
                                      "a name that is not UTF-8: it cannot be listed in a MANIFEST"))
@@ -261,6 +275,9 @@ def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, int]]:
                 out.problems.append(("unsafe-path", rel, why))
             else:
                 yield rel, st.st_size
+
+
+_TOO_DEEP = "nested deeper than a path can name (PATH_MAX): not read"
 
 
 def _may_be_unsafe(name: str, top: bool) -> bool:

@@ -408,14 +408,38 @@ def _recorded(r: dict) -> RecordedSpec:
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile TOML file. Raises AuditError (missing, not TOML, not valid)."""
+    from auditkit.userfiles import read_user_file
+
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise AuditError(f"cannot read the profile: {exc}", path=str(p),
-                         hint="give the profile with --profile P.toml (draft one: auditkit profile draft PKG)") from exc
+    data = read_user_file(p, "profile", MAX_PROFILE_BYTES,  # a FIFO or /dev/zero is refused, not read forever
+                          hint="give the profile with --profile P.toml (draft one: auditkit profile draft PKG)")
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise AuditError(f"the profile is not TOML: {exc}", path=str(p)) from exc
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise AuditError(f"the profile nests arrays or tables deeper than {MAX_PROFILE_DEPTH} levels",
+                         path=str(p), hint="a profile is a few levels deep (docs/PROFILES.md)") from None
+    where = _too_deep(doc, MAX_PROFILE_DEPTH)
+    if where is not None:
+        raise AuditError(f"the profile nests arrays or tables deeper than {MAX_PROFILE_DEPTH} levels (at {where})",
+                         path=str(p), hint="a profile is a few levels deep (docs/PROFILES.md)")
     return parse_profile(doc, str(p), hashlib.sha256(data).hexdigest())
+
+
+MAX_PROFILE_DEPTH = 64   # as the store's JSON limit: deeper nesting is refused before anything walks it
+MAX_PROFILE_BYTES = 16 << 20   # a profile is a page of TOML; this is far more than any needs
+
+
+def _too_deep(doc, limit: int) -> str | None:
+    """The JSON path of the first value nested deeper than `limit`, or None (a walk with a stack)."""
+    stack = [(doc, "$", 0)]
+    while stack:
+        value, at, depth = stack.pop()
+        if depth > limit:
+            return at if len(at) <= 120 else at[:117] + "..."
+        if isinstance(value, dict):
+            stack.extend((v, f"{at}.{k}", depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{at}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None

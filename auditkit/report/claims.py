@@ -84,8 +84,8 @@ def load_claims(path: str | Path) -> dict:
         raise AuditError(f"cannot read the claims file: {exc}", path=str(path)) from exc
     try:
         doc = json.loads(text, parse_constant=_no_constant)
-    except ValueError as exc:
-        raise AuditError(f"not valid JSON: {exc}", path=str(path)) from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+        raise AuditError(f"not valid JSON: {exc}", path=str(path)) from None
     bad = validate_document(doc, "claims", path.name)
     if bad:
         detail = "; ".join(f"{f.location}: {f.found}" for f in bad[:5])
@@ -368,7 +368,9 @@ def render_claims(results: list[ClaimResult]) -> str:
             lines.append(f"  found:    {r.found}")
             lines.append(f"  evidence: {r.evidence}")
         lines.append(f"  command:  {r.command}")
-    return "\n".join(lines)
+    from auditkit.text import printable  # a statement from the package is one line, and drives no terminal
+
+    return "\n".join(printable(line) for line in lines)
 
 
 # --------------------------------------------------------------------------- a study's own claims

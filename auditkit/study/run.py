@@ -439,10 +439,11 @@ def _closing_iter(results):
 def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executor: str = "local",
               scheduler: str | None = None, wait: bool = True,
               log: Callable[[str], None] = lambda m: None, tsa_urls: list[str] = (),
-              sign_keys: list[str] = (), evidence: bool = False) -> RunOutcome:
+              sign_keys: list[str] = (), evidence: bool = False, tsa_timeout: float = 30.0) -> RunOutcome:
     """`auditkit protocol run`: load the manifest, pick the hosts (`all` = every host) and the executor, run.
 
-    Evidence is recorded when `evidence` is set or TSAs or signing keys are given.
+    Evidence is recorded when `evidence` is set or TSAs or signing keys are given; `tsa_timeout`
+    bounds each exchange with a TSA (all of it, not each read).
     """
     manifest = load_manifest(manifest_path)
     recorder = None
@@ -450,7 +451,8 @@ def run_study(manifest_path: str | Path, out: Path, hosts: list[str], *, executo
         from auditkit.evidence.attest import load_signer
         from auditkit.evidence.record import Recorder
 
-        recorder = Recorder(out, tsa_urls=list(tsa_urls), signers=[load_signer(k) for k in sign_keys], log=log)
+        recorder = Recorder(out, tsa_urls=list(tsa_urls), signers=[load_signer(k) for k in sign_keys], log=log,
+                            timeout=tsa_timeout)
     hosts = list(manifest.protocol.hosts) if hosts == ["all"] else list(hosts)
     ex = None
     if executor == "dask":
@@ -693,9 +695,9 @@ class _MergePlan:
                                           "source; nothing was merged")
 
     def _rows(self, src: Path, rel: str) -> None:
-        header, new = read_csv_text(src.read_text("utf-8"), str(src))
+        header, new = _run_rows(src.read_bytes(), str(src))
         current = self._current(rel)
-        old = read_csv_text(self._bytes(current).decode("utf-8"), rel)[1] if current is not None else []
+        old = _run_rows(self._bytes(current), str(self.into / rel))[1] if current is not None else []
         by_id = {r["run_id"]: r for r in old}
         added = 0
         for r in new:
@@ -714,12 +716,13 @@ class _MergePlan:
 
     def _timestamped(self, src: Path, rel: str, key: str) -> None:
         data = src.read_bytes()
+        new = _stamped_object(data, str(src), key)
         current = self._current(rel)
         if current is None:
             self.writes[rel] = data
             self.files += 1
             return
-        new, old = json.loads(data), json.loads(self._bytes(current))
+        old = _stamped_object(self._bytes(current), str(self.into / rel), key)
         if {k: v for k, v in new.items() if k != key} != {k: v for k, v in old.items() if k != key}:
             raise AuditError(f"{Path(rel).name} differs between host outputs beyond {key}", path=str(src),
                              hint="the hosts froze or decided this gate differently; they cannot be merged; "
@@ -727,6 +730,37 @@ class _MergePlan:
         if new[key] < old[key]:
             self.writes[rel] = data
             self.files += 1
+
+
+def _run_rows(data: bytes, where: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a run CSV to merge; AuditError naming the file when it is not UTF-8 CSV
+    with a run_id column."""
+    from auditkit.package.store import PackageDefect, decode_utf8
+
+    try:
+        text = decode_utf8(data, where)
+    except PackageDefect as exc:
+        raise AuditError(exc.finding.message, path=where, hint=f"{exc.hint}; nothing was merged") from None
+    header, rows = read_csv_text(text, where)
+    if "run_id" not in header:
+        raise AuditError("a run CSV without a run_id column cannot be merged", path=where,
+                         hint="rows are joined by run_id (docs/SPEC.md); nothing was merged")
+    return header, rows
+
+
+def _stamped_object(data: bytes, where: str, key: str) -> dict:
+    """A rules or decision document to merge: a strict JSON object whose `key` is a string."""
+    from auditkit.package.store import PackageDefect, loads_strict
+
+    try:
+        doc = loads_strict(data, where)
+    except PackageDefect as exc:
+        raise AuditError(exc.finding.message + (f" at {exc.finding.location}" if exc.finding.location else ""),
+                         path=where, hint="rules and decisions are strict JSON objects; nothing was merged") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), str):
+        raise AuditError(f"not a JSON object with a {key} string (found {type(doc).__name__})", path=where,
+                         hint="rules and decisions are JSON objects (docs/SPEC.md); nothing was merged")
+    return doc
 
 
 def _inside(path: Path, root: Path) -> bool:
