@@ -49,6 +49,39 @@ SIZE = (7.0, 4.5)
 
 RUN_DIR = "remote-results"
 
+# The version of each figure generator this auditkit runs (see `auditkit.derived.tables`): it goes up
+# whenever the data a figure plots changes for the same inputs; figure_manifest.json records it, and
+# `--check` compares a figure with what the version that drew it gives.  Older versions are
+# projections of the current data.  A manifest without `generators` was written by the first ones.
+GENERATOR_VERSIONS = {"rank_across_gates": 2,   # 2: the promoted list per gate (rings)
+                      "val_bpb_vs_budget": 2,   # 2: the runner's data floor (floor_bpb)
+                      "host_scatter": 2}        # 2: host profile labels, the gate and its promoted list
+FIRST_GENERATORS = {k: 1 for k in GENERATOR_VERSIONS}
+
+
+def _without(fig: dict, keys: tuple[str, ...], *, run_csvs_only: bool = False) -> dict:
+    inputs = [i for i in fig["inputs"] if parse_run_csv_path(i) is not None] if run_csvs_only else fig["inputs"]
+    return {**fig, "inputs": inputs, "data": {k: v for k, v in fig["data"].items() if k not in keys}}
+
+
+_AS_OF = {
+    ("rank_across_gates", 1): lambda f: _without(f, ("promoted",)),
+    ("val_bpb_vs_budget", 1): lambda f: _without(f, ("floor_bpb",)),
+    ("host_scatter", 1): lambda f: _without(f, ("host_labels", "gate", "promoted"), run_csvs_only=True),
+}
+
+
+def figure_as_of(fig: dict, version) -> dict | None:
+    """`fig` (from `figure_data`) as version `version` of its generator makes it; None for a
+    version this auditkit does not know."""
+    current = GENERATOR_VERSIONS.get(fig["kind"])
+    if current is None or not isinstance(version, int) or isinstance(version, bool):
+        return None
+    if version == current:
+        return fig
+    step = _AS_OF.get((fig["kind"], version))
+    return step(fig) if step else None
+
 
 def _store(pkg) -> PackageStore:
     return pkg if isinstance(pkg, PackageStore) else open_package(pkg)
@@ -346,8 +379,10 @@ def figure_files(pkg: str | Path) -> tuple[list[dict], dict[str, bytes]]:
         png = render(fig)
         files[fig["path"]] = png
         entries.append({"id": fig["id"], "path": fig["path"], "kind": fig["kind"], "inputs": fig["inputs"],
-                        "sha256": sha256_bytes(png), "data_sha256": data_sha256(fig["data"])})
-    files[FIGURE_MANIFEST] = canonical_json_bytes({"schema": "auditkit/figures/v1", "figures": entries})
+                        "sha256": sha256_bytes(png), "data_sha256": data_sha256(fig["data"]),
+                        "generator": GENERATOR_VERSIONS[fig["kind"]]})
+    files[FIGURE_MANIFEST] = canonical_json_bytes({"schema": "auditkit/figures/v1", "generators": GENERATOR_VERSIONS,
+                                                   "figures": entries})
     return entries, files
 
 
@@ -378,17 +413,35 @@ def _check_figures(store: PackageStore, report: Report) -> None:
     if bad:
         report.extend(bad)
         return
+    from auditkit.derived.tables import known_versions, pick_version
+
     recorded = {e["id"]: e for e in doc["figures"]}
     fresh = {f["id"]: f for f in figure_data(store)}
+    gens = doc.get("generators")    # validated: {kind: version} or absent
+    had = set(gens) if gens is not None else set(FIRST_GENERATORS)
+    newer = []
     for fid in sorted(set(recorded) | set(fresh)):
         rec, new = recorded.get(fid), fresh.get(fid)
         if rec is None:
-            report.add(Finding(FIGURE_MANIFEST, "figure-unlisted", found=fid,
-                               message="the package's data gives a figure the manifest does not list"))
+            if new["kind"] in had:
+                report.add(Finding(FIGURE_MANIFEST, "figure-unlisted", found=fid,
+                                   message="the package's data gives a figure the manifest does not list"))
+            else:
+                newer.append(fid)
             continue
         if new is None:
             report.add(Finding(FIGURE_MANIFEST, "figure-not-derivable", found=fid,
                                message="the manifest lists a figure the package's data does not give"))
+            continue
+        versions = known_versions(new["kind"], GENERATOR_VERSIONS, _AS_OF)
+        version = pick_version(rec, new["kind"], gens, versions,
+                               lambda v: data_sha256(figure_as_of(new, v)["data"]) == rec.get("data_sha256"))
+        new = figure_as_of(new, version)
+        if new is None:
+            report.add(Finding(FIGURE_MANIFEST, "figure-generator-unknown", expected=(
+                f"a version of the {rec['kind']} generator this auditkit has ({', '.join(map(str, versions))})"),
+                found=repr(version), message=f"{fid}: drawn by a generator this auditkit cannot rerun; check it "
+                                             "with the auditkit that drew it (or a newer one)"))
             continue
         if data_sha256(new["data"]) != rec.get("data_sha256"):
             report.add(Finding(rec["path"], "figure-data-differs", expected=rec.get("data_sha256", ""),
@@ -410,4 +463,6 @@ def _check_figures(store: PackageStore, report: Report) -> None:
         if png_size(data) != size:
             report.add(Finding(rec["path"], "figure-size-differs", expected=str(size), found=str(png_size(data)),
                                message="the image is not of the size regenerating it gives"))
+    if newer:   # the auditkit that drew the package had no generator for these: nothing is missing
+        report.info["figures a newer auditkit adds (not checked)"] = ", ".join(newer)
     report.checked["figures"] = len(recorded)

@@ -66,6 +66,70 @@ class TableKind(str, Enum):
     ROBUSTNESS = "robustness"
 
 
+# The version of each generator this auditkit runs.  A generator's version goes up whenever the
+# bytes it writes for the same inputs change (a new column, another number format); the version
+# that wrote a table is recorded with it in table_manifest.json, so `--check` compares a table with
+# what *that* version gives, and a package keeps checking after auditkit grows.  `_AS_OF` turns the
+# current generator's table into an older version's (every older version is a projection of the
+# current one).  A manifest without `generators` was written by auditkit's first table generators
+# (SPEC v1): every kind but `robustness`, each at version 1.
+GENERATOR_VERSIONS = {
+    TableKind.BUDGET_COUNTERFACTUAL.value: 1,
+    TableKind.PROMOTION_SURVIVAL.value: 2,    # 2: the `reason` column
+    TableKind.THRESHOLD_SENSITIVITY.value: 1,
+    TableKind.HOST_COMPARISON.value: 1,
+    TableKind.STAGE_SUMMARY.value: 1,
+    TableKind.SMOKE_SUMMARY.value: 1,
+    TableKind.ROBUSTNESS.value: 1,            # a kind the first generators did not have
+}
+FIRST_GENERATORS = {k: 1 for k in GENERATOR_VERSIONS if k != TableKind.ROBUSTNESS.value}
+
+
+def _drop_columns(table: "Table", names: tuple[str, ...]) -> "Table":
+    keep = [j for j, c in enumerate(table.columns) if c not in names]
+    return Table(table.id, table.kind, tuple(table.columns[j] for j in keep),
+                 tuple(tuple(r[j] for j in keep) for r in table.rows), table.inputs, table.decimals)
+
+
+_AS_OF = {
+    (TableKind.PROMOTION_SURVIVAL.value, 1): lambda t: _drop_columns(t, ("reason",)),
+}
+
+
+def known_versions(kind: str, current: dict, as_of: dict) -> list[int]:
+    """The versions of generator `kind` this auditkit can rerun, newest first."""
+    if kind not in current:
+        return []
+    return [current[kind]] + sorted((v for k, v in as_of if k == kind), reverse=True)
+
+
+def pick_version(entry: dict, kind: str, recorded: dict | None, candidates: list[int], matches) -> int:
+    """The generator version a manifest entry is checked against: the one it records, else the
+    manifest's `generators[kind]`; a manifest that records neither (auditkit before generator
+    versions) is checked against the newest version `matches(version)` accepts (the one whose
+    output is the file in the package), else the newest."""
+    if "generator" in entry:
+        return entry["generator"]
+    if recorded is not None and kind in recorded:
+        return recorded[kind]
+    for v in candidates:
+        if matches(v):
+            return v
+    return candidates[0] if candidates else 0
+
+
+def table_as_of(table: "Table", version: int) -> "Table | None":
+    """`table` as version `version` of its generator writes it; None for a version this auditkit
+    does not know (newer than its own, or never made)."""
+    current = GENERATOR_VERSIONS.get(table.kind)
+    if current is None or not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return None
+    if version == current:
+        return table
+    step = _AS_OF.get((table.kind, version))
+    return step(table) if step else None
+
+
 @dataclass(frozen=True)
 class Table:
     """One derived table: typed rows (str, int, float, bool or None), written byte-stably."""
@@ -575,8 +639,9 @@ def _manifest(tables: list[Table]) -> tuple[dict, dict[str, str]]:
         for path, text in t.files().items():
             files[path] = text
             entries.append({"id": path.rsplit("/", 1)[1], "path": path, "kind": t.kind,
-                            "inputs": sorted(set(t.inputs)), "sha256": sha256_bytes(text.encode("utf-8"))})
-    return {"schema": "auditkit/tables/v1", "tables": entries}, files
+                            "inputs": sorted(set(t.inputs)), "sha256": sha256_bytes(text.encode("utf-8")),
+                            "generator": GENERATOR_VERSIONS[t.kind]})
+    return {"schema": "auditkit/tables/v1", "generators": dict(GENERATOR_VERSIONS), "tables": entries}, files
 
 
 def table_files(package_dir: str | Path) -> tuple[list[dict], dict[str, bytes]]:
@@ -614,18 +679,34 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
     if not recorded["tables"]:
         rep.add(Finding(TABLE_MANIFEST, "table-manifest-empty", "$.tables", "at least one table", "none",
                         "an empty table manifest checks nothing"))
-    doc, files = _manifest(build_tables(store))
-    fresh = {e["path"]: e for e in doc["tables"]}
+    gens = recorded.get("generators")   # validated: {kind: version} or absent
+    tables = {f"{TABLE_DIR}/{t.id}.{ext}": t for t in build_tables(store) for ext in ("csv", "json")}
+    # the kinds the writing auditkit had: those it records, else the first generators and any it listed
+    had = set(gens) if gens is not None else set(FIRST_GENERATORS) | {
+        tables[e["path"]].kind for e in recorded["tables"] if e["path"] in tables}
     listed = set()
     for i, e in enumerate(recorded["tables"]):
         path = e["path"]
         listed.add(path)
         loc = f"$.tables[{i}]"
-        if path not in fresh:
+        table = tables.get(path)
+        if table is None:
             rep.add(Finding(TABLE_MANIFEST, "table-unknown", loc, "a table auditkit generates", path,
                             f"kinds auditkit generates: {', '.join(k.value for k in TableKind)}"))
             continue
-        want = fresh[path]
+        versions = known_versions(table.kind, GENERATOR_VERSIONS, _AS_OF)
+        version = pick_version(e, table.kind, gens, versions,
+                               lambda v: sha256_bytes(table_as_of(table, v).files()[path].encode("utf-8")) == e["sha256"])
+        old = table_as_of(table, version)
+        if old is None:
+            rep.add(Finding(TABLE_MANIFEST, "table-generator-unknown", loc + ".generator",
+                            f"a version of the {table.kind} generator this auditkit has "
+                            f"({', '.join(map(str, versions))})", repr(version),
+                            "the table was made by a generator this auditkit cannot rerun; check it with the "
+                            "auditkit that wrote it (or a newer one)"))
+            continue
+        doc, files = _manifest([old])
+        want = next(x for x in doc["tables"] if x["path"] == path)
         if e["kind"] != want["kind"]:
             rep.add(Finding(TABLE_MANIFEST, "table-kind-differs", loc + ".kind", want["kind"], e["kind"]))
         if sorted(e["inputs"]) != want["inputs"]:
@@ -644,9 +725,15 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
             continue
         if on_disk != files[path]:
             rep.add(_first_difference(path, on_disk, files[path]))
-    for path in sorted(set(fresh) - listed):
-        rep.add(Finding(TABLE_MANIFEST, "table-not-listed", "$.tables", path, "not listed",
-                        "the package's data gives a table its manifest does not list"))
+    newer = []
+    for path in sorted(set(tables) - listed):
+        if tables[path].kind in had:
+            rep.add(Finding(TABLE_MANIFEST, "table-not-listed", "$.tables", path, "not listed",
+                            "the package's data gives a table its manifest does not list"))
+        else:
+            newer.append(path)
+    if newer:   # the auditkit that wrote the package had no generator for these: nothing is missing
+        rep.info["tables a newer auditkit adds (not checked)"] = ", ".join(newer)
     rep.checked = {"tables": len(recorded["tables"])}
 
 
