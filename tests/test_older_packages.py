@@ -117,9 +117,17 @@ def test_a_v1_figure_with_other_data_is_still_found(v1_package, tmp_path):
     assert "figures/rank_across_gates.png: figure-data-differs" in r.output
 
 
-def test_new_manifests_record_each_generator_version(v1_package):
+def test_regenerating_a_v1_package_gives_its_own_tables_byte_for_byte(v1_package):
     entries, files = table_files(v1_package)
+    assert files[TABLE_MANIFEST] == (v1_package / TABLE_MANIFEST).read_bytes()
+    assert all((v1_package / rel).read_bytes() == data for rel, data in files.items())
+    assert not any(rel.startswith("analysis/robustness") for rel in files)
+
+
+def test_new_manifests_record_each_generator_version(v1_package):
+    entries, files = table_files(v1_package, as_recorded=False)
     doc = json.loads(files[TABLE_MANIFEST])
     assert doc["generators"] == GENERATOR_VERSIONS
     assert {e["generator"] for e in entries if e["kind"] == "promotion_survival"} == {2}
+    assert any(e["path"] == "analysis/robustness.csv" for e in entries)
     assert FIGURE_GENERATORS["rank_across_gates"] == 2

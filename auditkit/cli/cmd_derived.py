@@ -24,6 +24,7 @@ def _defect(command: str, package, exc: PackageDefect, as_json: bool) -> None:
 
 
 def _in_place_option(f):
+    f = click.option("--force", is_flag=True, help="Replace files of other content already in --out.")(f)
     return click.option("--in-place", is_flag=True,
                         help="Rewrite the package's own files (its MANIFEST then no longer matches them).")(f)
 
@@ -47,7 +48,7 @@ def _report_written(written, what: str, as_json: bool) -> None:
 @click.option("--check", is_flag=True, help="Regenerate in memory and compare with the recorded tables.")
 @json_option
 @profile_option
-def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
+def tables_cmd(package, out, in_place, force, check, as_json, profile) -> None:
     """Regenerate the package's derived tables (CSV + JSON) and table_manifest.json."""
     if profile:
         from auditkit.cli.cmd_profile import tables_through
@@ -58,7 +59,7 @@ def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
     try:
         if check:
             emit(check_tables(package), as_json)
-        written = generate_tables(package, out, in_place=in_place)
+        written = generate_tables(package, out, in_place=in_place, force=force)
     except PackageDefect as exc:
         _defect("tables", package, exc, as_json)
     except AuditError as exc:
@@ -72,14 +73,14 @@ def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
 @_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate and compare with the recorded figures.")
 @json_option
-def figures_cmd(package, out, in_place, check, as_json) -> None:
+def figures_cmd(package, out, in_place, force, check, as_json) -> None:
     """Regenerate the package's figures (PNG) and figure_manifest.json."""
     try:
         from auditkit.derived.figures import check_figures, generate_figures
 
         if check:
             emit(check_figures(Path(package)), as_json)
-        written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place)
+        written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place, force=force)
     except ImportError as exc:
         fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'auditkit[figures]'"), as_json)
     except PackageDefect as exc:

@@ -8,7 +8,6 @@ the thin command ends of `auditkit.profile`.  Each exits like every command:
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -90,22 +89,18 @@ def profile_group() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 def profile_draft_cmd(package, out, force) -> None:
     """Draft a profile for PACKAGE from its own files; the rules are left TODO."""
-    from auditkit.package.store import atomic_write_text
+    from auditkit.package.writes import refuse_inside, write_file
     from auditkit.profile.draft import draft_profile
 
     try:
         if out is not None:
-            dest, root = Path(out).resolve(), Path(package).resolve()
-            if dest == root or root in dest.parents:
-                raise AuditError("the draft would be written into the package", path=out,
-                                 hint="write it outside the package: the package's bytes are the evidence")
-            if dest.exists() and not force:
-                raise AuditError("the file exists", path=out, hint="choose another --out, or pass --force")
+            refuse_inside(out, package, what="the draft")
+            write_file(out, b"", force=force, what="profile draft", dry_run=True)
         text = draft_profile(package)
         if out is None:
             sys.stdout.write(text)
             return
-        atomic_write_text(out, text)
+        write_file(out, text.encode("utf-8"), force=force, what="profile draft")
     except AuditError as exc:
         fail(exc)
     todo = text.count('rules = "TODO"')

@@ -20,10 +20,12 @@ from auditkit.findings import Report
 def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[GateRef]:
     """The package's gates (all, or those named) with their rules, decision and input CSVs."""
     from auditkit.package.rows import run_csv_path
+    from auditkit.study.spec import Gate
 
     root = Path(package)
+    store = PackageStore(root)
     try:
-        protocol = PackageStore(root).read_json("protocol.json")
+        protocol = store.read_json("protocol.json")
         if not isinstance(protocol, dict):
             raise ValueError("not a JSON object")
     except (AuditError, ValueError) as exc:
@@ -37,14 +39,14 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
             continue
         rules_rel = g.get("rules") or f"preanalysis/{name}.rules.json"
         try:
-            rules = PackageStore(root).read_json(rules_rel)
+            rules = store.read_json(rules_rel)
             ins = rules["inputs"]
             inputs = tuple(run_csv_path(h, s) for s in ins["stages"] for h in ins["hosts"]
-                           if (root / run_csv_path(h, s)).is_file())
+                           if store.is_file(run_csv_path(h, s)))
             anchored_in = tuple(s for s in ins["stages"] if s in anchored)
         except (AuditError, ValueError, KeyError, TypeError):  # the gate's own checks report why
             rules, inputs, anchored_in = {}, (), ()
-        out.append(GateRef(name, rules_rel, f"analysis/{name}_decision.json", inputs,
+        out.append(GateRef(name, rules_rel, Gate(name, rules_rel).decision_path, inputs,
                            str(rules.get("frozen_at", "")) if isinstance(rules, dict) else "", anchored_in))
     return out
 
@@ -58,7 +60,7 @@ def add_freeze_evidence(report: Report, package: str | Path, gates: Sequence[str
     """
     root = Path(package)
     asked = bool(required) or bool(trust and (trust.tsa_roots or trust.keys))
-    if not root.is_dir() or not (root / "protocol.json").is_file():
+    if not root.is_dir() or PackageStore(root).kind("protocol.json") != "file":
         if asked:
             raise AuditError("freeze evidence is checked in a package directory, not an archive",
                              path=str(package), hint="extract the archive and give its directory")
