@@ -27,7 +27,6 @@ the nominal `seed` and add `rng_seed`.
 
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 import time
@@ -37,8 +36,9 @@ from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.evidence.seeds import anchored_seed
-from auditkit.package.store import (atomic_write_bytes, canonical_json_bytes as json_bytes, create_exclusive,
-                                    fsync_dir, remove_stale_temporaries, stage_temporary, utc_now)
+from auditkit.package.store import (PackageStore, atomic_write_bytes, canonical_json_bytes as json_bytes,
+                                    create_exclusive, decode_utf8, loads_strict, remove_stale_temporaries, utc_now)
+from auditkit.package.writes import write_files
 from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecutor
 from auditkit.study.signals import critical
 from auditkit.package.hashing import sha256_bytes
@@ -638,41 +638,74 @@ def merge_packages(sources: list[Path], into: Path, log: Callable[[str], None] =
     return {"rows": plan.rows, "files": plan.files}
 
 
+class _Ref:
+    """A file of a source or of the target, read through that directory's store (no link followed)."""
+
+    def __init__(self, store: PackageStore, rel: str):
+        self.store, self.rel = store, rel
+
+    def read(self) -> bytes:
+        return self.store.read_bytes(self.rel, MAX_MERGED_FILE)
+
+
+MAX_MERGED_FILE = 1 << 34   # a file is read whole to stage it; one larger than this is refused
+
+
 class _MergePlan:
     """What a merge would write (path -> bytes, or the source file to copy), decided with
-    nothing written; raises AuditError on the first conflict."""
+    nothing written; raises AuditError on the first conflict.  Sources and target are read
+    through stores: a link, FIFO or device in either, or a link on the way to a file of the
+    target, is refused, never followed."""
 
     def __init__(self, into: Path):
         self.into = into
-        self.writes: dict[str, bytes | Path] = {}
+        self.target = PackageStore(into) if os.path.isdir(into) else None
+        self.writes: dict[str, bytes | _Ref] = {}
         self.rows = 0
         self.files = 0
 
-    def _current(self, rel: str) -> bytes | Path | None:
+    def _current(self, rel: str) -> bytes | _Ref | None:
         """The planned content of `rel` in the target: planned bytes or source, the file there, or None."""
         if rel in self.writes:
             return self.writes[rel]
-        p = self.into / rel
-        if p.is_symlink() or (p.exists() and not p.is_file()):
-            raise AuditError(f"{rel} in the target is not a regular file", path=str(p))
-        return p if p.is_file() else None
+        kind = self.target.kind(rel) if self.target is not None else None
+        if kind in ("other", "dir"):
+            raise AuditError(f"{rel} in the target is not a regular file (or lies under a link); nothing was merged",
+                             path=str(self.into / rel),
+                             hint="auditkit never writes through a link: remove it, or merge into a new directory")
+        return _Ref(self.target, rel) if kind == "file" else None
 
     @staticmethod
-    def _bytes(current: bytes | Path) -> bytes:
-        return current if isinstance(current, bytes) else current.read_bytes()
+    def _bytes(current: bytes | _Ref) -> bytes:
+        return current if isinstance(current, bytes) else current.read()
+
+    def _files(self, store: PackageStore, under: str = "") -> list[str]:
+        """The regular files of a source (hidden entries and its MANIFEST left out); AuditError at
+        a link or special file."""
+        out = []
+        for name, kind in store.listdir(under):
+            rel = f"{under}/{name}" if under else name
+            if name.startswith("."):
+                continue
+            if kind == "dir":
+                out += self._files(store, rel)
+            elif kind == "file":
+                if rel not in (MANIFEST_JSON, MANIFEST_CSV):
+                    out.append(rel)
+            else:
+                raise AuditError("symlink or special file in a host output; nothing was merged",
+                                 path=str(store.root / rel), hint="a host output holds regular files only")
+        return out
 
     def add_source(self, src: Path) -> None:
-        if not (src / "protocol.json").is_file():
+        if not os.path.isdir(src) or PackageStore(src).kind("protocol.json") != "file":
             raise AuditError("not a protocol output directory (no protocol.json)", path=str(src))
         if _inside(self.into, src) or _inside(src, self.into):
             raise AuditError("the merge target and a source overlap; sources are never changed", path=str(src),
                              hint="merge into a directory outside every source")
-        for p in sorted(src.rglob("*")):
-            if p.is_symlink():
-                raise AuditError("symlink in a host output", path=str(p))
-            if not p.is_file() or p.name.startswith(".") or p.name in (MANIFEST_JSON, MANIFEST_CSV):
-                continue
-            rel = p.relative_to(src).as_posix()
+        store = PackageStore(src)
+        for rel in self._files(store):
+            p = _Ref(store, rel)
             if rel.startswith("remote-results/") and rel.endswith(".csv"):
                 self._rows(p, rel)
             elif rel.startswith("preanalysis/") and rel.endswith(".rules.json"):
@@ -687,15 +720,16 @@ class _MergePlan:
                 if current is None:
                     self.writes[rel] = p
                     self.files += 1
-                elif not _same_content(current, p):
-                    raise AuditError(f"{rel} differs between host outputs", path=str(p),
+                elif self._bytes(current) != p.read():
+                    raise AuditError(f"{rel} differs between host outputs", path=str(src / rel),
                                      hint="host outputs of one study must share protocol, matrix and runner "
                                           "source; nothing was merged")
 
-    def _rows(self, src: Path, rel: str) -> None:
-        header, new = read_csv_text(src.read_text("utf-8"), str(src))
+    def _rows(self, src: _Ref, rel: str) -> None:
+        where = str(src.store.root / rel)
+        header, new = read_csv_text(decode_utf8(src.read(), where), where)
         current = self._current(rel)
-        old = read_csv_text(self._bytes(current).decode("utf-8"), rel)[1] if current is not None else []
+        old = read_csv_text(decode_utf8(self._bytes(current), rel), rel)[1] if current is not None else []
         by_id = {r["run_id"]: r for r in old}
         added = 0
         for r in new:
@@ -705,26 +739,29 @@ class _MergePlan:
                 old.append(r)
                 added += 1
             elif have != r:
-                raise AuditError(f"run {r['run_id']} differs between host outputs", path=str(src),
+                raise AuditError(f"run {r['run_id']} differs between host outputs", path=where,
                                  hint="two outputs recorded the same run differently; keep one of them; "
                                       "nothing was merged")
         if added:
             self.writes[rel] = write_csv_text(header, old).encode("utf-8")
             self.rows += added
 
-    def _timestamped(self, src: Path, rel: str, key: str) -> None:
-        data = src.read_bytes()
+    def _timestamped(self, src: _Ref, rel: str, key: str) -> None:
+        where = str(src.store.root / rel)
+        data = src.read()
         current = self._current(rel)
         if current is None:
             self.writes[rel] = data
             self.files += 1
             return
-        new, old = json.loads(data), json.loads(self._bytes(current))
+        new, old = loads_strict(data, where), loads_strict(self._bytes(current), rel)
+        if not isinstance(new, dict) or not isinstance(old, dict) or key not in new or key not in old:
+            raise AuditError(f"{Path(rel).name} is not a JSON object with {key}; nothing was merged", path=where)
         if {k: v for k, v in new.items() if k != key} != {k: v for k, v in old.items() if k != key}:
-            raise AuditError(f"{Path(rel).name} differs between host outputs beyond {key}", path=str(src),
+            raise AuditError(f"{Path(rel).name} differs between host outputs beyond {key}", path=where,
                              hint="the hosts froze or decided this gate differently; they cannot be merged; "
                                   "nothing was merged")
-        if new[key] < old[key]:
+        if str(new[key]) < str(old[key]):
             self.writes[rel] = data
             self.files += 1
 
@@ -734,27 +771,9 @@ def _inside(path: Path, root: Path) -> bool:
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 
-def _same_content(current: bytes | Path, src: Path) -> bool:
-    if isinstance(current, bytes):
-        return current == src.read_bytes()
-    return filecmp.cmp(current, src, shallow=False)
-
-
-def _commit(into: Path, writes: dict[str, bytes | Path]) -> None:
-    """Stage every write as a synced temporary beside its destination, then rename them all."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for rel, content in sorted(writes.items()):
-            dest = into / rel
-            data = content if isinstance(content, bytes) else content.read_bytes()
-            staged.append((stage_temporary(dest, data), dest))
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    into.mkdir(parents=True, exist_ok=True)
+def _commit(into: Path, writes: dict[str, bytes | _Ref]) -> None:
+    """Stage every write, then rename them all (`auditkit.package.writes`: nothing under `into`
+    followed; a failure part way puts back what was there)."""
+    files = {rel: content if isinstance(content, bytes) else content.read() for rel, content in sorted(writes.items())}
     with critical():
-        for tmp, dest in staged:
-            os.replace(tmp, dest)
-        for d in sorted({dest.parent for _, dest in staged}):
-            fsync_dir(d)
+        write_files(into, files, force=True, what="protocol merge")
