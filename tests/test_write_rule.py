@@ -204,3 +204,27 @@ def test_a_refused_timestamp_leaves_the_package_as_it_was(anc, tsa_server):
     with pytest.raises(AuditError):
         tsa.record_timestamps(anc, Torn(anc), subject="x", data=b"x", urls=[tsa_server.url], label="t")
     assert snapshot(anc) == before
+
+
+def test_a_formula_id_is_never_written_into_a_table(anc, tmp_path):
+    import csv
+    import io
+
+    from auditkit.derived.tables import Table
+
+    matrix = anc / json.loads((anc / "protocol.json").read_text())["matrix"]
+    rows = list(csv.DictReader(io.StringIO(matrix.read_text())))
+    rows[0]["config_id"] = '=HYPERLINK("http://example.invalid/x","click")'
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    matrix.write_text(buf.getvalue())
+    r = invoke("tables", "--package", anc, "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "would run as a spreadsheet formula" in r.output, r.output
+    assert "analysis/promotion_survival.csv row 1, column config_id" in r.output
+    assert not (tmp_path / "out").exists()
+    # an id of SPEC's alphabet that starts with '-' is no formula; text of other kinds is
+    ok = Table("t", "k", ("a",), (("-x.1",), ("plain =text",)), ())
+    assert ok.formula_cell() is None
+    assert Table("t", "k", ("a",), (("ok",), ("@SUM(A1)",)), ()).formula_cell() == (2, "a", "@SUM(A1)")

@@ -30,6 +30,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -130,6 +131,10 @@ def table_as_of(table: "Table", version: int) -> "Table | None":
     return step(table) if step else None
 
 
+_FORMULA_START = frozenset("=+-@\t\r")
+_SPEC_ID = re.compile(r"[A-Za-z0-9._:-]+")     # the alphabet of SPEC's ids (config_id, host, stage, run_id)
+
+
 @dataclass(frozen=True)
 class Table:
     """One derived table: typed rows (str, int, float, bool or None), written byte-stably."""
@@ -185,6 +190,17 @@ class Table:
         cols = self.columns
         rows = ",\n".join(dumps(dict(zip(cols, r))) for r in json_rows)
         return dumps(head)[:-1] + (', "rows": [\n' + rows + "\n]}\n" if rows else ', "rows": []}\n')
+
+    def formula_cell(self) -> tuple[int, str, str] | None:
+        """(row, column, text) of the first text cell a spreadsheet would run as a formula (it
+        starts with =, +, -, @, a tab or a carriage return and is not an id of SPEC's alphabet),
+        or None.  Such text comes from the package's data (verify refuses such ids)."""
+        for j, col in enumerate(self.columns):
+            for i, r in enumerate(self.rows):
+                v = r[j]
+                if type(v) is str and v[:1] in _FORMULA_START and not _SPEC_ID.fullmatch(v):
+                    return i + 1, col, v
+        return None
 
     def files(self) -> dict[str, str]:
         """Package-relative path -> text, for both forms."""
@@ -688,6 +704,14 @@ def table_files(package_dir: str | Path, *, as_recorded: bool = True) -> tuple[l
     manifest, the current generators, each version recorded."""
     store = package_dir if isinstance(package_dir, PackageStore) else open_package(package_dir)
     tables = build_tables(store)
+    for t in tables:       # tables are meant for spreadsheets: no cell may be a formula
+        bad = t.formula_cell()
+        if bad is not None:
+            row, col, text = bad
+            raise AuditError(f"{TABLE_DIR}/{t.id}.csv row {row}, column {col}: {text[:60]!r} would run as a "
+                             f"spreadsheet formula; no table was written", path=str(store.root),
+                             hint="the value comes from the package's data and is not an id of SPEC's alphabet "
+                                  "[A-Za-z0-9._:-]: run `auditkit verify` to see where it comes from")
     plan = _recorded_versions(store, tables) if as_recorded else None
     if plan is None:
         doc, files = _manifest(tables, dict(GENERATOR_VERSIONS))
