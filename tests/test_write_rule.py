@@ -228,3 +228,36 @@ def test_a_formula_id_is_never_written_into_a_table(anc, tmp_path):
     ok = Table("t", "k", ("a",), (("-x.1",), ("plain =text",)), ())
     assert ok.formula_cell() is None
     assert Table("t", "k", ("a",), (("ok",), ("@SUM(A1)",)), ()).formula_cell() == (2, "a", "@SUM(A1)")
+
+
+def test_a_fifo_protocol_json_stops_a_resumed_run_with_a_clear_error(tmp_path):
+    import threading
+
+    from auditkit.study.run import run_protocol
+    from auditkit.study.spec import load_manifest
+    from fixtures.protofakes import FakeExecutor
+    from test_protocol_run import MATRIX, TOML
+
+    (tmp_path / "fake_matrix.csv").write_text(MATRIX)
+    (tmp_path / "fake.toml").write_text(TOML)
+    out = tmp_path / "out"
+    out.mkdir()
+    fifo = out / "protocol.json"
+    os.mkfifo(fifo)
+    # were the run to block on the FIFO, this writer would let it go on (and the test fail, not hang)
+    stop = threading.Event()
+
+    def unblock():
+        if not stop.wait(60):
+            os.close(os.open(fifo, os.O_WRONLY))
+
+    t = threading.Thread(target=unblock, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(AuditError, match="a FIFO, not a regular file") as info:
+            run_protocol(load_manifest(tmp_path / "fake.toml"), out, ["windows"], executor=FakeExecutor(), wait=False)
+        assert "protocol.json" in str(info.value.path) + info.value.message
+    finally:
+        stop.set()
+        t.join()
+    assert sorted(os.listdir(out)) == ["protocol.json"]

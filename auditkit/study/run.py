@@ -91,8 +91,9 @@ class StudyDir:
         remove_stale_temporaries(self.out)
         want = json_bytes(self.protocol.to_json())
         pj = self.out / "protocol.json"
-        if pj.exists():
-            if pj.read_bytes() != want:
+        have = self.read_own("protocol.json")
+        if have is not None:
+            if have != want:
                 raise AuditError("this directory holds a different protocol", path=str(pj),
                                  hint="use a new --out directory, or the manifest that wrote this one")
         else:
@@ -103,9 +104,10 @@ class StudyDir:
         except OSError as exc:
             raise AuditError(f"cannot read the candidate matrix: {exc}", path=str(self.manifest.matrix_file)) from exc
         mpath = self.out / self.protocol.matrix
-        if mpath.exists() and mpath.read_bytes() != matrix:
+        have = self.read_own(self.protocol.matrix)
+        if have is not None and have != matrix:
             raise AuditError("the matrix in the package differs from the manifest's", path=str(mpath))
-        if not mpath.exists():
+        if have is None:
             atomic_write_bytes(mpath, matrix)
             self.wrote = True
         if not self.finalized:
@@ -155,16 +157,26 @@ class StudyDir:
                 atomic_write_bytes(dest, p.read_bytes())
                 self.wrote = True
 
+    def read_own(self, rel: str) -> bytes | None:
+        """The bytes of `rel` in the output directory (None when absent), read through its store:
+        a link, FIFO or device there is refused (PackageDefect, exit 2), never followed or waited on."""
+        if not os.path.isdir(self.out):
+            return None
+        store = PackageStore(self.out)
+        if store.kind(rel) is None:
+            return None
+        return store.read_bytes(rel, 1 << 30)
+
     def matrix_rows(self) -> dict[str, dict]:
-        _, rows = read_csv_text((self.out / self.protocol.matrix).read_text("utf-8"), self.protocol.matrix)
+        data = self.read_own(self.protocol.matrix) or b""
+        _, rows = read_csv_text(decode_utf8(data, self.protocol.matrix), self.protocol.matrix)
         return {r["config_id"]: r for r in rows}
 
     # rows
     def rows(self, host: str, stage: str) -> list[dict]:
-        p = self.out / run_csv_path(host, stage)
-        if not p.exists():
-            return []
-        return read_csv_text(p.read_text("utf-8"), str(p))[1]
+        rel = run_csv_path(host, stage)
+        data = self.read_own(rel)
+        return [] if data is None else read_csv_text(decode_utf8(data, rel), rel)[1]
 
     def done_cells(self, host: str, stage: str) -> set[tuple[str, int]]:
         return {(r["config_id"], int(r["seed"])) for r in self.rows(host, stage)}
@@ -175,8 +187,9 @@ class StudyDir:
         The columns are RUN_COLUMNS, then any the file has already, then the
         optional ones (`rng_seed`) the row carries.
         """
-        p = self.out / run_csv_path(host, stage)
-        header, rows = read_csv_text(p.read_text("utf-8"), str(p)) if p.exists() else ([], [])
+        rel = run_csv_path(host, stage)
+        data = self.read_own(rel)
+        header, rows = read_csv_text(decode_utf8(data, rel), rel) if data is not None else ([], [])
         if any(r["run_id"] == row["run_id"] for r in rows):
             return None
         rows.append(row)
