@@ -138,8 +138,12 @@ class StudyDir:
                 continue
             dest = self.out / src.as_posix()
             data = src.read_bytes()
-            if dest.exists():
-                if dest.is_symlink() or not dest.is_file() or dest.read_bytes() != data:
+            if PackageStore(self.out).kind(src.as_posix()) is not None:
+                try:
+                    same = self.read_own(src.as_posix()) == data
+                except AuditError:
+                    same = False
+                if not same:
                     raise AuditError(f"the package already carries a different {rel}", path=str(dest),
                                      hint="use a new --out directory, or the data this study was run on")
                 continue
@@ -231,7 +235,8 @@ class StudyDir:
 
     def gate_missing(self, gate: str) -> list[str]:
         """Cells the gate still waits for, as 'host/stage/config/seed' (empty when complete)."""
-        rules = json.loads(self.rules_path(gate).read_text("utf-8"))
+        rel = self.protocol.gate(gate).rules
+        rules = loads_strict(self.read_own(rel) or b"", rel)
         missing = []
         for sname in rules["inputs"]["stages"]:
             stage = self.protocol.stage(sname)
@@ -274,10 +279,11 @@ class StudyDir:
         if stage.candidates == "matrix":
             return list(self.matrix_rows())
         if stage.promoted_by:
-            path = self.decision_path(stage.promoted_by)
-            if not path.exists():
+            rel = self.protocol.gate(stage.promoted_by).decision_path
+            data = self.read_own(rel)
+            if data is None:
                 return None
-            return list(json.loads(path.read_text("utf-8"))["promoted"])
+            return list(loads_strict(data, rel)["promoted"])
         return list(stage.candidates)
 
     def gates_fed_by(self, stage: str) -> list[str]:
@@ -539,21 +545,21 @@ def finalize_package(study: StudyDir) -> dict:
     """
     out = study.out
     if study.finalized and not study.wrote:
-        recorded = (out / MANIFEST_JSON).read_bytes()
+        recorded = study.read_own(MANIFEST_JSON) or b""
         entries = manifest_entries(out)
-        listed = {e.get("path"): e.get("sha256") for e in json.loads(recorded).get("files", [])}
+        listed = {e.get("path"): e.get("sha256") for e in loads_strict(recorded, MANIFEST_JSON).get("files", [])}
         differ = sorted({e.path for e in entries if listed.get(e.path) != e.sha256}
                         | (set(listed) - {e.path for e in entries}))
         why = "its files differ from what its MANIFEST recorded"
         if not differ:
             files = derived_files(study)
-            differ = [rel for rel, data in sorted(files.items()) if not _same_bytes(out / rel, data)]
+            differ = [rel for rel, data in sorted(files.items()) if not _same_bytes(study, rel, data)]
             if not differ and manifest_json_text(entries).encode("utf-8") != recorded:
                 differ = [MANIFEST_JSON]
             why = "this auditkit would write different bytes (newer code or libraries)"
         if not differ:
             study.log("the package is finalized already and finalizing again gives the same bytes: unchanged")
-            return {"state": "unchanged", "manifest": json.loads(recorded)}
+            return {"state": "unchanged", "manifest": loads_strict(recorded, MANIFEST_JSON)}
         raise AuditError(
             f"the package is finalized (it has a MANIFEST) and nothing was left to run, but finalizing "
             f"again would change {len(differ)} file(s) "
@@ -564,21 +570,20 @@ def finalize_package(study: StudyDir) -> dict:
                  f"this auditkit: cp -a {out} NEW && rm NEW/{MANIFEST_JSON} NEW/{MANIFEST_CSV} && "
                  f"auditkit protocol run {study.manifest.path} --out NEW --host all")
     readme = readme_text(study).encode("utf-8")
-    if not _same_bytes(out / "README.txt", readme):
-        # first: the figures label hosts with the profiles it lists (derived.figures.host_labels)
-        atomic_write_bytes(out / "README.txt", readme)
-    for rel, data in derived_files(study).items():
-        if not _same_bytes(out / rel, data):
-            atomic_write_bytes(out / rel, data)
+    # README first: the figures label hosts with the profiles it lists (derived.figures.host_labels).
+    # Both through the write rule: nothing under the output directory is followed; these files are
+    # the run's own, so rewriting them needs no --force
+    write_files(out, {"README.txt": readme}, force=True, what="protocol run")
+    write_files(out, derived_files(study), force=True, what="protocol run")
     if study.evidence is not None:
         study.evidence.finalized()
     return {"state": "written", "manifest": build_manifest(out)}
 
 
-def _same_bytes(path: Path, data: bytes) -> bool:
+def _same_bytes(study: StudyDir, rel: str, data: bytes) -> bool:
     try:
-        return path.is_file() and not path.is_symlink() and path.read_bytes() == data
-    except OSError:
+        return study.read_own(rel) == data
+    except AuditError:
         return False
 
 
