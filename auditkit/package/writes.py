@@ -208,7 +208,7 @@ def write_files(dest: str | Path, files: dict[str, bytes], *, force: bool = Fals
                 finally:
                     os.close(fd)
                 if p.exists:   # the old file, kept under a second name until every rename is done
-                    p.backup = f"{tag}-{i}-old"
+                    p.backup = f"{tag}-{i}.old"
                     os.link(p.parts[-1], p.backup, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
             # 3. commit
             for p in plans:
