@@ -528,6 +528,11 @@ _GROUPS: tuple[list[Code], ...] = (
          "Obtain it from the published copy."),
         ("table-not-listed", "A table auditkit derives from this package is not in the recorded manifest.",
          "The table was not published, or removed from the list: find out which and why."),
+        # generator versions (older packages keep checking against the generator that made them)
+        ("table-generator-unknown", "A manifest entry records a version of its table's generator that this auditkit "
+                                    "cannot rerun.",
+         "Check the package with the auditkit that wrote it (or a newer one); an edited version number is "
+         "another tool's or a person's doing."),
         ("table-differs", "A recorded table is not what its inputs give; the location is the first differing line "
                           "(row and column for a CSV).",
          "Compare the recorded value with the one shown and with the raw rows: an edited table, or inputs "
@@ -552,6 +557,9 @@ _GROUPS: tuple[list[Code], ...] = (
          "not the figures the authors published."),
         ("figure-unlisted", "The package's data gives a figure the manifest does not list.",
          "The figure was not published, or removed from the list: find out which and why."),
+        ("figure-generator-unknown", "A figure manifest entry records a version of its figure's generator that "
+                                     "this auditkit cannot rerun.",
+         "Check the package with the auditkit that drew it (or a newer one)."),
         ("figure-not-derivable", "The manifest lists a figure the package's data does not give.",
          "Find where the figure came from: data not in the package."),
         ("figure-data-differs", "The data a figure plots, derived from the package now, differs from the data "

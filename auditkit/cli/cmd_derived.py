@@ -33,6 +33,7 @@ def _format(output_format, as_json, check: bool, profile) -> str:
 
 
 def _in_place_option(f):
+    f = click.option("--force", is_flag=True, help="Replace files of other content already in --out.")(f)
     return click.option("--in-place", is_flag=True,
                         help="Rewrite the package's own files (its MANIFEST then no longer matches them).")(f)
 
@@ -59,7 +60,7 @@ def _report_written(written, what: str, as_json: bool) -> None:
 @json_option
 @format_option
 @profile_option
-def tables_cmd(package, out, in_place, check, as_json, output_format, profile) -> None:
+def tables_cmd(package, out, in_place, force, check, as_json, output_format, profile) -> None:
     """Regenerate the package's derived tables (CSV + JSON) and table_manifest.json."""
     fmt = _format(output_format, as_json, check, profile)
     as_json = fmt == "json"
@@ -72,7 +73,7 @@ def tables_cmd(package, out, in_place, check, as_json, output_format, profile) -
     try:
         if check:
             emit_as(check_tables(package), fmt, package=package)
-        written = generate_tables(package, out, in_place=in_place)
+        written = generate_tables(package, out, in_place=in_place, force=force)
     except PackageDefect as exc:
         _defect("tables", package, exc, fmt)
     except AuditError as exc:
@@ -87,7 +88,7 @@ def tables_cmd(package, out, in_place, check, as_json, output_format, profile) -
 @click.option("--check", is_flag=True, help="Regenerate and compare with the recorded figures.")
 @json_option
 @format_option
-def figures_cmd(package, out, in_place, check, as_json, output_format) -> None:
+def figures_cmd(package, out, in_place, force, check, as_json, output_format) -> None:
     """Regenerate the package's figures (PNG) and figure_manifest.json."""
     fmt = _format(output_format, as_json, check, None)
     as_json = fmt == "json"
@@ -96,7 +97,7 @@ def figures_cmd(package, out, in_place, check, as_json, output_format) -> None:
 
         if check:
             emit_as(check_figures(Path(package)), fmt, package=package)
-        written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place)
+        written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place, force=force)
     except ImportError as exc:
         fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'pretrain-auditkit[figures]'"), as_json)
     except PackageDefect as exc:

@@ -47,20 +47,20 @@ def timestamp_cmd(package, tsa_urls, timeout) -> None:
     """Anchor PACKAGE's content root at the TSAs: proof it existed by then (no more); rebuilds its MANIFEST."""
     from auditkit.evidence.record import timestamp_package
     from auditkit.evidence.tsa import token_info
+    from auditkit.package.store import PackageStore
 
     from auditkit.text import printable
 
     try:
         root, events = timestamp_package(package, list(tsa_urls), timeout=timeout)
+        store = PackageStore(package)   # the tokens just written, read back as every package byte is
+        infos = [token_info(store.read_bytes(str(ev.get("token")))) for ev in events]
     except AuditError as exc:
         fail(exc)
     except OSError as exc:  # the package directory cannot take the token (read-only, a file where a folder belongs)
         fail(AuditError(f"cannot record the timestamp: {exc.strerror or exc}", path=str(exc.filename or package),
                         hint="timestamp a package directory you can write to"))
-    from pathlib import Path
-
-    for ev in events:
-        info = token_info((Path(package) / ev.get("token")).read_bytes())
+    for ev, info in zip(events, infos):
         click.echo(printable(f"timestamped content root {root} at {info.gen_time.isoformat()} by {info.tsa_name} "
                              f"({ev.get('tsa')}): {ev.get('token')}"))
     click.echo("this shows the package's content existed by then; it says nothing of when its rules were frozen")

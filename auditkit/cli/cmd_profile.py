@@ -8,7 +8,6 @@ the thin command ends of `auditkit.profile`.  Each exits like every command:
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -93,25 +92,19 @@ def profile_group() -> None:
 def profile_draft_cmd(package, out, force) -> None:
     """Draft a profile for PACKAGE from its own files; the rules are left TODO."""
     from auditkit.cli.outfile import check_out_file
-    from auditkit.package.store import atomic_write_text
+    from auditkit.package.writes import refuse_inside, write_file
     from auditkit.profile.draft import draft_profile
 
     try:
         if out is not None:
-            dest, root = Path(out).resolve(), Path(package).resolve()
-            if dest == root or root in dest.parents:
-                raise AuditError("the draft would be written into the package", path=out,
-                                 hint="write it outside the package: the package's bytes are the evidence")
+            refuse_inside(out, package, what="the draft")
             check_out_file(out, force=force)  # a FIFO, a directory, an unwritable place: refused before the work
+            write_file(out, b"", force=force, what="profile draft", dry_run=True)
         text = draft_profile(package)
         if out is None:
             sys.stdout.write(text)
             return
-        try:
-            atomic_write_text(out, text)
-        except OSError as exc:  # the target changed since it was checked
-            raise AuditError(f"cannot write the draft: {exc.strerror or exc}", path=out,
-                             hint="choose an --out in a directory you can write") from None
+        write_file(out, text.encode("utf-8"), force=force, what="profile draft")
     except AuditError as exc:
         fail(exc)
     todo = text.count('rules = "TODO"')

@@ -59,25 +59,20 @@ def report_cmd(package, out, page_format, claims_path, no_figures, force, truste
 
     Exit 0 when every check holds, 1 when the page shows findings, 2 when it could not be made."""
     from auditkit.cli.outfile import check_out_file
-    from auditkit.package.store import atomic_write_text, utc_now
+    from auditkit.package.store import utc_now
+    from auditkit.package.writes import refuse_inside, write_file
     from auditkit.report.build import build_report
     from auditkit.report.html import render_html
     from auditkit.report.markdown import render_markdown
 
     try:
-        dest, root = Path(out).resolve(), Path(package).resolve()
-        if dest == root or root in dest.parents:
-            raise AuditError("the report would be written into the package", path=out,
-                             hint="write it outside the package: auditkit never writes into what it checks")
-        check_out_file(out, force=force)  # before the seconds of work, not after
+        refuse_inside(out, package, what="the report")
+        check_out_file(out, force=force)  # a FIFO, a directory, an unwritable place: refused before the work
+        write_file(out, b"", force=force, what="report", dry_run=True)   # refused before the work, not after
         data = build_report(package, claims=claims_path, trust=trust_from(trusted_tsa, trusted_keys, system_trust),
                             require=require, figures=not no_figures, generated_at=utc_now())
         text = render_html(data) if page_format == "html" else render_markdown(data)
-        try:
-            atomic_write_text(out, text)
-        except OSError as exc:  # the target changed since it was checked
-            raise AuditError(f"cannot write the report: {exc.strerror or exc}", path=out,
-                             hint="choose an --out in a directory you can write") from None
+        write_file(out, text.encode("utf-8"), force=force, what="report")
     except AuditError as exc:
         fail(exc)
     bad = [v["check"] for v in data["verdicts"] if v["ok"] is False]

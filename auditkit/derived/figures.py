@@ -35,7 +35,7 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.derived.output import Written, check_report, output_dir, write_outputs
-from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, defect,
+from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, defect, loads_strict,
                                     open_package)
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
@@ -48,6 +48,39 @@ SIZE = (7.0, 4.5)
 
 
 RUN_DIR = "remote-results"
+
+# The version of each figure generator this auditkit runs (see `auditkit.derived.tables`): it goes up
+# whenever the data a figure plots changes for the same inputs; figure_manifest.json records it, and
+# `--check` compares a figure with what the version that drew it gives.  Older versions are
+# projections of the current data.  A manifest without `generators` was written by the first ones.
+GENERATOR_VERSIONS = {"rank_across_gates": 2,   # 2: the promoted list per gate (rings)
+                      "val_bpb_vs_budget": 2,   # 2: the runner's data floor (floor_bpb)
+                      "host_scatter": 2}        # 2: host profile labels, the gate and its promoted list
+FIRST_GENERATORS = {k: 1 for k in GENERATOR_VERSIONS}
+
+
+def _without(fig: dict, keys: tuple[str, ...], *, run_csvs_only: bool = False) -> dict:
+    inputs = [i for i in fig["inputs"] if parse_run_csv_path(i) is not None] if run_csvs_only else fig["inputs"]
+    return {**fig, "inputs": inputs, "data": {k: v for k, v in fig["data"].items() if k not in keys}}
+
+
+_AS_OF = {
+    ("rank_across_gates", 1): lambda f: _without(f, ("promoted",)),
+    ("val_bpb_vs_budget", 1): lambda f: _without(f, ("floor_bpb",)),
+    ("host_scatter", 1): lambda f: _without(f, ("host_labels", "gate", "promoted"), run_csvs_only=True),
+}
+
+
+def figure_as_of(fig: dict, version) -> dict | None:
+    """`fig` (from `figure_data`) as version `version` of its generator makes it; None for a
+    version this auditkit does not know."""
+    current = GENERATOR_VERSIONS.get(fig["kind"])
+    if current is None or not isinstance(version, int) or isinstance(version, bool):
+        return None
+    if version == current:
+        return fig
+    step = _AS_OF.get((fig["kind"], version))
+    return step(fig) if step else None
 
 
 def _store(pkg) -> PackageStore:
@@ -67,7 +100,7 @@ def _run_csvs(store: PackageStore) -> list[str]:
                          hint="a package holds regular files; a link could point anywhere")
         raise defect(RUN_DIR, "not-regular-file", f"{RUN_DIR} is not a directory", expected="a directory",
                      found="something else", hint="a package holds its run CSVs in a plain directory")
-    names = sorted(e.name for e in os.scandir(store.root / RUN_DIR))
+    names = [name for name, _ in store.listdir(RUN_DIR)]
     return [f"{RUN_DIR}/{n}" for n in names if n.endswith(".csv") and parse_run_csv_path(f"{RUN_DIR}/{n}") is not None]
 
 
@@ -193,8 +226,8 @@ def _host_labels(store: PackageStore, hosts) -> tuple[dict[str, str], str | None
                 if not m:
                     break
                 try:
-                    profiles[m[1]] = json.loads(m[2])
-                except ValueError:
+                    profiles[m[1]] = loads_strict(m[2], "README.txt")
+                except AuditError:
                     break
             source = "README.txt" if profiles else None
     labels = {h: f"{h} ({_profile_text(profiles[h])})" if isinstance(profiles.get(h), dict) and profiles[h] else h
@@ -338,26 +371,71 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", data[16:24])
 
 
-def figure_files(pkg: str | Path) -> tuple[list[dict], dict[str, bytes]]:
-    """Every figure (PNG) and `figure_manifest.json`, in memory: (manifest entries, {path: bytes})."""
-    pkg = Path(pkg)
+def figure_files(pkg: str | Path, *, as_recorded: bool = True) -> tuple[list[dict], dict[str, bytes]]:
+    """Every figure (PNG) and `figure_manifest.json`, in memory: (manifest entries, {path: bytes}).
+    `as_recorded`: a package that lists its figures gets the data of the generator versions that
+    drew them, in the manifest form it has (see `auditkit.derived.tables.table_files`); otherwise
+    the current generators, each version recorded."""
+    store = _store(pkg)
+    figs = figure_data(store)
+    plan = _recorded_versions(store, figs) if as_recorded else None
+    versions, versioned = (dict(GENERATOR_VERSIONS), True) if plan is None else plan
+    figs = [figure_as_of(f, versions[f["kind"]]) for f in figs if f["kind"] in versions]
+    if any(f is None for f in figs):     # a version this auditkit cannot make: the current ones
+        figs, versions, versioned = figure_data(store), dict(GENERATOR_VERSIONS), True
     entries, files = [], {}
-    for fig in figure_data(pkg):
+    for fig in figs:
         png = render(fig)
         files[fig["path"]] = png
-        entries.append({"id": fig["id"], "path": fig["path"], "kind": fig["kind"], "inputs": fig["inputs"],
-                        "sha256": sha256_bytes(png), "data_sha256": data_sha256(fig["data"])})
-    files[FIGURE_MANIFEST] = canonical_json_bytes({"schema": "auditkit/figures/v1", "figures": entries})
+        e = {"id": fig["id"], "path": fig["path"], "kind": fig["kind"], "inputs": fig["inputs"],
+             "sha256": sha256_bytes(png), "data_sha256": data_sha256(fig["data"])}
+        if versioned:
+            e["generator"] = versions[fig["kind"]]
+        entries.append(e)
+    doc = {"schema": "auditkit/figures/v1", "figures": entries}
+    if versioned:
+        doc["generators"] = versions
+    files[FIGURE_MANIFEST] = canonical_json_bytes(doc)
     return entries, files
 
 
-def generate_figures(pkg: str | Path, out: str | Path | None = None, *, in_place: bool = False) -> Written:
+def _recorded_versions(store: PackageStore, figs: list[dict]) -> tuple[dict, bool] | None:
+    """({kind: version}, versioned) of the package's own figure_manifest.json, or None."""
+    from auditkit.derived.tables import known_versions, pick_version
+    from auditkit.gates.replay import read_json
+    from auditkit.package.schemas import validate_document
+
+    if store.kind(FIGURE_MANIFEST) != "file":
+        return None
+    try:
+        doc = read_json(store, FIGURE_MANIFEST)
+    except PackageDefect:
+        return None
+    if validate_document(doc, "figure-manifest", FIGURE_MANIFEST):
+        return None
+    gens = doc.get("generators")
+    out = dict(gens) if gens is not None else {}
+    by_id = {f["id"]: f for f in figs}
+    for e in doc["figures"]:
+        f = by_id.get(e["id"])
+        if f is None or f["kind"] in out:
+            continue
+        out[f["kind"]] = pick_version(e, f["kind"], gens, known_versions(f["kind"], GENERATOR_VERSIONS, _AS_OF),
+                                      lambda v: data_sha256(figure_as_of(f, v)["data"]) == e.get("data_sha256"))
+    if gens is None:
+        out.update({k: v for k, v in FIRST_GENERATORS.items() if k not in out})
+    return out, gens is not None
+
+
+def generate_figures(pkg: str | Path, out: str | Path | None = None, *, in_place: bool = False,
+                     force: bool = False) -> Written:
     """Render every figure and write them and figure_manifest.json into `out`, or into the
     package itself only with `in_place` (see `auditkit.derived.output`). Returns the manifest
-    entries (`.changed`: the files whose bytes changed). Raises AuditError."""
+    entries (`.changed`: the files whose bytes changed); a file of another content already there is
+    replaced only with `force` (`in_place` says it). Raises AuditError."""
     dest = output_dir(pkg, out, in_place=in_place, what="figures")
     entries, files = figure_files(pkg)
-    return Written(entries, dest, write_outputs(dest, files))
+    return Written(entries, dest, write_outputs(dest, files, force=force or in_place, what="figures"))
 
 
 def check_figures(pkg) -> Report:
@@ -378,17 +456,35 @@ def _check_figures(store: PackageStore, report: Report) -> None:
     if bad:
         report.extend(bad)
         return
+    from auditkit.derived.tables import known_versions, pick_version
+
     recorded = {e["id"]: e for e in doc["figures"]}
     fresh = {f["id"]: f for f in figure_data(store)}
+    gens = doc.get("generators")    # validated: {kind: version} or absent
+    had = set(gens) if gens is not None else set(FIRST_GENERATORS)
+    newer = []
     for fid in sorted(set(recorded) | set(fresh)):
         rec, new = recorded.get(fid), fresh.get(fid)
         if rec is None:
-            report.add(Finding(FIGURE_MANIFEST, "figure-unlisted", found=fid,
-                               message="the package's data gives a figure the manifest does not list"))
+            if new["kind"] in had:
+                report.add(Finding(FIGURE_MANIFEST, "figure-unlisted", found=fid,
+                                   message="the package's data gives a figure the manifest does not list"))
+            else:
+                newer.append(fid)
             continue
         if new is None:
             report.add(Finding(FIGURE_MANIFEST, "figure-not-derivable", found=fid,
                                message="the manifest lists a figure the package's data does not give"))
+            continue
+        versions = known_versions(new["kind"], GENERATOR_VERSIONS, _AS_OF)
+        version = pick_version(rec, new["kind"], gens, versions,
+                               lambda v: data_sha256(figure_as_of(new, v)["data"]) == rec.get("data_sha256"))
+        new = figure_as_of(new, version)
+        if new is None:
+            report.add(Finding(FIGURE_MANIFEST, "figure-generator-unknown", expected=(
+                f"a version of the {rec['kind']} generator this auditkit has ({', '.join(map(str, versions))})"),
+                found=repr(version), message=f"{fid}: drawn by a generator this auditkit cannot rerun; check it "
+                                             "with the auditkit that drew it (or a newer one)"))
             continue
         if data_sha256(new["data"]) != rec.get("data_sha256"):
             report.add(Finding(rec["path"], "figure-data-differs", expected=rec.get("data_sha256", ""),
@@ -410,4 +506,6 @@ def _check_figures(store: PackageStore, report: Report) -> None:
         if png_size(data) != size:
             report.add(Finding(rec["path"], "figure-size-differs", expected=str(size), found=str(png_size(data)),
                                message="the image is not of the size regenerating it gives"))
+    if newer:   # the auditkit that drew the package had no generator for these: nothing is missing
+        report.info["figures a newer auditkit adds (not checked)"] = ", ".join(newer)
     report.checked["figures"] = len(recorded)

@@ -4,7 +4,9 @@ A package is evidence: regenerating its derived files in place changes them
 under its MANIFEST (matplotlib alone makes different PNG bytes from version to
 version).  So `output_dir` resolves the destination: `out` (a directory that is
 not the package nor inside it), or the package itself only with `in_place`.
-`write_outputs` writes only the files whose bytes differ, each atomically.
+`write_outputs` writes by the one rule of `auditkit.package.writes`: only the files
+whose bytes differ, an existing one replaced only with `--force` (or `--in-place`,
+which says it), staged then committed, nothing below the destination followed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.findings import Report
-from auditkit.package.store import PackageDefect, PackageStore, atomic_write_bytes, open_package
+from auditkit.package.store import PackageDefect, PackageStore, open_package
+from auditkit.package.writes import write_files
 
 MANIFEST_JSON = "MANIFEST.json"
 
@@ -56,25 +59,17 @@ def output_dir(package: str | Path, out: str | Path | None, *, in_place: bool, w
     return Path(out)
 
 
-def write_outputs(dest: Path, files: dict[str, bytes]) -> list[str]:
-    """Write each `files[rel]` under `dest` atomically, skipping those already byte-identical;
-    return the paths written."""
-    changed = []
-    for rel, data in files.items():
-        target = dest / rel
-        try:
-            same = target.is_file() and not target.is_symlink() and target.read_bytes() == data
-        except OSError:
-            same = False
-        if not same:
-            atomic_write_bytes(target, data)
-            changed.append(rel)
-    return changed
+def write_outputs(dest: Path, files: dict[str, bytes], *, force: bool = False, what: str = "write") -> list[str]:
+    """Write `files` under `dest` by the one rule (`auditkit.package.writes.write_files`): files
+    already byte-identical are left, another file there is replaced only with `force`; return the
+    paths written.  AuditError (nothing written) when the rule refuses."""
+    return write_files(dest, files, force=force, what=what,
+                       force_hint="pass --force to replace them, or write to another --out directory")
 
 
 def stale_manifest(dest: Path, changed: list[str]) -> bool:
     """True when files were changed in a directory whose MANIFEST recorded them otherwise."""
-    return bool(changed) and (dest / MANIFEST_JSON).is_file()
+    return bool(changed) and os.path.isfile(dest / MANIFEST_JSON) and not os.path.islink(dest / MANIFEST_JSON)
 
 
 def check_report(package: str | Path, command: str, body: Callable[[PackageStore, Report], None]) -> Report:

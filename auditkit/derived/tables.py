@@ -30,6 +30,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -64,6 +65,74 @@ class TableKind(str, Enum):
     STAGE_SUMMARY = "stage_summary"
     SMOKE_SUMMARY = "smoke_summary"
     ROBUSTNESS = "robustness"
+
+
+# The version of each generator this auditkit runs.  A generator's version goes up whenever the
+# bytes it writes for the same inputs change (a new column, another number format); the version
+# that wrote a table is recorded with it in table_manifest.json, so `--check` compares a table with
+# what *that* version gives, and a package keeps checking after auditkit grows.  `_AS_OF` turns the
+# current generator's table into an older version's (every older version is a projection of the
+# current one).  A manifest without `generators` was written by auditkit's first table generators
+# (SPEC v1): every kind but `robustness`, each at version 1.
+GENERATOR_VERSIONS = {
+    TableKind.BUDGET_COUNTERFACTUAL.value: 1,
+    TableKind.PROMOTION_SURVIVAL.value: 2,    # 2: the `reason` column
+    TableKind.THRESHOLD_SENSITIVITY.value: 1,
+    TableKind.HOST_COMPARISON.value: 1,
+    TableKind.STAGE_SUMMARY.value: 1,
+    TableKind.SMOKE_SUMMARY.value: 1,
+    TableKind.ROBUSTNESS.value: 1,            # a kind the first generators did not have
+}
+FIRST_GENERATORS = {k: 1 for k in GENERATOR_VERSIONS if k != TableKind.ROBUSTNESS.value}
+
+
+def _drop_columns(table: "Table", names: tuple[str, ...]) -> "Table":
+    keep = [j for j, c in enumerate(table.columns) if c not in names]
+    return Table(table.id, table.kind, tuple(table.columns[j] for j in keep),
+                 tuple(tuple(r[j] for j in keep) for r in table.rows), table.inputs, table.decimals)
+
+
+_AS_OF = {
+    (TableKind.PROMOTION_SURVIVAL.value, 1): lambda t: _drop_columns(t, ("reason",)),
+}
+
+
+def known_versions(kind: str, current: dict, as_of: dict) -> list[int]:
+    """The versions of generator `kind` this auditkit can rerun, newest first."""
+    if kind not in current:
+        return []
+    return [current[kind]] + sorted((v for k, v in as_of if k == kind), reverse=True)
+
+
+def pick_version(entry: dict, kind: str, recorded: dict | None, candidates: list[int], matches) -> int:
+    """The generator version a manifest entry is checked against: the one it records, else the
+    manifest's `generators[kind]`; a manifest that records neither (auditkit before generator
+    versions) is checked against the newest version `matches(version)` accepts (the one whose
+    output is the file in the package), else the newest."""
+    if "generator" in entry:
+        return entry["generator"]
+    if recorded is not None and kind in recorded:
+        return recorded[kind]
+    for v in candidates:
+        if matches(v):
+            return v
+    return candidates[0] if candidates else 0
+
+
+def table_as_of(table: "Table", version: int) -> "Table | None":
+    """`table` as version `version` of its generator writes it; None for a version this auditkit
+    does not know (newer than its own, or never made)."""
+    current = GENERATOR_VERSIONS.get(table.kind)
+    if current is None or not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return None
+    if version == current:
+        return table
+    step = _AS_OF.get((table.kind, version))
+    return step(table) if step else None
+
+
+_FORMULA_START = frozenset("=+-@\t\r")
+_SPEC_ID = re.compile(r"[A-Za-z0-9._:-]+")     # the alphabet of SPEC's ids (config_id, host, stage, run_id)
 
 
 @dataclass(frozen=True)
@@ -121,6 +190,17 @@ class Table:
         cols = self.columns
         rows = ",\n".join(dumps(dict(zip(cols, r))) for r in json_rows)
         return dumps(head)[:-1] + (', "rows": [\n' + rows + "\n]}\n" if rows else ', "rows": []}\n')
+
+    def formula_cell(self) -> tuple[int, str, str] | None:
+        """(row, column, text) of the first text cell a spreadsheet would run as a formula (it
+        starts with =, +, -, @, a tab or a carriage return and is not an id of SPEC's alphabet),
+        or None.  Such text comes from the package's data (verify refuses such ids)."""
+        for j, col in enumerate(self.columns):
+            for i, r in enumerate(self.rows):
+                v = r[j]
+                if type(v) is str and v[:1] in _FORMULA_START and not _SPEC_ID.fullmatch(v):
+                    return i + 1, col, v
+        return None
 
     def files(self) -> dict[str, str]:
         """Package-relative path -> text, for both forms."""
@@ -569,31 +649,92 @@ def build_tables(package_dir: str | Path | PackageStore) -> list[Table]:
     return out
 
 
-def _manifest(tables: list[Table]) -> tuple[dict, dict[str, str]]:
+def _manifest(tables: list[Table], versions: dict | None = None) -> tuple[dict, dict[str, str]]:
+    """(table_manifest.json document, {path: text}). `versions` ({kind: version}) records each
+    table's generator version (the current ones by default); None for an unversioned manifest
+    (the form auditkit wrote before it recorded versions), only to reproduce such a package."""
     files, entries = {}, []
     for t in tables:
         for path, text in t.files().items():
             files[path] = text
-            entries.append({"id": path.rsplit("/", 1)[1], "path": path, "kind": t.kind,
-                            "inputs": sorted(set(t.inputs)), "sha256": sha256_bytes(text.encode("utf-8"))})
-    return {"schema": "auditkit/tables/v1", "tables": entries}, files
+            e = {"id": path.rsplit("/", 1)[1], "path": path, "kind": t.kind,
+                 "inputs": sorted(set(t.inputs)), "sha256": sha256_bytes(text.encode("utf-8"))}
+            if versions is not None:
+                e["generator"] = versions[t.kind]
+            entries.append(e)
+    doc = {"schema": "auditkit/tables/v1", "tables": entries}
+    if versions is not None:
+        doc["generators"] = dict(versions)
+    return doc, files
 
 
-def table_files(package_dir: str | Path) -> tuple[list[dict], dict[str, bytes]]:
-    """Every table file and `table_manifest.json`, in memory: (manifest entries, {path: bytes})."""
-    doc, files = _manifest(build_tables(package_dir))
+def _recorded_versions(store: PackageStore, tables: list[Table]) -> tuple[dict, bool] | None:
+    """({kind: version}, versioned) of the package's own table_manifest.json — the generators
+    that made the tables it lists — or None when it has none (or none that can be read)."""
+    if store.kind(TABLE_MANIFEST) != "file":
+        return None
+    try:
+        recorded = read_json(store, TABLE_MANIFEST)
+    except PackageDefect:
+        return None
+    if validate_document(recorded, "table-manifest", TABLE_MANIFEST):
+        return None
+    gens = recorded.get("generators")
+    by_path = {f"{TABLE_DIR}/{t.id}.{ext}": t for t in tables for ext in ("csv", "json")}
+    out = dict(gens) if gens is not None else {}
+    for e in recorded["tables"]:
+        t = by_path.get(e["path"])
+        if t is None or t.kind in out:
+            continue
+        versions = known_versions(t.kind, GENERATOR_VERSIONS, _AS_OF)
+        out[t.kind] = pick_version(e, t.kind, gens, versions,
+                                   lambda v: sha256_bytes(table_as_of(t, v).files()[e["path"]].encode("utf-8"))
+                                   == e["sha256"])
+    if gens is None:   # kinds it did not list: the first generators had them (at version 1) or not at all
+        out.update({k: v for k, v in FIRST_GENERATORS.items() if k not in out})
+    return out, gens is not None
+
+
+def table_files(package_dir: str | Path, *, as_recorded: bool = True) -> tuple[list[dict], dict[str, bytes]]:
+    """Every table file and `table_manifest.json`, in memory: (manifest entries, {path: bytes}).
+
+    `as_recorded`: a package that lists its tables gets them regenerated by the generator
+    versions that made them, in the manifest form it has (so regenerating a finished package
+    changes nothing, whichever auditkit made it); otherwise, and for a package without a table
+    manifest, the current generators, each version recorded."""
+    store = package_dir if isinstance(package_dir, PackageStore) else open_package(package_dir)
+    tables = build_tables(store)
+    for t in tables:       # tables are meant for spreadsheets: no cell may be a formula
+        bad = t.formula_cell()
+        if bad is not None:
+            row, col, text = bad
+            raise AuditError(f"{TABLE_DIR}/{t.id}.csv row {row}, column {col}: {text[:60]!r} would run as a "
+                             f"spreadsheet formula; no table was written", path=str(store.root),
+                             hint="the value comes from the package's data and is not an id of SPEC's alphabet "
+                                  "[A-Za-z0-9._:-]: run `auditkit verify` to see where it comes from")
+    plan = _recorded_versions(store, tables) if as_recorded else None
+    if plan is None:
+        doc, files = _manifest(tables, dict(GENERATOR_VERSIONS))
+    else:
+        versions, versioned = plan
+        kept = [table_as_of(t, versions[t.kind]) for t in tables if t.kind in versions]
+        if any(t is None for t in kept):      # a version this auditkit cannot make: the current ones
+            doc, files = _manifest(tables, dict(GENERATOR_VERSIONS))
+        else:
+            doc, files = _manifest(kept, versions if versioned else None)
     files[TABLE_MANIFEST] = canonical_json_bytes(doc).decode("utf-8")
     return doc["tables"], {rel: text.encode("utf-8") for rel, text in files.items()}
 
 
 def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None, *,
-                    in_place: bool = False) -> Written:
+                    in_place: bool = False, force: bool = False) -> Written:
     """Write every table (CSV and JSON under `analysis/`) and `table_manifest.json` into
     `out_dir`, or into the package itself only with `in_place` (see `auditkit.derived.output`).
+    A file of another content already there is replaced only with `force` (`in_place` says it).
     Returns the manifest entries (`.changed`: the files whose bytes changed). Raises AuditError."""
     dest = output_dir(package_dir, out_dir, in_place=in_place, what="tables")
     entries, files = table_files(package_dir)
-    return Written(entries, dest, write_outputs(dest, files))
+    return Written(entries, dest, write_outputs(dest, files, force=force or in_place, what="tables"))
 
 
 def check_tables(package_dir: str | Path) -> Report:
@@ -614,18 +755,34 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
     if not recorded["tables"]:
         rep.add(Finding(TABLE_MANIFEST, "table-manifest-empty", "$.tables", "at least one table", "none",
                         "an empty table manifest checks nothing"))
-    doc, files = _manifest(build_tables(store))
-    fresh = {e["path"]: e for e in doc["tables"]}
+    gens = recorded.get("generators")   # validated: {kind: version} or absent
+    tables = {f"{TABLE_DIR}/{t.id}.{ext}": t for t in build_tables(store) for ext in ("csv", "json")}
+    # the kinds the writing auditkit had: those it records, else the first generators and any it listed
+    had = set(gens) if gens is not None else set(FIRST_GENERATORS) | {
+        tables[e["path"]].kind for e in recorded["tables"] if e["path"] in tables}
     listed = set()
     for i, e in enumerate(recorded["tables"]):
         path = e["path"]
         listed.add(path)
         loc = f"$.tables[{i}]"
-        if path not in fresh:
+        table = tables.get(path)
+        if table is None:
             rep.add(Finding(TABLE_MANIFEST, "table-unknown", loc, "a table auditkit generates", path,
                             f"kinds auditkit generates: {', '.join(k.value for k in TableKind)}"))
             continue
-        want = fresh[path]
+        versions = known_versions(table.kind, GENERATOR_VERSIONS, _AS_OF)
+        version = pick_version(e, table.kind, gens, versions,
+                               lambda v: sha256_bytes(table_as_of(table, v).files()[path].encode("utf-8")) == e["sha256"])
+        old = table_as_of(table, version)
+        if old is None:
+            rep.add(Finding(TABLE_MANIFEST, "table-generator-unknown", loc + ".generator",
+                            f"a version of the {table.kind} generator this auditkit has "
+                            f"({', '.join(map(str, versions))})", repr(version),
+                            "the table was made by a generator this auditkit cannot rerun; check it with the "
+                            "auditkit that wrote it (or a newer one)"))
+            continue
+        doc, files = _manifest([old], None)
+        want = next(x for x in doc["tables"] if x["path"] == path)
         if e["kind"] != want["kind"]:
             rep.add(Finding(TABLE_MANIFEST, "table-kind-differs", loc + ".kind", want["kind"], e["kind"]))
         if sorted(e["inputs"]) != want["inputs"]:
@@ -644,9 +801,15 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
             continue
         if on_disk != files[path]:
             rep.add(_first_difference(path, on_disk, files[path]))
-    for path in sorted(set(fresh) - listed):
-        rep.add(Finding(TABLE_MANIFEST, "table-not-listed", "$.tables", path, "not listed",
-                        "the package's data gives a table its manifest does not list"))
+    newer = []
+    for path in sorted(set(tables) - listed):
+        if tables[path].kind in had:
+            rep.add(Finding(TABLE_MANIFEST, "table-not-listed", "$.tables", path, "not listed",
+                            "the package's data gives a table its manifest does not list"))
+        else:
+            newer.append(path)
+    if newer:   # the auditkit that wrote the package had no generator for these: nothing is missing
+        rep.info["tables a newer auditkit adds (not checked)"] = ", ".join(newer)
     rep.checked = {"tables": len(recorded["tables"])}
 
 

@@ -266,6 +266,31 @@ class EventLog:
         assert ev is not None
         return ev
 
+    def check_appendable(self) -> None:
+        """Raise the AuditError `append` would raise (a torn last line without repair, an edited
+        last line), changing nothing: a command that writes files for an event first asks this."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise AuditError(f"the event log cannot be opened: {exc.strerror}", path=str(self.path),
+                             hint="evidence/events.jsonl is a regular file of the package") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                return
+            last, start, torn = _last_lines(fd, size)
+            if torn is not None and not self.repair:
+                raise AuditError(f"the event log ends with a torn line ({len(torn)} bytes without a newline)",
+                                 path=str(self.path),
+                                 hint="a write was cut off by a crash; resume with repair allowed "
+                                      "(the protocol runner does) to drop it and record that it did")
+            if torn is None and last is not None:
+                self._checked(last, start)
+        finally:
+            os.close(fd)
+
     def _tail(self, fd: int) -> tuple[int, str]:
         """(next seq, hash of the last line) of the open log; cuts a torn tail only when repairing."""
         size = os.fstat(fd).st_size

@@ -189,9 +189,11 @@ def timestamp_package(package: str | Path, tsa_urls: Sequence[str], *, timeout: 
         if (package / rel).is_symlink() or (package / rel).exists() and not (package / rel).is_dir():
             raise AuditError(f"{rel} is not a directory: the token cannot be stored", path=str(package),
                              hint="a package keeps its evidence in the folder evidence/ (docs/SPEC.md)")
+    log_ = EventLog(package, log=log)
+    log_.check_appendable()   # a log that cannot take the event: refused before any token is stored
     files = [(p, sha256_file(package / p)) for p in content_files(list_package_files(package))]
     root = content_root(files)
-    events = tsa.record_timestamps(package, EventLog(package, log=log), subject=CONTENT_ROOT_SUBJECT,
+    events = tsa.record_timestamps(package, log_, subject=CONTENT_ROOT_SUBJECT,
                                    data=root.encode("ascii"), urls=list(tsa_urls), label="package-root",
                                    timeout=timeout)
     build_manifest(package)

@@ -21,10 +21,11 @@ from auditkit.findings import Report
 def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[GateRef]:
     """The package's gates (all, or those named) with their rules, decision and input CSVs."""
     from auditkit.package.rows import run_csv_path
+    from auditkit.study.spec import Gate
 
     root = Path(package)
+    store = PackageStore(root)
     try:
-        store = PackageStore(root)
         protocol = store.read_json("protocol.json")
         if not isinstance(protocol, dict):
             raise ValueError("not a JSON object")
@@ -52,7 +53,7 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
             anchored_in = tuple(s for s in ins["stages"] if s in anchored)
         except (AuditError, ValueError, KeyError, TypeError):  # the gate's own checks report why
             rules, inputs, anchored_in = {}, (), ()
-        out.append(GateRef(name, rules_rel, f"analysis/{name}_decision.json", inputs,
+        out.append(GateRef(name, rules_rel, Gate(name, rules_rel).decision_path, inputs,
                            str(rules.get("frozen_at", "")) if isinstance(rules, dict) else "", anchored_in))
     return out
 

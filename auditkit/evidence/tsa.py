@@ -431,8 +431,15 @@ def record_timestamps(package: str | Path, events, *, subject: str, data: bytes,
                 break
             k += 1
         chain_rel = rel[: -len(".tsr")] + ".chain.pem"
-        create_exclusive(package / chain_rel, certificates_pem(token_certificates(token)))
-        out.append(events.append("timestamped", subject=subject, sha256=sha256_hex(data), token=rel,
-                                 token_sha256=sha256_hex(token), chain=chain_rel, tsa=url,
-                                 gen_time=format_utc(info.gen_time)))
+        made = [rel]
+        try:
+            if create_exclusive(package / chain_rel, certificates_pem(token_certificates(token))):
+                made.append(chain_rel)
+            out.append(events.append("timestamped", subject=subject, sha256=sha256_hex(data), token=rel,
+                                     token_sha256=sha256_hex(token), chain=chain_rel, tsa=url,
+                                     gen_time=format_utc(info.gen_time)))
+        except BaseException:   # no event for them: the files this call created go (nothing else)
+            for r in made:
+                (package / r).unlink(missing_ok=True)
+            raise
     return out

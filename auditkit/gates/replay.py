@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from auditkit.findings import Finding, Report, json_location
 from auditkit.gates.engine import Decision, DuplicateRowError, chain_bound, decide_columns, validate_rules
 from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
-from auditkit.package.store import (PackageDefect, PackageStore, atomic_write_bytes, canonical_json_bytes, decode_utf8,
+from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, decode_utf8,
                                     defect, loads_strict, open_package)
 from auditkit.study.spec import Protocol, load_package_protocol
 
@@ -314,13 +315,16 @@ def write_decision(package_dir: str | Path, gate: str, decided_at: str, *, force
     overwrite a recorded decision unless `force`."""
     pkg = Path(package_dir)
     protocol = package_protocol(pkg)
-    out = pkg / _gate(protocol, gate).decision_path
-    if out.exists() and not force:
+    rel = _gate(protocol, gate).decision_path
+    out = pkg / rel
+    if os.path.lexists(out) and not force:
         raise AuditError("a decision is already recorded; the recorded decision is evidence and is not overwritten",
                          path=str(out), hint=f"replay it with: auditkit replay-gate {gate} --package {pkg}; "
                                              "to overwrite it anyway pass --force")
     doc = decide_gate(pkg, gate, decided_at)
-    atomic_write_bytes(out, canonical_json_bytes(doc))
+    from auditkit.package.writes import write_files   # the one rule: no link under the package followed
+
+    write_files(pkg, {rel: canonical_json_bytes(doc)}, force=True, what="decide")
     return out, doc
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_text
+from auditkit.package.store import PackageStore
+from auditkit.package.writes import write_files
 from auditkit.package.hashing import sha256_fileobj
 from auditkit.package.scan import NEVER_LISTED_DIRS, unsafe_reason
 
@@ -95,10 +96,14 @@ def manifest_entries(root: str | Path, jobs: int | None = None) -> list[Entry]:
         raise AuditError("not a package directory", path=str(root), hint="give the directory that holds protocol.json")
     files = list_package_files(root)
     jobs = jobs or os.cpu_count() or 1
+    store = PackageStore(root)   # each file opened as every package byte is: no link followed, regular only
 
     def one(rel: str) -> Entry:
-        with open(root / rel, "rb", buffering=0) as f:
-            digest, n = sha256_fileobj(f)    # size and hash from the same read
+        try:
+            with store.open(rel) as f:
+                digest, n = sha256_fileobj(f)    # size and hash from the same read
+        except AuditError as exc:   # replaced by a link or FIFO since it was listed
+            raise AuditError(f"{rel}: {exc.message}", path=str(root), hint=exc.hint) from None
         return Entry(rel, digest, n)
 
     from concurrent.futures import ThreadPoolExecutor   # here: verify, which imports this module, needs none
@@ -110,17 +115,20 @@ def manifest_entries(root: str | Path, jobs: int | None = None) -> list[Entry]:
 def build_manifest(root: str | Path, jobs: int | None = None, *, require_protocol: bool = False) -> dict:
     """Write MANIFEST.json and MANIFEST.csv for the package directory `root`; return the JSON doc.
 
-    Never changes any other file (each MANIFEST file is written atomically). Raises
-    AuditError if `root` is not a directory, holds a symlink or special file, or (with
-    `require_protocol`) holds no protocol.json.
+    Never changes any other file; the two are staged and committed together
+    (`auditkit.package.writes`): when either cannot be written neither changes. Raises
+    AuditError if `root` is not a directory, holds a symlink or special file (a
+    MANIFEST that is one is never written through), or (with `require_protocol`)
+    holds no protocol.json.
     """
     root = Path(root)
-    if require_protocol and root.is_dir() and not (root / "protocol.json").is_file():
+    if require_protocol and root.is_dir() and PackageStore(root).kind("protocol.json") != "file":
         raise AuditError("not a package directory (no protocol.json); no MANIFEST was written", path=str(root),
                          hint="give the package directory (the one holding protocol.json); to list a directory "
                               "that is not a package anyway: auditkit manifest build --force")
     entries = manifest_entries(root, jobs)
     text = manifest_json_text(entries)
-    atomic_write_text(root / MANIFEST_JSON, text)
-    atomic_write_text(root / MANIFEST_CSV, manifest_csv_text(entries))
+    # rebuilding its MANIFEST is what the command is for: replacing the old one needs no --force
+    write_files(root, {MANIFEST_JSON: text.encode("utf-8"), MANIFEST_CSV: manifest_csv_text(entries).encode("utf-8")},
+                force=True, what="manifest build")
     return json.loads(text)

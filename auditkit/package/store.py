@@ -205,6 +205,25 @@ class PackageStore:
     def is_file(self, rel: str) -> bool:
         return self.kind(rel) == "file"
 
+    def listdir(self, rel: str) -> list[tuple[str, str]]:
+        """(name, kind) of each entry of the package directory `rel` ("" for the root), sorted by
+        name; kind as `kind` says it ('file', 'dir', 'other'), no link followed.  The directory and
+        every one above it are opened without following a link (PackageDefect for a link, a file
+        or nothing there)."""
+        if rel:
+            why = unsafe_reason(rel)
+            if why:
+                raise defect(rel, "unsafe-path", f"unsafe path ({why})",
+                             hint="a package path is relative and stays inside it")
+        parts = (rel.split("/") if rel else []) + [""]
+        with self._lock:
+            dfd = self._dir_fd(rel or ".", parts)
+            # scandir on a descriptor reads a duplicate of it, rewound: the cached fd stays usable
+            with os.scandir(dfd) as it:
+                out = [(e.name, "file" if e.is_file(follow_symlinks=False) else
+                        "dir" if e.is_dir(follow_symlinks=False) else "other") for e in it]
+        return sorted(out)
+
     # -- reading ------------------------------------------------------------------
     def read_bytes(self, rel: str, cap: int = MAX_DOC_BYTES) -> bytes:
         with self.open(rel) as f:

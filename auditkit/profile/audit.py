@@ -164,10 +164,10 @@ def _manifest_entries(view: PackageView, m, findings) -> list | None:
             header, rows, extra = _csv(view.store.read_text(rel), rel)
             records = [(f"row {i}", r) for i, r in enumerate(rows, 1)]
         else:
-            import jsonpath
+            from auditkit.profile.bounds import find_values
 
             doc, extra = view.store.read_json(rel), []
-            lst = jsonpath.findall(m.entries or "$.files", doc)
+            lst = find_values(m.entries or "$.files", doc, 2, key="manifests.entries")
             lst = lst[0] if len(lst) == 1 else None
             if not isinstance(lst, list) or not all(isinstance(e, dict) for e in lst):
                 findings.append(Finding(rel, "manifest-unreadable", m.entries or "$.files", "a list of objects",

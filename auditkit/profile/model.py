@@ -232,6 +232,8 @@ def profile_findings(doc: dict, source: str = "<profile>") -> list[Finding]:
 
 
 def _sense(doc: dict, source: str) -> list[Finding]:
+    from auditkit.profile.bounds import pattern_problem
+
     out = []
 
     def bad(loc, expected, found, message):
@@ -242,7 +244,10 @@ def _sense(doc: dict, source: str) -> list[Finding]:
     captures = set()
     for i, p in enumerate(patterns):
         names = _captures(p)
-        if names is None:
+        why = pattern_problem(p)
+        if why:
+            bad(["rows", "files"], why, p[:80], "a file pattern names a few parts of a file name")
+        elif names is None:
             bad(["rows", "files"], "a glob with {name} captures", p, "braces must pair and name a capture")
         else:
             captures |= set(names)
@@ -289,8 +294,11 @@ def _sense(doc: dict, source: str) -> list[Finding]:
 
 
 def _jsonpath_findings(doc: dict, source: str) -> list[Finding]:
-    """Every JSON path the profile gives must compile (RFC 9535, python-jsonpath)."""
+    """Every JSON path the profile gives must compile (RFC 9535, python-jsonpath) within the bounds
+    of `auditkit.profile.bounds`."""
     import jsonpath
+
+    from auditkit.profile.bounds import jsonpath_problem
 
     paths = [(["manifests", i, "entries"], m["entries"]) for i, m in enumerate(doc["manifests"]) if "entries" in m]
     for name, g in doc["gates"].items():
@@ -306,6 +314,11 @@ def _jsonpath_findings(doc: dict, source: str) -> list[Finding]:
                 paths += [(base + ["checks", k, f], c[f]) for f in ("passed", "value") if f in c]
     out = []
     for loc, p in paths:
+        why = jsonpath_problem(p)
+        if why:
+            out.append(Finding(source, "profile-invalid", json_location(loc), why, p[:80],
+                               "select the value by its own keys ($.a.b[0]): such a path can take hours"))
+            continue
         try:
             jsonpath.compile(p)
         except jsonpath.JSONPathError as exc:

@@ -22,7 +22,6 @@ from pathlib import Path
 import jsonpath
 import numpy as np
 import pandas as pd
-import parse
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, row_location
@@ -30,6 +29,7 @@ from auditkit.profile import _store
 from auditkit.profile.model import (ENGINE_COLUMNS, ColumnRule, Convert, FieldMap, GateSpec, Profile, Provenance, Source)
 from auditkit.gates.engine import validate_rules
 from auditkit.package.store import parse_csv
+from auditkit.profile.bounds import FilePattern, find_values
 from auditkit.study.spec import Budget, Gate, Protocol, Stage
 from auditkit.package.rows import RUN_COLUMNS, STATUSES
 
@@ -164,11 +164,10 @@ def convert_value(rule: ColumnRule, raw: str) -> str:
     raise ConvertError(f"unknown conversion {rule.convert!r}")  # pragma: no cover - Convert is exhaustive
 
 
-def _pattern(p: str) -> parse.Parser:
-    """A file-name pattern: each {name} matches one path segment's worth of text (no '/')."""
-    seg = parse.with_pattern(r"[^/]+?")(lambda s: s)
-    return parse.compile(re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", r"{\1:seg}", p), extra_types={"seg": seg},
-                         case_sensitive=True)
+def _pattern(p: str):
+    """A file-name pattern (`auditkit.profile.bounds.FilePattern`): each {name} matches one path
+    segment's worth of text (no '/'); its work is bounded whatever the pattern and name."""
+    return FilePattern(p, "rows.files")
 
 
 def match_rows(profile: Profile, files) -> dict[str, dict[str, str]]:
@@ -179,7 +178,7 @@ def match_rows(profile: Profile, files) -> dict[str, dict[str, str]]:
         for p in parsers:
             r = p.parse(rel)
             if r is not None:
-                out[rel] = dict(r.named)
+                out[rel] = r
                 break
     return out
 
@@ -464,7 +463,10 @@ def _frozen_at(freeze: Freeze) -> str:
 
 def _find(path: str, doc, rel: str, bad) -> object:
     try:
-        matches = jsonpath.findall(path, doc)
+        matches = find_values(path, doc, 2, key=rel)
+    except AuditError as exc:
+        bad(rel, "profile-invalid", path, "a JSON path the profile's bounds allow", exc.message)
+        return None
     except jsonpath.JSONPathError as exc:
         bad(rel, "profile-invalid", path, "a JSONPath (RFC 9535)", str(exc).splitlines()[0])
         return None

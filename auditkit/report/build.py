@@ -12,7 +12,6 @@ page. Nothing is written; the package is only read.
 from __future__ import annotations
 
 import base64
-import json
 import platform
 import sys
 from pathlib import Path
@@ -198,26 +197,28 @@ def _describe(evidence: dict | None) -> str:
 
 
 def _figures(pkg: Path) -> list[dict]:
-    """The package's own figures (as its figure_manifest.json lists them), inline as data: URIs."""
-    mpath = pkg / "figure_manifest.json"
-    if not mpath.is_file():
-        return []
+    """The package's own figures (as its figure_manifest.json lists them), inline as data: URIs;
+    read through the package's store (a link, a FIFO or a defective manifest: no figures)."""
+    from auditkit.package.store import PackageStore
+
     try:
-        entries = json.loads(mpath.read_text("utf-8")).get("figures", [])
-    except (OSError, ValueError, AttributeError):
+        store = PackageStore(pkg)
+        if store.kind("figure_manifest.json") != "file":
+            return []
+        entries = store.read_json("figure_manifest.json").get("figures", [])
+    except (AuditError, AttributeError):
         return []
     out = []
-    root = pkg.resolve()
-    for e in entries:
-        if not isinstance(e, dict) or not isinstance(e.get("path"), str):
+    for e in entries if isinstance(entries, list) else []:
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str) or not e["path"].lower().endswith(".png"):
             continue
-        p = pkg / e["path"]
-        if p.is_symlink() or not p.is_file() or p.suffix.lower() != ".png" or not p.resolve().is_relative_to(root):
+        try:
+            data = store.read_bytes(e["path"])
+        except AuditError:
             continue
-        data = p.read_bytes()
         if data[:8] != b"\x89PNG\r\n\x1a\n":
             continue
-        out.append({"id": e.get("id", p.stem), "kind": e.get("kind", ""), "path": e.get("path"),
+        out.append({"id": e.get("id", Path(e["path"]).stem), "kind": e.get("kind", ""), "path": e.get("path"),
                     "data_uri": "data:image/png;base64," + base64.b64encode(data).decode("ascii")})
     return out
 

@@ -10,6 +10,7 @@ alone. A gate that cannot be decided carries the reason instead of a decision.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import pandas as pd
 
 from auditkit.errors import AuditError
 from auditkit.study.spec import Protocol
-from auditkit.gates.replay import gate_inputs, load_gate_rows, matrix_config_ids, package_protocol, read_json
+from auditkit.gates.replay import (MAX_RUN_CSV_BYTES, gate_inputs, load_gate_rows, matrix_config_ids,
+                                   package_protocol, package_store, read_json)
+from auditkit.package.store import PackageStore
 from auditkit.gates.engine import Decision, DuplicateRowError, decide_columns, validate_rules
 
 
@@ -39,10 +42,11 @@ class GateOutcome:
         return self.decision is not None
 
 
-def decide_all(package_dir: str | Path) -> dict[str, GateOutcome]:
-    """Each gate of the package's protocol, in protocol order. Raises AuditError only when the
-    package itself cannot be read (no directory, no or broken protocol.json)."""
-    pkg = Path(package_dir)
+def decide_all(package_dir: str | Path | PackageStore) -> dict[str, GateOutcome]:
+    """Each gate of the package's protocol, in protocol order, every byte read through the
+    package's store. Raises AuditError only when the package itself cannot be read (no
+    directory, no or broken protocol.json)."""
+    pkg = package_store(package_dir)
     protocol = package_protocol(pkg)
     out: dict[str, GateOutcome] = {}
     for g in protocol.gates:
@@ -50,7 +54,7 @@ def decide_all(package_dir: str | Path) -> dict[str, GateOutcome]:
     return {g.gate: out[g.gate] for g in protocol.gates}
 
 
-def _decide(pkg: Path, protocol: Protocol, gate: str, done: dict, stack: tuple) -> GateOutcome:
+def _decide(pkg: PackageStore, protocol: Protocol, gate: str, done: dict, stack: tuple) -> GateOutcome:
     if gate in done:
         return done[gate]
     g = protocol.gate(gate)
@@ -66,7 +70,7 @@ def _decide(pkg: Path, protocol: Protocol, gate: str, done: dict, stack: tuple) 
     return res
 
 
-def _decide_one(pkg: Path, protocol: Protocol, gate: str, done: dict, stack: tuple) -> GateOutcome:
+def _decide_one(pkg: PackageStore, protocol: Protocol, gate: str, done: dict, stack: tuple) -> GateOutcome:
     g = protocol.gate(gate)
     rules = read_json(pkg, g.rules)
     bad = validate_rules(rules, g.rules)
@@ -89,7 +93,7 @@ def _decide_one(pkg: Path, protocol: Protocol, gate: str, done: dict, stack: tup
     else:
         candidates = list(spec)
     paths = gate_inputs(pkg, rules)
-    missing = [p for p in paths if not (pkg / p).is_file()]
+    missing = [p for p in paths if pkg.kind(p) is None]   # a link or FIFO is the reader's PackageDefect
     if missing:
         return GateOutcome(gate, g.rules, rules, inputs=tuple(paths), error=f"input run CSV missing: {missing[0]}")
     metric = rules["metric"]["column"]
@@ -106,16 +110,17 @@ def _decide_one(pkg: Path, protocol: Protocol, gate: str, done: dict, stack: tup
     return GateOutcome(gate, g.rules, rules, decision, se, tuple(paths))
 
 
-def _standard_errors(pkg: Path, paths: list[str], metric: str, df: pd.DataFrame,
+def _standard_errors(store: PackageStore, paths: list[str], metric: str, df: pd.DataFrame,
                      decision: Decision) -> np.ndarray | None:
     """The optional `<metric>_se` column (SPEC v1.1) laid out like the decision's values; None
     when no input file has the column."""
     col = f"{metric}_se"
     parts = []
     for rel in paths:
-        head = pd.read_csv(pkg / rel, dtype=str, keep_default_na=False, nrows=0)
+        data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
+        head = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, nrows=0)
         if col in head.columns:
-            se = pd.read_csv(pkg / rel, dtype=str, keep_default_na=False, usecols=[col])[col]
+            se = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, usecols=[col])[col]
             parts.append(pd.to_numeric(se, errors="coerce").to_numpy(dtype=np.float64))
         else:
             parts.append(np.full(int((df["_file"] == rel).sum()), np.nan))

@@ -27,7 +27,6 @@ the nominal `seed` and add `rng_seed`.
 
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 import time
@@ -37,8 +36,9 @@ from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.evidence.seeds import anchored_seed
-from auditkit.package.store import (atomic_write_bytes, canonical_json_bytes as json_bytes, create_exclusive,
-                                    fsync_dir, remove_stale_temporaries, stage_temporary, utc_now)
+from auditkit.package.store import (PackageStore, atomic_write_bytes, canonical_json_bytes as json_bytes,
+                                    create_exclusive, decode_utf8, loads_strict, remove_stale_temporaries, utc_now)
+from auditkit.package.writes import write_files
 from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecutor
 from auditkit.study.signals import critical
 from auditkit.package.hashing import sha256_bytes
@@ -91,8 +91,9 @@ class StudyDir:
         remove_stale_temporaries(self.out)
         want = json_bytes(self.protocol.to_json())
         pj = self.out / "protocol.json"
-        if pj.exists():
-            if pj.read_bytes() != want:
+        have = self.read_own("protocol.json")
+        if have is not None:
+            if have != want:
                 raise AuditError("this directory holds a different protocol", path=str(pj),
                                  hint="use a new --out directory, or the manifest that wrote this one")
         else:
@@ -103,9 +104,10 @@ class StudyDir:
         except OSError as exc:
             raise AuditError(f"cannot read the candidate matrix: {exc}", path=str(self.manifest.matrix_file)) from exc
         mpath = self.out / self.protocol.matrix
-        if mpath.exists() and mpath.read_bytes() != matrix:
+        have = self.read_own(self.protocol.matrix)
+        if have is not None and have != matrix:
             raise AuditError("the matrix in the package differs from the manifest's", path=str(mpath))
-        if not mpath.exists():
+        if have is None:
             atomic_write_bytes(mpath, matrix)
             self.wrote = True
         if not self.finalized:
@@ -136,8 +138,12 @@ class StudyDir:
                 continue
             dest = self.out / src.as_posix()
             data = src.read_bytes()
-            if dest.exists():
-                if dest.is_symlink() or not dest.is_file() or dest.read_bytes() != data:
+            if PackageStore(self.out).kind(src.as_posix()) is not None:
+                try:
+                    same = self.read_own(src.as_posix()) == data
+                except AuditError:
+                    same = False
+                if not same:
                     raise AuditError(f"the package already carries a different {rel}", path=str(dest),
                                      hint="use a new --out directory, or the data this study was run on")
                 continue
@@ -155,16 +161,26 @@ class StudyDir:
                 atomic_write_bytes(dest, p.read_bytes())
                 self.wrote = True
 
+    def read_own(self, rel: str) -> bytes | None:
+        """The bytes of `rel` in the output directory (None when absent), read through its store:
+        a link, FIFO or device there is refused (PackageDefect, exit 2), never followed or waited on."""
+        if not os.path.isdir(self.out):
+            return None
+        store = PackageStore(self.out)
+        if store.kind(rel) is None:
+            return None
+        return store.read_bytes(rel, 1 << 30)
+
     def matrix_rows(self) -> dict[str, dict]:
-        _, rows = read_csv_text((self.out / self.protocol.matrix).read_text("utf-8"), self.protocol.matrix)
+        data = self.read_own(self.protocol.matrix) or b""
+        _, rows = read_csv_text(decode_utf8(data, self.protocol.matrix), self.protocol.matrix)
         return {r["config_id"]: r for r in rows}
 
     # rows
     def rows(self, host: str, stage: str) -> list[dict]:
-        p = self.out / run_csv_path(host, stage)
-        if not p.exists():
-            return []
-        return read_csv_text(p.read_text("utf-8"), str(p))[1]
+        rel = run_csv_path(host, stage)
+        data = self.read_own(rel)
+        return [] if data is None else read_csv_text(decode_utf8(data, rel), rel)[1]
 
     def done_cells(self, host: str, stage: str) -> set[tuple[str, int]]:
         return {(r["config_id"], int(r["seed"])) for r in self.rows(host, stage)}
@@ -175,8 +191,9 @@ class StudyDir:
         The columns are RUN_COLUMNS, then any the file has already, then the
         optional ones (`rng_seed`) the row carries.
         """
-        p = self.out / run_csv_path(host, stage)
-        header, rows = read_csv_text(p.read_text("utf-8"), str(p)) if p.exists() else ([], [])
+        rel = run_csv_path(host, stage)
+        data = self.read_own(rel)
+        header, rows = read_csv_text(decode_utf8(data, rel), rel) if data is not None else ([], [])
         if any(r["run_id"] == row["run_id"] for r in rows):
             return None
         rows.append(row)
@@ -218,7 +235,8 @@ class StudyDir:
 
     def gate_missing(self, gate: str) -> list[str]:
         """Cells the gate still waits for, as 'host/stage/config/seed' (empty when complete)."""
-        rules = json.loads(self.rules_path(gate).read_text("utf-8"))
+        rel = self.protocol.gate(gate).rules
+        rules = loads_strict(self.read_own(rel) or b"", rel)
         missing = []
         for sname in rules["inputs"]["stages"]:
             stage = self.protocol.stage(sname)
@@ -261,10 +279,11 @@ class StudyDir:
         if stage.candidates == "matrix":
             return list(self.matrix_rows())
         if stage.promoted_by:
-            path = self.decision_path(stage.promoted_by)
-            if not path.exists():
+            rel = self.protocol.gate(stage.promoted_by).decision_path
+            data = self.read_own(rel)
+            if data is None:
                 return None
-            return list(json.loads(path.read_text("utf-8"))["promoted"])
+            return list(loads_strict(data, rel)["promoted"])
         return list(stage.candidates)
 
     def gates_fed_by(self, stage: str) -> list[str]:
@@ -528,21 +547,21 @@ def finalize_package(study: StudyDir) -> dict:
     """
     out = study.out
     if study.finalized and not study.wrote:
-        recorded = (out / MANIFEST_JSON).read_bytes()
+        recorded = study.read_own(MANIFEST_JSON) or b""
         entries = manifest_entries(out)
-        listed = {e.get("path"): e.get("sha256") for e in json.loads(recorded).get("files", [])}
+        listed = {e.get("path"): e.get("sha256") for e in loads_strict(recorded, MANIFEST_JSON).get("files", [])}
         differ = sorted({e.path for e in entries if listed.get(e.path) != e.sha256}
                         | (set(listed) - {e.path for e in entries}))
         why = "its files differ from what its MANIFEST recorded"
         if not differ:
             files = derived_files(study)
-            differ = [rel for rel, data in sorted(files.items()) if not _same_bytes(out / rel, data)]
+            differ = [rel for rel, data in sorted(files.items()) if not _same_bytes(study, rel, data)]
             if not differ and manifest_json_text(entries).encode("utf-8") != recorded:
                 differ = [MANIFEST_JSON]
             why = "this auditkit would write different bytes (newer code or libraries)"
         if not differ:
             study.log("the package is finalized already and finalizing again gives the same bytes: unchanged")
-            return {"state": "unchanged", "manifest": json.loads(recorded)}
+            return {"state": "unchanged", "manifest": loads_strict(recorded, MANIFEST_JSON)}
         raise AuditError(
             f"the package is finalized (it has a MANIFEST) and nothing was left to run, but finalizing "
             f"again would change {len(differ)} file(s) "
@@ -553,21 +572,20 @@ def finalize_package(study: StudyDir) -> dict:
                  f"this auditkit: cp -a {out} NEW && rm NEW/{MANIFEST_JSON} NEW/{MANIFEST_CSV} && "
                  f"auditkit protocol run {study.manifest.path} --out NEW --host all")
     readme = readme_text(study).encode("utf-8")
-    if not _same_bytes(out / "README.txt", readme):
-        # first: the figures label hosts with the profiles it lists (derived.figures.host_labels)
-        atomic_write_bytes(out / "README.txt", readme)
-    for rel, data in derived_files(study).items():
-        if not _same_bytes(out / rel, data):
-            atomic_write_bytes(out / rel, data)
+    # README first: the figures label hosts with the profiles it lists (derived.figures.host_labels).
+    # Both through the write rule: nothing under the output directory is followed; these files are
+    # the run's own, so rewriting them needs no --force
+    write_files(out, {"README.txt": readme}, force=True, what="protocol run")
+    write_files(out, derived_files(study), force=True, what="protocol run")
     if study.evidence is not None:
         study.evidence.finalized()
     return {"state": "written", "manifest": build_manifest(out)}
 
 
-def _same_bytes(path: Path, data: bytes) -> bool:
+def _same_bytes(study: StudyDir, rel: str, data: bytes) -> bool:
     try:
-        return path.is_file() and not path.is_symlink() and path.read_bytes() == data
-    except OSError:
+        return study.read_own(rel) == data
+    except AuditError:
         return False
 
 
@@ -640,41 +658,74 @@ def merge_packages(sources: list[Path], into: Path, log: Callable[[str], None] =
     return {"rows": plan.rows, "files": plan.files}
 
 
+class _Ref:
+    """A file of a source or of the target, read through that directory's store (no link followed)."""
+
+    def __init__(self, store: PackageStore, rel: str):
+        self.store, self.rel = store, rel
+
+    def read(self) -> bytes:
+        return self.store.read_bytes(self.rel, MAX_MERGED_FILE)
+
+
+MAX_MERGED_FILE = 1 << 34   # a file is read whole to stage it; one larger than this is refused
+
+
 class _MergePlan:
     """What a merge would write (path -> bytes, or the source file to copy), decided with
-    nothing written; raises AuditError on the first conflict."""
+    nothing written; raises AuditError on the first conflict.  Sources and target are read
+    through stores: a link, FIFO or device in either, or a link on the way to a file of the
+    target, is refused, never followed."""
 
     def __init__(self, into: Path):
         self.into = into
-        self.writes: dict[str, bytes | Path] = {}
+        self.target = PackageStore(into) if os.path.isdir(into) else None
+        self.writes: dict[str, bytes | _Ref] = {}
         self.rows = 0
         self.files = 0
 
-    def _current(self, rel: str) -> bytes | Path | None:
+    def _current(self, rel: str) -> bytes | _Ref | None:
         """The planned content of `rel` in the target: planned bytes or source, the file there, or None."""
         if rel in self.writes:
             return self.writes[rel]
-        p = self.into / rel
-        if p.is_symlink() or (p.exists() and not p.is_file()):
-            raise AuditError(f"{rel} in the target is not a regular file", path=str(p))
-        return p if p.is_file() else None
+        kind = self.target.kind(rel) if self.target is not None else None
+        if kind in ("other", "dir"):
+            raise AuditError(f"{rel} in the target is not a regular file (or lies under a link); nothing was merged",
+                             path=str(self.into / rel),
+                             hint="auditkit never writes through a link: remove it, or merge into a new directory")
+        return _Ref(self.target, rel) if kind == "file" else None
 
     @staticmethod
-    def _bytes(current: bytes | Path) -> bytes:
-        return current if isinstance(current, bytes) else current.read_bytes()
+    def _bytes(current: bytes | _Ref) -> bytes:
+        return current if isinstance(current, bytes) else current.read()
+
+    def _files(self, store: PackageStore, under: str = "") -> list[str]:
+        """The regular files of a source (hidden entries and its MANIFEST left out); AuditError at
+        a link or special file."""
+        out = []
+        for name, kind in store.listdir(under):
+            rel = f"{under}/{name}" if under else name
+            if name.startswith("."):
+                continue
+            if kind == "dir":
+                out += self._files(store, rel)
+            elif kind == "file":
+                if rel not in (MANIFEST_JSON, MANIFEST_CSV):
+                    out.append(rel)
+            else:
+                raise AuditError("symlink or special file in a host output; nothing was merged",
+                                 path=str(store.root / rel), hint="a host output holds regular files only")
+        return out
 
     def add_source(self, src: Path) -> None:
-        if not (src / "protocol.json").is_file():
+        if not os.path.isdir(src) or PackageStore(src).kind("protocol.json") != "file":
             raise AuditError("not a protocol output directory (no protocol.json)", path=str(src))
         if _inside(self.into, src) or _inside(src, self.into):
             raise AuditError("the merge target and a source overlap; sources are never changed", path=str(src),
                              hint="merge into a directory outside every source")
-        for p in sorted(src.rglob("*")):
-            if p.is_symlink():
-                raise AuditError("symlink in a host output", path=str(p))
-            if not p.is_file() or p.name.startswith(".") or p.name in (MANIFEST_JSON, MANIFEST_CSV):
-                continue
-            rel = p.relative_to(src).as_posix()
+        store = PackageStore(src)
+        for rel in self._files(store):
+            p = _Ref(store, rel)
             if rel.startswith("remote-results/") and rel.endswith(".csv"):
                 self._rows(p, rel)
             elif rel.startswith("preanalysis/") and rel.endswith(".rules.json"):
@@ -689,15 +740,16 @@ class _MergePlan:
                 if current is None:
                     self.writes[rel] = p
                     self.files += 1
-                elif not _same_content(current, p):
-                    raise AuditError(f"{rel} differs between host outputs", path=str(p),
+                elif self._bytes(current) != p.read():
+                    raise AuditError(f"{rel} differs between host outputs", path=str(src / rel),
                                      hint="host outputs of one study must share protocol, matrix and runner "
                                           "source; nothing was merged")
 
-    def _rows(self, src: Path, rel: str) -> None:
-        header, new = _run_rows(src.read_bytes(), str(src))
+    def _rows(self, src: _Ref, rel: str) -> None:
+        where = str(src.store.root / rel)
+        header, new = _run_rows(src.read(), where)
         current = self._current(rel)
-        old = _run_rows(self._bytes(current), str(self.into / rel))[1] if current is not None else []
+        old = _run_rows(self._bytes(current), rel)[1] if current is not None else []
         by_id = {r["run_id"]: r for r in old}
         added = 0
         for r in new:
@@ -707,27 +759,28 @@ class _MergePlan:
                 old.append(r)
                 added += 1
             elif have != r:
-                raise AuditError(f"run {r['run_id']} differs between host outputs", path=str(src),
+                raise AuditError(f"run {r['run_id']} differs between host outputs", path=where,
                                  hint="two outputs recorded the same run differently; keep one of them; "
                                       "nothing was merged")
         if added:
             self.writes[rel] = write_csv_text(header, old).encode("utf-8")
             self.rows += added
 
-    def _timestamped(self, src: Path, rel: str, key: str) -> None:
-        data = src.read_bytes()
-        new = _stamped_object(data, str(src), key)
+    def _timestamped(self, src: _Ref, rel: str, key: str) -> None:
+        where = str(src.store.root / rel)
+        data = src.read()
+        new = _stamped_object(data, where, key)
         current = self._current(rel)
         if current is None:
             self.writes[rel] = data
             self.files += 1
             return
-        old = _stamped_object(self._bytes(current), str(self.into / rel), key)
+        old = _stamped_object(self._bytes(current), rel, key)
         if {k: v for k, v in new.items() if k != key} != {k: v for k, v in old.items() if k != key}:
-            raise AuditError(f"{Path(rel).name} differs between host outputs beyond {key}", path=str(src),
+            raise AuditError(f"{Path(rel).name} differs between host outputs beyond {key}", path=where,
                              hint="the hosts froze or decided this gate differently; they cannot be merged; "
                                   "nothing was merged")
-        if new[key] < old[key]:
+        if str(new[key]) < str(old[key]):
             self.writes[rel] = data
             self.files += 1
 
@@ -768,27 +821,9 @@ def _inside(path: Path, root: Path) -> bool:
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 
-def _same_content(current: bytes | Path, src: Path) -> bool:
-    if isinstance(current, bytes):
-        return current == src.read_bytes()
-    return filecmp.cmp(current, src, shallow=False)
-
-
-def _commit(into: Path, writes: dict[str, bytes | Path]) -> None:
-    """Stage every write as a synced temporary beside its destination, then rename them all."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for rel, content in sorted(writes.items()):
-            dest = into / rel
-            data = content if isinstance(content, bytes) else content.read_bytes()
-            staged.append((stage_temporary(dest, data), dest))
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    into.mkdir(parents=True, exist_ok=True)
+def _commit(into: Path, writes: dict[str, bytes | _Ref]) -> None:
+    """Stage every write, then rename them all (`auditkit.package.writes`: nothing under `into`
+    followed; a failure part way puts back what was there)."""
+    files = {rel: content if isinstance(content, bytes) else content.read() for rel, content in sorted(writes.items())}
     with critical():
-        for tmp, dest in staged:
-            os.replace(tmp, dest)
-        for d in sorted({dest.parent for _, dest in staged}):
-            fsync_dir(d)
+        write_files(into, files, force=True, what="protocol merge")
