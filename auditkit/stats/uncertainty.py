@@ -96,10 +96,12 @@ class Interval:
         return None if self.se is None or self.df is None else _p_greater(x - self.estimate, self.se, self.df)
 
 
-def t_quantile(q: float, df: float) -> float:
+def t_quantile(q: float, df):
+    """The t quantile (scipy.stats.t.ppf); an array for an array of df."""
     from scipy import stats
 
-    return float(stats.t.ppf(q, df))
+    out = stats.t.ppf(q, df)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def _p_greater(diff: float, se: float, df: float) -> float:
@@ -121,59 +123,119 @@ def welch_satterthwaite(parts: Sequence[tuple[float, float]]) -> float | None:
     return None if den == 0 else num / den
 
 
+# Batch forms: `d` has shape (..., hosts, seeds); every leading axis is a separate data set (the
+# calibration simulation decides thousands at once). Each returns (se, df) arrays of the leading shape.
+
+def hosts_fixed_se(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hosts as fixed strata: stratum h has weight 1/H (every host has S cells), its mean's variance
+    s_h^2 / S with S - 1 df; the overall mean's variance is sum s_h^2 / (H^2 S), the df
+    Welch-Satterthwaite's across strata (H (S - 1) where every variance is 0). Needs S >= 2."""
+    h, s = d.shape[-2:]
+    v = np.var(d, axis=-1, ddof=1) / (h * h * s)          # (..., H)
+    var = v.sum(axis=-1)
+    den = (v * v).sum(axis=-1) / (s - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = np.where(den > 0, var * var / np.where(den > 0, den, 1.0), float(h * (s - 1)))
+    return np.sqrt(var), df
+
+
+def cells_se(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cells exchangeable: a one-sample t over all H x S differences (`scipy.stats.ttest_rel`'s model)."""
+    x = d.reshape(*d.shape[:-2], -1)
+    n = x.shape[-1]
+    return np.std(x, axis=-1, ddof=1) / math.sqrt(n), np.full(x.shape[:-1], n - 1.0)
+
+
+def hosts_random_se(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hosts random: a t over the H host means, H - 1 df."""
+    m = d.mean(axis=-1)
+    h = m.shape[-1]
+    return np.std(m, axis=-1, ddof=1) / math.sqrt(h), np.full(m.shape[:-1], h - 1.0)
+
+
+def ratio_docs_var(z: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(variance, df) of the ratio estimator sum(z) / sum(b) over documents (the last axis, the unit):
+    the linearised variance n/(n-1) * sum (z_j - R b_j)^2 / B^2, n - 1 df. `z` are per-document values
+    in the estimator's unit times bytes (here nats / ln 2, or a paired difference of them), `b` bytes."""
+    n = z.shape[-1]
+    big_b = b.sum(axis=-1)
+    r = z.sum(axis=-1) / big_b
+    e = z - r[..., None] * b
+    return n / (n - 1) * (e * e).sum(axis=-1) / (big_b * big_b), np.full(np.shape(r), n - 1.0)
+
+
+def add_variance(se: np.ndarray, df: np.ndarray, var2: np.ndarray, df2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(se, df) of the sum of two independent variance parts, Welch-Satterthwaite df."""
+    v1 = se * se
+    tot = v1 + var2
+    den = np.where(v1 > 0, v1 * v1 / df, 0.0) + np.where(var2 > 0, var2 * var2 / df2, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out_df = np.where(den > 0, tot * tot / np.where(den > 0, den, 1.0), df)
+    return np.sqrt(tot), out_df
+
+
+def call_arrays(kind: str, est, se, df, threshold: float, passed, level: float):
+    """(call codes, p) of thresholded checks, vectorised: code 1 pass, -1 fail, 0 undetermined.
+    `passed` is the rule's outcome on `est` (see the module docstring for the tests)."""
+    from scipy import stats
+
+    est, se, df, passed = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (est, se, df, passed)))
+    passed = passed.astype(bool)
+
+    def p_greater(diff):   # P(T >= diff / se); 0, 1 or 0.5 when se is 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.where(se > 0, diff / np.where(se > 0, se, 1.0), 0.0)
+        p = stats.t.sf(t, df)
+        return np.where(se > 0, p, np.where(diff > 0, 0.0, np.where(diff < 0, 1.0, 0.5)))
+
+    above = lambda x: p_greater(est - x)   # noqa: E731  small when gap > x is shown
+    below = lambda x: p_greater(x - est)   # noqa: E731  small when gap < x is shown
+    t = float(threshold)
+    if kind == "near_equivalence":
+        p = np.where(passed, np.maximum(above(-t), below(t)), np.where(est > 0, above(t), below(-t)))
+    elif kind == "mean_gap":
+        p = np.where(passed, below(t), above(t))
+    else:
+        raise ValueError(f"check kind {kind!r} has no threshold")
+    decided = p <= (1 - level) / 2
+    return np.where(decided, np.where(passed, 1, -1), 0), p
+
+
+def _one(fn, d: np.ndarray, estimate: float, method: str) -> Interval:
+    se, df = fn(d)
+    return Interval(estimate, float(se), float(df), method)
+
+
 def hosts_fixed(d: np.ndarray, estimate: float) -> Interval | None:
-    """Hosts as fixed strata. `d` is hosts x seeds (complete). Stratum h has weight n_h / N, its mean's
-    variance s_h^2 / n_h with n_h - 1 df; the mean's variance is sum w_h^2 s_h^2 / n_h and the df are
-    Welch-Satterthwaite's. None when a host has fewer than two seeds."""
-    h, s = d.shape
-    if s < 2 or h < 1:
-        return None
-    w = 1.0 / h
-    parts = [(w * w * float(np.var(row, ddof=1)) / s, s - 1.0) for row in d]
-    var = math.fsum(v for v, _ in parts)
-    df = welch_satterthwaite(parts)
-    return Interval(estimate, math.sqrt(var), df if df is not None else float(h * (s - 1)), Method.HOSTS_FIXED)
+    """Hosts as fixed strata (`hosts_fixed_se`) for one hosts x seeds array; None when S < 2."""
+    return _one(hosts_fixed_se, d, estimate, Method.HOSTS_FIXED) if d.shape[1] >= 2 else None
 
 
 def cells_exchangeable(d: np.ndarray, estimate: float) -> Interval | None:
-    """A one-sample t over all cells' differences (n - 1 df): `scipy.stats.ttest_rel`'s model."""
-    x = d.reshape(-1)
-    if len(x) < 2:
-        return None
-    return Interval(estimate, float(np.std(x, ddof=1)) / math.sqrt(len(x)), len(x) - 1.0, Method.CELLS)
+    """Cells exchangeable (`cells_se`); None for one cell."""
+    return _one(cells_se, d, estimate, Method.CELLS) if d.size >= 2 else None
 
 
 def hosts_random(d: np.ndarray, estimate: float) -> Interval | None:
-    """A t over the host means (H - 1 df); None for fewer than two hosts."""
-    h = d.shape[0]
-    if h < 2:
-        return None
-    m = d.mean(axis=1)
-    return Interval(estimate, float(np.std(m, ddof=1)) / math.sqrt(h), h - 1.0, Method.HOSTS_RANDOM)
+    """Hosts random (`hosts_random_se`); None for fewer than two hosts."""
+    return _one(hosts_random_se, d, estimate, Method.HOSTS_RANDOM) if d.shape[0] >= 2 else None
 
 
 def ratio_docs_variance(z: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(variance, df) of the ratio estimator sum(z) / sum(b) over documents (the unit): the
-    linearised variance n/(n-1) * sum (z_j - R b_j)^2 / B^2 with n - 1 df. `z` are per-document
-    values in the estimator's unit times bytes (here: nats / ln 2), `b` the documents' bytes."""
-    n = len(z)
-    if n < 2:
+    """`ratio_docs_var` of one run (or one paired difference); (0, 1) for fewer than two documents."""
+    if len(z) < 2:
         return 0.0, 1.0
-    big_b = float(b.sum())
-    r = float(z.sum()) / big_b
-    e = z - r * b
-    return n / (n - 1) * float(np.dot(e, e)) / (big_b * big_b), n - 1.0
+    v, df = ratio_docs_var(z, b)
+    return float(v), float(df)
 
 
 def with_docs(iv: Interval | None, docs_var: tuple[float, float] | None) -> Interval | None:
     """`iv` with the document-sampling variance added (Welch-Satterthwaite df)."""
     if iv is None or docs_var is None or iv.se is None:
         return iv
-    v_cells, df_cells = iv.se ** 2, iv.df if iv.df is not None else 1.0
-    v_docs, df_docs = docs_var
-    df = welch_satterthwaite([(v_cells, df_cells), (v_docs, df_docs)])
-    return Interval(iv.estimate, math.sqrt(v_cells + v_docs), df if df is not None else iv.df,
-                    iv.method + DOCS_SUFFIX)
+    se, df = add_variance(np.float64(iv.se), np.float64(iv.df if iv.df is not None else 1.0),
+                          np.float64(docs_var[0]), np.float64(docs_var[1]))
+    return Interval(iv.estimate, float(se), float(df), iv.method + DOCS_SUFFIX)
 
 
 def gap_intervals(d: np.ndarray, estimate: float, docs_var: tuple[float, float] | None = None
@@ -191,21 +253,10 @@ def gap_intervals(d: np.ndarray, estimate: float, docs_var: tuple[float, float] 
 def threshold_call(kind: str, iv: Interval | None, threshold: float, passed: bool, level: float
                    ) -> tuple[str, float | None]:
     """(call, p) of a thresholded check whose rule outcome is `passed` (see the module docstring)."""
-    if iv is None or iv.se is None:
+    if iv is None or iv.se is None or iv.df is None:
         return Call.UNDETERMINED, None
-    alpha = (1 - level) / 2
-    if kind == "near_equivalence":
-        if passed:   # TOST: both H0 gap <= -t and gap >= t rejected
-            p = max(iv.p_above(-threshold), iv.p_below(threshold))
-        else:        # the gap lies beyond the bound on the estimate's side
-            p = iv.p_above(threshold) if iv.estimate > 0 else iv.p_below(-threshold)
-    elif kind == "mean_gap":
-        p = iv.p_below(threshold) if passed else iv.p_above(threshold)
-    else:
-        raise ValueError(f"check kind {kind!r} has no threshold")
-    if p <= alpha:
-        return (Call.PASS if passed else Call.FAIL), p
-    return Call.UNDETERMINED, p
+    code, p = call_arrays(kind, iv.estimate, iv.se, iv.df, threshold, passed, level)
+    return {1: Call.PASS, -1: Call.FAIL, 0: Call.UNDETERMINED}[int(code)], float(p)
 
 
 def holm(ps: Sequence[float | None]) -> list[float | None]:
@@ -337,15 +388,42 @@ def gate_uncertainty(decision, rules: dict, level: float = LEVEL, docs: DocLosse
         else:
             entry.update(_ranks_first(ch, decision, by_id, diffs, docs, sign, ncell, level))
         out.checks.append(entry)
-    for c in decision.candidates:
-        if not c.eligible:
-            continue
-        x = np.asarray(c.values, dtype=np.float64)
-        x = x[np.asarray(grid)] if grid is not None else x[None, :]
-        dv = docs.single_variance(c.config_id, ncell) if docs is not None else None
-        primary, _ = gap_intervals(x, float(round(c.mean, 9)), dv)
-        out.candidates.append({"config_id": c.config_id, "rank": c.rank, "mean": round(c.mean, 9),
-                               **_iv_json(primary, level)})
+    out.candidates = _candidate_intervals([c for c in decision.candidates if c.eligible], grid, docs, ncell, level)
+    return out
+
+
+def _candidate_intervals(elig, grid, docs, ncell: int, level: float) -> list[dict]:
+    """Each eligible candidate's mean with its interval under the same model as the gaps (all at once:
+    a gate may have thousands of candidates)."""
+    if not elig or ncell == 0:
+        return []
+    x = np.array([c.values for c in elig], dtype=np.float64)
+    x = x[:, np.asarray(grid)] if grid is not None else x[:, None, :]
+    means = [float(round(c.mean, 9)) for c in elig]
+    h, s = x.shape[1:]
+    if s >= 2:
+        se, df, method = *hosts_fixed_se(x), Method.HOSTS_FIXED
+    elif h * s >= 2:
+        se, df, method = *cells_se(x), Method.CELLS
+    else:
+        se = df = None
+        method = Method.NONE
+    if se is not None and docs is not None:
+        parts = [docs.single_variance(c.config_id, ncell) for c in elig]
+        if all(pv is not None for pv in parts):
+            se, df = add_variance(se, df, np.array([pv[0] for pv in parts]), np.array([pv[1] for pv in parts]))
+            method += DOCS_SUFFIX
+    out = []
+    if se is None:
+        for c, m in zip(elig, means):
+            out.append({"config_id": c.config_id, "rank": c.rank, "mean": m, **_iv_json(None, level)})
+        return out
+    q = np.asarray(t_quantile(1 - (1 - level) / 2, df)) if len(df) else df
+    q = np.where(se > 0, q, 0.0)
+    for i, (c, m) in enumerate(zip(elig, means)):
+        out.append({"config_id": c.config_id, "rank": c.rank, "mean": m, "method": method,
+                    "low": _f(m - float(q[i] * se[i])), "high": _f(m + float(q[i] * se[i])),
+                    "se": _f(float(se[i])), "df": _f(float(df[i]))})
     return out
 
 
