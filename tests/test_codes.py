@@ -50,6 +50,8 @@ NON_CODES = {
     "log-repaired",
     "system-out",                              # a JUnit XML element (report/junit.py)
     "date-time",                               # a JSON Schema format (auditkit.package.schemas.format_checker)
+    # interval methods of replay-gate's uncertainty (auditkit.stats.uncertainty.Method)
+    "paired-t-hosts-fixed", "paired-t-cells", "paired-t-hosts-random",
 }
 # Codes built at run time from an f-string template, and the codes each makes.
 DYNAMIC = {
