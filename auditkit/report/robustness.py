@@ -15,21 +15,23 @@ rules, and what changes is counted:
   `always_keep` (thresholds never change a promoted list: SPEC 5.8; the
   `threshold_sensitivity` table covers the checks).
 
-Resampling: with n cells and no evaluation standard errors, the bootstrap is exact —
-every multiset of n cells drawn from n, weighted by its multinomial probability —
-while there are at most `EXACT_LIMIT` of them (n <= 7); beyond that, `RESAMPLES`
-draws from `numpy.random.default_rng` seeded by `SEED` and the gate's name (fewer,
-never below `MIN_RESAMPLES`, for gates so large that 1000 draws would decide more
-than `VALUE_BUDGET` values; gates beyond `MAX_ENTRIES` values are not resampled and
-say so). When the
-rows carry `<metric>_se` (SPEC v1.1), each draw also adds normal evaluation noise of
-that standard error to every value (always drawn, never exact).
+Resampling is stratified by host: each host's cells are resampled among themselves. It is
+refused, with the reason, when a host has fewer than `MIN_CELLS_PER_HOST` cells (the paper's
+gates have 1 or 2). It is exact — every combination of per-host multisets, weighted by
+their multinomial probabilities — while there are at most `EXACT_LIMIT`; beyond that,
+`RESAMPLES` draws within hosts from `numpy.random.default_rng` seeded by `SEED` and the
+gate's name (fewer, never below `MIN_RESAMPLES`, for gates so large that 1000 draws would
+decide more than `VALUE_BUDGET` values; gates beyond `MAX_ENTRIES` values are not resampled
+and say so). Where every run has per-document losses (SPEC v1.2), each draw also resamples
+the evaluation documents as one block shared by every candidate and cell. A row's
+single-score `<metric>_se` is never drawn: every candidate is scored on the same tokens, so
+that noise is shared and changes no rank or gap.
 
 Host correlations (`host_correlation_intervals`): per stage and host pair, the
-Spearman correlation of the hosts' candidate rankings with a 95% percentile interval
-from a bootstrap over candidates (exact over all n^n resamples for n <= 6, else
-`RESAMPLES` seeded draws; resamples where either ranking is constant are left out and
-counted), and the permutation p-value of an agreement at least as strong
+Spearman correlation of the hosts' candidate rankings with a 95% interval from Fisher's z
+with the Bonett-Wright variance (none below 4 candidates or at |rho| = 1: a percentile
+bootstrap over 3 or 4 candidates gives [1, 1] or [-1, 1] and says nothing), and the
+permutation p-value of an agreement at least as strong
 (`scipy.stats.permutation_test`: every pairing for n <= 7, 9999 seeded ones up to
 `PERMUTATION_LIMIT` candidates, scipy's t approximation beyond).
 """
@@ -55,7 +57,6 @@ MAX_ENTRIES = 20_000         # candidates x cells above which a gate is not resa
 VALUE_BUDGET = 2_000_000     # values decided per gate (or ranked per host pair): fewer draws for large ones
 MIN_RESAMPLES = 200
 SENSITIVITY_SPAN = 3         # top_k variants: the frozen top_k +- this many
-CORR_EXACT_LIMIT = 50_000    # n^n candidate resamples enumerated exactly
 PERMUTATION_LIMIT = 200      # candidates above which the permutation p-value is scipy's t approximation
 
 
@@ -150,25 +151,59 @@ def draw_count(values_per_draw: int) -> int:
     return min(RESAMPLES, max(MIN_RESAMPLES, VALUE_BUDGET // max(1, values_per_draw)))
 
 
-def _draws(n: int, gate: str, noisy: bool, entries: int) -> tuple[str, list[tuple[tuple[int, ...], float]], int]:
-    """(method, [(cell indexes, weight)], number of resamples)."""
-    if not noisy and math.comb(2 * n - 1, n) <= EXACT_LIMIT:
-        out = []
-        for combo in combinations_with_replacement(range(n), n):
-            counts = Counter(combo).values()
-            w = math.factorial(n) / math.prod(math.factorial(m) for m in counts) / n ** n
-            out.append((combo, w))
-        return f"exact bootstrap over {n} cells ({len(out)} distinct resamples)", out, len(out)
+MIN_CELLS_PER_HOST = 5     # below this, a bootstrap within hosts is not run (see `gate_robustness`)
+
+
+def _host_groups(cells) -> list[list[int]]:
+    """The decision's cell indexes grouped by host (hosts in sorted order)."""
+    groups: dict[str, list[int]] = {}
+    for j, (h, _s) in enumerate(cells):
+        groups.setdefault(h, []).append(j)
+    return [groups[h] for h in sorted(groups)]
+
+
+def _multisets(group: list[int]) -> list[tuple[tuple[int, ...], float]]:
+    """Every multiset of len(group) cells drawn from `group`, with its multinomial probability."""
+    n = len(group)
+    out = []
+    for combo in combinations_with_replacement(group, n):
+        counts = Counter(combo).values()
+        out.append((combo, math.factorial(n) / math.prod(math.factorial(m) for m in counts) / n ** n))
+    return out
+
+
+def _draws(groups: list[list[int]], gate: str, entries: int, docs: bool
+           ) -> tuple[str, list[tuple[tuple[int, ...], float]], int]:
+    """(method, [(cell indexes, weight)], number of resamples) of a bootstrap stratified by host: each
+    host's cells are resampled among themselves. Exact (every combination of per-host multisets,
+    weighted) while there are at most `EXACT_LIMIT`; else seeded draws within each host."""
+    sizes = [len(g) for g in groups]
+    n = sum(sizes)
+    distinct = math.prod(math.comb(2 * k - 1, k) for k in sizes)
+    hosts = f"{len(groups)} host(s) x {'/'.join(map(str, sorted(set(sizes))))} cells"
+    if not docs and distinct <= EXACT_LIMIT:
+        out = [(tuple(j for part in parts for j in part[0]), math.prod(part[1] for part in parts))
+               for parts in product(*(_multisets(g) for g in groups))]
+        return f"exact bootstrap within hosts over {hosts} ({len(out)} distinct resamples)", out, len(out)
     count = draw_count(entries)
     rng = np.random.default_rng([SEED, zlib.crc32(gate.encode())])
-    idx = rng.integers(0, n, size=(count, n))
-    what = f"bootstrap over {n} cells" + (" and evaluation noise" if noisy else "")
+    cols = [np.asarray(g)[rng.integers(0, len(g), size=(count, len(g)))] for g in groups]
+    idx = np.concatenate(cols, axis=1) if cols else np.zeros((count, 0), dtype=np.int64)
+    what = f"bootstrap within hosts over {hosts}" + (" and documents (one block shared by all candidates)"
+                                                       if docs else "")
     return f"{what} ({count} draws, seed {SEED})", [(tuple(int(i) for i in row), 1.0 / count) for row in idx], count
 
 
-def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = None) -> GateRobustness:
-    """Resample `decision`'s cells (and evaluation noise where `se`, candidates x cells in the
-    decision's order, is given) through the engine with `rules`. Pure and deterministic."""
+def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = None, docs=None) -> GateRobustness:
+    """Resample `decision`'s cells within hosts (and, where `docs` — per-document losses,
+    `auditkit.stats.uncertainty.DocLosses` — are given, the evaluation documents as one block shared
+    by every candidate) through the engine with `rules`. Pure and deterministic.
+
+    Refused, with the reason in `note`, when a host has fewer than `MIN_CELLS_PER_HOST` cells: the
+    bootstrap of n draws has variance (n - 1)/n of the sample's and few distinct resamples, so a
+    candidate that wins every cell would get P = 1 and rank interval [1, 1] whatever its margins.
+    `se` (the rows' single-score standard errors) is never drawn: every candidate is scored on the
+    same tokens, so that noise is shared and changes no rank or gap (docs/STATISTICS.md)."""
     gate = decision.gate
     n = len(decision.cells)
     elig = [c for c in decision.candidates if c.eligible]
@@ -177,20 +212,29 @@ def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = Non
     if not elig or n == 0:
         return GateRobustness(**base, method="not resampled", resamples=0,
                               note="no eligible candidate" if n else "the rules select no cell")
-    if len(elig) * n > MAX_ENTRIES:
-        return GateRobustness(**base, method="not resampled", resamples=0,
-                              note=f"{len(elig)} candidates x {n} cells exceeds {MAX_ENTRIES} values")
     values = np.array([c.values for c in elig], dtype=np.float64)
-    rows_se = None
-    if se is not None:
-        pos = {c.config_id: i for i, c in enumerate(decision.candidates)}
-        rows_se = np.nan_to_num(se[[pos[c] for c in ids]], nan=0.0)
-        if not rows_se.any():
-            rows_se = None
-    noisy = rows_se is not None
-    method, draws, count = _draws(n, gate, noisy, len(ids) * n)
+    margin = _margin(rules, decision, values, ids)
+    sens = _sensitivity(rules, decision, values, ids)
+    if len(elig) * n > MAX_ENTRIES:
+        return GateRobustness(**base, method="not resampled", resamples=0, **margin, sensitivity=sens,
+                              note=f"{len(elig)} candidates x {n} cells exceeds {MAX_ENTRIES} values")
+    groups = _host_groups(decision.cells)
+    fewest = min(len(g) for g in groups)
+    if fewest < MIN_CELLS_PER_HOST:
+        return GateRobustness(**base, method="not resampled", resamples=0, **margin, sensitivity=sens,
+                              note=(f"refused: {fewest} cell(s) per host; a bootstrap within hosts needs at least "
+                                    f"{MIN_CELLS_PER_HOST} to say anything about P(promoted), rank intervals or "
+                                    "P(flip); see each check's interval and call (replay-gate --json)"))
+    nats = None
+    if docs is not None:
+        try:
+            nats = np.array([[docs.nats[(cid, k)] for k in range(n)] for cid in ids], dtype=np.float64)
+        except KeyError:
+            nats = None
+    method, draws, count = _draws(groups, gate, len(ids) * n, nats is not None)
     rrules = _resample_rules(rules, n, ids)
-    noise_rng = np.random.default_rng([SEED, zlib.crc32(gate.encode()), 1])
+    doc_rng = np.random.default_rng([SEED, zlib.crc32(gate.encode()), 2])
+    nb = None if nats is None else np.asarray(docs.bytes, dtype=np.float64)
 
     promoted_w: dict[str, list[float]] = {c: [] for c in ids}
     rank1_w: dict[str, list[float]] = {c: [] for c in ids}
@@ -199,10 +243,10 @@ def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = Non
     check_values: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(decision.checks))}
     cache: dict[tuple[int, ...], Decision] = {}
     for combo, w in draws:
-        if noisy:
-            cols = list(combo)
-            v = values[:, cols] + rows_se[:, cols] * noise_rng.standard_normal((len(ids), n))
-            d = decide_columns(rrules, _columns(v, ids), ids)
+        if nats is not None:   # one document resample, shared by every candidate and cell
+            wdoc = np.bincount(doc_rng.integers(0, len(nb), size=len(nb)), minlength=len(nb)).astype(np.float64)
+            v = (nats @ wdoc) / (math.log(2) * float(nb @ wdoc))
+            d = decide_columns(rrules, _columns(v[:, list(combo)], ids), ids)
         else:
             key = tuple(sorted(combo))
             if key not in cache:
@@ -233,13 +277,13 @@ def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = Non
         checks.append(CheckRobustness(i, ch.kind, ch.candidate, ch.reference, ch.passed, ch.value,
                                       _quantile(norm, lo_q) if norm else None,
                                       _quantile(norm, hi_q) if norm else None, math.fsum(flips[i])))
-    margin = _margin(rules, decision, values, ids, rows_se)
     return GateRobustness(**base, method=method, resamples=count, rows=rows, checks=tuple(checks), **margin,
-                          sensitivity=_sensitivity(rules, decision, values, ids))
+                          sensitivity=sens)
 
 
-def _margin(rules: dict, decision: Decision, values: np.ndarray, ids: list[str], se: np.ndarray | None) -> dict:
-    """Last promoted on its rank vs first eliminated: gap, noise, gap / noise, one-sided paired t-test."""
+def _margin(rules: dict, decision: Decision, values: np.ndarray, ids: list[str]) -> dict:
+    """Last promoted on its rank vs first eliminated: gap, the standard error of their paired per-cell
+    difference, gap / that, and the one-sided paired t-test (cells exchangeable)."""
     from scipy import stats
 
     keep = set(rules["promote"].get("always_keep", []))
@@ -260,11 +304,6 @@ def _margin(rules: dict, decision: Decision, values: np.ndarray, ids: list[str],
     if n >= 2 and float(np.std(diff, ddof=1)) > 0:
         noise, source = float(np.std(diff, ddof=1)) / math.sqrt(n), f"paired difference over {n} cells"
         p = float(stats.ttest_rel(sign * values[ib], sign * values[ia], alternative="greater").pvalue)
-    elif se is not None:
-        var = math.fsum((se[ia] ** 2 + se[ib] ** 2).tolist()) / n ** 2
-        if var > 0:
-            noise, source = math.sqrt(var), "evaluation standard errors"
-            p = float(stats.norm.sf(margin / noise))
     out.update(noise=noise, noise_source=source, p_one_sided=p,
                margin_in_noise=None if noise is None else margin / noise)
     return out
@@ -327,21 +366,7 @@ def correlation_interval(a: list[float], b: list[float], key: str) -> Correlatio
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     rho = float(_spearman_rows(x[None, :], y[None, :])[0])
     rng = np.random.default_rng([SEED, zlib.crc32(key.encode())])
-    if n ** n <= CORR_EXACT_LIMIT:
-        idx = np.array(list(product(range(n), repeat=n)), dtype=np.int64)
-        how = f"exact bootstrap over {n} candidates ({len(idx)} resamples"
-    else:
-        count = draw_count(n)
-        idx = rng.integers(0, n, size=(count, n))
-        how = f"bootstrap over {n} candidates ({count} draws, seed {SEED}"
-    rhos = _spearman_rows(x[idx], y[idx])
-    ok = rhos[~np.isnan(rhos)]
-    how += f", {len(ok)} with both rankings defined)"
-    lo = hi = None
-    if len(ok):
-        w = 1.0 / len(ok)
-        pairs = [(float(r), w) for r in ok]
-        lo, hi = _quantile(pairs, (1 - LEVEL) / 2), _quantile(pairs, 1 - (1 - LEVEL) / 2)
+    lo, hi, how = fisher_z_interval(rho, n, LEVEL)
     if n <= PERMUTATION_LIMIT:
         exact = math.factorial(n) <= 9999
         # permuting one sample against the other fixed gives the n! pairings (both permuted: (n!)^2)
@@ -354,6 +379,23 @@ def correlation_interval(a: list[float], b: list[float], key: str) -> Correlatio
         p = float(stats.spearmanr(x, y, alternative="greater").pvalue)
         pm = f"t approximation for {n} candidates (scipy.stats.spearmanr), one-sided (agreement at least as strong)"
     return CorrelationInterval(n, rho, lo, hi, how, p, pm)
+
+
+def fisher_z_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float | None, float | None, str]:
+    """(low, high, method) for Spearman's rho of n pairs: Fisher's z = atanh(rho) with the
+    Bonett-Wright variance (1 + rho^2 / 2) / (n - 3). None (and the reason) for n < 4, where no
+    interval says anything, and for |rho| = 1 or an undefined rho, where z is infinite."""
+    from scipy import stats
+
+    if n < 4:
+        return None, None, f"not computed: {n} candidates (Fisher z needs at least 4)"
+    if not math.isfinite(rho) or abs(rho) >= 1:
+        return None, None, f"not computed: rho = {rho:g} over {n} candidates (Fisher z is infinite at |rho| = 1)"
+    se = math.sqrt((1 + rho * rho / 2) / (n - 3))
+    q = float(stats.norm.ppf(1 - (1 - level) / 2))
+    z = math.atanh(rho)
+    return math.tanh(z - q * se), math.tanh(z + q * se), \
+        f"Fisher z, Bonett-Wright variance (1 + rho^2/2)/(n - 3), {n} candidates"
 
 
 def _rho_axis(u: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:
@@ -373,8 +415,14 @@ def robustness_tables(p) -> list:
     from auditkit.report.gates import decide_all
     from auditkit.derived.tables import Table, _hosts
 
+    from auditkit.package.evaldocs import gate_doc_losses
+    from auditkit.package.store import open_package
+    from auditkit.stats.uncertainty import apply_holm, gate_uncertainty
+
     kind = "robustness"
     outcomes = decide_all(p.pkg) if p.decisions else {}
+    store = open_package(p.pkg)
+    uncertain = []
     cand_rows, check_rows, gate_rows, sens_rows = [], [], [], []
     inputs = {"protocol.json", p.protocol.matrix}
     for g in p.protocol.gates:
@@ -387,18 +435,29 @@ def robustness_tables(p) -> list:
             gate_rows.append((g.gate, None, None, None, "not resampled", 0, None, None, None, None, None, None, None,
                               f"could not be decided: {o.error}"))
             continue
-        r = gate_robustness(o.rules, o.decision, o.se)
+        docs, _why = gate_doc_losses(store, o.rules, o.decision)
+        r = gate_robustness(o.rules, o.decision, o.se, docs)
+        u = gate_uncertainty(o.decision, o.rules, LEVEL, docs)
+        uncertain.append(u)
         gate_rows.append((r.gate, r.cells, r.candidates, r.eligible, r.method, r.resamples, r.last_promoted,
                           r.first_eliminated, r.margin, r.noise, r.noise_source, r.margin_in_noise, r.p_one_sided,
                           r.note or None))
         for c in r.rows:
             cand_rows.append((r.gate, c.config_id, c.rank, c.promoted, c.p_promoted, c.p_rank1, c.rank_lo, c.rank_hi))
-        for c in r.checks:
-            check_rows.append((r.gate, c.index, c.kind, c.candidate, c.reference, c.passed, c.value, c.value_lo,
-                               c.value_hi, c.p_flip))
+        boot = {c.index: c for c in r.checks}
+        for e in u.checks:
+            c = boot.get(e["index"])
+            check_rows.append([r.gate, e["index"], e["kind"], e["candidate"], e["reference"], e["passed"],
+                               e["estimate"], e["low"], e["high"], e["method"], e["call"], e["p"], None,
+                               c.value_lo if c else None, c.value_hi if c else None, c.p_flip if c else None])
         for variant, k, keep, promoted in r.sensitivity:
             sens_rows.append((r.gate, variant, k, " ".join(keep), " ".join(promoted),
                               tuple(promoted) == tuple(o.decision.promoted)))
+    apply_holm(uncertain)   # one family: every check of the package
+    holm_p = {(u.gate, e["index"]): e["p_holm"] for u in uncertain for e in u.checks}
+    for row in check_rows:
+        row[12] = holm_p.get((row[0], row[1]))
+    check_rows = [tuple(row) for row in check_rows]
     corr_rows = []
     host_tab = _hosts(p)[0]
     means: dict[tuple[str, str], dict[str, float]] = {}
@@ -419,8 +478,9 @@ def robustness_tables(p) -> list:
         Table("robustness", kind, ("gate", "config_id", "rank", "promoted", "p_promoted", "p_rank1", "rank_lo",
                                    "rank_hi"), tuple(cand_rows), inputs),
         Table("robustness_checks", kind, ("gate", "check", "kind", "candidate", "reference", "passed", "value",
+                                          "ci_low", "ci_high", "ci_method", "call", "p", "p_holm",
                                           "value_lo", "value_hi", "p_flip"), tuple(check_rows), inputs,
-              {"value": 9, "value_lo": 9, "value_hi": 9}),
+              {"value": 9, "ci_low": 9, "ci_high": 9, "p": 6, "p_holm": 6, "value_lo": 9, "value_hi": 9}),
         Table("robustness_gates", kind, ("gate", "cells", "candidates", "eligible", "method", "resamples",
                                          "last_promoted", "first_eliminated", "margin", "noise", "noise_source",
                                          "margin_in_noise", "p_one_sided", "note"), tuple(gate_rows), inputs,
