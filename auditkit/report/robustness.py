@@ -385,14 +385,14 @@ def fisher_z_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float |
     """(low, high, method) for Spearman's rho of n pairs: Fisher's z = atanh(rho) with the
     Bonett-Wright variance (1 + rho^2 / 2) / (n - 3). None (and the reason) for n < 4, where no
     interval says anything, and for |rho| = 1 or an undefined rho, where z is infinite."""
-    from scipy import stats
+    from scipy import special
 
     if n < 4:
         return None, None, f"not computed: {n} candidates (Fisher z needs at least 4)"
     if not math.isfinite(rho) or abs(rho) >= 1:
         return None, None, f"not computed: rho = {rho:g} over {n} candidates (Fisher z is infinite at |rho| = 1)"
     se = math.sqrt((1 + rho * rho / 2) / (n - 3))
-    q = float(stats.norm.ppf(1 - (1 - level) / 2))
+    q = float(special.ndtri(1 - (1 - level) / 2))
     z = math.atanh(rho)
     return math.tanh(z - q * se), math.tanh(z + q * se), \
         f"Fisher z, Bonett-Wright variance (1 + rho^2/2)/(n - 3), {n} candidates"
