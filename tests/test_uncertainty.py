@@ -451,3 +451,28 @@ def test_shipped_package_states_what_its_data_support():
         for c in g["uncertainty"]["checks"]:
             assert c["call"] in ("pass", "fail", "undetermined")
             assert c["call"] != ("fail" if c["passed"] else "pass")
+
+
+# --------------------------------------------------------------------------- the forest plot
+
+def test_forest_plot_is_svg_with_one_row_per_thresholded_check():
+    import base64
+    import xml.dom.minidom
+
+    from auditkit.report.forest import forest_data_uri, forest_svg
+
+    ref = [1.30, 1.31, 1.305, 1.32, 1.33, 1.325]
+    checks = [{"kind": "near_equivalence", "candidate": "c<&>", "reference": "r", "threshold": 0.01},
+              {"kind": "mean_gap", "candidate": "x", "reference": "r", "threshold": 0.02},
+              {"kind": "ranks_first_in_all_cells", "candidate": "r"}]
+    rules, dec = _gate({"r": ref, "c<&>": [v + 0.002 + 0.001 * (i % 2) for i, v in enumerate(ref)],
+                        "x": [v + 0.05 for v in ref]}, checks)
+    u = U.gate_uncertainty(dec, rules).to_json()
+    svg = forest_svg(u)
+    doc = xml.dom.minidom.parseString(svg)            # well-formed: a hostile name is escaped
+    texts = [t.firstChild.data for t in doc.getElementsByTagName("text")]
+    assert "near equivalence: c<&> vs r" in texts and "mean gap: x vs r" in texts
+    assert len(doc.getElementsByTagName("circle")) == 2    # ranks-first has no gap to plot
+    uri = forest_data_uri(u)
+    assert base64.b64decode(uri.split(",", 1)[1]).decode() == svg
+    assert forest_svg({"level": 0.95, "checks": [], "candidates": [], "notes": []}) is None
