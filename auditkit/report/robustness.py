@@ -212,12 +212,12 @@ def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = Non
     if not elig or n == 0:
         return GateRobustness(**base, method="not resampled", resamples=0,
                               note="no eligible candidate" if n else "the rules select no cell")
+    if len(elig) * n > MAX_ENTRIES:
+        return GateRobustness(**base, method="not resampled", resamples=0,
+                              note=f"{len(elig)} candidates x {n} cells exceeds {MAX_ENTRIES} values")
     values = np.array([c.values for c in elig], dtype=np.float64)
     margin = _margin(rules, decision, values, ids)
     sens = _sensitivity(rules, decision, values, ids)
-    if len(elig) * n > MAX_ENTRIES:
-        return GateRobustness(**base, method="not resampled", resamples=0, **margin, sensitivity=sens,
-                              note=f"{len(elig)} candidates x {n} cells exceeds {MAX_ENTRIES} values")
     groups = _host_groups(decision.cells)
     fewest = min(len(g) for g in groups)
     if fewest < MIN_CELLS_PER_HOST:
