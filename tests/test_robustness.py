@@ -252,3 +252,17 @@ def test_an_undecidable_gate_is_a_row_with_the_reason(paper_pkg, tmp_path):
     assert row[4] == "not resampled"
     assert row[-1] == ("could not be decided: input run CSV missing: "
                        "remote-results/linux_stage3_12h_seed46_anchor3_summary.csv")
+
+
+def test_random_pairings_and_the_t_approximation_agree_with_scipy():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=10)
+    b = a + rng.normal(scale=1.5, size=10)
+    ci = rb.correlation_interval(list(a), list(b), "k")
+    ref = stats.permutation_test((a,), lambda u: stats.spearmanr(u, b).statistic, permutation_type="pairings",
+                                 n_resamples=20000, alternative="greater", rng=np.random.default_rng(1)).pvalue
+    assert ci.permutation_method.startswith("9999 random pairings")
+    assert abs(ci.p_permutation - ref) < 4 * math.sqrt(ref * (1 - ref) / 9999) + 1e-3
+    a, b = rng.normal(size=250), rng.normal(size=250)
+    big = rb.correlation_interval(list(a), list(b + 0.1 * a), "k")
+    assert big.p_permutation == pytest.approx(stats.spearmanr(a, b + 0.1 * a, alternative="greater").pvalue, rel=1e-9)

@@ -43,7 +43,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import combinations_with_replacement, product
+from itertools import combinations_with_replacement, permutations, product
 
 import numpy as np
 
@@ -284,7 +284,7 @@ def gate_robustness(rules: dict, decision: Decision, se: np.ndarray | None = Non
 def _margin(rules: dict, decision: Decision, values: np.ndarray, ids: list[str]) -> dict:
     """Last promoted on its rank vs first eliminated: gap, the standard error of their paired per-cell
     difference, gap / that, and the one-sided paired t-test (cells exchangeable)."""
-    from scipy import stats
+    from scipy import special
 
     keep = set(rules["promote"].get("always_keep", []))
     order = sorted((c for c in decision.candidates if c.eligible), key=lambda c: c.rank)
@@ -303,7 +303,7 @@ def _margin(rules: dict, decision: Decision, values: np.ndarray, ids: list[str])
     noise, source, p = None, None, None
     if n >= 2 and float(np.std(diff, ddof=1)) > 0:
         noise, source = float(np.std(diff, ddof=1)) / math.sqrt(n), f"paired difference over {n} cells"
-        p = float(stats.ttest_rel(sign * values[ib], sign * values[ia], alternative="greater").pvalue)
+        p = float(special.stdtr(n - 1, -margin / noise))   # one-sided paired t (scipy.stats.ttest_rel's)
     out.update(noise=noise, noise_source=source, p_one_sided=p,
                margin_in_noise=None if noise is None else margin / noise)
     return out
@@ -341,11 +341,16 @@ class CorrelationInterval:
     permutation_method: str
 
 
+def _average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along the last axis, ties given their average rank (scipy.stats.rankdata's default)."""
+    import pandas as pd
+
+    return pd.DataFrame(np.asarray(a)).rank(axis=1, method="average").to_numpy(dtype=np.float64, copy=True)
+
+
 def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman's rho of each row pair (average ranks for ties); NaN where a row is constant."""
-    from scipy.stats import rankdata
-
-    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    ra, rb = _average_ranks(a), _average_ranks(b)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
     den = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
@@ -355,10 +360,16 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return rho
 
 
+PERMUTATIONS = 9999   # random pairings where n! is larger
+
+
 def correlation_interval(a: list[float], b: list[float], key: str) -> CorrelationInterval:
-    """Spearman of paired values `a`, `b` (one pair per candidate) with a bootstrap interval over
-    candidates and a permutation p-value; `key` seeds the draws where they are not exact."""
-    from scipy import stats
+    """Spearman of paired values `a`, `b` (one pair per candidate) with a Fisher z interval
+    (`fisher_z_interval`) and a one-sided permutation p-value of an agreement at least as strong:
+    exact over all n! pairings while n! <= 9999, else 9999 seeded random pairings, p = (k + 1) /
+    (9999 + 1) (as scipy.stats.permutation_test counts them); beyond `PERMUTATION_LIMIT`
+    candidates the t approximation scipy.stats.spearmanr uses. `key` seeds the draws."""
+    from scipy import special
 
     n = len(a)
     if n < 3:
@@ -367,17 +378,21 @@ def correlation_interval(a: list[float], b: list[float], key: str) -> Correlatio
     rho = float(_spearman_rows(x[None, :], y[None, :])[0])
     rng = np.random.default_rng([SEED, zlib.crc32(key.encode())])
     lo, hi, how = fisher_z_interval(rho, n, LEVEL)
-    if n <= PERMUTATION_LIMIT:
-        exact = math.factorial(n) <= 9999
-        # permuting one sample against the other fixed gives the n! pairings (both permuted: (n!)^2)
-        res = stats.permutation_test((x,), lambda u, axis=-1: _rho_axis(u, y, axis), permutation_type="pairings",
-                                     vectorized=True, n_resamples=9999, alternative="greater", rng=rng)
-        p = float(res.pvalue)
-        pm = (f"exact over all {math.factorial(n)} pairings" if exact
-              else f"9999 random pairings (seed {SEED})") + ", one-sided (agreement at least as strong)"
+    tol = 1e-12 * max(1.0, abs(rho)) if math.isfinite(rho) else 0.0
+    if n <= PERMUTATION_LIMIT and math.factorial(n) <= PERMUTATIONS:
+        perms = np.array(list(permutations(range(n))), dtype=np.int64)
+        rhos = _spearman_rows(np.broadcast_to(x, perms.shape), y[perms])
+        p = float(np.mean(rhos >= rho - tol))
+        pm = f"exact over all {len(perms)} pairings, one-sided (agreement at least as strong)"
+    elif n <= PERMUTATION_LIMIT:
+        perms = rng.permuted(np.tile(np.arange(n), (PERMUTATIONS, 1)), axis=1)
+        rhos = _spearman_rows(np.broadcast_to(x, perms.shape), y[perms])
+        p = float((np.sum(rhos >= rho - tol) + 1) / (PERMUTATIONS + 1))
+        pm = f"{PERMUTATIONS} random pairings (seed {SEED}), one-sided (agreement at least as strong)"
     else:   # many candidates: the t approximation scipy.stats.spearmanr uses is accurate, and cheap
-        p = float(stats.spearmanr(x, y, alternative="greater").pvalue)
-        pm = f"t approximation for {n} candidates (scipy.stats.spearmanr), one-sided (agreement at least as strong)"
+        t = rho * math.sqrt((n - 2) / max(1e-300, 1 - rho * rho))
+        p = float(special.stdtr(n - 2, -t))
+        pm = f"t approximation for {n} candidates (as scipy.stats.spearmanr), one-sided (agreement at least as strong)"
     return CorrelationInterval(n, rho, lo, hi, how, p, pm)
 
 
@@ -396,13 +411,6 @@ def fisher_z_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float |
     z = math.atanh(rho)
     return math.tanh(z - q * se), math.tanh(z + q * se), \
         f"Fisher z, Bonett-Wright variance (1 + rho^2/2)/(n - 3), {n} candidates"
-
-
-def _rho_axis(u: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:
-    u, v = np.moveaxis(np.atleast_2d(u), axis, -1), np.moveaxis(np.atleast_2d(v), axis, -1)
-    shape = np.broadcast_shapes(u.shape, v.shape)
-    u, v = np.broadcast_to(u, shape).reshape(-1, shape[-1]), np.broadcast_to(v, shape).reshape(-1, shape[-1])
-    return _spearman_rows(u, v).reshape(shape[:-1])
 
 
 # --------------------------------------------------------------------------- tables
