@@ -208,7 +208,7 @@ def test_robustness_tables_are_registered_byte_stable_and_checked(paper_pkg, tmp
     assert TableKind.ROBUSTNESS.value == "robustness"
     ids = {t.id for t in build_tables(paper_pkg) if t.kind == "robustness"}
     assert ids == {"robustness", "robustness_checks", "robustness_gates", "promotion_sensitivity",
-                   "host_correlation_interval"}
+                   "host_correlation_interval", "wallclock_confound"}
     assert check_tables(paper_pkg).ok   # regenerated in this process == written when the package was built
     gates = (paper_pkg / "analysis/robustness_gates.csv").read_text()
     assert "stage3,4,3,3,not resampled,0,bridge,greedy," in gates and '"refused: 2 cell(s) per host;' in gates
@@ -266,3 +266,24 @@ def test_random_pairings_and_the_t_approximation_agree_with_scipy():
     a, b = rng.normal(size=250), rng.normal(size=250)
     big = rb.correlation_interval(list(a), list(b + 0.1 * a), "k")
     assert big.p_permutation == pytest.approx(stats.spearmanr(a, b + 0.1 * a, alternative="greater").pvalue, rel=1e-9)
+
+
+def test_wallclock_flags_runs_below_80_percent_of_their_usual_steps():
+    from auditkit.stats import throughput as tp
+
+    steps = np.array([[100.0, 100.0, 70.0], [50.0, 52.0, 51.0]])   # host 0: median 100, the 70 is below 80
+    assert tp.flags(steps).tolist() == [[False, False, True], [False, False, False]]
+    d = np.array([[0.01, 0.02, 0.09], [0.01, 0.01, 0.01]])
+    gap, n = tp.matched_gap(d, tp.flags(steps), np.zeros_like(d, dtype=bool))
+    assert n == 5 and gap == pytest.approx(0.012)
+    assert tp.steps_ratio(steps, steps * 2) == pytest.approx(0.5)
+
+
+def test_wallclock_table_of_a_seconds_budget_gate(paper_pkg):
+    t = {t.id: t for t in build_tables(paper_pkg)}["wallclock_confound"]
+    col = {c: i for i, c in enumerate(t.columns)}
+    checks = [r for r in t.rows if r[col["kind"]] == "check"]
+    assert checks, t.rows
+    for r in checks:   # no run flagged in the paper-shaped package: the matched gap is the wall-clock gap
+        if not r[col["flagged"]]:
+            assert r[col["matched_gap"]] == pytest.approx(r[col["wallclock_gap"]], abs=1e-9)

@@ -415,6 +415,53 @@ def fisher_z_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float |
 
 # --------------------------------------------------------------------------- tables
 
+def _wallclock_rows(p, o) -> list[tuple]:
+    """The wall-clock confound of one decided gate whose stages all have budgets in seconds
+    (`auditkit.stats.throughput`): a `run` row per flagged run (steps below 80% of its configuration's
+    median on its host), and a `check` row per thresholded check with the wall-clock gap beside the
+    gap on the cells where neither run is flagged and the median steps ratio. Nothing for other gates."""
+    from auditkit.stats import throughput as tp
+
+    rules, dec = o.rules, o.decision
+    stages = set(rules["inputs"]["stages"])
+    budgets = {s.stage: s for s in p.protocol.stages}
+    if not stages or any(getattr(getattr(budgets.get(st), "budget", None), "kind", None) != "seconds"
+                         for st in stages):
+        return []
+    hosts = sorted({h for h, _ in dec.cells})
+    seeds = sorted({s for _, s in dec.cells})
+    if len(dec.cells) != len(hosts) * len(seeds):
+        return []
+    elig = [c for c in dec.candidates if c.eligible]
+    rows = p.rows
+    sel = rows[rows["stage"].isin(stages) & rows["config_id"].isin([c.config_id for c in elig])]
+    steps_of = {(c, h, int(s)): int(v) for c, h, s, v in zip(sel["config_id"], sel["host"], sel["seed"], sel["steps"])}
+    steps = {c.config_id: np.array([[steps_of.get((c.config_id, h, s), 0) for s in seeds] for h in hosts],
+                                   dtype=np.float64) for c in elig}
+    flagged = {cid: tp.flags(st) for cid, st in steps.items()}
+    out = []
+    for c in elig:
+        med = np.median(steps[c.config_id], axis=-1)
+        for i, h in enumerate(hosts):
+            for j, s in enumerate(seeds):
+                if flagged[c.config_id][i, j]:
+                    out.append((dec.gate, "run", c.config_id, None, f"{h}/{s}", int(steps[c.config_id][i, j]),
+                                float(med[i]), True, None, None, None, None))
+    sign = 1.0 if Better(rules["metric"]["better"]) is Better.LOWER else -1.0
+    by = {c.config_id: c for c in elig}
+    grid = np.array([[dec.cells.index((h, s)) for s in seeds] for h in hosts])
+    for ch in dec.checks:
+        if ch.kind not in ("near_equivalence", "mean_gap") or ch.candidate not in by or ch.reference not in by:
+            continue
+        d = sign * (np.asarray(by[ch.candidate].values)[grid] - np.asarray(by[ch.reference].values)[grid])
+        gap, n = tp.matched_gap(d, flagged[ch.candidate], flagged[ch.reference])
+        out.append((dec.gate, "check", ch.candidate, ch.reference, None, None, None,
+                    bool(flagged[ch.candidate].any() or flagged[ch.reference].any()), ch.value, gap, n,
+                    tp.steps_ratio(steps[ch.candidate], steps[ch.reference])))
+    return out
+
+
+
 def robustness_tables(p) -> list:
     """The `robustness` tables of a package (`tables._Package` `p`): `robustness` (per gate and
     candidate), `robustness_checks`, `robustness_gates` (method, margin, noise),
@@ -461,6 +508,11 @@ def robustness_tables(p) -> list:
         for variant, k, keep, promoted in r.sensitivity:
             sens_rows.append((r.gate, variant, k, " ".join(keep), " ".join(promoted),
                               tuple(promoted) == tuple(o.decision.promoted)))
+    wall_rows = []
+    for g in p.protocol.gates:
+        o = outcomes.get(g.gate)
+        if g.gate in p.decisions and o is not None and o.decided:
+            wall_rows += _wallclock_rows(p, o)
     apply_holm(uncertain)   # one family: every check of the package
     holm_p = {(u.gate, e["index"]): e["p_holm"] for u in uncertain for e in u.checks}
     for row in check_rows:
@@ -495,6 +547,9 @@ def robustness_tables(p) -> list:
               {"margin": 9, "noise": 9, "margin_in_noise": 3}),
         Table("promotion_sensitivity", kind, ("gate", "variant", "top_k", "always_keep", "promoted",
                                               "same_as_frozen"), tuple(sens_rows), inputs),
+        Table("wallclock_confound", kind, ("gate", "kind", "config_id", "reference", "cell", "steps", "median_steps",
+                                           "flagged", "wallclock_gap", "matched_gap", "matched_cells", "steps_ratio"),
+              tuple(wall_rows), inputs, {"wallclock_gap": 9, "matched_gap": 9, "steps_ratio": 4}),
         Table("host_correlation_interval", kind, ("stage", "host_a", "host_b", "n", "spearman", "ci_low", "ci_high",
                                                   "ci_level", "ci_method", "p_permutation", "permutation_method"),
               tuple(corr_rows), tuple(p.run_csvs), {"ci_level": 2}),
