@@ -208,7 +208,7 @@ def test_robustness_tables_are_registered_byte_stable_and_checked(paper_pkg, tmp
     assert TableKind.ROBUSTNESS.value == "robustness"
     ids = {t.id for t in build_tables(paper_pkg) if t.kind == "robustness"}
     assert ids == {"robustness", "robustness_checks", "robustness_gates", "promotion_sensitivity",
-                   "host_correlation_interval", "wallclock_confound"}
+                   "host_correlation_interval", "wallclock_confound", "host_sensitivity_baseline"}
     assert check_tables(paper_pkg).ok   # regenerated in this process == written when the package was built
     gates = (paper_pkg / "analysis/robustness_gates.csv").read_text()
     assert "stage3,4,3,3,not resampled,0,bridge,greedy," in gates and '"refused: 2 cell(s) per host;' in gates
@@ -287,3 +287,17 @@ def test_wallclock_table_of_a_seconds_budget_gate(paper_pkg):
     for r in checks:   # no run flagged in the paper-shaped package: the matched gap is the wall-clock gap
         if not r[col["flagged"]]:
             assert r[col["matched_gap"]] == pytest.approx(r[col["wallclock_gap"]], abs=1e-9)
+
+
+def test_host_sensitivity_against_the_cross_seed_baseline():
+    # cells h0/1, h0/2, h1/1, h1/2; host 0 ranks a < b < c in both seeds, host 1 the reverse
+    v = np.array([[1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 2.0, 2.0], [3.0, 3.0, 1.0, 1.0]])
+    b = rb.host_baseline(v, ["h0", "h1"], [1, 2])
+    assert (b["cross_host"], b["cross_seed"], b["difference"]) == (-1.0, 1.0, 2.0)
+    # of the 4 reassignments of each seed's cells to hosts, the observed one and its mirror reach 2
+    assert b["p"] == 0.5
+    # rankings that move with the seed as much as with the host: no host effect beyond the baseline
+    w = np.array([[1.0, 3.0, 1.0, 3.0], [2.0, 2.0, 2.0, 2.0], [3.0, 1.0, 3.0, 1.0]])
+    b2 = rb.host_baseline(w, ["h0", "h1"], [1, 2])
+    assert b2["cross_host"] == 1.0 and b2["cross_seed"] == -1.0 and b2["difference"] == -2.0
+    assert rb.host_baseline(v[:2], ["h0", "h1"], [1, 2]) is None

@@ -413,6 +413,52 @@ def fisher_z_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float |
         f"Fisher z, Bonett-Wright variance (1 + rho^2/2)/(n - 3), {n} candidates"
 
 
+def host_baseline(values: np.ndarray, hosts: list[str], seeds: list) -> dict | None:
+    """Host sensitivity against its baseline, from one gate's cells. `values`: candidates x (hosts x
+    seeds, host-major). Mean Spearman over pairs of cells on different hosts with the same seed
+    (`cross_host`) and over pairs on the same host with different seeds (`cross_seed`, the baseline:
+    how much rankings move with the seed alone); `difference` = cross_seed - cross_host (> 0: hosts
+    disagree more than seeds do). One-sided p: the share of the balanced reassignments of cells to
+    hosts (every split of the cells into groups of the hosts' sizes, at most 5,000) whose difference
+    is at least the observed one. None below 3 candidates, 2 hosts or 2 seeds."""
+    nc = values.shape[0]
+    h, s = len(hosts), len(seeds)
+    if nc < 3 or h < 2 or s < 2:
+        return None
+    ncell = h * s
+    pairs = [(i, j) for i in range(ncell) for j in range(i + 1, ncell)]
+    rho = _spearman_rows(values[:, [i for i, _ in pairs]].T, values[:, [j for _, j in pairs]].T)
+    seed_of = [k % s for k in range(ncell)]
+
+    def diff(host_of) -> float:
+        cross = [r for (i, j), r in zip(pairs, rho) if host_of[i] != host_of[j] and seed_of[i] == seed_of[j]]
+        within = [r for (i, j), r in zip(pairs, rho) if host_of[i] == host_of[j]]
+        cross, within = [r for r in cross if r == r], [r for r in within if r == r]
+        if not cross or not within:
+            return math.nan
+        return float(np.mean(within) - np.mean(cross)), float(np.mean(cross)), float(np.mean(within))
+
+    observed = diff([k // s for k in range(ncell)])
+    if not isinstance(observed, tuple):
+        return None
+    # reassignments: each seed's cells permuted across hosts (keeps one cell per host and seed)
+    perms = list(permutations(range(h)))
+    total = len(perms) ** s
+    if total > 5000:
+        return {"cross_host": observed[1], "cross_seed": observed[2], "difference": observed[0], "p": None,
+                "method": f"{total} reassignments: too many to enumerate; no p-value"}
+    count = ok = 0
+    for combo in product(perms, repeat=s):
+        host_of = [combo[k % s][k // s] for k in range(ncell)]
+        d = diff(host_of)
+        if isinstance(d, tuple):
+            ok += 1
+            count += d[0] >= observed[0] - 1e-12
+    return {"cross_host": observed[1], "cross_seed": observed[2], "difference": observed[0],
+            "p": count / ok if ok else None,
+            "method": f"exact over the {ok} reassignments of each seed's cells to hosts, one-sided"}
+
+
 # --------------------------------------------------------------------------- tables
 
 def _wallclock_rows(p, o) -> list[tuple]:
@@ -513,6 +559,23 @@ def robustness_tables(p) -> list:
         o = outcomes.get(g.gate)
         if g.gate in p.decisions and o is not None and o.decided:
             wall_rows += _wallclock_rows(p, o)
+    base_rows = []
+    for g in p.protocol.gates:
+        o = outcomes.get(g.gate)
+        if g.gate in p.decisions and o is not None and o.decided:
+            dec = o.decision
+            hs = sorted({h for h, _ in dec.cells}), sorted({sd for _, sd in dec.cells})
+            elig = [c for c in dec.candidates if c.eligible]
+            if len(dec.cells) == len(hs[0]) * len(hs[1]) and elig:
+                order = [dec.cells.index((h, sd)) for h in hs[0] for sd in hs[1]]
+                vals = np.array([c.values for c in elig], dtype=np.float64)[:, order]
+                b = host_baseline(vals, hs[0], hs[1])
+                if b is None:
+                    base_rows.append((g.gate, len(elig), len(hs[0]), len(hs[1]), None, None, None, None,
+                                      "not computed: needs 3 candidates, 2 hosts and 2 seeds"))
+                else:
+                    base_rows.append((g.gate, len(elig), len(hs[0]), len(hs[1]), b["cross_host"], b["cross_seed"],
+                                      b["difference"], b["p"], b["method"]))
     apply_holm(uncertain)   # one family: every check of the package
     holm_p = {(u.gate, e["index"]): e["p_holm"] for u in uncertain for e in u.checks}
     for row in check_rows:
@@ -550,6 +613,9 @@ def robustness_tables(p) -> list:
         Table("wallclock_confound", kind, ("gate", "kind", "config_id", "reference", "cell", "steps", "median_steps",
                                            "flagged", "wallclock_gap", "matched_gap", "matched_cells", "steps_ratio"),
               tuple(wall_rows), inputs, {"wallclock_gap": 9, "matched_gap": 9, "steps_ratio": 4}),
+        Table("host_sensitivity_baseline", kind, ("gate", "candidates", "hosts", "seeds", "spearman_cross_host",
+                                                  "spearman_cross_seed", "difference", "p_permutation", "method"),
+              tuple(base_rows), inputs),
         Table("host_correlation_interval", kind, ("stage", "host_a", "host_b", "n", "spearman", "ci_low", "ci_high",
                                                   "ci_level", "ci_method", "p_permutation", "permutation_method"),
               tuple(corr_rows), tuple(p.run_csvs), {"ci_level": 2}),
