@@ -305,6 +305,25 @@ _GROUPS: tuple[list[Code], ...] = (
                                      "eval_seq_len, tokenizer) and this one does not.",
          "Its val_bpb cannot be shown to be comparable with the others': find out how the run was evaluated "
          "(its log, its checkpoint's metadata)."),
+        # per-document evaluation losses (SPEC v1.2 eval_docs; auditkit/verify/checks/evaldocs.py)
+        ("eval-docs-missing", "A run row names a per-document evaluation file (eval_docs) that the package does not "
+                              "hold as a regular file.",
+         "Find the file in the published copy; without it the run's document-level uncertainty cannot be checked "
+         "and the statistics fall back to cells."),
+        ("eval-docs-unlisted", "A per-document evaluation file a run row names is not listed in MANIFEST.json.",
+         "The MANIFEST does not vouch for the file: find out whether it was added after the package was sealed."),
+        ("eval-docs-hash-mismatch", "A per-document evaluation file's sha256 differs from the row's "
+                                    "eval_docs_sha256.",
+         "The file or the row changed after the run: compare both with the run's own log."),
+        ("eval-docs-unreadable", "A per-document evaluation file is not `doc,nats,bytes` with one row per document "
+                                 "(integer doc in increasing order, finite nats >= 0, positive integer bytes).",
+         "Find out what wrote the file; its losses are not used."),
+        ("eval-docs-val-bpb-mismatch", "A per-document evaluation file's sum(nats) / (ln 2 * sum(bytes)) is not the "
+                                       "row's val_bpb (to its 6-decimal rounding).",
+         "The per-document losses are not the evaluation the row reports: find which of the two is the run's."),
+        ("eval-docs-columns", "A run row names an eval_docs file without its eval_docs_sha256, or the other way "
+                              "round, or a path other than `eval-docs/<run_id>.csv`.",
+         "Writers fill both columns or neither (SPEC v1.2): find out who edited the row."),
         ("run-csv-name", "A CSV under remote-results/ is not named `<host>_<stage>_summary.csv`, so its rows are "
                          "not read as run rows.",
          "Find out what the file holds and why it is there; rows in it are not part of any gate."),

@@ -6,8 +6,8 @@
 
 For each size a synthetic package (`fixtures.synth`) is generated once, then each measured
 step runs `--repeat` times, each in a fresh subprocess so its peak RSS is its own:
-`replay_all` (every gate: hashes, freeze, chain, recompute, compare), `generate_tables` and
-`check_tables`. Reported: the median seconds (imports excluded) and the largest peak RSS.
+`replay_all` (every gate: hashes, freeze, chain, recompute, compare), `uncertainty` (`replay_all`
+and every check's interval and call, as `replay-gate --json` does), `generate_tables` and `check_tables`. Reported: the median seconds (imports excluded) and the largest peak RSS.
 With `--baseline DIR` (the root of another auditkit source tree, e.g. `git archive <commit>`
 unpacked there) the replay step also runs from that tree, interleaved with this one, and
 the ratio of the medians is printed: both measured in the same minutes, under the same load.
@@ -35,7 +35,7 @@ from tabulate import tabulate
 
 # (configs, hosts, seeds) -> run rows (SynthShape.rows): 100, 10,008, 100,008, 1,001,372
 SHAPES = [(12, 2, 2), (250, 4, 9), (2500, 4, 9), (5000, 4, 49)]
-STEPS = ("replay", "tables", "check")
+STEPS = ("replay", "uncertainty", "tables", "check")
 
 STEP = r"""
 import json, resource, sys, time
@@ -45,6 +45,11 @@ t1 = time.perf_counter()
 step, pkg = sys.argv[1], sys.argv[2]
 if step == "replay":
     rs = replay_all(pkg)
+    ok = all(r.identical for r in rs)
+elif step == "uncertainty":   # what `replay-gate all --json` does: replay, then every check's interval and call
+    from auditkit.gates.replay import attach_uncertainty
+    rs = replay_all(pkg)
+    attach_uncertainty(pkg, rs, 0.95)
     ok = all(r.identical for r in rs)
 elif step == "tables":
     from auditkit.derived.tables import generate_tables

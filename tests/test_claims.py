@@ -92,7 +92,7 @@ def test_a_raw_row_edit_makes_claims_fail_and_the_opposite_claim_hold(paper_copy
     assert rep.exit_code == 1
     assert rep.counts() == {"claim-not-held": 2}
     text = render_claims(list(after.values()))
-    assert "[NOT HELD] bridge-first-all-cells-60min" in text
+    assert "[NOT HELD | data: " in text and "] bridge-first-all-cells-60min" in text
 
 
 def test_an_edit_to_the_recorded_decision_alone_changes_no_claim(paper_copy):
@@ -185,7 +185,7 @@ def test_every_claim_kind_is_dispatched(paper_pkg):
      "claims file is not valid"),
     ('{"schema": "auditkit/claims/v1", "claims": []}', "claims file is not valid"),
     ('{"schema": "auditkit/claims/v1", "claims": [{"id": "a", "statement": "s", "check": {"kind": "table_value", '
-     '"table": "t", "row": {"a": 1}, "column": "c", "value": NaN, "tol": 0}}]}', "NaN is not a JSON number"),
+     '"table": "t", "row": {"a": 1}, "column": "c", "value": NaN, "tol": 0}}]}', "NaN is not JSON"),
 ])
 def test_a_broken_claims_file_cannot_be_checked(paper_pkg, tmp_path, text, msg):
     p = tmp_path / "claims.json"

@@ -53,6 +53,8 @@ NON_CODES = {
     "date-time",                               # a JSON Schema format (auditkit.package.schemas.format_checker)
     "could-not-check",                         # SARIF notification / JUnit error type of an exit 2 (cli/output.py)
     "utf-16-le",                               # an encoding (GitHub's line hash, report/sarif.py)
+    # interval methods of replay-gate's uncertainty (auditkit.stats.uncertainty.Method)
+    "paired-t-hosts-fixed", "paired-t-cells", "paired-t-hosts-random",
 }
 # Codes built at run time from an f-string template, and the codes each makes.
 DYNAMIC = {

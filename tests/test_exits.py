@@ -83,17 +83,16 @@ def _read_only(path, data):
 
 
 def test_a_read_only_target_is_a_usage_error_with_a_hint(tmp_path, monkeypatch):
-    import auditkit.package.store as store
-
-    monkeypatch.setattr(store, "_synced_temporary", _read_only)
+    # root may write anywhere, so the refusal is the system's answer simulated at the write
+    monkeypatch.setattr(os, "fsync", lambda fd: _read_only("fd", b""))
     out = tmp_path / "tables"
     r = invoke("tables", "--package", PKG, "--out", out)
     assert r.exit_code == 2, r.output
-    assert "read-only" in r.output and "hint: choose a directory you can write to" in r.output
+    assert "Read-only file system" in r.output and "hint: the directory is not writable by you" in r.output
     assert str(out) in r.output and "a bug" not in r.output
     r = invoke("tables", "--package", PKG, "--out", tmp_path / "t2", "--json")
     doc = json.loads(r.stdout)
-    assert r.exit_code == 2 and "read-only" in doc["error"] and doc["path"].startswith(str(tmp_path / "t2"))
+    assert r.exit_code == 2 and "Read-only" in doc["error"] and doc["path"].startswith(str(tmp_path / "t2"))
 
 
 def test_a_full_disk_while_deciding_is_a_usage_error(tmp_path, monkeypatch):
@@ -105,13 +104,14 @@ def test_a_full_disk_while_deciding_is_a_usage_error(tmp_path, monkeypatch):
     shutil.copytree(PKG, pkg)
     gate = sorted(p.name for p in (pkg / "analysis").glob("*_decision.json"))[0].removesuffix("_decision.json")
 
-    def full(path, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(store, "_synced_temporary", full)
+    monkeypatch.setattr(os, "fsync", full)
     r = invoke("decide", gate, "--package", pkg, "--force")
     assert r.exit_code == 2, r.output
-    assert "no space left" in r.output and "a bug" not in r.output
+    assert "No space left on device" in r.output and "a bug" not in r.output
 
 
 def test_an_unexpected_error_is_still_a_whole_json_document(monkeypatch):

@@ -49,14 +49,14 @@ def edited(pkg, tmp_path) -> Path:
 def test_claims_hold(pkg):
     r = run("claims", "--package", pkg)
     assert r.exit_code == 0, r.output
-    assert "[HELD] bridge-first-all-cells-60min: At 60 minutes" in r.output
+    assert "[HELD | data: " in r.output and "] bridge-first-all-cells-60min: At 60 minutes" in r.output
     assert r.output.rstrip().endswith(f"OK: claims {pkg} (12 claims)")
 
 
 def test_claims_not_held_exit_1_in_every_format(edited):
     r = run("claims", "--package", edited)
     assert r.exit_code == 1
-    assert "[NOT HELD] bridge-first-all-cells-60min" in r.output
+    assert "[NOT HELD | data: " in r.output and "] bridge-first-all-cells-60min" in r.output
     assert "claims.json [$.claims[3]]: claim-not-held" in r.output
     doc = json.loads(run("claims", "--package", edited, "--json").output)
     assert doc["exit_code"] == 1 and doc["counts"] == {"claim-not-held": 2}

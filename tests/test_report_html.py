@@ -53,7 +53,14 @@ def test_report_data(report, paper_pkg):
     assert states == {"bridge": "promoted", "greedy": "promoted", "d8_ar48": "promoted", "s01_d8_ar64": "eliminated"}
     s01 = next(c for c in stage2["candidates"] if c["config_id"] == "s01_d8_ar64")
     assert s01["reason"] == "eliminated: rank 4 of 4 eligible, below the cut top_k=3"
-    assert s01["robustness"]["p_promoted"] == 0.0
+    assert s01["robustness"] is None   # 2 cells per host: P(promoted) is refused, with the reason
+    assert stage2["robustness"]["note"].startswith("refused: 2 cell(s) per host")
+    # the page leads with what the data support: every check's call, a forest plot per gate with a gap
+    sup = report["support"]
+    assert sup["level"] == 0.95 and len(sup["checks"]) == sum(len(g["checks"]) for g in report["gates"])
+    assert {c["call"] for c in sup["checks"]} <= {"pass", "fail", "undetermined"}
+    assert [f["gate"] for f in sup["forests"]] == ["stage2"]   # the paper-shaped final gate has no thresholded check
+    assert all(c["call"] in ("held", "not_held", "undetermined") for c in report["claims"])
     assert stage2["cells"] == ["linux/44", "linux/45", "windows/44", "windows/45"]
     assert stage2["frozen_at"] == "2026-04-27T08:00:00Z" and stage2["first_input_started_at"] > stage2["frozen_at"]
     assert [g["freeze_evidence"] for g in report["gates"]][-1]["level"] == "timestamped"
@@ -93,6 +100,7 @@ def test_markdown(report):
     assert md.startswith("# auditkit report: paper06\n")
     assert re.search(r"\| verify +\| OK ", md) and re.search(r"\| re-evaluation +\| not run ", md)
     assert "**bridge-first-all-cells-60min**" in md
+    assert md.index("## What the data support (at 0.95)") < md.index("## Verdicts")
     assert "### gate stage2 — replays identically" in md
     assert "Freeze evidence: **timestamped**: timestamped 2026-04-29T08:00:00Z by test TSA" in md
     assert "data:image" not in md
@@ -143,6 +151,11 @@ def test_html_in_headless_chromium_with_the_network_cut(report, tmp_path):
             assert page.inner_text("#overall").startswith("Overall:")
             assert "OK" in page.inner_text("#overall")
             assert page.locator("tr.verdict").count() == 6   # the five checks, and --deep said not run
+            # what the data support comes first, with a decoded forest plot
+            assert page.eval_on_selector("#support", "e => e.compareDocumentPosition(document.querySelector("
+                                         "'#verdicts')) & Node.DOCUMENT_POSITION_FOLLOWING") != 0
+            assert page.locator("#support table.support-claims tr[data-call]").count() == 12
+            assert page.eval_on_selector("#forest-stage2 img", "e => e.naturalWidth") > 300
             assert page.locator("tr.claim[data-outcome=held]").count() == 12
             assert page.locator("article.gate").count() == 4
             stage2 = page.locator("#gate-stage2")

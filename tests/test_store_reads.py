@@ -94,9 +94,6 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
                                                              "owned by h1, to be closed"),
     ("auditkit/verify/deep.py", "json.loads"): (2, "a checkpoint's metadata for --deep; owned by h1, to be closed"),
     ("auditkit/verify/deep.py", "load"): (1, "safetensors.torch.load of bytes read through the store"),
-    ("auditkit/report/claims.py", "(pkg / 'protocol.json').read_text"): (1, "owned by h4, to be closed"),
-    ("auditkit/report/claims.py", "json.loads"): (2, "owned by h4, to be closed"),
-    ("auditkit/report/claims.py", "path.read_text"): (1, "owned by h4, to be closed"),
     ("auditkit/report/sarif.py", "json.loads"): (1, "decodes one JSON string token of text read through the store "
                                                     "(locating a JSON path's line and column)"),
 }

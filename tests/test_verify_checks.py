@@ -53,7 +53,8 @@ def edit_json(path: Path, fn) -> None:
 
 
 def test_the_registry_names_every_family_and_each_check_is_lazy():
-    assert list(CHECKS) == ["manifest", "documents", "rows", "decisions", "evaluation", "derived", "checkpoints", "source"]
+    assert list(CHECKS) == ["manifest", "documents", "rows", "decisions", "evaluation", "evaldocs", "derived",
+                           "checkpoints", "source"]
     for name, check in CHECKS.items():
         assert inspect.isgeneratorfunction(check), name
 

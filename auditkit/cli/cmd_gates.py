@@ -44,8 +44,10 @@ def decide_cmd(gate, package, force) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print the verdict line only (text).")
 @evidence_options
 @profile_option
+@click.option("--level", type=click.FloatRange(0.5, 1.0, min_open=False, max_open=True), default=0.95,
+              show_default=True, help="Level of the intervals and calls of the thresholded checks (docs/STATISTICS.md).")
 def replay_gate_cmd(gate, package, as_json, output_format, verbose, quiet, trusted_tsa, trusted_keys, system_trust,
-                    require, profile) -> None:
+                    require, profile, level) -> None:
     """Recompute GATE's decision (or every gate's) from the rules and raw rows and diff it with the record.
 
     \b
@@ -75,7 +77,7 @@ def replay_gate_cmd(gate, package, as_json, output_format, verbose, quiet, trust
     from auditkit.gates.replay import replay_package
 
     try:
-        replays, report = replay_package(package, gate)
+        replays, report = replay_package(package, gate, level=level)
     except AuditError as exc:
         fail(exc, as_json)
     try:

@@ -395,6 +395,7 @@ class GateReplay:
     recorded_promoted: list[str] | None = None  # the recorded promoted list, when readable
     _refs: dict = field(default_factory=dict)   # rules_ref, inputs, decided_at of the replayed document
     _canonical: bool = False                    # the recorded file is the canonical form of the replayed one
+    uncertainty: object = None                  # auditkit.stats.uncertainty.GateUncertainty, when asked for
 
     @property
     def identical(self) -> bool:
@@ -440,6 +441,8 @@ class GateReplay:
                                "ranks": {c["config_id"]: c.get("rank") for c in doc["candidates"]},
                                "eligible": {c["config_id"]: c["eligible"] for c in doc["candidates"]},
                                "checks": [{k: ch.get(k) for k in keys} for ch in doc["checks"]]}
+        if self.uncertainty is not None:
+            out["uncertainty"] = self.uncertainty.to_json()
         return out
 
 
@@ -537,19 +540,43 @@ def replay_all(package_dir) -> list[GateReplay]:
         return [s.replay(g.gate) for g in s.protocol.gates]
 
 
-def replay_package(package_dir, gate: str) -> tuple[list[GateReplay], Report]:
+def replay_package(package_dir, gate: str, *, level: float | None = None) -> tuple[list[GateReplay], Report]:
     """`replay_all` (gate ``all``) or `replay_gate`, and their report.
 
     Raises AuditError ("could not check", exit 2) when protocol.json is defective: without it
     there are no gates to replay.  The defect itself is a finding about the package, and
-    `verify` reports it as one."""
+    `verify` reports it as one.  With `level`, each gate's summary carries its `uncertainty` at that
+    level (`attach_uncertainty`)."""
     try:
         replays = replay_all(package_dir) if gate == "all" else [replay_gate(package_dir, gate)]
     except PackageDefect as exc:
         raise AuditError(f"cannot replay without a usable protocol.json: {exc.finding}",
                          path=str(Path(package_dir) / exc.finding.path),
                          hint=f"run `auditkit verify {package_dir}` for every finding about the package") from None
+    if level is not None:
+        attach_uncertainty(package_dir, replays, level)
     return replays, replay_report(replays, str(package_dir))
+
+
+def attach_uncertainty(package_dir, replays: list[GateReplay], level: float) -> None:
+    """Set each replay's `uncertainty` (auditkit.stats.uncertainty) where its decision was recomputed;
+    the checks of all `replays` are one family for Holm's adjustment. Per-document evaluation losses
+    are read where the rows name them (SPEC v1.2); a gate whose files cannot be used says why."""
+    from auditkit.package.evaldocs import gate_doc_losses
+    from auditkit.stats.uncertainty import apply_holm, gate_uncertainty
+
+    store = package_store(package_dir)
+    done = []
+    for r in replays:
+        if r.decision is None or r.rules is None:
+            continue
+        docs, why = gate_doc_losses(store, r.rules, r.decision)
+        u = gate_uncertainty(r.decision, r.rules, level, docs)
+        if why:
+            u.notes.append(why)
+        r.uncertainty = u
+        done.append(u)
+    apply_holm(done)
 
 
 def replay_report(replays: list[GateReplay], target: str) -> ReplayReport:
@@ -1083,6 +1110,10 @@ def render_gate(r: GateReplay) -> str:
         rel = {True: "before", False: "NOT before", None: "?"}[summary["frozen_before_data"]]
         lines.append(f"frozen_at {summary['frozen_at']} {rel} the first input row's start "
                      f"{summary['first_input_started_at']}")
+    if r.uncertainty is not None:
+        from auditkit.stats.uncertainty import render_calls
+
+        lines.extend(render_calls(r.uncertainty))
     if r.identical:
         lines.append(f"verdict: identical — gate {r.gate} replays to its recorded decision")
     else:

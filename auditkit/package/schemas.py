@@ -36,6 +36,8 @@ SCHEMA_NAMES = (
     "dsse-envelope",
     "statement",
     "claims",
+    # output of replay-gate --json: gates[].uncertainty (auditkit.stats.uncertainty)
+    "uncertainty",
 )
 
 

@@ -62,6 +62,9 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     root = {"recorded": ver.info.get("root (recorded)"), "computed": ver.info.get("root (of the files)")}
 
     replays = replay_all(pkg)
+    from auditkit.gates.replay import attach_uncertainty
+
+    attach_uncertainty(pkg, replays, 0.95)   # the checks' intervals and calls lead the page
     rep = replay_report(replays, target)
     verdicts.append(_verdict("replay", f"auditkit replay-gate all --package {pkg}", rep))
     if freeze_evidence is None:
@@ -98,6 +101,7 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
         "verdicts": verdicts,
         "claims": claim_rows,
         "claims_note": claims_note,
+        "support": _support(claim_rows, gates),
         "gates": gates,
         "host_correlation": _rows(tables.get("host_correlation_interval")),
         "figures": _figures(pkg) if figures else [],
@@ -156,6 +160,12 @@ def _gate(pkg: Path, r, tables: dict, evidence: dict | None) -> dict:
            "frozen_at": (r.rules or {}).get("frozen_at"), "first_input_started_at": r.first_input_start,
            "top_k": None, "always_keep": [], "cells": [], "candidates": [], "checks": [], "promoted": [],
            "robustness": None, "sensitivity": []}
+    u = getattr(r, "uncertainty", None)
+    if u is not None:
+        from auditkit.report.forest import forest_data_uri
+
+        out["uncertainty"] = u.to_json()
+        out["forest"] = forest_data_uri(out["uncertainty"])
     if r.rules:
         out["top_k"] = r.rules["promote"]["top_k"]
         out["always_keep"] = list(r.rules["promote"].get("always_keep", []))
@@ -182,6 +192,24 @@ def _gate(pkg: Path, r, tables: dict, evidence: dict | None) -> dict:
     out["robustness"] = next((row for row in _rows(tables.get("robustness_gates")) if row["gate"] == r.gate), None)
     out["sensitivity"] = [row for row in _rows(tables.get("promotion_sensitivity")) if row["gate"] == r.gate]
     return out
+
+
+def _support(claims: list[dict], gates: list[dict]) -> dict:
+    """What the page leads with: counts of the claims' and the checks' calls (held / not held /
+    undetermined; pass / fail / undetermined), beside the point-estimate outcomes."""
+    def count(xs):
+        out: dict[str, int] = {}
+        for x in xs:
+            out[x] = out.get(x, 0) + 1
+        return out
+
+    checks = [dict(c, gate=g["gate"]) for g in gates for c in (g.get("uncertainty") or {}).get("checks", [])]
+    level = next((g["uncertainty"]["level"] for g in gates if g.get("uncertainty")), 0.95)
+    return {"level": level,
+            "claims": count(c.get("call", "undetermined") for c in claims if c["outcome"] != "not_checkable"),
+            "claims_outcome": count(c["outcome"] for c in claims),
+            "checks": checks, "check_calls": count(c["call"] for c in checks),
+            "forests": [{"gate": g["gate"], "uri": g["forest"]} for g in gates if g.get("forest")]}
 
 
 def _describe(evidence: dict | None) -> str:

@@ -13,8 +13,8 @@ Each claim holds the sentence as the paper states it and one check (`ClaimKind`)
 replay uses (`auditkit.report.gates.decide_all`) and regenerates the tables in memory
 (`tables.build_tables`); nothing recorded by the package's author is taken on trust.
 Each claim is `held`, `not_held` or `not_checkable` (with the reason).
-`claims_from_study(package_dir)` writes the claims a finished study supports, from its
-own findings, whatever they show.
+`observations_from_study(package_dir)` writes what a finished study's own rows show, whatever it
+is (observations.json: they hold by construction; they are not claims).
 """
 
 from __future__ import annotations
@@ -58,6 +58,16 @@ class ClaimResult:
     evidence: str      # where it comes from: gate, cells, table, files
     command: str       # the command that shows it
     why: str = ""      # why not checkable
+    # what the data support at `level` (auditkit.stats.uncertainty): held / not_held / undetermined,
+    # beside the point-estimate `outcome`; `basis` says how (the test, or why there is none)
+    call: str = "undetermined"
+    level: float = 0.95
+    low: float | None = None
+    high: float | None = None
+    p: float | None = None
+    p_holm: float | None = None
+    call_holm: str = "undetermined"
+    basis: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -72,20 +82,30 @@ class _NotCheckable(Exception):
 # --------------------------------------------------------------------------- loading
 
 def load_claims(path: str | Path) -> dict:
-    """A claims document, schema-checked. Raises AuditError (could not check) naming every
-    problem: unreadable, not JSON, not valid against `claims.schema.json`, repeated ids."""
+    """A claims document, read through the store (no-follow, regular files only, size cap, strict JSON:
+    no duplicate key, no number that overflows, no NaN) and schema-checked. Raises AuditError (could
+    not check) naming every problem: missing, a link or FIFO, unreadable, not strict JSON, not valid
+    against `claims.schema.json`, repeated ids."""
+    from auditkit.package.store import PackageDefect, PackageStore, loads_strict
+
     path = Path(path)
     try:
-        text = path.read_text("utf-8")
+        store = PackageStore(path.parent if str(path.parent) else ".")
+        if store.kind(path.name) is None:
+            raise FileNotFoundError(path)
+        data = store.read_bytes(path.name)
+        doc = loads_strict(data, path.name)
     except FileNotFoundError:
         raise AuditError("no claims file", path=str(path),
-                         hint="write claims.json (docs/SPEC.md, 'v1.1: claims.json') or pass --claims FILE") from None
-    except (OSError, UnicodeDecodeError) as exc:
+                         hint="write claims.json (docs/SPEC.md, 'v1.1: claims.json') or pass --claims FILE; a study's "
+                              "own observations (observations.json) are not claims") from None
+    except PackageDefect as exc:
+        f = exc.finding
+        raise AuditError(f"cannot read the claims file: {f.message}" + (f" ({f.location})" if f.location else "")
+                         + (f"; found {f.found}" if f.found else ""), path=str(path),
+                         hint=f.hint or "a claims file is a regular UTF-8 file of strict JSON") from None
+    except OSError as exc:
         raise AuditError(f"cannot read the claims file: {exc}", path=str(path)) from exc
-    try:
-        doc = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
-        raise AuditError(f"not valid JSON: {exc}", path=str(path)) from None
     bad = validate_document(doc, "claims", path.name)
     if bad:
         detail = "; ".join(f"{f.location}: {f.found}" for f in bad[:5])
@@ -145,8 +165,10 @@ class _Context:
 
 
 def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = None, *,
-                    tables=None) -> list[ClaimResult]:
-    """Every claim of `claims` (a document, a path, or the package's own `claims.json`), in order.
+                    tables=None, level: float = 0.95) -> list[ClaimResult]:
+    """Every claim of `claims` (a document, a path, or the package's own `claims.json`), in order,
+    each with its point-estimate `outcome` and the `call` the data support at `level`, its interval
+    and its p-value Holm-adjusted across the package's claims and gate checks (one family).
     `tables`: the package's tables (`tables.build_tables`) when the caller has built them already.
     Raises AuditError when the package or the claims file cannot be read."""
     pkg = Path(package_dir)
@@ -158,7 +180,10 @@ def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = 
         if bad:
             raise AuditError(f"claims are not valid: {bad[0]}", hint="follow schemas/claims.schema.json")
     ctx = _Context(pkg, tables)
-    return [_evaluate(ctx, c) for c in doc["claims"]]
+    results = [_evaluate(ctx, c) for c in doc["claims"]]
+    from auditkit.report.support import support_all
+
+    return support_all(ctx, doc["claims"], results, level)
 
 
 def _evaluate(ctx: _Context, claim: dict) -> ClaimResult:
@@ -360,12 +385,16 @@ def render_claims(results: list[ClaimResult]) -> str:
     """Text: one block per claim (outcome, statement, expected, found, evidence, command)."""
     lines = []
     for r in results:
-        lines.append(f"[{r.outcome.value.replace('_', ' ').upper()}] {r.id}: {r.statement}")
+        data = "" if r.outcome is ClaimOutcome.NOT_CHECKABLE else f" | data: {r.call.replace('_', ' ')} at {r.level:g}"
+        lines.append(f"[{r.outcome.value.replace('_', ' ').upper()}{data}] {r.id}: {r.statement}")
         lines.append(f"  claims:   {r.expected}")
         if r.outcome is ClaimOutcome.NOT_CHECKABLE:
             lines.append(f"  why not:  {r.why}")
         else:
             lines.append(f"  found:    {r.found}")
+            iv = "" if r.low is None else f" [{r.low:.6g}, {r.high:.6g}]"
+            p = "" if r.p is None else f", p {r.p:.3g}, Holm p {r.p_holm:.3g}"
+            lines.append(f"  support:  {r.call.replace('_', ' ')} at {r.level:g}{iv}{p} ({r.basis})")
             lines.append(f"  evidence: {r.evidence}")
         lines.append(f"  command:  {r.command}")
     from auditkit.text import printable  # a statement from the package is one line, and drives no terminal
@@ -375,12 +404,16 @@ def render_claims(results: list[ClaimResult]) -> str:
 
 # --------------------------------------------------------------------------- a study's own claims
 
-def claims_from_study(package_dir: str | Path) -> dict:
-    """The claims a finished study's own raw rows support, whatever they show: each gate check's
-    outcome, the final winner's rank and whether it was the mean-best at every earlier gate,
+OBSERVATIONS_FILE = "observations.json"
+
+
+def observations_from_study(package_dir: str | Path) -> dict:
+    """What a finished study's own raw rows show, whatever it is, in the claims format: each gate
+    check's outcome, the final winner's rank and whether it was the mean-best at every earlier gate,
     the compute accounting, and the host correlations at every stage run on two or more hosts.
-    Every claim holds on the package it was made from (`evaluate_claims`). Raises AuditError
-    when the package cannot be read."""
+    These are *observations*: each holds on the package it was read from by construction and is
+    evidence of nothing (`protocol run` writes them to observations.json; claims.json holds what
+    authors or reviewers claim). Raises AuditError when the package cannot be read."""
     pkg = Path(package_dir)
     ctx = _Context(pkg)
     claims: list[dict] = []
@@ -474,6 +507,14 @@ def claims_from_study(package_dir: str | Path) -> dict:
         seen[c["id"]] = n + 1
         if n:
             c["id"] = f"{c['id']}-{n + 1}"
-    name = json.loads((pkg / "protocol.json").read_text("utf-8")).get("name", pkg.name)
-    return {"schema": "auditkit/claims/v1", "source": f"study {name}: claims written from its own raw rows",
+    from auditkit.package.store import open_package
+
+    proto = open_package(pkg).read_json("protocol.json")
+    name = proto.get("name", pkg.name) if isinstance(proto, dict) else pkg.name
+    return {"schema": "auditkit/claims/v1",
+            "source": f"study {name}: observations read from its own raw rows (they hold by construction and are "
+                      "evidence of nothing; claims.json holds what authors or reviewers claim)",
             "claims": claims}
+
+
+claims_from_study = observations_from_study   # the name packages before observations.json knew

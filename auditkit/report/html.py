@@ -20,7 +20,7 @@ th { background: var(--bg); font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; color: #fff; }
 .b-ok, .b-held, .b-pass, .b-promoted { background: var(--ok); } .b-failed, .b-not_held, .b-fail { background: var(--bad); }
-.b-not-run, .b-not_checkable, .b-ineligible { background: var(--warn); } .b-eliminated { background: var(--muted); }
+.b-not-run, .b-not_checkable, .b-ineligible, .b-undetermined { background: var(--warn); } .b-eliminated { background: var(--muted); }
 tr.promoted td { background: #dafbe1; } tr.eliminated td { background: #fff; } tr.ineligible td { background: #fff8c5; }
 tr.promoted td:first-child { border-left: 4px solid var(--ok); } tr.eliminated td:first-child { border-left: 4px solid var(--muted); }
 tr.ineligible td:first-child { border-left: 4px solid var(--warn); }
@@ -55,9 +55,37 @@ root (of the files): <code>{{ d.root.computed or '-' }}</code>
 {% if d.root.recorded and d.root.recorded == d.root.computed %}<span class="badge b-ok">match</span>
 {% else %}<span class="badge b-failed">differ</span>{% endif %}
 <div class="small muted">Compare this root with the one the paper states: one hash names every file of the package.</div></div>
-<nav class="small"><a href="#verdicts">verdicts</a><a href="#claims">claims</a><a href="#gates">gates</a>
+<nav class="small"><a href="#support">what the data support</a><a href="#verdicts">verdicts</a><a href="#claims">claims</a><a href="#gates">gates</a>
 <a href="#hosts">hosts</a><a href="#figures">figures</a><a href="#environment">environment</a></nav>
 </header>
+
+<section id="support"><h2>What the data support (at {{ d.support.level }})</h2>
+<p class="small muted">The frozen rules are replayed exactly on point estimates (the outcomes below and in
+"Claims" and "Gates"). Beside each, the call: <b>held</b>/<b>pass</b>/<b>fail</b> only where the data support it
+at this level (paired intervals within cells, hosts as strata; docs/STATISTICS.md), otherwise <b>undetermined</b>.
+p: one-sided; Holm p: adjusted across every claim and check of the package.</p>
+{% if d.claims %}<p>Claims: {% for k, n in d.support.claims.items() %}<span class="badge b-{{ k }}">{{ n }} {{ k|replace('_', ' ') }}</span> {% endfor %}
+<span class="small muted">(on point estimates: {% for k, n in d.support.claims_outcome.items() %}{{ n }} {{ k|replace('_', ' ') }}{% if not loop.last %}, {% endif %}{% endfor %})</span></p>
+<table class="support-claims"><tr><th>claim</th><th>rule outcome</th><th>data support</th><th>interval</th><th>p</th><th>Holm p</th><th>how</th></tr>
+{% for c in d.claims %}<tr data-call="{{ c.call }}"><td><b>{{ c.id }}</b><br><span class="small">{{ c.statement }}</span></td>
+<td><span class="badge b-{{ c.outcome }}">{{ c.outcome|replace('_', ' ') }}</span></td>
+<td>{% if c.outcome != 'not_checkable' %}<span class="badge b-{{ c.call }}">{{ c.call|replace('_', ' ') }}</span>{% else %}-{% endif %}</td>
+<td class="num">{% if c.low is not none %}[{{ '%.6g'|format(c.low) }}, {{ '%.6g'|format(c.high) }}]{% else %}-{% endif %}</td>
+<td class="num">{{ c.p|pvalue }}</td><td class="num">{{ c.p_holm|pvalue }}</td><td class="small">{{ c.basis }}</td></tr>
+{% endfor %}</table>{% endif %}
+{% if d.support.checks %}<p>Checks: {% for k, n in d.support.check_calls.items() %}<span class="badge b-{{ k }}">{{ n }} {{ k }}</span> {% endfor %}</p>
+<table class="support-checks"><tr><th>gate</th><th>check</th><th>rule</th><th>estimate</th><th>interval</th><th>threshold</th><th>call</th><th>p</th><th>Holm p</th><th>method</th></tr>
+{% for c in d.support.checks %}<tr data-call="{{ c.call }}"><td>{{ c.gate }}</td><td>{{ c.kind }} {{ c.candidate }}{% if c.reference %} vs {{ c.reference }}{% endif %}</td>
+<td><span class="badge {{ 'b-pass' if c.passed else 'b-fail' }}">{{ 'PASS' if c.passed else 'FAIL' }}</span></td>
+<td class="num">{% if c.estimate is none %}-{% elif c.kind == 'ranks_first_in_all_cells' %}{{ c.estimate|int }} cells{% else %}{{ '%.6f'|format(c.estimate) }}{% endif %}</td>
+<td class="num">{% if c.low is not none %}[{{ '%.6f'|format(c.low) }}, {{ '%.6f'|format(c.high) }}]{% elif c.get('margin') %}gap to {{ c.margin.versus }} [{{ '%.6f'|format(c.margin.low) if c.margin.low is not none else '-' }}, {{ '%.6f'|format(c.margin.high) if c.margin.high is not none else '-' }}]{% else %}-{% endif %}</td>
+<td class="num">{{ c.threshold if c.threshold is not none else '-' }}</td>
+<td><span class="badge b-{{ c.call }}">{{ c.call }}</span></td><td class="num">{{ c.p|pvalue }}</td><td class="num">{{ c.p_holm|pvalue }}</td>
+<td class="small">{{ (c.margin.method if c.get('margin') else c.method) }}</td></tr>
+{% endfor %}</table>{% endif %}
+{% for f in d.support.forests %}<figure class="forest" id="forest-{{ f.gate }}"><img src="{{ f.uri }}" alt="forest plot of gate {{ f.gate }}">
+<figcaption>gate {{ f.gate }}: each gap with its interval against the threshold (dashed)</figcaption></figure>{% endfor %}
+</section>
 
 <section id="verdicts"><h2>Verdicts</h2>
 <table><tr><th>check</th><th>verdict</th><th>summary</th><th>command to reproduce</th></tr>
@@ -120,7 +148,7 @@ P(promoted) and the rank interval come from resampling the host-seed cells throu
 <td class="num">{{ ch.threshold if ch.threshold is not none else '-' }}</td>
 <td><span class="badge {{ 'b-pass' if ch.passed else 'b-fail' }}">{{ 'PASS' if ch.passed else 'FAIL' }}</span></td>
 <td class="num">{% if ch.robustness and ch.robustness.value_lo is not none and ch.kind != 'ranks_first_in_all_cells' %}{{ '%.6f'|format(ch.robustness.value_lo) }} … {{ '%.6f'|format(ch.robustness.value_hi) }}{% else %}-{% endif %}</td>
-<td class="num">{{ '%.3f'|format(ch.robustness.p_flip) if ch.robustness else '-' }}</td></tr>
+<td class="num">{{ '%.3f'|format(ch.robustness.p_flip) if ch.robustness and ch.robustness.p_flip is not none else '-' }}</td></tr>
 {% endfor %}</table>{% endif %}
 {% if g.robustness %}<div class="small robustness">robustness: {{ g.robustness.method }}
 {% if g.robustness.last_promoted %} · margin between the last promoted on rank (<b>{{ g.robustness.last_promoted }}</b>) and the first eliminated

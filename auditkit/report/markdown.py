@@ -18,6 +18,32 @@ def _table(rows: list[list], headers: list[str]) -> str:
                     disable_numparse=True)
 
 
+def _support_md(d: dict) -> list[str]:
+    """What the page leads with: the claims' and checks' calls beside the rules' outcomes."""
+    sup = d.get("support")
+    if not sup:
+        return []
+    out = [f"## What the data support (at {sup['level']:g})", "",
+           "Rules replayed exactly on point estimates; beside each, the call: held/pass/fail only where the data "
+           "support it at this level (docs/STATISTICS.md), else undetermined. Holm p: across every claim and check.", ""]
+    if d["claims"]:
+        out += [_table([[f"**{t_(c['id'])}**", c["outcome"].replace("_", " "),
+                         "-" if c["outcome"] == "not_checkable" else c["call"].replace("_", " "),
+                         "-" if c.get("low") is None else f"[{c['low']:.6g}, {c['high']:.6g}]",
+                         _f(c.get("p"), ".4f"), _f(c.get("p_holm"), ".4f"), t_(c.get("basis", ""))] for c in d["claims"]],
+                       ["claim", "rule outcome", "data support", "interval", "p", "Holm p", "how"]), ""]
+    if sup["checks"]:
+        rows = []
+        for c in sup["checks"]:
+            ref = f" vs {c['reference']}" if c.get("reference") else ""
+            iv = "-" if c.get("low") is None else f"[{c['low']:.6f}, {c['high']:.6f}]"
+            rows.append([t_(c["gate"]), t_(f"{c['kind']} {c['candidate']}{ref}"), "PASS" if c["passed"] else "FAIL",
+                         _f(c.get("estimate"), ".6f"), iv, c.get("threshold") if c.get("threshold") is not None else "-",
+                         c["call"], _f(c.get("p"), ".4f"), _f(c.get("p_holm"), ".4f")])
+        out += [_table(rows, ["gate", "check", "rule", "estimate", "interval", "threshold", "call", "p", "Holm p"]), ""]
+    return out
+
+
 def render_markdown(data: dict) -> str:
     d = data
     # every value from the package (names, paths, cells, messages) goes through t_ (text) or c_ (code)
@@ -26,6 +52,7 @@ def render_markdown(data: dict) -> str:
            + f", auditkit {t_(d['environment']['auditkit'])}.", "",
            f"**Overall: {'OK' if d['ok'] else 'FAILED'}**", "",
            f"- root (recorded): {c_(d['root']['recorded'])}", f"- root (of the files): {c_(d['root']['computed'])}", "",
+           *_support_md(d),
            "## Verdicts", "",
            _table([[t_(v["check"]), t_(v["status"]), t_(v["summary"]), c_(v["command"])] for v in d["verdicts"]],
                   ["check", "verdict", "summary", "command"]), ""]

@@ -528,10 +528,11 @@ def derived_files(study: StudyDir) -> dict[str, bytes]:
     if figure_files is not None:
         files.update(figure_files(study.out)[1])
     files["README.txt"] = readme_text(study).encode("utf-8")
-    from auditkit.report.claims import claims_from_study, claims_text
+    from auditkit.report.claims import OBSERVATIONS_FILE, claims_text, observations_from_study
 
-    # the study's own findings as claims, whatever they show (auditkit claims re-decides them)
-    files["claims.json"] = claims_text(claims_from_study(study.out)).encode("utf-8")
+    # what the study's own rows show, whatever it is: observations (they hold by construction), not
+    # claims; claims.json is for what authors or reviewers claim (auditkit claims decides it)
+    files[OBSERVATIONS_FILE] = claims_text(observations_from_study(study.out)).encode("utf-8")
     return files
 
 

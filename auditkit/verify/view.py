@@ -52,7 +52,7 @@ def schema_for(rel: str) -> str | None:
         return "rules"
     if rel.startswith("analysis/") and rel.endswith("_decision.json"):
         return "decision"
-    if rel == "claims.json":
+    if rel in ("claims.json", "observations.json"):   # observations: a study's own, in the claims format
         return "claims"
     return None
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator
 
 from auditkit.findings import Finding
-from auditkit.verify.checks import checkpoints, decisions, derived, documents, evaluation, manifest, rows, source
+from auditkit.verify.checks import (checkpoints, decisions, derived, documents, evaluation, evaldocs, manifest, rows,
+                                   source)
 from auditkit.verify.view import PackageView
 
 Check = Callable[[PackageView], Iterator[Finding]]
@@ -21,6 +22,7 @@ CHECKS: dict[str, Check] = {
     "rows": rows.check,                  # matrices and run rows, row by row
     "decisions": decisions.check,        # decisions name files with the hashes they record
     "evaluation": evaluation.check,      # every input of a gate scored on the same evaluation (v1.1)
+    "evaldocs": evaldocs.check,          # per-document evaluation losses a row names (v1.2)
     "derived": derived.check,            # table and figure manifests match their files
     "checkpoints": checkpoints.check,    # checkpoints as scanned and as the rows name them
     "source": source.check,              # the runner snapshot is the source every row says ran
