@@ -131,3 +131,35 @@ def test_new_manifests_record_each_generator_version(v1_package):
     assert {e["generator"] for e in entries if e["kind"] == "promotion_survival"} == {2}
     assert any(e["path"] == "analysis/robustness.csv" for e in entries)
     assert FIGURE_GENERATORS["rank_across_gates"] == 2
+
+
+RETIRED_COMMIT = "e0f2761"   # the package shipped before the robustness statistics were corrected
+
+
+def test_tables_of_a_retired_generator_are_information_not_a_match(tmp_path):
+    """The reference package of e0f2761 lists robustness tables made by generator 1, whose statistics
+    were wrong (noise drawn per candidate, cells resampled unstratified).  `tables --check` does not
+    rerun it: those tables are reported as not checked, with the reason; every other table is still
+    checked, and an edit to one of them is still found."""
+    ok = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{RETIRED_COMMIT}^{{commit}}"],
+                        capture_output=True).returncode == 0
+    assert ok, f"commit {RETIRED_COMMIT} is not in this clone's history: run `git fetch --unshallow`"
+    parts = ["analysis", "remote-results", "matrices", "preanalysis", "protocol.json", "table_manifest.json"]
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", RETIRED_COMMIT,
+                              *[f"ancillary/{p}" for p in parts]], capture_output=True, check=True).stdout
+    (tmp_path / "a.tar").write_bytes(archive)
+    with tarfile.open(tmp_path / "a.tar") as t:
+        t.extractall(tmp_path, filter="data")
+    pkg = tmp_path / "ancillary"
+    r = _run("tables", "--check", "--package", str(pkg), "--json")
+    doc = json.loads(r.output)
+    assert r.exit_code == 0 and doc["findings"] == [], r.output
+    retired = [v for k, v in doc["info"].items() if k.startswith("tables_of_a_retired_generator")]
+    assert len(retired) == 1 and "analysis/robustness_checks.csv" in retired[0]
+    assert "analysis/stage_summary.csv" not in retired[0]
+    summary = pkg / "analysis" / "stage_summary.csv"
+    lines = summary.read_text().split("\n")
+    lines[1] = lines[1].replace(lines[1].split(",")[-1], "9.999999")
+    summary.write_text("\n".join(lines))
+    r = _run("tables", "--check", "--package", str(pkg), "--json")
+    assert r.exit_code == 1 and any(f["path"] == "analysis/stage_summary.csv" for f in json.loads(r.output)["findings"])

@@ -81,7 +81,7 @@ GENERATOR_VERSIONS = {
     TableKind.HOST_COMPARISON.value: 1,
     TableKind.STAGE_SUMMARY.value: 1,
     TableKind.SMOKE_SUMMARY.value: 1,
-    TableKind.ROBUSTNESS.value: 1,            # a kind the first generators did not have
+    TableKind.ROBUSTNESS.value: 2,            # a kind the first generators did not have; 2: the statistics corrected
 }
 FIRST_GENERATORS = {k: 1 for k in GENERATOR_VERSIONS if k != TableKind.ROBUSTNESS.value}
 
@@ -94,6 +94,15 @@ def _drop_columns(table: "Table", names: tuple[str, ...]) -> "Table":
 
 _AS_OF = {
     (TableKind.PROMOTION_SURVIVAL.value, 1): lambda t: _drop_columns(t, ("reason",)),
+}
+
+# Versions auditkit retired on purpose: their numbers were wrong, so they are not rerun.  A package
+# whose tables one of them made keeps checking everything else; these tables are reported as not
+# checked (information), with the reason, never as matching.
+RETIRED = {
+    (TableKind.ROBUSTNESS.value, 1): "robustness generator 1 drew evaluation noise independently for each candidate "
+                                     "(all are scored on the same tokens) and resampled cells without stratifying by "
+                                     "host; generator 2 corrects both (docs/STATISTICS.md) and version 1 is not rerun",
 }
 
 
@@ -761,6 +770,8 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
     had = set(gens) if gens is not None else set(FIRST_GENERATORS) | {
         tables[e["path"]].kind for e in recorded["tables"] if e["path"] in tables}
     listed = set()
+    retired: dict[str, list[str]] = {}      # reason -> tables made by a retired generator version
+    retired_kinds: set[str] = set()
     for i, e in enumerate(recorded["tables"]):
         path = e["path"]
         listed.add(path)
@@ -771,9 +782,19 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
                             f"kinds auditkit generates: {', '.join(k.value for k in TableKind)}"))
             continue
         versions = known_versions(table.kind, GENERATOR_VERSIONS, _AS_OF)
-        version = pick_version(e, table.kind, gens, versions,
-                               lambda v: sha256_bytes(table_as_of(table, v).files()[path].encode("utf-8")) == e["sha256"])
+
+        def matches(v, table=table, path=path, e=e):
+            return sha256_bytes(table_as_of(table, v).files()[path].encode("utf-8")) == e["sha256"]
+
+        version = pick_version(e, table.kind, gens, versions, matches)
+        if ("generator" not in e and (gens is None or table.kind not in gens) and (table.kind, 1) in RETIRED
+                and not any(matches(v) for v in versions)):
+            version = 1   # written before generator versions, by the generator since retired
         old = table_as_of(table, version)
+        if old is None and (table.kind, version) in RETIRED:
+            retired.setdefault(RETIRED[(table.kind, version)], []).append(path)
+            retired_kinds.add(table.kind)
+            continue
         if old is None:
             rep.add(Finding(TABLE_MANIFEST, "table-generator-unknown", loc + ".generator",
                             f"a version of the {table.kind} generator this auditkit has "
@@ -803,13 +824,15 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
             rep.add(_first_difference(path, on_disk, files[path]))
     newer = []
     for path in sorted(set(tables) - listed):
-        if tables[path].kind in had:
+        if tables[path].kind in had and tables[path].kind not in retired_kinds:
             rep.add(Finding(TABLE_MANIFEST, "table-not-listed", "$.tables", path, "not listed",
                             "the package's data gives a table its manifest does not list"))
         else:
             newer.append(path)
     if newer:   # the auditkit that wrote the package had no generator for these: nothing is missing
         rep.info["tables a newer auditkit adds (not checked)"] = ", ".join(newer)
+    for reason, paths in retired.items():
+        rep.info[f"tables of a retired generator (not checked: {reason})"] = ", ".join(paths)
     rep.checked = {"tables": len(recorded["tables"])}
 
 
