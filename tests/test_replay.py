@@ -219,10 +219,11 @@ def test_unknown_gate_names_the_gates(pkg):
 
 
 def test_missing_package_and_unreadable_protocol(tmp_path, pkg):
-    assert run("replay-gate", "all", "--package", str(tmp_path / "nope")).exit_code == 2
+    res = run("replay-gate", "all", "--package", str(tmp_path / "nope"))
+    assert res.exit_code == 2 and "no such file or directory" in res.output       # not "no protocol.json"
     (tmp_path / "empty").mkdir()
     res = run("replay-gate", "all", "--package", str(tmp_path / "empty"))
-    assert res.exit_code == 2 and "not a package directory (no protocol.json)" in res.output
+    assert res.exit_code == 2 and "not a package: this directory holds neither" in res.output
     # a damaged protocol.json is a finding about the package (exit 1), naming the file
     (pkg / "protocol.json").write_text("{not json")
     res = run("replay-gate", "all", "--package", str(pkg), "--json")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import emit, fail, json_option, package_option
+from auditkit.cli.common import add_source_findings, emit, fail, json_option, package_argument, package_source
 from auditkit.cli.render import counterfactual_table
 from auditkit.derived.output import stale_manifest
 from auditkit.errors import AuditError
@@ -41,23 +41,36 @@ def _report_written(written, what: str, as_json: bool) -> None:
 
 
 @click.command("tables")
-@package_option
+@package_argument
 @click.option("--out", type=click.Path(file_okay=False), help="Write the tables here (outside the package).")
 @_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate in memory and compare with the recorded tables.")
 @json_option
 @profile_option
-def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
+def tables_cmd(package, package_opt, out, in_place, check, as_json, profile) -> None:
     """Regenerate the package's derived tables (CSV + JSON) and table_manifest.json."""
+    with package_source(package, package_opt, as_json=as_json, allow_foreign=bool(profile)) as src:
+        _tables(src, out, in_place, check, as_json, profile)
+
+
+def _writes_from(src, in_place: bool, as_json: bool) -> None:
+    if in_place and src.kind != "directory":
+        fail(AuditError("--in-place rewrites the package's own files, so it needs a package directory",
+                        path=src.given, hint="an archive or URL is read-only: use --check, or --out DIR"), as_json)
+
+
+def _tables(src, out, in_place, check, as_json, profile) -> None:
+    package = str(src.root)
     if profile:
         from auditkit.cli.cmd_profile import tables_through
 
         tables_through(package, profile, check, out, as_json)
     from auditkit.derived.tables import check_tables, generate_tables
 
+    _writes_from(src, in_place, as_json)
     try:
         if check:
-            emit(check_tables(package), as_json)
+            emit(add_source_findings(check_tables(package), src), as_json)
         written = generate_tables(package, out, in_place=in_place)
     except PackageDefect as exc:
         _defect("tables", package, exc, as_json)
@@ -67,18 +80,25 @@ def tables_cmd(package, out, in_place, check, as_json, profile) -> None:
 
 
 @click.command("figures")
-@package_option
+@package_argument
 @click.option("--out", type=click.Path(file_okay=False), help="Write the figures here (outside the package).")
 @_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate and compare with the recorded figures.")
 @json_option
-def figures_cmd(package, out, in_place, check, as_json) -> None:
+def figures_cmd(package, package_opt, out, in_place, check, as_json) -> None:
     """Regenerate the package's figures (PNG) and figure_manifest.json."""
+    with package_source(package, package_opt, as_json=as_json) as src:
+        _figures(src, out, in_place, check, as_json)
+
+
+def _figures(src, out, in_place, check, as_json) -> None:
+    package = str(src.root)
+    _writes_from(src, in_place, as_json)
     try:
         from auditkit.derived.figures import check_figures, generate_figures
 
         if check:
-            emit(check_figures(Path(package)), as_json)
+            emit(add_source_findings(check_figures(Path(package)), src), as_json)
         written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place)
     except ImportError as exc:
         fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'auditkit[figures]'"), as_json)
