@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "timestamp": "cmd_evidence",
     "profile": "cmd_profile",
     "claims": "cmd_report", "report": "cmd_report",
+    "review": "cmd_review",
 }
 
 
