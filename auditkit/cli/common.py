@@ -70,6 +70,15 @@ def package_source(package: str | None, package_opt: str | None = None, *, as_js
         if src.note():
             click.echo("\n".join(f"note: {line}" for line in src.note().splitlines()), err=True)
         yield src
+    except SystemExit as exc:
+        if exc.code != EXIT_ERROR or not src.findings or as_json:
+            raise
+        # the check could not run because a fetched file was refused: that refusal is the finding
+        for f in src.findings:
+            click.echo(str(f))
+        click.echo(f"FAILED: {len(src.findings)} file(s) served at {src.given} are not those its MANIFEST lists "
+                   f"(the error above follows from it)")
+        sys.exit(EXIT_FINDINGS)
     finally:
         src.close()
 
