@@ -266,7 +266,7 @@ def require_findings(view: PackageView, required, gate: str | None = None) -> li
         if gate is not None and g.gate != gate:
             continue
         fr = view.gates[g.gate].freeze
-        have = f"{ASSERTED} {fr.day} ({fr.source})" if fr.day else "none: the prose names no date"
+        have = f"{ASSERTED} {fr.shown()} ({fr.source})" if fr.day else "none: the prose names no date"
         for req in required:
             if req == ASSERTED and fr.day is not None:
                 continue
@@ -371,25 +371,54 @@ def _replay_gate(view: PackageView, gv: GateView, done: dict[str, GateResult]) -
 
 
 def _freeze(gv: GateView, sel: pd.DataFrame, f: list) -> str:
-    """Freeze evidence from a date in the prose: at most `asserted`, and it says so."""
-    fr = gv.freeze
-    win = fr.window()
-    if win is None:
+    """Freeze evidence from the prose: at most `asserted`, and it says so. Each prose file's freeze
+    (a stated time, else a date) is compared with the input rows it governs — all of the gate's, or
+    an addendum's seeds/stages — so an addendum dated after some inputs contradicts nothing it did
+    not govern."""
+    freezes = gv.freezes or ([gv.freeze] if gv.freeze.day is not None else [])
+    if not freezes:
         return "none: the prose names no date, so nothing says the rules came before the data"
-    starts = pd.to_datetime(sel["started_at"], utc=True, format="ISO8601", errors="coerce").dropna()
-    head = f"{ASSERTED} {fr.day} ({fr.source}; a date someone wrote, not a timestamp anyone can check)"
-    if not len(starts):
-        return head + "; no input row to compare"
-    first = starts.min().to_pydatetime()
-    if first < win[0]:
-        i = int(np.argmin(starts.to_numpy()))
-        f.append(Finding(gv.spec.prose[-1].path, "freeze-contradicted", f"[gates.{gv.spec.gate}].prose",
-                         f"rules written before the data (asserted {fr.day})",
-                         f"input rows started {first.isoformat()} ({sel['_file'].iat[i]} row {int(sel['_row'].iat[i])})",
-                         "the prose is dated after data it decides on existed, in any time zone"))
+    starts_all = pd.to_datetime(sel["started_at"], utc=True, format="ISO8601", errors="coerce")
+    heads, verdicts = [], []
+    for fr in freezes:
+        win = fr.window()
+        mask = pd.Series(True, index=sel.index)
+        scope_text = ""
+        if fr.scope is not None:
+            seeds, stages = fr.scope
+            if seeds is not None:
+                mask &= sel["seed"].isin(list(seeds))
+                scope_text += f" seeds {', '.join(str(x) for x in seeds)}"
+            if stages is not None:
+                mask &= sel["stage"].isin(list(stages))
+                scope_text += f" stages {', '.join(stages)}"
+        heads.append(f"{fr.shown()} ({fr.source}{'; governs' + scope_text if scope_text else ''})")
+        starts = starts_all[mask].dropna()
+        if not len(starts):
+            verdicts.append("none")
+            continue
+        first = starts.min().to_pydatetime()
+        if first < win[0]:
+            i = starts.index[int(np.argmin(starts.to_numpy()))]
+            f.append(Finding(fr.path or gv.spec.prose[-1].path, "freeze-contradicted", f"[gates.{gv.spec.gate}].prose",
+                             f"rules written before the data (asserted {fr.shown()})",
+                             f"input rows started {first.isoformat()} ({sel['_file'].at[i]} row {int(sel['_row'].at[i])})",
+                             "the prose is dated after data it decides on existed"
+                             + ("" if fr.instant is not None else ", in any time zone")))
+            verdicts.append("contradicted")
+        elif first >= win[1]:
+            verdicts.append("consistent")
+        else:
+            verdicts.append("undetermined")
+    head = f"{ASSERTED} " + "; ".join(heads) + " (what someone wrote, not a timestamp anyone can check)"
+    first_all = starts_all.dropna()
+    if "contradicted" in verdicts:
         return head + "; contradicted by the rows"
-    if first >= win[1]:
-        return head + f"; consistent: every input row started after that day ({first.isoformat()})"
+    if not len(first_all) or all(v == "none" for v in verdicts):
+        return head + "; no input row to compare"
+    first = first_all.min().to_pydatetime()
+    if all(v in ("consistent", "none") for v in verdicts):
+        return head + f"; consistent: every input row started after the freeze it falls under ({first.isoformat()})"
     return head + f"; undetermined: the first input row started {first.isoformat()}, within that day somewhere"
 
 

@@ -120,8 +120,19 @@ class RowsSpec:
 
 @dataclass(frozen=True)
 class ProseRef:
+    """A prose file of a gate, pinned by its hash. `seeds`/`stages`: the inputs it governs, for an
+    addendum written for some of the gate's runs only (its date is compared with those runs alone)."""
+
     path: str
     sha256: str
+    seeds: tuple[int, ...] | None = None
+    stages: tuple[str, ...] | None = None
+
+
+def _prose(p: dict) -> ProseRef:
+    seeds, stages = p.get("seeds"), p.get("stages")
+    return ProseRef(p["path"], p["sha256"], None if seeds is None else tuple(int(x) for x in seeds),
+                    None if stages is None else tuple(str(x) for x in stages))
 
 
 @dataclass(frozen=True)
@@ -367,7 +378,7 @@ def parse_profile(doc: dict, source: str = "<profile>", sha256: str = "") -> Pro
         if g["rules"] != TODO:
             rules_doc = {"schema": "auditkit/rules/v1", "gate": name,
                          **merge_rules(doc.get("rules", {}), g["rules"])}
-        gates.append(GateSpec(name, tuple(ProseRef(p["path"], p["sha256"]) for p in prose), rules_doc,
+        gates.append(GateSpec(name, tuple(_prose(p) for p in prose), rules_doc,
                               tuple(_recorded(r) for r in recs)))
     tables = tuple(
         TableSpec(t["path"], t["generator"], t.get("table", t["generator"]), tuple(t["key"]),
