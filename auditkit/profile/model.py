@@ -181,6 +181,11 @@ class TableSpec:
     columns: tuple[tuple[str, str], ...] = ()   # (recorded column, generated column)
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()   # generated column -> the values kept
     tolerance: float = DEFAULT_TOLERANCE
+    values: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()   # recorded column -> (authors' value, ours)
+    accounting: str = "measured"      # compute from recorded training time, or "planned": each run's budget
+
+    def value_map(self) -> dict[str, dict[str, str]]:
+        return {c: dict(m) for c, m in self.values}
 
     def generated(self, recorded_column: str) -> str:
         return dict(self.columns).get(recorded_column, recorded_column)
@@ -384,7 +389,9 @@ def parse_profile(doc: dict, source: str = "<profile>", sha256: str = "") -> Pro
         TableSpec(t["path"], t["generator"], t.get("table", t["generator"]), tuple(t["key"]),
                   tuple(t.get("columns", {}).items()), tuple((k, tuple(str(x) for x in (v if isinstance(v, list) else [v])))
                         for k, v in t.get("where", {}).items()),
-                  float(t.get("tolerance", DEFAULT_TOLERANCE)))
+                  float(t.get("tolerance", DEFAULT_TOLERANCE)),
+                  tuple((c, tuple((str(a), str(b)) for a, b in m.items())) for c, m in t.get("values", {}).items()),
+                  t.get("accounting", "measured"))
         for t in doc.get("tables", []))
     return Profile(doc["name"], manifests, matrix, rows, tuple(gates), tables, source, sha256, doc)
 
