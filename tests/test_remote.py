@@ -131,3 +131,39 @@ def test_an_arxiv_identifier_fetches_the_eprint(pkg, server, monkeypatch, tmp_pa
     r = run("verify", "arxiv:2606.11387")
     assert r.exit_code == 0, r.output
     assert arxiv_id("https://arxiv.org/abs/2606.11387v2") == "2606.11387v2" and arxiv_id("ancillary") is None
+
+
+def test_an_s3_prefix_served_by_a_local_moto_server_works_the_same(pkg, monkeypatch, cache):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    import socket
+
+    with socket.socket() as s:          # a free port on 127.0.0.1 for the server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION":
+                     "us-east-1", "FSSPEC_S3_ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(k, v)
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="lab")
+        for p in sorted(pkg.rglob("*")):
+            if p.is_file():
+                s3.put_object(Bucket="lab", Key="pkg/" + p.relative_to(pkg).as_posix(), Body=p.read_bytes())
+        local = json.loads(run("verify", pkg, "--json").output)
+        r = run("verify", "s3://lab/pkg/", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["info"]["root (of the files)"] == local["info"]["root (of the files)"]
+        assert run("replay-gate", "all", "--package", "s3://lab/pkg").exit_code == 0
+        # a file changed in the bucket is caught, as over https
+        s3.put_object(Bucket="lab", Key="pkg/claims.json", Body=(pkg / "claims.json").read_bytes() + b" ")
+        shutil.rmtree(cache)
+        r = run("verify", "s3://lab/pkg/")
+        assert r.exit_code == 1 and "claims.json: remote-file-mismatch" in r.output, r.output
+        assert "testing" not in r.output                      # no credential in what is shown
+    finally:
+        server.stop()

@@ -48,6 +48,7 @@ from auditkit.findings import Finding
 
 CHUNK = 1 << 20
 ARXIV_EPRINT = "https://arxiv.org/e-print/"
+FSSPEC_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "hf")     # through fsspec and the store's client (extra `remote`)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ARXIV_URL = re.compile(r"^https?://(?:export\.)?arxiv\.org/(?:abs|e-print|src|pdf)/([^?#]+?)(?:\.pdf)?/?$", re.I)
 
@@ -264,15 +265,72 @@ def stream(url: str, out, limits: Limits, *, cap: int, deadline: float, opener=N
     return h.hexdigest(), n
 
 
-def fetch_document(url: str, limits: Limits, cache: Cache, opener=None) -> tuple[bytes, str]:
+class HttpFetcher:
+    """Files below an http(s) package directory."""
+
+    def __init__(self, base: str, limits: Limits):
+        self.base, self.limits, self.opener = base, limits, _opener(limits)
+        self.shown = redact(base)
+
+    def where(self, rel: str) -> str:
+        return redact(self.base + rel)
+
+    def get(self, rel: str, out, cap: int, deadline: float) -> tuple[str, int]:
+        return stream(self.base + urllib.parse.quote(rel), out, self.limits, cap=cap, deadline=deadline,
+                      opener=self.opener)
+
+
+class FsspecFetcher:
+    """Files below an object-store or hub prefix (`s3://bucket/pkg/`, `hf://datasets/org/name/pkg/`),
+    through fsspec and the store's own client (the `remote` extra). Credentials come from the client's
+    own configuration (environment, profiles); the endpoint from fsspec's (FSSPEC_S3_ENDPOINT_URL)."""
+
+    def __init__(self, url: str, limits: Limits):
+        try:
+            import fsspec
+        except ImportError:
+            raise AuditError(f"{url.split('://')[0]}:// needs fsspec", hint="pip install 'auditkit[remote]'") from None
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise AuditError(f"cannot read {redact(url)}: {exc}", path=redact(url),
+                             hint="pip install 'auditkit[remote]' (fsspec with s3fs and huggingface_hub)") from None
+        self.root, self.limits = root.rstrip("/"), limits
+        self.shown = redact(url if url.endswith("/") else url + "/")
+
+    def where(self, rel: str) -> str:
+        return self.shown + rel
+
+    def get(self, rel: str, out, cap: int, deadline: float) -> tuple[str, int]:
+        start, h, n = time.monotonic(), hashlib.sha256(), 0
+        try:
+            with self.fs.open(f"{self.root}/{rel}", "rb") as f:
+                while n <= cap:
+                    if time.monotonic() - start > deadline:
+                        raise _fail(self.where(rel), f"not complete after {deadline:g} seconds (the deadline per file)")
+                    data = f.read(min(CHUNK, cap + 1 - n))
+                    if not data:
+                        break
+                    h.update(data)
+                    out.write(data)
+                    n += len(data)
+        except AuditError:
+            raise
+        except FileNotFoundError:
+            raise NotFound(f"not found at {self.where(rel)}", path=self.where(rel)) from None
+        except Exception as exc:  # noqa: BLE001 - a store client's own errors: could not fetch, exit 2
+            raise _fail(self.where(rel), f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        return h.hexdigest(), n
+
+
+def fetch_document(fetcher, rel: str, limits: Limits, cache: Cache) -> tuple[bytes, str]:
     """A small document (a MANIFEST) fetched whole, at most `limits.doc_bytes`: (bytes, sha256); kept in the cache."""
     f, tmp = cache.temporary()
     try:
         with f:
-            sha, n = stream(url, f, limits, cap=limits.doc_bytes, deadline=limits.file_deadline(limits.doc_bytes),
-                            opener=opener)
+            sha, n = fetcher.get(rel, f, limits.doc_bytes, limits.file_deadline(limits.doc_bytes))
         if n > limits.doc_bytes:
-            raise _fail(url, f"more than {limits.doc_bytes} bytes (a MANIFEST is not this large)",
+            raise _fail(fetcher.where(rel), f"more than {limits.doc_bytes} bytes (a MANIFEST is not this large)",
                         "the server sends without end or this is not a MANIFEST; AUDITKIT_REMOTE_MAX_DOC raises it")
         data = tmp.read_bytes()
         cache.keep(tmp, sha)
@@ -299,20 +357,21 @@ def _entries(doc, url: str) -> list[tuple[str, str, int]]:
 
 
 def fetch_package(url: str, *, cache: Cache | None = None, limits: Limits | None = None):
-    """Fetch the package directory at `url` into the cache: (MANIFEST bytes, MANIFEST.csv bytes or None,
-    entries, findings, notes). Raises AuditError (exit 2) when it cannot be fetched."""
+    """Fetch the package directory at `url` (https, or an fsspec URL) into the cache: (MANIFEST bytes,
+    MANIFEST.csv bytes or None, entries, findings, notes). Raises AuditError (exit 2) when it cannot be
+    fetched."""
     from auditkit.package.source import foreign_layout, is_spec_manifest
     from auditkit.package.store import PackageDefect, loads_strict
 
     cache = cache or Cache()
     limits = limits or Limits.from_env()
     base = url if url.endswith("/") else url + "/"
-    shown = redact(base)
-    opener = _opener(limits)
+    fetcher = HttpFetcher(base, limits) if base.split("://")[0].lower() in ("http", "https") else FsspecFetcher(base, limits)
+    shown = fetcher.shown
     notes: list[str] = []
     ref = cache.read_ref(shown)
     try:
-        manifest, msha = fetch_document(base + "MANIFEST.json", limits, cache, opener)
+        manifest, msha = fetch_document(fetcher, "MANIFEST.json", limits, cache)
     except NotFound:
         raise AuditError("no MANIFEST.json at this address", path=shown,
                          hint="give the address of the package directory (the one that holds MANIFEST.json), or "
@@ -342,7 +401,7 @@ def fetch_package(url: str, *, cache: Cache | None = None, limits: Limits | None
         csv = cache.blob(ref["csv"]).read_bytes()
     elif not (ref or {}).get("offline"):
         try:
-            csv, _ = fetch_document(base + "MANIFEST.csv", limits, cache, opener)
+            csv, _ = fetch_document(fetcher, "MANIFEST.csv", limits, cache)
         except NotFound:
             csv = None
     findings: list[Finding] = []
@@ -359,13 +418,12 @@ def fetch_package(url: str, *, cache: Cache | None = None, limits: Limits | None
         f, tmp = cache.temporary()
         try:
             with f:
-                got, n = stream(base + urllib.parse.quote(path), f, limits, cap=size,
-                                deadline=limits.file_deadline(size), opener=opener)
+                got, n = fetcher.get(path, f, size, limits.file_deadline(size))
             if got != sha or n != size:
                 more = "more than" if n > size else f"{n} of"
                 return Finding(path, "remote-file-mismatch", "", f"sha256 {sha}, {size} bytes",
                                f"sha256 {got}, {more} {size} bytes" if n != size else f"sha256 {got}",
-                               f"the file served at {redact(base + path)} is not the one MANIFEST.json lists; "
+                               f"the file served at {fetcher.where(path)} is not the one MANIFEST.json lists; "
                                f"it was not kept")
             cache.keep(tmp, sha)
             return None
@@ -457,11 +515,15 @@ def fetch_source(given: str, *, stream_archive: bool = False, allow_foreign: boo
 
     limits = Limits.from_env()
     scheme = given.split("://", 1)[0].lower() if "://" in given else ""
-    if scheme and scheme not in ("http", "https"):
+    if scheme and scheme not in ("http", "https") + FSSPEC_SCHEMES:
         raise AuditError(f"auditkit does not fetch {scheme}:// addresses", path=redact(given),
-                         hint="give an https:// address of the package directory or an arXiv identifier; or "
-                              "download the package and give its directory")
+                         hint="give an https:// address of the package directory, an s3:// or hf:// prefix, or "
+                              "an arXiv identifier; or download the package and give its directory")
     cache = Cache()
+    if scheme in FSSPEC_SCHEMES:
+        manifest, csv, entries, findings, notes = fetch_package(given, cache=cache, limits=limits)
+        tree = build_tree(cache, manifest, csv, entries)
+        return PackageSource(redact(given), "remote", root=tree, findings=findings, notes=notes, _cleanup=[tree])
     ident = arxiv_id(given) if (not scheme or "arxiv.org/" in given.lower()) else None
     if ident is not None:
         url = os.environ.get("AUDITKIT_ARXIV_URL", ARXIV_EPRINT) + ident
