@@ -68,7 +68,7 @@ def _verify(src, as_json, fmt, jobs, deep, max_members, max_bytes, trusted_tsa, 
     except AuditError as exc:
         fail(exc, as_json)
     add_source_findings(report, src)
-    if report.info.get("found_at") and not as_json:      # an archive streamed: found while it was read
+    if report.info.get("found_at") and not as_json and fmt == "text":   # an archive streamed: found as it was read
         click.echo(f"note: package found at {report.info.pop('found_at')} inside {src.given}", err=True)
     if not deep:   # read only, nothing left running (--deep loads torch, whose exit handlers run); a snapshot
         leave_at_once()    # is removed on the way out of `package_source`, before the process leaves

@@ -67,8 +67,9 @@ def package_source(package: str | None, package_opt: str | None = None, *, as_js
     except AuditError as exc:
         fail(exc, as_json)
     try:
-        if src.note():
+        if src.note() and not as_json:      # with --json, the report carries them (`add_source_findings`)
             click.echo("\n".join(f"note: {line}" for line in src.note().splitlines()), err=True)
+            src.noted = True
         yield src
     except SystemExit as exc:
         if exc.code != EXIT_ERROR or not src.findings or as_json:
@@ -88,6 +89,10 @@ def add_source_findings(report: Report, src) -> Report:
     target is the package as the user named it."""
     report.extend(src.findings)
     report.target = src.given
+    if src.found_at and not src.noted:
+        report.info["found_at"] = src.found_at
+    if src.notes and not src.noted:
+        report.info["source_notes"] = list(src.notes)
     return report
 
 

@@ -61,6 +61,7 @@ class PackageSource:
     found_at: str = ""
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    noted: bool = False                        # the notes were said already (on stderr)
     _cleanup: list[Path] = field(default_factory=list, repr=False)
 
     @property
@@ -281,7 +282,8 @@ def open_local(path: Path, given: str, *, stream_archive: bool = False, allow_fo
     except FileNotFoundError:
         hint = ("give the package: a directory, an archive (any name), an https:// URL or an arXiv identifier"
                 + ("; `ancillary` is only the default, relative to the current directory" if default else ""))
-        raise AuditError("no such file or directory" + (" (the default package name)" if default else ""),
+        raise AuditError("no such package: no such file or directory" + (" (the default package name)" if default
+                                                                           else ""),
                          path=given, hint=hint) from None
     except OSError as exc:
         raise AuditError(f"cannot open: {exc.strerror}", path=given) from None
@@ -314,16 +316,26 @@ def open_local(path: Path, given: str, *, stream_archive: bool = False, allow_fo
     return snapshot_archive(path, given, allow_foreign=allow_foreign, notes=notes)
 
 
+_MANIFEST_LIKE = re.compile(r"manifest|checksum|sha256sum|md5sum", re.I)
+
+
 def _holds_data(d: Path) -> bool:
-    """A directory whose files look like a study's (CSV/JSON/TXT at most two levels down): a foreign package."""
+    """A directory that looks like a study's package in another layout: a manifest-like file at its top
+    (`MANIFEST.csv`, `checksums.txt`, `SHA256SUMS`) or CSV files at most two levels down."""
+    try:
+        top = os.listdir(d)
+    except OSError:
+        return False
+    if any(_MANIFEST_LIKE.search(n) for n in top):
+        return True
     n = 0
-    for top, dirs, files in os.walk(d):
-        dirs[:] = [x for x in dirs if not x.startswith(".")] if top.count(os.sep) - str(d).count(os.sep) < 2 else []
-        for f in files:
-            if f.endswith((".csv", ".json")):
-                return True
-            n += 1
-        if n > 500:
+    for here, dirs, files in os.walk(d):
+        depth = Path(here).relative_to(d).parts
+        dirs[:] = [x for x in dirs if not x.startswith(".")] if len(depth) < 2 else []
+        if any(f.endswith(".csv") for f in files):
+            return True
+        n += len(files)
+        if n > 2000:
             break
     return False
 
