@@ -175,3 +175,26 @@ def test_review_of_an_eprint_is_one_command(tmp_path):
     r = run("review", bad, "--no-figures")
     assert r.exit_code == 1, r.output
     assert "README.txt" in r.output and "FAILED: review" in r.output and "findings in verify" in r.output
+
+
+def test_a_hostile_archive_read_by_replay_writes_nothing_outside_its_snapshot(tmp_path):
+    import tempfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("a", b"x"), ("a/protocol.json", b"{}"), ("../evil", b"y"), ("/abs", b"z"),
+                           ("b/protocol.json", b"{}"), ("b/protocol.json", b"[]")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("b/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    arch = tmp_path / "hostile"
+    arch.write_bytes(buf.getvalue())
+    before = sorted(os.listdir(tmp_path))
+    r = run("replay-gate", "all", arch)
+    assert r.exit_code == 1 and "package found at b/" in r.output and "protocol-invalid" in r.output, r.output
+    assert "Traceback" not in r.output and sorted(os.listdir(tmp_path)) == before
+    assert not (tmp_path.parent / "evil").exists()
+    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("auditkit-pkg-")]

@@ -351,8 +351,11 @@ def snapshot_archive(path: Path, given: str, *, allow_foreign: bool = False,
     try:
         for name, f in read_members(path):
             dest = tmp.joinpath(*name.split("/"))
-            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            except (FileExistsError, NotADirectoryError):
+                continue      # a member that is also another member's directory: `verify` reports the archive
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(f, out, 1 << 20)
         where = locate_in_directory(tmp)
@@ -365,6 +368,10 @@ def snapshot_archive(path: Path, given: str, *, allow_foreign: bool = False,
         src.found_at = "" if where.count("/") == 1 and len(os.listdir(tmp)) == 1 else where
         if not allow_foreign:
             refuse_foreign_directory(given, src.root, given)
+    except OSError as exc:
+        src.close()
+        raise AuditError(f"cannot read the archive into a private snapshot: {exc.strerror or exc}", path=given,
+                         hint="check the space in the temporary directory (TMPDIR)") from None
     except BaseException:
         src.close()
         raise
