@@ -154,6 +154,11 @@ _GROUPS: tuple[list[Code], ...] = (
         ("archive-trailing-data", "Bytes other than zeros follow the end-of-archive marker: members hidden from a "
                                   "normal read but seen by `tar --ignore-zeros`.",
          "List the archive with `tar --ignore-zeros -tvf` to see what is hidden, and ask why it was appended."),
+        # fetched packages (auditkit.package.remote, docs/REMOTE.md)
+        ("remote-file-mismatch", "A file served at the package's URL is not the file its MANIFEST.json lists: "
+                                 "its sha256 or its size differs. It was not kept, and nothing read it.",
+         "Fetch the file by hand and compare it with the MANIFEST entry; ask the host or the authors which copy "
+         "is the published one (a mirror out of date, or a file changed after the MANIFEST was built)."),
     ),
     _family(
         Family.MANIFEST,

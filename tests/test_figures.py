@@ -43,7 +43,7 @@ def test_figures_cli(smoke_copy, tmp_path):
     r = CliRunner().invoke(cli, ["figures", "--package", str(smoke_copy), "--out", str(tmp_path / "f")])
     assert r.exit_code == 0 and (tmp_path / "f/figure_manifest.json").is_file()
     r = CliRunner().invoke(cli, ["figures", "--package", str(tmp_path / "nothing"), "--check"])
-    assert r.exit_code == 2 and "no such package directory" in r.output
+    assert r.exit_code == 2 and "no such file or directory" in r.output   # missing, not "no protocol.json"
 
 
 def test_regenerating_gives_the_same_data(smoke_copy, tmp_path):

@@ -97,7 +97,7 @@ def test_out_writes_elsewhere_and_in_place_says_the_manifest_is_stale(anc_copy, 
 
 def test_a_directory_that_is_no_package_is_named_not_written(tmp_path):
     r = invoke("tables", "--package", tmp_path / "nothing", "--out", tmp_path / "o")
-    assert r.exit_code == 2 and "no such package directory" in r.output and not (tmp_path / "o").exists()
+    assert r.exit_code == 2 and "no such file or directory" in r.output and not (tmp_path / "o").exists()
 
 
 # --- protocol run on a finished package -----------------------------------------------

@@ -60,7 +60,20 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/evidence/events.py", "os.open"): (2, WRITER + " (the event log, appended under a lock)"),
     ("auditkit/package/scan.py", "os.scandir"): (1, "verify's scan-once view: lstat only, nothing followed; "
                                                     "each file then opened no-follow relative to its directory"),
-    ("auditkit/package/archive.py", "open"): (1, "the archive file the user names (members are read capped)"),
+    ("auditkit/package/archive.py", "open"): (2, "the archive file the user names (members are read capped)"),
+    ("auditkit/package/source.py", "os.open"): (2, "the first bytes of the path the user names (non-blocking, regular "
+                                                  "files only), and the snapshot's own files (exclusive, no-follow)"),
+    ("auditkit/package/source.py", "os.scandir"): (1, "finding a package below the top: names only, nothing followed"),
+    ("auditkit/package/source.py", "os.walk"): (1, "telling an authors' own layout: file names only, bounded"),
+    ("auditkit/package/remote.py", "opener.open"): (1, "an HTTP request (the response is hashed as it streams)"),
+    ("auditkit/package/remote.py", "self.fs.open"): (1, "an object store's file through fsspec (hashed as it streams)"),
+    ("auditkit/package/remote.py", "json.loads"): (1, "the cache's own index, written by auditkit"),
+    ("auditkit/package/remote.py", "self.ref_path(url).read_text"): (1, "the cache's own index, written by auditkit"),
+    ("auditkit/package/remote.py", "tmp.read_bytes"): (1, "a download auditkit just wrote, before it is hashed"),
+    ("auditkit/package/remote.py", "cache.blob(ref['manifest']).read_bytes"): (1, "a content-addressed blob of the "
+                                                                                  "cache, named by its own sha256"),
+    ("auditkit/package/remote.py", "cache.blob(ref['csv']).read_bytes"): (1, "a content-addressed blob of the cache, "
+                                                                             "named by its own sha256"),
     ("auditkit/package/archive.py", "tarfile.open"): (1, "streams that archive (members capped, links refused)"),
     ("auditkit/package/hashing.py", "open"): (1, "sha256_file of a path its caller chose (a user's file or a "
                                                   "runner's own output)"),

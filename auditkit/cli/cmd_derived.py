@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import emit_as, fail, format_option, json_option, package_option
+from auditkit.cli.common import (add_source_findings, emit_as, fail, format_option, json_option, package_argument,
+                                 package_source)
 from auditkit.cli.common import output_format as _output_format
 from auditkit.cli.render import counterfactual_table
 from auditkit.derived.output import stale_manifest
@@ -53,26 +54,39 @@ def _report_written(written, what: str, as_json: bool) -> None:
 
 
 @click.command("tables")
-@package_option
+@package_argument
 @click.option("--out", type=click.Path(file_okay=False), help="Write the tables here (outside the package).")
 @_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate in memory and compare with the recorded tables.")
 @json_option
 @format_option
 @profile_option
-def tables_cmd(package, out, in_place, force, check, as_json, output_format, profile) -> None:
+def tables_cmd(package, package_opt, out, in_place, force, check, as_json, output_format, profile) -> None:
     """Regenerate the package's derived tables (CSV + JSON) and table_manifest.json."""
     fmt = _format(output_format, as_json, check, profile)
     as_json = fmt == "json"
+    with package_source(package, package_opt, as_json=as_json, allow_foreign=bool(profile)) as src:
+        _tables(src, out, in_place, force, check, as_json, fmt, profile)
+
+
+def _writes_from(src, in_place: bool, as_json: bool) -> None:
+    if in_place and src.kind != "directory":
+        fail(AuditError("--in-place rewrites the package's own files, so it needs a package directory",
+                        path=src.given, hint="an archive or URL is read-only: use --check, or --out DIR"), as_json)
+
+
+def _tables(src, out, in_place, force, check, as_json, fmt, profile) -> None:
+    package = str(src.root)
     if profile:
         from auditkit.cli.cmd_profile import tables_through
 
         tables_through(package, profile, check, out, as_json)
     from auditkit.derived.tables import check_tables, generate_tables
 
+    _writes_from(src, in_place, as_json)
     try:
         if check:
-            emit_as(check_tables(package), fmt, package=package)
+            emit_as(add_source_findings(check_tables(package), src), fmt, package=package)
         written = generate_tables(package, out, in_place=in_place, force=force)
     except PackageDefect as exc:
         _defect("tables", package, exc, fmt)
@@ -82,21 +96,28 @@ def tables_cmd(package, out, in_place, force, check, as_json, output_format, pro
 
 
 @click.command("figures")
-@package_option
+@package_argument
 @click.option("--out", type=click.Path(file_okay=False), help="Write the figures here (outside the package).")
 @_in_place_option
 @click.option("--check", is_flag=True, help="Regenerate and compare with the recorded figures.")
 @json_option
 @format_option
-def figures_cmd(package, out, in_place, force, check, as_json, output_format) -> None:
+def figures_cmd(package, package_opt, out, in_place, force, check, as_json, output_format) -> None:
     """Regenerate the package's figures (PNG) and figure_manifest.json."""
     fmt = _format(output_format, as_json, check, None)
     as_json = fmt == "json"
+    with package_source(package, package_opt, as_json=as_json) as src:
+        _figures(src, out, in_place, force, check, as_json, fmt)
+
+
+def _figures(src, out, in_place, force, check, as_json, fmt) -> None:
+    package = str(src.root)
+    _writes_from(src, in_place, as_json)
     try:
         from auditkit.derived.figures import check_figures, generate_figures
 
         if check:
-            emit_as(check_figures(Path(package)), fmt, package=package)
+            emit_as(add_source_findings(check_figures(Path(package)), src), fmt, package=package)
         written = generate_figures(Path(package), Path(out) if out else None, in_place=in_place, force=force)
     except ImportError as exc:
         fail(AuditError(f"figures need matplotlib: {exc}", hint="pip install 'pretrain-auditkit[figures]'"), as_json)

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from auditkit.cli.common import emit, fail
+from auditkit.cli.common import emit, fail, package_argument, package_source
 from auditkit.errors import AuditError
 
 
@@ -86,11 +86,16 @@ def profile_group() -> None:
 
 
 @profile_group.command("draft")
-@click.argument("package", type=click.Path(file_okay=False))
+@package_argument
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the draft here (default: print it).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
-def profile_draft_cmd(package, out, force) -> None:
-    """Draft a profile for PACKAGE from its own files; the rules are left TODO."""
+def profile_draft_cmd(package, package_opt, out, force) -> None:
+    """Draft a profile for PACKAGE (a directory, an archive, a URL) from its own files; the rules are left TODO."""
+    with package_source(package, package_opt, allow_foreign=True) as src:
+        _draft(src.given, str(src.root), out, force)
+
+
+def _draft(given: str, package: str, out, force) -> None:
     from auditkit.cli.outfile import check_out_file
     from auditkit.package.writes import refuse_inside, write_file
     from auditkit.profile.draft import draft_profile
@@ -109,7 +114,7 @@ def profile_draft_cmd(package, out, force) -> None:
         fail(exc)
     todo = text.count('rules = "TODO"')
     click.echo(f"wrote {out}: a draft with {todo} gate(s) whose rules are TODO; transcribe them from the prose, "
-               f"then: auditkit verify {package} --profile {out}")
+               f"then: auditkit verify {given} --profile {out}")
 
 
 COMMANDS = [profile_group]

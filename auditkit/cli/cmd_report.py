@@ -3,39 +3,38 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from auditkit.cli.cmd_evidence import evidence_options, trust_from
-from auditkit.cli.common import (DEFAULT_PACKAGE, emit_as, fail, format_option, json_option, package_option)
+from auditkit.cli.common import (add_source_findings, emit_as, fail, format_option, json_option, package_argument,
+                                 package_source)
 from auditkit.cli.common import output_format as _output_format
 from auditkit.errors import AuditError
 
 
 @click.command("claims")
-@package_option
+@package_argument
 @click.option("--claims", "claims_path", type=click.Path(dir_okay=False),
               help="A claims file (default: the package's claims.json).")
 @json_option
 @format_option
-def claims_cmd(package, claims_path, as_json, output_format) -> None:
+def claims_cmd(package, package_opt, claims_path, as_json, output_format) -> None:
     """Decide every claim of claims.json from the raw rows: held, not held, not checkable (exit 1 unless all hold)."""
+    fmt = _output_format(output_format, as_json)
+    with package_source(package, package_opt, as_json=fmt == "json") as src:
+        _claims(src, claims_path, fmt)
+
+
+def _claims(src, claims_path, fmt) -> None:
     from auditkit.report.claims import CLAIMS_FILE, claims_report, evaluate_claims, render_claims
 
-    fmt = _output_format(output_format, as_json)
-    if not Path(package).is_dir():   # said first: "no claims file" would send the user looking for the wrong thing
-        from auditkit.package.store import open_package
-
-        try:
-            open_package(package)
-        except AuditError as exc:
-            fail(exc, fmt == "json")
+    package = str(src.root)
     try:
         results = evaluate_claims(package, claims_path)
     except AuditError as exc:
         fail(exc, fmt == "json")
-    report = claims_report(results, package, claims_path or CLAIMS_FILE)
+    report = add_source_findings(claims_report(results, package, claims_path or CLAIMS_FILE), src)
     if fmt == "json":
         report.info["results"] = [r.to_dict() for r in results]
     elif fmt == "text":
@@ -44,7 +43,7 @@ def claims_cmd(package, claims_path, as_json, output_format) -> None:
 
 
 @click.command("report")
-@click.argument("package", default=DEFAULT_PACKAGE, type=click.Path(file_okay=False))
+@package_argument
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Write the page here (e.g. report.html).")
 @click.option("--format", "page_format", type=click.Choice(("html", "md")), default="html", show_default=True,
               help="A self-contained HTML page, or Markdown.")
@@ -53,11 +52,18 @@ def claims_cmd(package, claims_path, as_json, output_format) -> None:
 @click.option("--no-figures", is_flag=True, help="Leave the figures out of the page.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 @evidence_options
-def report_cmd(package, out, page_format, claims_path, no_figures, force, trusted_tsa, trusted_keys, system_trust,
-               require) -> None:
+def report_cmd(package, package_opt, out, page_format, claims_path, no_figures, force, trusted_tsa, trusted_keys,
+               system_trust, require) -> None:
     """Write the reviewer's report of PACKAGE: verdicts, root hash, gates, claims, robustness, figures.
 
     Exit 0 when every check holds, 1 when the page shows findings, 2 when it could not be made."""
+    with package_source(package, package_opt) as src:
+        _report_page(str(src.root), out, page_format, claims_path, no_figures, force, trusted_tsa, trusted_keys,
+                     system_trust, require)
+
+
+def _report_page(package, out, page_format, claims_path, no_figures, force, trusted_tsa, trusted_keys, system_trust,
+                 require) -> None:
     from auditkit.cli.outfile import check_out_file
     from auditkit.package.store import utc_now
     from auditkit.package.writes import refuse_inside, write_file

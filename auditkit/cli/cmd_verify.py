@@ -8,7 +8,8 @@ import click
 
 from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import emit_as, fail, format_option, json_option, leave_at_once
+from auditkit.cli.common import (add_source_findings, emit_as, fail, format_option, json_option, leave_at_once,
+                                 package_argument, package_source)
 from auditkit.cli.common import output_format as _output_format
 from auditkit.errors import AuditError
 
@@ -24,7 +25,7 @@ def _progress_bar(total: int):
 
 
 @click.command("verify")
-@click.argument("package", type=click.Path())
+@package_argument
 @json_option
 @format_option
 @click.option("--jobs", type=click.IntRange(1, 256), help="Files read in parallel (default: the machine's cores).")
@@ -35,13 +36,22 @@ def _progress_bar(total: int):
 @click.option("--max-bytes", type=int, help="Refuse archives whose members add up to more bytes than this.")
 @evidence_options
 @profile_option
-def verify_cmd(package, as_json, output_format, jobs, deep, threads, max_members, max_bytes, trusted_tsa, trusted_keys,
-               system_trust, require, profile) -> None:
-    """Prove PACKAGE (a directory, .tar, .tar.gz or .tgz) is whole, unaltered and well formed."""
+def verify_cmd(package, package_opt, as_json, output_format, jobs, deep, threads, max_members, max_bytes, trusted_tsa,
+               trusted_keys, system_trust, require, profile) -> None:
+    """Prove PACKAGE (a directory, an archive of any name, a URL) is whole, unaltered and well formed."""
     fmt = _output_format(output_format, as_json)
     as_json = fmt == "json"
     if threads is not None and not deep:
         fail(AuditError("--threads applies with --deep only", hint="add --deep, or leave --threads out"))
+    with package_source(package, package_opt, as_json=as_json, stream_archive=not profile,
+                        allow_foreign=bool(profile)) as src:
+        _verify(src, as_json, fmt, jobs, deep, threads, max_members, max_bytes, trusted_tsa, trusted_keys,
+                system_trust, require, profile)
+
+
+def _verify(src, as_json, fmt, jobs, deep, threads, max_members, max_bytes, trusted_tsa, trusted_keys, system_trust,
+            require, profile) -> None:
+    package = src.target
     if profile:
         if fmt in ("sarif", "junit"):
             fail(AuditError(f"--format {fmt} does not apply with --profile yet", hint="use --format text or json"))
@@ -62,8 +72,11 @@ def verify_cmd(package, as_json, output_format, jobs, deep, threads, max_members
         with_freeze_evidence(report, package, None, trusted_tsa, trusted_keys, system_trust, require, as_json)
     except AuditError as exc:
         fail(exc, as_json)
-    if not deep:       # read only, nothing left running (--deep loads torch, whose exit handlers run)
-        leave_at_once()
+    add_source_findings(report, src)
+    if report.info.get("found_at") and not as_json and fmt == "text":   # an archive streamed: found as it was read
+        click.echo(f"note: package found at {report.info.pop('found_at')} inside {src.given}", err=True)
+    if not deep:   # read only, nothing left running (--deep loads torch, whose exit handlers run); a snapshot
+        leave_at_once()    # is removed on the way out of `package_source`, before the process leaves
     emit_as(report, fmt, package=package)
 
 

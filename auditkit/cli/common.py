@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 import click
 
@@ -46,6 +47,66 @@ def _json_flag(ctx, param, value):
 
         set_format("json")   # an error before the command body still prints JSON
     return value
+
+
+def package_argument(f):
+    """The package a read-only command reads, named one way everywhere: `[PACKAGE]` positionally or
+    `--package PACKAGE` (its alias); a directory, an archive of any name, an https:// URL or an arXiv
+    identifier (docs/REMOTE.md); default `ancillary` in the current directory."""
+    f = click.option("--package", "package_opt", default=None, metavar="PACKAGE",
+                     help="The package (the same as the PACKAGE argument).")(f)
+    return click.argument("package", required=False, metavar="[PACKAGE]")(f)
+
+
+def package_named(package: str | None, package_opt: str | None, as_json: bool = False) -> tuple[str, bool]:
+    """(the package named, whether it is the default); a usage error (exit 2) when two differ."""
+    if package and package_opt and package != package_opt:
+        fail(AuditError(f"two packages named: {package!r} and --package {package_opt!r}",
+                        hint="name the package once, positionally or with --package"), as_json)
+    name = package or package_opt
+    return (name, False) if name else (DEFAULT_PACKAGE, True)
+
+
+@contextmanager
+def package_source(package: str | None, package_opt: str | None = None, *, as_json: bool = False,
+                   stream_archive: bool = False, allow_foreign: bool = False):
+    """The resolved `PackageSource` (auditkit.package.source) for the duration of a command: where the
+    package was found is said on stderr; a snapshot of an archive is removed when the command ends."""
+    from auditkit.package.source import open_source
+
+    name, default = package_named(package, package_opt, as_json)
+    try:
+        src = open_source(name, stream_archive=stream_archive, allow_foreign=allow_foreign, default=default)
+    except AuditError as exc:
+        fail(exc, as_json)
+    try:
+        if src.note() and not as_json:      # with --json, the report carries them (`add_source_findings`)
+            click.echo("\n".join(f"note: {line}" for line in src.note().splitlines()), err=True)
+            src.noted = True
+        yield src
+    except SystemExit as exc:
+        if exc.code != EXIT_ERROR or not src.findings or as_json:
+            raise
+        # the check could not run because a fetched file was refused: that refusal is the finding
+        for f in src.findings:
+            click.echo(str(f))
+        click.echo(f"FAILED: {len(src.findings)} file(s) served at {src.given} are not those its MANIFEST lists "
+                   f"(the error above follows from it)")
+        sys.exit(EXIT_FINDINGS)
+    finally:
+        src.close()
+
+
+def add_source_findings(report: Report, src) -> Report:
+    """What fetching found (a served file whose hash did not match) joins the command's report, whose
+    target is the package as the user named it."""
+    report.extend(src.findings)
+    report.target = src.given
+    if src.found_at and not src.noted:
+        report.info["found_at"] = src.found_at
+    if src.notes and not src.noted:
+        report.info["source_notes"] = list(src.notes)
+    return report
 
 
 def json_option(f):

@@ -29,6 +29,7 @@ COMMAND_MODULES = {
     "profile": "cmd_profile",
     "claims": "cmd_report", "report": "cmd_report",
     "explain": "cmd_explain",
+    "review": "cmd_review",
 }
 
 # One whole sentence a command for `auditkit --help` (click would cut each docstring's first line
@@ -48,6 +49,7 @@ SUMMARIES = {
     "claims": "Decide a paper's claims from the raw rows.",
     "report": "Write the reviewer's report (HTML or Markdown).",
     "explain": "Say what a finding code means and what to do.",
+    "review": "Run the whole review of a package in one command.",
 }
 
 

@@ -284,9 +284,79 @@ def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int
     prefix = ""
     if "MANIFEST.json" not in scans and len(tops) == 1 and all("/" in n for n in scans):
         prefix = tops.pop() + "/"
+    if not any(prefix + m in scans for m in ("MANIFEST.json", "protocol.json")):
+        # a package below the top (an arXiv e-print's anc/): only its files are the package's
+        from auditkit.package.source import prefix_in_names
+
+        below = prefix_in_names(list(scans) + [n for c, n, _ in out.problems if c != "unsafe-path"])
+        if below:
+            prefix = out.found_at = below
+            for name in [n for n in scans if not n.startswith(below)]:
+                fs = scans.pop(name)
+                fs.read_spool()
+            out.problems = [p for p in out.problems if p[0] in ("unsafe-path", "archive-trailing-data")
+                            or p[1].startswith(below)]
     for name, fs in scans.items():
         fs.path = name[len(prefix):]      # the suffix, which chose how the file was read, is unchanged
         out.files[fs.path] = fs
     out.problems = [(c, n[len(prefix):] if prefix and c != "unsafe-path" and n.startswith(prefix) else n, why)
                     for c, n, why in out.problems]   # an unsafe member keeps its name as the archive spells it
     return out
+
+
+def read_members(path: Path, max_members: int | None = None, max_bytes: int | None = None,
+                 max_ratio: int | None = None):
+    """(name, file object) of every regular member with a safe name, in archive order: one streamed pass,
+    bounded as `_scan_tar` is (members, inflated bytes, ratio: AuditError past them).  Links, special
+    files, unsafe names and duplicates are left out (`verify` reports them).  For the commands that read a
+    package from an archive (`auditkit.package.source.snapshot_archive`)."""
+    import lzma
+
+    from auditkit.package.scan import default_max_bytes, default_max_members
+
+    max_members = default_max_members() if max_members is None else max_members
+    max_bytes = default_max_bytes() if max_bytes is None else max_bytes
+    budget = _Budget(path, max_bytes, default_max_ratio() if max_ratio is None else max_ratio)
+    seen: set[str] = set()
+    count = total = 0
+    try:
+        with open(path, "rb", buffering=0) as f:
+            magic = f.read(6)
+            f.seek(0)
+            stream = _decompressed(_CountedRaw(f, budget), magic)
+            produced = io.BufferedReader(_Produced(stream, budget), CHUNK)
+            with stream, produced, _open_tar(produced) as tar:
+                while (m := _next_member(tar)) is not None:
+                    tar.members.clear()
+                    count += 1
+                    if count > max_members:
+                        raise AuditError(f"archive holds more than {max_members} members", path=str(path),
+                                         hint="raise AUDITKIT_MAX_MEMBERS if the package is genuinely this large")
+                    name = m.name
+                    if unsafe_reason(name) or name != _shown(name) or not m.isfile():
+                        continue
+                    name = PurePosixPath(name).as_posix()
+                    if name in seen or name in (".", ""):
+                        continue
+                    seen.add(name)
+                    total += m.size
+                    if total > max_bytes:
+                        raise AuditError(f"archive members add up to more than {max_bytes} bytes", path=str(path),
+                                         hint="raise AUDITKIT_MAX_BYTES if the package is genuinely this large")
+                    yield name, _ContentReader(tar.extractfile(m), budget)
+    except _HeaderTooLarge as exc:
+        raise AuditError(f"cannot read the archive: {exc}", path=str(path),
+                         hint="the archive is hostile or damaged") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        raise AuditError(f"cannot read the archive: {exc}", path=str(path),
+                         hint="check that the file is a complete tar, tar.gz, tar.bz2 or tar.xz") from None
+
+
+class _ContentReader(_Content):
+    """A member's bytes for `shutil.copyfileobj` (`read`), charged to the budget as `_Content` is."""
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(CHUNK if n is None or n < 0 else n)
+        self._budget.content += len(data)
+        self._budget.check()
+        return data

@@ -72,6 +72,7 @@ class FileScan:
 class PackageScan:
     files: dict[str, FileScan] = field(default_factory=dict)
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (code, path, found)
+    found_at: str = ""                    # an archive's package below its top ('anc/' of an e-print)
 
 
 def unsafe_reason(name: str) -> str | None:
@@ -206,7 +207,7 @@ def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints:
     if path.is_dir():
         return _scan_dir(path, jobs or os.cpu_count() or 1, keep_checkpoints, progress, total_hint, on_documents,
                          processes, on_started)
-    if path.is_file() and path.name.endswith((".tar", ".tar.gz", ".tgz")):
+    if path.is_file() and (path.name.endswith((".tar", ".tar.gz", ".tgz")) or _is_archive(path)):
         from auditkit.package.archive import _scan_tar   # tarfile and the compressors only for an archive
 
         if on_started:
@@ -219,6 +220,13 @@ def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints:
     if not path.exists():
         raise AuditError("no such package", path=str(path), hint="give a package directory or a .tar/.tar.gz/.tgz of one")
     raise AuditError("not a package directory or a .tar/.tar.gz/.tgz archive", path=str(path))
+
+
+def _is_archive(path: Path) -> bool:
+    """An archive by its magic bytes, whatever its name (arXiv serves e-prints with none)."""
+    from auditkit.package.source import archive_kind
+
+    return archive_kind(path) is not None
 
 
 def printable_name(name: str) -> str:

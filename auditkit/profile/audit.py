@@ -266,7 +266,7 @@ def require_findings(view: PackageView, required, gate: str | None = None) -> li
         if gate is not None and g.gate != gate:
             continue
         fr = view.gates[g.gate].freeze
-        have = f"{ASSERTED} {fr.day} ({fr.source})" if fr.day else "none: the prose names no date"
+        have = f"{ASSERTED} {fr.shown()} ({fr.source})" if fr.day else "none: the prose names no date"
         for req in required:
             if req == ASSERTED and fr.day is not None:
                 continue
@@ -371,25 +371,54 @@ def _replay_gate(view: PackageView, gv: GateView, done: dict[str, GateResult]) -
 
 
 def _freeze(gv: GateView, sel: pd.DataFrame, f: list) -> str:
-    """Freeze evidence from a date in the prose: at most `asserted`, and it says so."""
-    fr = gv.freeze
-    win = fr.window()
-    if win is None:
+    """Freeze evidence from the prose: at most `asserted`, and it says so. Each prose file's freeze
+    (a stated time, else a date) is compared with the input rows it governs — all of the gate's, or
+    an addendum's seeds/stages — so an addendum dated after some inputs contradicts nothing it did
+    not govern."""
+    freezes = gv.freezes or ([gv.freeze] if gv.freeze.day is not None else [])
+    if not freezes:
         return "none: the prose names no date, so nothing says the rules came before the data"
-    starts = pd.to_datetime(sel["started_at"], utc=True, format="ISO8601", errors="coerce").dropna()
-    head = f"{ASSERTED} {fr.day} ({fr.source}; a date someone wrote, not a timestamp anyone can check)"
-    if not len(starts):
-        return head + "; no input row to compare"
-    first = starts.min().to_pydatetime()
-    if first < win[0]:
-        i = int(np.argmin(starts.to_numpy()))
-        f.append(Finding(gv.spec.prose[-1].path, "freeze-contradicted", f"[gates.{gv.spec.gate}].prose",
-                         f"rules written before the data (asserted {fr.day})",
-                         f"input rows started {first.isoformat()} ({sel['_file'].iat[i]} row {int(sel['_row'].iat[i])})",
-                         "the prose is dated after data it decides on existed, in any time zone"))
+    starts_all = pd.to_datetime(sel["started_at"], utc=True, format="ISO8601", errors="coerce")
+    heads, verdicts = [], []
+    for fr in freezes:
+        win = fr.window()
+        mask = pd.Series(True, index=sel.index)
+        scope_text = ""
+        if fr.scope is not None:
+            seeds, stages = fr.scope
+            if seeds is not None:
+                mask &= sel["seed"].isin(list(seeds))
+                scope_text += f" seeds {', '.join(str(x) for x in seeds)}"
+            if stages is not None:
+                mask &= sel["stage"].isin(list(stages))
+                scope_text += f" stages {', '.join(stages)}"
+        heads.append(f"{fr.shown()} ({fr.source}{'; governs' + scope_text if scope_text else ''})")
+        starts = starts_all[mask].dropna()
+        if not len(starts):
+            verdicts.append("none")
+            continue
+        first = starts.min().to_pydatetime()
+        if first < win[0]:
+            i = starts.index[int(np.argmin(starts.to_numpy()))]
+            f.append(Finding(fr.path or gv.spec.prose[-1].path, "freeze-contradicted", f"[gates.{gv.spec.gate}].prose",
+                             f"rules written before the data (asserted {fr.shown()})",
+                             f"input rows started {first.isoformat()} ({sel['_file'].at[i]} row {int(sel['_row'].at[i])})",
+                             "the prose is dated after data it decides on existed"
+                             + ("" if fr.instant is not None else ", in any time zone")))
+            verdicts.append("contradicted")
+        elif first >= win[1]:
+            verdicts.append("consistent")
+        else:
+            verdicts.append("undetermined")
+    head = f"{ASSERTED} " + "; ".join(heads) + " (what someone wrote, not a timestamp anyone can check)"
+    first_all = starts_all.dropna()
+    if "contradicted" in verdicts:
         return head + "; contradicted by the rows"
-    if first >= win[1]:
-        return head + f"; consistent: every input row started after that day ({first.isoformat()})"
+    if not len(first_all) or all(v == "none" for v in verdicts):
+        return head + "; no input row to compare"
+    first = first_all.min().to_pydatetime()
+    if all(v in ("consistent", "none") for v in verdicts):
+        return head + f"; consistent: every input row started after the freeze it falls under ({first.isoformat()})"
     return head + f"; undetermined: the first input row started {first.isoformat()}, within that day somewhere"
 
 
@@ -553,15 +582,20 @@ def check_tables_profiled(package: str | Path, profile: str | Path | Profile) ->
     rep = ProfiledReport(command="tables --check --profile", target=str(package), facts=list(view.facts))
     rep.facts.append(Fact("decisions the tables use", Provenance.REPLAY,
                           "replayed from the package's rows under the profile's transcribed rules"))
-    generated: dict[str, object] = {}
+    generated: dict[tuple, object] = {}
+    planned = None
     for t in prof.tables:
         kind = TableKind(t.generator)
-        if kind not in generated:
-            generated[kind] = {x.id: x for x in GENERATORS[kind](ctx)}
-        table = generated[kind].get(t.table)
+        if (kind, t.accounting) not in generated:
+            if t.accounting == "planned" and planned is None:
+                planned = _planned_context(ctx, rep)
+            use = planned if t.accounting == "planned" else ctx
+            generated[kind, t.accounting] = {x.id: x for x in GENERATORS[kind](use)}
+        made = generated[kind, t.accounting]
+        table = made.get(t.table)
         if table is None:
             raise AuditError(f"generator {t.generator} makes no table {t.table!r}", path=prof.source,
-                             hint=f"it makes: {', '.join(generated[kind])}")
+                             hint=f"it makes: {', '.join(made)}")
         _compare_table(view, t, table, rep)
     mapped = {t.path for t in prof.tables} | {r.path for g in prof.gates for r in g.recorded}
     for rel in sorted(view.files):
@@ -569,6 +603,32 @@ def check_tables_profiled(package: str | Path, profile: str | Path | Profile) ->
             rep.not_checked.append(NotChecked(rel, "the profile maps it to no generator"))
     rep.checked = {"tables": len(prof.tables)}
     return rep
+
+
+TIME_BUDGETS = {"seconds": 1.0, "s": 1.0, "time": 1.0, "minutes": 60.0, "hours": 3600.0}
+
+
+def _planned_context(ctx: "_TableContext", rep: ProfiledReport) -> "_TableContext":
+    """The table context with each run's training time at its planned budget (a crashed 5-minute run
+    counts 5 minutes, as a compute budget written before the runs does). Runs whose budget is not a
+    time (steps) keep their recorded training time, and the report says how many."""
+    import copy
+
+    out = copy.copy(ctx)
+    df = ctx.rows.copy()
+    scale = df["budget_kind"].map(lambda k: TIME_BUDGETS.get(str(k).lower())) if "budget_kind" in df else None
+    value = pd.to_numeric(df["budget_value"], errors="coerce") if "budget_value" in df else None
+    if scale is None or value is None:
+        rep.not_checked.append(NotChecked("planned compute", "the rows carry no budget_kind and budget_value"))
+        return ctx
+    planned = value * pd.to_numeric(scale, errors="coerce")
+    kept = int(planned.isna().sum())
+    df["train_s"] = planned.fillna(df["train_s"]).astype(np.float64)
+    out.rows = df
+    rep.facts.append(Fact("planned compute", Provenance.PACKAGE,
+                          "each run's training time taken at its planned budget (budget_kind, budget_value)"
+                          + (f"; {kept} run(s) whose budget is not a time keep their recorded time" if kept else "")))
+    return out
 
 
 def _compare_table(view: PackageView, t, table, rep: ProfiledReport) -> None:
@@ -605,10 +665,15 @@ def _compare_table(view: PackageView, t, table, rep: ProfiledReport) -> None:
             return v
         return repr(x) if math.isfinite(x) else v
 
+    vmap = t.value_map()      # the authors' labels in their table -> the rows' (`linux-l40s` -> `linux`)
+
+    def ours(c: str, v: str) -> str:
+        return vmap.get(c, {}).get(v, v)
+
     want = {tuple(norm(r[g]) for g in key_gen): r for r in gen}
     seen = set()
     for i, r in enumerate(rows, 1):
-        key = tuple(norm(r[k]) for k in t.key)
+        key = tuple(norm(ours(k, r[k])) for k in t.key)
         if key in seen:
             rep.add(Finding(rel, "table-row-duplicate", f"row {i}", "each key once", str(key)))
             continue
@@ -619,7 +684,7 @@ def _compare_table(view: PackageView, t, table, rep: ProfiledReport) -> None:
                             "the recorded table has a row that regenerating it does not give"))
             continue
         for c, g in compare:
-            a, b = r[c], w[g]
+            a, b = ours(c, r[c]), w[g]
             try:
                 fa, fb = float(a), float(b)
                 bad = _num_differs(fa, fb, t.tolerance)

@@ -63,6 +63,21 @@ def _read_csv(store, rel) -> tuple[list[str], list[dict]]:
         return [], []
 
 
+_TIME_WORDS = {"started_at": re.compile(r"(?:^|_)(?:start|started|begin|began)(?:_|$)", re.I),
+               "finished_at": re.compile(r"(?:^|_)(?:end|ended|finish|finished|stop|stopped|done)(?:_|$)", re.I)}
+_TIME_VALUE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _time_column(header, samples, spec: str) -> str | None:
+    """A start/finish column the synonyms missed (`start_time_local`, `run_end_utc`): its name holds the
+    word as a part, and every value it holds looks like a date and time."""
+    for h in header:
+        vals = [v for v in samples.get(h, ()) if v]
+        if _TIME_WORDS[spec].search(h) and vals and all(_TIME_VALUE.match(v) for v in vals):
+            return h
+    return None
+
+
 def _pick(header, names) -> str | None:
     low = {h.lower(): h for h in header}
     for n in names:
@@ -268,6 +283,8 @@ def _rows(store, files):
     cols = tomlkit.table()
     for spec, names in SYNONYMS.items():
         col = _pick(header, names)
+        if col is None and spec in _TIME_WORDS:
+            col = _time_column(header, samples, spec)
         if col is None:
             if spec in ENGINE_COLUMNS and spec not in ("host", "stage"):
                 cols.add(tomlkit.comment(f"TODO: no column found for {spec}"))

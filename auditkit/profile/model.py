@@ -120,8 +120,19 @@ class RowsSpec:
 
 @dataclass(frozen=True)
 class ProseRef:
+    """A prose file of a gate, pinned by its hash. `seeds`/`stages`: the inputs it governs, for an
+    addendum written for some of the gate's runs only (its date is compared with those runs alone)."""
+
     path: str
     sha256: str
+    seeds: tuple[int, ...] | None = None
+    stages: tuple[str, ...] | None = None
+
+
+def _prose(p: dict) -> ProseRef:
+    seeds, stages = p.get("seeds"), p.get("stages")
+    return ProseRef(p["path"], p["sha256"], None if seeds is None else tuple(int(x) for x in seeds),
+                    None if stages is None else tuple(str(x) for x in stages))
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,11 @@ class TableSpec:
     columns: tuple[tuple[str, str], ...] = ()   # (recorded column, generated column)
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()   # generated column -> the values kept
     tolerance: float = DEFAULT_TOLERANCE
+    values: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()   # recorded column -> (authors' value, ours)
+    accounting: str = "measured"      # compute from recorded training time, or "planned": each run's budget
+
+    def value_map(self) -> dict[str, dict[str, str]]:
+        return {c: dict(m) for c, m in self.values}
 
     def generated(self, recorded_column: str) -> str:
         return dict(self.columns).get(recorded_column, recorded_column)
@@ -380,13 +396,15 @@ def parse_profile(doc: dict, source: str = "<profile>", sha256: str = "") -> Pro
         if g["rules"] != TODO:
             rules_doc = {"schema": "auditkit/rules/v1", "gate": name,
                          **merge_rules(doc.get("rules", {}), g["rules"])}
-        gates.append(GateSpec(name, tuple(ProseRef(p["path"], p["sha256"]) for p in prose), rules_doc,
+        gates.append(GateSpec(name, tuple(_prose(p) for p in prose), rules_doc,
                               tuple(_recorded(r) for r in recs)))
     tables = tuple(
         TableSpec(t["path"], t["generator"], t.get("table", t["generator"]), tuple(t["key"]),
                   tuple(t.get("columns", {}).items()), tuple((k, tuple(str(x) for x in (v if isinstance(v, list) else [v])))
                         for k, v in t.get("where", {}).items()),
-                  float(t.get("tolerance", DEFAULT_TOLERANCE)))
+                  float(t.get("tolerance", DEFAULT_TOLERANCE)),
+                  tuple((c, tuple((str(a), str(b)) for a, b in m.items())) for c, m in t.get("values", {}).items()),
+                  t.get("accounting", "measured"))
         for t in doc.get("tables", []))
     return Profile(doc["name"], manifests, matrix, rows, tuple(gates), tables, source, sha256, doc)
 

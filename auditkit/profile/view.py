@@ -54,17 +54,33 @@ class Fact:
 
 @dataclass(frozen=True)
 class Freeze:
-    """When the prose says the rules were written: a date, asserted, never proven."""
+    """When the prose says the rules were written: a date, or a time with its zone (`instant`, from a
+    `Frozen: 2026-04-28 08:00:00+02:00` line of the text), asserted, never proven. `scope`: the
+    inputs the prose governs (an addendum for some seeds or stages), None for all of the gate's."""
 
     day: date | None
     source: str          # where the date was read
+    instant: datetime | None = None
+    path: str = ""
+    scope: tuple | None = None     # (seeds or None, stages or None)
 
     def window(self) -> tuple[datetime, datetime] | None:
-        """UTC instants the asserted day may cover (its zone is not stated)."""
+        """UTC instants the asserted freeze may be: the stated time itself, or every instant the
+        asserted day covers somewhere (its zone is not stated)."""
+        if self.instant is not None:
+            return self.instant, self.instant
         if self.day is None:
             return None
         start = datetime(self.day.year, self.day.month, self.day.day, tzinfo=timezone.utc)
         return start - ZONE_EARLY, start + timedelta(days=1) + ZONE_LATE
+
+    def shown(self) -> str:
+        return self.instant.isoformat() if self.instant is not None else str(self.day)
+
+    def latest(self) -> datetime:
+        """The latest instant this freeze may be (to find the gate's last prose)."""
+        w = self.window()
+        return w[1] if w else datetime.min.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -91,6 +107,7 @@ class GateView:
     freeze: Freeze
     recorded: Recorded | None
     problems: list[Finding] = field(default_factory=list)   # why the transcribed rules are unusable
+    freezes: list[Freeze] = field(default_factory=list)     # one per prose file, each with its scope
 
 
 @dataclass
@@ -245,7 +262,9 @@ def read_package(root: str | Path, profile: Profile) -> PackageView:
     absent = [c for c in RUN_COLUMNS if c not in columns]
     gates = {}
     for g in profile.gates:
-        freeze = _freeze(g, store, files, findings)
+        freezes = prose_freezes(g, store, files, findings)
+        dated = [f for f in freezes if f.day is not None]
+        freeze = max(dated, key=lambda f: f.latest()) if dated else Freeze(None, "no date in the prose's file name or text")
         rules, problems = None, []
         if g.rules is not None:
             rules = dict(g.rules, frozen_at=_frozen_at(freeze))
@@ -255,12 +274,12 @@ def read_package(root: str | Path, profile: Profile) -> PackageView:
                 rules = None
                 findings["profile"] += problems
         rec = _read_recorded(g, store, files, profile, columns, findings) if g.recorded else None
-        gates[g.gate] = GateView(g, rules, freeze, rec, problems)
+        gates[g.gate] = GateView(g, rules, freeze, rec, problems, dated)
         facts.append(Fact(f"rules of gate {g.gate}", Provenance.PROFILE,
                           "transcribed by the reviewer from " + ", ".join(
                               f"{p.path} (sha256 pinned)" for p in g.prose)))
         facts.append(Fact(f"freeze date of gate {g.gate}", Provenance.PACKAGE,
-                          f"asserted: {freeze.day} ({freeze.source})" if freeze.day else "none found"))
+                          f"asserted: {freeze.shown()} ({freeze.source})" if freeze.day else "none found"))
         if rec is not None:
             facts.append(Fact(f"recorded decision of gate {g.gate}", Provenance.PACKAGE,
                               ", ".join(rec.sources) + " (read where the profile points)"))
@@ -424,37 +443,76 @@ def _check_row(rel, i, row, rules, caps, matrix_ids, seen_ids, f) -> bool:
     return usable
 
 
-def _freeze(g: GateSpec, store, files, findings) -> Freeze:
-    """The latest date the gate's prose asserts (file name first, else the text): the transcribed
-    rules exist as a whole only once every prose file does."""
-    best: tuple[date, str] | None = None
+# `Frozen: 2026-04-28 08:00:00+02:00` (also `Freeze time`, `Registered`, `Pre-registered at`): a time
+# with its zone on a line that says it is the freeze; the text's own statement beats the file name's date
+FROZEN_RE = re.compile(r"(?im)^[^\n]{0,40}?\b(?:frozen|freeze(?:\s+time)?|(?:pre-?)?registered)(?:\s+(?:at|on))?\s*:?\s*"
+                       r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?\s*(Z|UTC|[+-]\d{2}:?\d{2})")
+
+
+def _stated_instant(text: str) -> tuple[datetime | None, str | None]:
+    """(the first freeze time with a zone the text states, None) or (None, the text that is no time)."""
+    m = FROZEN_RE.search(text)
+    if not m:
+        return None, None
+    y, mo, d, h, mi, sec, zone = m.groups()
+    if zone in ("Z", "UTC"):
+        tz = timezone.utc
+    else:
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    try:
+        return datetime(int(y), int(mo), int(d), int(h), int(mi), int(sec or 0), tzinfo=tz).astimezone(timezone.utc), None
+    except ValueError:
+        return None, m.group(0).strip()
+
+
+def prose_freezes(g: GateSpec, store, files, findings) -> list[Freeze]:
+    """One Freeze per prose file of the gate, in profile order: a `Frozen:` time with its zone stated in
+    the text first, else the date in the file name, else the first date in the text."""
+    out = []
     for p in g.prose:
+        scope = (getattr(p, "seeds", None), getattr(p, "stages", None))
+        scope = None if scope == (None, None) else scope
+        text = None
+        if p.path in files:
+            try:
+                text = store.read_text(p.path)
+            except AuditError:
+                text = None
+        if text is not None:
+            instant, bad = _stated_instant(text)
+            if bad is not None:
+                findings["profile"].append(Finding(p.path, "freeze-date-invalid", "", "a calendar date and time", bad))
+            if instant is not None:
+                out.append(Freeze(instant.date(), f"freeze time stated in the text of {p.path}", instant, p.path,
+                                  scope))
+                continue
         found = None
         m = DATE_RE.search(p.path.rsplit("/", 1)[-1])
         if m:
             found = (m, f"date in the file name {p.path}")
-        elif p.path in files:
-            try:
-                m = DATE_RE.search(store.read_text(p.path))
-            except AuditError:
-                m = None
+        elif text is not None:
+            m = DATE_RE.search(text)
             if m:
                 found = (m, f"first date in the text of {p.path}")
         if found is None:
+            out.append(Freeze(None, f"no date in {p.path}", None, p.path, scope))
             continue
         try:
             d = date(int(found[0][1]), int(found[0][2]), int(found[0][3]))
         except ValueError:
             findings["profile"].append(Finding(p.path, "freeze-date-invalid", "", "a calendar date", found[0][0]))
             continue
-        if best is None or d > best[0]:
-            best = (d, found[1])
-    return Freeze(best[0], best[1]) if best else Freeze(None, "no date in the prose's file name or text")
+        out.append(Freeze(d, found[1], None, p.path, scope))
+    return out
 
 
 def _frozen_at(freeze: Freeze) -> str:
     # SPEC rules need a frozen_at; a profiled gate's is the asserted day (start, UTC) or the epoch,
     # and is never used as proof: `audit.freeze_evidence` judges the day against the rows.
+    if freeze.instant is not None:
+        return freeze.instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     d = freeze.day or date(1970, 1, 1)
     return f"{d.isoformat()}T00:00:00Z"
 

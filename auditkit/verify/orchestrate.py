@@ -70,8 +70,15 @@ def _refuse_a_directory_that_is_no_package(path: Path) -> None:
 def _refuse_an_archive_that_holds_no_package(path, scan: PackageScan) -> None:
     named = set(scan.files) | {rel for _, rel, _ in scan.problems}
     if not any(name in named for name in PACKAGE_MARKS):
-        raise AuditError("not a package: the archive holds neither MANIFEST.json nor protocol.json", path=str(path),
-                         hint=NOT_A_PACKAGE_HINT)
+        raise AuditError("not a package: the archive holds neither MANIFEST.json nor protocol.json, at its top "
+                         "or in a directory below it (an e-print's anc/)", path=str(path),
+                         hint="give the archive of a package, or the package directory itself")
+    if Path(path).is_file():      # an archive in its authors' layout: refused with the profile command
+        from auditkit.package.source import refuse_foreign_documents
+
+        manifest = scan.files.get(MANIFEST_JSON)
+        refuse_foreign_documents(str(path), str(path), None if manifest is None else manifest.content,
+                                 "protocol.json" in named)
 
 
 def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = False,
@@ -135,7 +142,10 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
 
         _refuse_an_archive_that_holds_no_package(path, scan)
         view = views[0] if views else PackageView(scan)
-        return _report(path, view, deep_mod, deep_threads, say, say_tty)
+        report = _report(path, view, deep_mod, deep_threads, say, say_tty)
+        if scan.found_at:
+            report.info["found_at"] = scan.found_at
+        return report
     finally:
         for fs in scan.files.values():
             if fs.spool is not None:
