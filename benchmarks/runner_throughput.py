@@ -1,7 +1,18 @@
 """Training throughput and MFU of the bundled runner on this CPU, eager and compiled.
 
     python benchmarks/runner_throughput.py [--configs runner] [--threads 1,2] [--steps 6] [--repeats 3] \
-        [--modes eager,compiled] [--flops-per-cycle 32] [--ghz G] [--no-cache-timing]
+        [--modes eager,compiled] [--batching windows,packed] [--data SPEC --vocab-size V] \
+        [--flops-per-cycle 32] [--ghz G] [--no-cache-timing]
+
+Batching: `windows` draws every micro-batch as uniform random windows of the
+training stream (the runner before issue 22), `packed` packs whole documents
+best-fit so every row starts at BOS (runner/packing.py, the runner now); both
+are drawn inside the timed steps, as runner/train.py draws them, so the table
+shows what packing costs per token (MFU before and after, in one run).  With
+`--data` (a runner data spec, e.g. `text:data/kjv.txt,docs=lines,val=0.3`)
+the rows come from that corpus and the model has its vocabulary; without it,
+from the Markov corpus read as bytes (no BOS: packing falls back to windows
+there, so give a text corpus to compare).
 
 For each thread count: the fp32 matmul peak is measured in the same run
 (median FLOP/s of a 2048^2 torch.matmul, alternating with the training
@@ -82,7 +93,7 @@ def matmul_peak(torch, threads: int, n: int = 2048, reps: int = 5) -> tuple[floa
 class Trainer:
     """One configuration's model, optimizers and batches, stepped exactly as runner/train.py steps."""
 
-    def __init__(self, row: dict, compiled: bool):
+    def __init__(self, row: dict, compiled: bool, corpus=None, batching: str = "fixed"):
         import torch
 
         from auditkit.runner.arch import model_config_from_row
@@ -91,7 +102,7 @@ class Trainer:
         from auditkit.runner.train import hyperparameters
 
         self.torch = torch
-        self.cfg = model_config_from_row(row)
+        self.cfg = model_config_from_row(row, **({"vocab_size": corpus.tokenizer.vocab_size} if corpus else {}))
         self.hp = hyperparameters(row)
         T, B = self.cfg["seq_len"], self.hp["device_batch_size"]
         self.accum = max(1, self.hp["total_batch_size"] // (B * T))
@@ -103,13 +114,26 @@ class Trainer:
         g = torch.Generator().manual_seed(1)
         self.batches = [(torch.randint(0, 256, (B, T), generator=g), torch.randint(0, 256, (B, T), generator=g))
                         for _ in range(self.accum)]
+        self.source = None
+        if batching != "fixed":
+            from auditkit.runner.packing import BestFitPacker, RandomWindows
+
+            self.source = (BestFitPacker(corpus.train, corpus.tokenizer.bos, T + 1, 0) if batching == "packed"
+                           else RandomWindows(corpus.train, T + 1, 0))
+        self.B = B
         self.n = 0
 
     def step(self) -> None:
         from auditkit.runner.optim import apply_schedules
 
         apply_schedules(self.opts, 0.1, self.n, self.hp)
-        for x, y in self.batches:
+        batches = self.batches
+        if self.source is not None:  # drawn inside the step, as runner/train.py draws them
+            batches = []
+            for _ in range(self.accum):
+                idx = self.torch.from_numpy(self.source.next_rows(self.B))
+                batches.append((idx[:, :-1], idx[:, 1:]))
+        for x, y in batches:
             loss = self.forward(x, y)
             (loss / self.accum).backward()
             loss.item()
@@ -181,6 +205,10 @@ def main(argv=None) -> int:
     p.add_argument("--flops-per-cycle", type=int, default=32)
     p.add_argument("--ghz", type=float, default=0.0, help="clock for the nominal peak (default: /proc/cpuinfo)")
     p.add_argument("--no-cache-timing", action="store_true")
+    p.add_argument("--batching", default="windows,packed",
+                   help="windows (random windows, the runner before issue 22), packed (best-fit, BOS-aligned)")
+    p.add_argument("--data", default="markov:seed=0", help="runner data spec the rows come from")
+    p.add_argument("--vocab-size", type=int, default=8192)
     args = p.parse_args(argv)
 
     import torch
@@ -188,14 +216,18 @@ def main(argv=None) -> int:
 
     from auditkit.runner.train import keep_freed_memory
 
+    from auditkit.runner.data import load_corpus
+
     rows = load_rows(args.matrix, [c for c in args.configs.split(",") if c])
     modes = [m for m in args.modes.split(",") if m]
+    batchings = [b for b in args.batching.split(",") if b]
+    corpus = load_corpus(args.data, vocab_size=args.vocab_size)
     keep_freed_memory()  # as runner/train.py does
     table = []
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
-        trainers = {(name, mode): Trainer(row, compiled=mode == "compiled") for name, row in rows.items()
-                    for mode in modes}
+        trainers = {(name, mode, b): Trainer(row, compiled=mode == "compiled", corpus=corpus, batching=b)
+                    for name, row in rows.items() for mode in modes for b in batchings}
         for tr in trainers.values():
             for _ in range(3):  # warm-up (and compilation)
                 tr.step()
@@ -207,12 +239,12 @@ def main(argv=None) -> int:
         peak_wall = statistics.median(p[0] for p in peaks)
         peak_cpu = statistics.median(p[1] for p in peaks)
         nominal, ghz = nominal_peak(threads, args.flops_per_cycle, args.ghz)
-        for (name, mode), tr in trainers.items():
-            wall = statistics.median(s[0] for s in speeds[(name, mode)])
-            cpu = statistics.median(s[1] for s in speeds[(name, mode)])
+        for (name, mode, b), tr in trainers.items():
+            wall = statistics.median(s[0] for s in speeds[(name, mode, b)])
+            cpu = statistics.median(s[1] for s in speeds[(name, mode, b)])
             fpt = tr.model.flops_per_token()
             c = tr.cfg
-            table.append([name, mode, threads, f"d{c['n_layer']} x {c['n_embd']}, T={c['seq_len']}",
+            table.append([name, mode, b, threads, f"d{c['n_layer']} x {c['n_embd']}, T={c['seq_len']}, V={c['vocab_size']}",
                           f"{wall:,.0f}", f"{100 * wall * fpt / peak_wall:.1f}", f"{cpu:,.0f}",
                           f"{cpu * fpt / 1e9:.1f}", f"{peak_cpu / 1e9:.1f}", f"{100 * cpu * fpt / peak_cpu:.1f}",
                           f"{nominal / 1e9:.1f}", f"{100 * cpu * fpt / nominal:.1f}" if nominal else "-"])
@@ -221,7 +253,8 @@ def main(argv=None) -> int:
           f"{args.repeats} rounds of {args.steps} steps; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs.  'cpu clock' figures divide by the process's CPU time / threads, "
           f"what an otherwise idle machine gives; 'wall' ones by wall time")
-    print(tabulate(table, headers=["config", "mode", "threads", "shape", "tokens/s wall", "MFU % wall",
+    print(f"data {corpus.spec} ({corpus.tokenizer.label()})")
+    print(tabulate(table, headers=["config", "mode", "batching", "threads", "shape", "tokens/s wall", "MFU % wall",
                                    "tokens/s cpu clock", "GFLOP/s", "measured peak GFLOP/s",
                                    "MFU % (measured peak)", "nominal peak GFLOP/s", "MFU % (nominal)"],
                    tablefmt="github"))

@@ -14,7 +14,10 @@ documents; `parquet:PATH[,PATH...]`: each row's `text` column is a document):
 a document goes to validation when the first 8 bytes of its sha256, read as an
 integer, fall in the lowest `val_fraction` of the range (10% unless the spec
 ends in `,val=F`, e.g. `text:kjv.txt,val=0.3`), so the split is by document,
-fixed by content, and duplicates never straddle it.
+fixed by content, and duplicates never straddle it.  `,docs=lines` (text only)
+keeps that split by paragraph but makes each non-blank line of a paragraph its
+own document (KJV: chapters are held out, verses are the documents), so short
+training rows can be packed from whole documents.
 Tokens: BPE (runner/tokenizer.py, trained on the training documents) by
 default, or bytes; documents stay apart (BOS before each under BPE).  No floor
 is known for text.
@@ -65,16 +68,23 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     elif kind in ("text", "parquet"):
         parts = [p for p in rest.split(",") if p]
         opts["val_fraction"] = VAL_FRACTION
-        if parts and parts[-1].startswith("val="):
+        opts["docs"] = "paragraphs"
+        while parts and parts[-1].startswith(("val=", "docs=")):
+            key, _, value = parts.pop().partition("=")
+            if key == "docs":
+                if value not in ("paragraphs", "lines") or kind != "text":
+                    raise ValueError(f"data spec {spec!r}: docs={value!r}: text files take docs=paragraphs "
+                                     f"(the default) or docs=lines")
+                opts["docs"] = value
+                continue
             try:
-                frac = float(parts[-1][4:])
+                frac = float(value)
             except ValueError:
                 frac = float("nan")
             if not 0 < frac < 1:
-                raise ValueError(f"data spec {spec!r}: {parts[-1]!r} is not val=F with 0 < F < 1 "
+                raise ValueError(f"data spec {spec!r}: 'val={value}' is not val=F with 0 < F < 1 "
                                  f"(the fraction of documents held out for validation)")
             opts["val_fraction"] = frac
-            parts = parts[:-1]
         opts["paths"] = parts
         if not opts["paths"]:
             raise ValueError(f"data spec {spec!r} names no file")
@@ -333,6 +343,9 @@ def load_corpus(spec: str = DEFAULT_DATA, tokenizer: str = "auto", vocab_size: i
     frac = opts["val_fraction"]
     val_docs = [d for d in docs if is_validation(d, frac)]
     train_docs = [d for d in docs if not is_validation(d, frac)]
+    if opts.get("docs") == "lines":  # held out by paragraph; each of its non-blank lines is a document
+        val_docs = [ln for d in val_docs for ln in d.split(b"\n") if ln.strip()]
+        train_docs = [ln for d in train_docs for ln in d.split(b"\n") if ln.strip()]
     if not train_docs or not val_docs:
         raise ValueError(f"data {spec!r}: {len(docs)} document(s), {len(val_docs)} held out for validation; "
                          f"need documents on both sides (text files: paragraphs split at blank lines)")

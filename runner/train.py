@@ -38,11 +38,13 @@ if __package__ in (None, ""):  # run as a script: make the sibling modules impor
     from arch import model_config_from_row, num_params, runner_tree_sha256  # noqa: E402
     from data import DEFAULT_DATA, load_corpus  # noqa: E402
     from evaluation import make_eval_set  # noqa: E402
+    from packing import make_packer  # noqa: E402
     from tokenizer import DEFAULT_VOCAB  # noqa: E402
 else:
     from .arch import model_config_from_row, num_params, runner_tree_sha256
     from .data import DEFAULT_DATA, load_corpus
     from .evaluation import make_eval_set
+    from .packing import make_packer
     from .tokenizer import DEFAULT_VOCAB
 
 HP_DEFAULTS = {
@@ -192,11 +194,11 @@ def train(args, row: dict, prepared) -> dict:
     import torch
 
     try:
-        from .evaluation import evaluate
+        from .evaluation import bpb_and_se, eval_docs_csv, per_document, position_nats
         from .model import GPT
         from .optim import apply_schedules, build_optimizers
     except ImportError:
-        from evaluation import evaluate
+        from evaluation import bpb_and_se, eval_docs_csv, per_document, position_nats
         from model import GPT
         from optim import apply_schedules, build_optimizers
 
@@ -205,6 +207,9 @@ def train(args, row: dict, prepared) -> dict:
     budget, hp, cfg, corpus, es = prepared
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    # bf16 autocast: always on CUDA (as upstream); on CPU when asked (--dtype bfloat16)
+    bf16 = device.type == "cuda" or args.dtype == "bfloat16"
+    dtype = "bfloat16" if bf16 else "float32"
     T, B = cfg["seq_len"], hp["device_batch_size"]
     accum = max(1, hp["total_batch_size"] // (B * T))
     summary = {
@@ -213,7 +218,7 @@ def train(args, row: dict, prepared) -> dict:
         "total_tokens_M": 0.0, "num_params_M": round(num_params(cfg) / 1e6, 6), "peak_vram_mb": 0.0,
         "mfu_percent": 0.0, "started_at": started_at, "finished_at": started_at,
         "runner_sha256": runner_tree_sha256(), "budget": budget, "device": device.type,
-        "dtype": "bfloat16" if device.type == "cuda" else "float32", "threads": args.threads,
+        "dtype": dtype, "threads": args.threads,
         "data": corpus.spec, "tokenizer": corpus.tokenizer.label(), "tokenizer_sha256": corpus.tokenizer.sha256,
         "floor_bpb": floor_for(corpus, es), "entropy_rate_bpb": corpus.floor_bpb,
         **es.record(), "model_config": cfg, "hyperparameters": hp, "checkpoint": None, "checkpoint_sha256": None,
@@ -228,15 +233,14 @@ def train(args, row: dict, prepared) -> dict:
     model.to(device)
     opts = build_optimizers(model, hp, device.type)
     step_fn = torch.compile(model, dynamic=False) if args.compile else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-    train_tokens = torch.from_numpy(corpus.train)
-    batch_gen = torch.Generator().manual_seed(rng_seed + 1_000_003)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else _null()
+    packer = make_packer(corpus.train, corpus.tokenizer.bos, T + 1, rng_seed + 1_000_003)
+    summary["batching"] = "best-fit" if type(packer).__name__ == "BestFitPacker" else "random-windows"
     peak = (CUDA_BF16_PEAK.get(next((k for k in CUDA_BF16_PEAK if k in torch.cuda.get_device_name()), "H100"))
             if device.type == "cuda" else measure_cpu_peak(torch))
 
     def batch():
-        starts = torch.randint(0, len(train_tokens) - T - 1, (B,), generator=batch_gen)
-        idx = torch.stack([train_tokens[s:s + T + 1] for s in starts.tolist()])
+        idx = torch.from_numpy(packer.next_rows(B))
         return idx[:, :-1].to(device), idx[:, 1:].to(device)
 
     step, train_time, smooth = 0, 0.0, None
@@ -278,8 +282,19 @@ def train(args, row: dict, prepared) -> dict:
         gc.enable()
         if summary["status"] == "ok":
             bad = [k for k, t in model.state_dict().items() if not bool(torch.isfinite(t).all())]
-            val_bpb, se = evaluate(model, es, device, autocast) if not bad else (math.nan, math.nan)
+            t_eval = time.perf_counter()
+            pos = position_nats(model, es, device, autocast) if not bad else None
+            if pos is not None:
+                nbytes = es.token_bytes[es.tokens[1:]].reshape(es.n_windows, es.seq_len).sum(axis=1)
+                val_bpb, se = bpb_and_se(pos.sum(axis=1), nbytes)
+            else:
+                val_bpb, se = math.nan, math.nan
+            summary["eval_seconds"] = round(time.perf_counter() - t_eval, 3)
             if math.isfinite(val_bpb):
+                docs = eval_docs_csv(*per_document(es, pos, corpus.tokenizer.bos))
+                summary["eval_docs_csv"] = docs
+                summary["eval_docs_sha256"] = hashlib.sha256(docs.encode()).hexdigest()
+                atomic_write(Path(args.out) / "eval_docs.csv", docs.encode())
                 summary["val_bpb"] = round(val_bpb, 6)
                 summary["val_bpb_se"] = round(se, 6) if math.isfinite(se) else None
                 summary["train_loss"] = round(smooth, 6) if smooth is not None else None
@@ -295,6 +310,7 @@ def train(args, row: dict, prepared) -> dict:
         summary.update(status="oom", val_bpb=None, error=(str(exc).splitlines() or [type(exc).__name__])[0])
     tokens = step * accum * B * T
     timed_steps = step - min(step, COMPILE_WARMUP_STEPS) if args.compile else step
+    summary["cropped_tokens"] = int(packer.cropped_tokens)
     summary.update(
         training_seconds=round(train_time, 3), num_steps=step, total_tokens_M=round(tokens / 1e6, 6),
         mfu_percent=round(100 * model.flops_per_token() * timed_steps * accum * B * T / train_time / peak, 3)
@@ -309,7 +325,7 @@ def train(args, row: dict, prepared) -> dict:
                 "eval_bytes": str(es.n_bytes), "eval_sha256": es.sha256,
                 "runner_sha256": summary["runner_sha256"], "val_bpb": f"{summary['val_bpb']:.6f}",
                 "val_bpb_se": "" if summary["val_bpb_se"] is None else f"{summary['val_bpb_se']:.6f}",
-                "dtype": "float32", "device": device.type}
+                "dtype": "float32", "device": device.type}  # the stored weights: always fp32
         if args.rng_seed is not None:
             meta["rng_seed"] = str(args.rng_seed)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
@@ -411,6 +427,8 @@ def main(argv=None) -> int:
     p.add_argument("--run-id")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="CPU: bfloat16 trains and evaluates under bf16 autocast (CUDA always does)")
     p.add_argument("--data", default=DEFAULT_DATA, help="markov:seed=N (default), text:PATH[,val=F], parquet:PATH[,val=F] (F: the fraction of documents held out, 0.1 by default)")
     p.add_argument("--tokenizer", default="auto", choices=["auto", "bytes", "bpe"],
                    help="auto: bytes for markov data, BPE for text")

@@ -118,9 +118,50 @@ def test_the_corpus_is_the_one_scripts_kjv_corpus_rebuilds_and_every_gate_scored
     assert hashlib.sha256((ANC / "data" / "kjv.txt").read_bytes()).hexdigest() == kjv.EXPECTED_SHA256
     ok = [r for r in all_rows(ANC) if r["status"] == "ok"]
     assert len({(r["eval_sha256"], r["eval_seq_len"], r["tokenizer"]) for r in ok}) == 1
-    # each score's standard error (README: 0.0045 to 0.0053) stays well below the rules' smallest
-    # threshold, 0.010; the paired differences the gates compare are far tighter (scripts/paired_se.py)
-    assert max(float(r["val_bpb_se"]) for r in ok) < 0.006
+    # one score's standard error over 512 windows is about 0.01 (docs/REPLICATION.md); the gates
+    # compare candidates on the same documents, whose paired differences are far tighter
+    assert max(float(r["val_bpb_se"]) for r in ok) < 0.02
+
+
+def test_every_run_has_a_step_budget_and_every_stage_beats_the_bigram_baseline():
+    rows = all_rows(ANC)
+    assert rows and all(r["budget_kind"] == "steps" and int(r["num_steps"]) == int(r["budget_value"])
+                        for r in rows)
+    base = json.loads((ANC / "analysis" / "baseline.json").read_text())
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert base["eval_sha256"] == ok[0]["eval_sha256"] and base["kind"] == "bigram"
+    stages = {r["stage"] for r in ok}
+    assert set(base["stages"]) == stages
+    for stage in stages:
+        if stage == "stage0_smoke":
+            continue  # the 2-minute smoke run is a start-up check, not a screen
+        vals = [float(r["val_bpb"]) for r in ok if r["stage"] == stage]
+        assert sum(vals) / len(vals) < base["bigram_bpb"], stage
+        assert base["stages"][stage]["mean_beats_baseline"] is True
+
+
+def test_every_run_carries_its_per_document_losses():
+    import hashlib
+    import math
+
+    for r in all_rows(ANC):
+        assert r["eval_docs"] == f"eval-docs/{r['run_id']}.csv", r["run_id"]
+        data = (ANC / r["eval_docs"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == r["eval_docs_sha256"]
+        _, docs = read_csv_text(data.decode(), r["eval_docs"])
+        nats = sum(float(d["nats"]) for d in docs)
+        nbytes = sum(int(d["bytes"]) for d in docs)
+        assert nbytes == int(r["eval_bytes"])
+        assert abs(nats / (math.log(2) * nbytes) - float(r["val_bpb"])) < 2e-6
+
+
+def test_the_hosts_differ_in_precision_and_the_claims_are_the_papers():
+    m = load_manifest(MICRO)
+    assert {h: p.get("dtype") for h, p in m.host_profiles.items()} == {"windows": "float32", "linux": "bfloat16"}
+    assert (ANC / "claims.json").read_bytes() == m.claims.read_bytes()
+    claims = json.loads((ANC / "claims.json").read_text())
+    assert len(claims["claims"]) >= 8 and "mapping" in claims
+    assert json.loads((ANC / "observations.json").read_text())["claims"]
 
 
 def test_one_changed_byte_in_a_copy_fails(tmp_path):

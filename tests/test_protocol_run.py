@@ -248,3 +248,86 @@ def test_a_relative_data_file_is_carried_in_the_package_once(tmp_path, monkeypat
     assert run(load_manifest(tmp_path / "fake.toml"), tmp_path / "pkg2", log=said.append).complete
     assert not (tmp_path / "pkg2" / "data").exists()
     assert any("is not carried in the package" in m for m in said)
+
+
+# --- issue 22: interleaved hosts, host-set dtype, per-document files, manifest claims ---------
+
+class _DocsExecutor(FakeExecutor):
+    """Summaries that carry a per-document evaluation file as the runner's do (one bad sha256)."""
+
+    def __init__(self, bad: str = ""):
+        super().__init__()
+        self.bad = bad
+        self.tasks = []
+
+    def run(self, tasks):
+        import hashlib
+
+        from fixtures.protofakes import fake_summary
+
+        for task in tasks:
+            self.ran.append(task.run_id)
+            self.tasks.append(task)
+            s = fake_summary(task)
+            text = f"doc,nats,bytes\n0,{s['val_bpb'] * 0.693147 * 10:.6f},10\n"
+            s["eval_docs_csv"] = text
+            s["eval_docs_sha256"] = hashlib.sha256(text.encode()).hexdigest() if task.run_id != self.bad else "0" * 64
+            yield CellResult(task, s, None)
+
+
+def test_hosts_are_interleaved_and_take_their_dtype(tmp_path):
+    (tmp_path / "fake_matrix.csv").write_text(MATRIX)
+    (tmp_path / "fake.toml").write_text(TOML.replace('[runner]', '[host_profiles.linux]\ndtype = "bfloat16"\n\n[runner]'))
+    m = load_manifest(tmp_path / "fake.toml")
+    ex = _DocsExecutor()
+    run_protocol(m, tmp_path / "pkg", ["windows", "linux"], executor=ex)
+    smoke = [t for t in ex.tasks if t.stage == "smoke"]
+    # each candidate on every host in turn: never one host's block after the other
+    assert [t.host for t in smoke] == ["windows", "linux"] * (len(smoke) // 2)
+    assert [t.config_id for t in smoke[::2]] == [t.config_id for t in smoke[1::2]]
+    assert {t.settings.get("dtype") for t in ex.tasks if t.host == "linux"} == {"bfloat16"}
+    assert all("dtype" not in t.settings for t in ex.tasks if t.host == "windows")
+
+
+def test_per_document_files_land_with_their_columns(tmp_path, manifest):
+    import hashlib
+
+    bad = "linux-smoke-greedy-s42"
+    run_protocol(manifest, tmp_path / "pkg", ["windows", "linux"], executor=_DocsExecutor(bad=bad))
+    rows = all_rows(tmp_path / "pkg")
+    assert rows and all("eval_docs" in r and "eval_docs_sha256" in r for r in rows)
+    for r in rows:
+        if r["run_id"] == bad:  # a file that does not match its sha256 is not stored
+            assert r["eval_docs"] == "" and r["eval_docs_sha256"] == ""
+            assert not (tmp_path / "pkg" / "eval-docs" / f"{bad}.csv").exists()
+            continue
+        assert r["eval_docs"] == f"eval-docs/{r['run_id']}.csv"
+        data = (tmp_path / "pkg" / r["eval_docs"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == r["eval_docs_sha256"]
+        assert data.startswith(b"doc,nats,bytes\n")
+    from auditkit.cli.main import cli
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(cli, ["verify", str(tmp_path / "pkg")])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_manifest_claims_file_ships_as_claims_json_and_the_study_s_own_as_observations(tmp_path):
+    claims = {"schema": "auditkit/claims/v1", "source": "a test",
+              "claims": [{"id": "bridge-wins", "statement": "The bridge wins.",
+                          "check": {"kind": "rank", "gate": "g2", "candidate": "bridge", "rank": 1,
+                                    "scope": "overall"}}]}
+    (tmp_path / "fake_matrix.csv").write_text(MATRIX)
+    (tmp_path / "mine.json").write_text(json.dumps(claims))
+    (tmp_path / "fake.toml").write_text('claims = "mine.json"\n' + TOML)
+    m = load_manifest(tmp_path / "fake.toml")
+    run_protocol(m, tmp_path / "pkg", ["windows", "linux"], executor=FakeExecutor())
+    assert (tmp_path / "pkg" / "claims.json").read_bytes() == (tmp_path / "mine.json").read_bytes()
+    observed = json.loads((tmp_path / "pkg" / "observations.json").read_text())
+    assert observed["schema"] == "auditkit/claims/v1" and observed["claims"]
+    # a claims file that is not auditkit/claims/v1 stops finalizing with its name
+    (tmp_path / "bad.json").write_text('{"schema": "nope"}')
+    (tmp_path / "bad.toml").write_text('claims = "bad.json"\n' + TOML)
+    with pytest.raises(AuditError, match="claims file"):
+        run_protocol(load_manifest(tmp_path / "bad.toml"), tmp_path / "pkg2", ["windows", "linux"],
+                     executor=FakeExecutor())

@@ -364,7 +364,7 @@ def test_val_fraction_holds_out_more_documents_and_keeps_the_smaller_split_insid
 
     f = tmp_path / "t.txt"
     f.write_text(paragraphs(300))
-    assert parse_spec(f"text:{f},val=0.3")[1] == {"paths": [str(f)], "val_fraction": 0.3}
+    assert parse_spec(f"text:{f},val=0.3")[1] == {"paths": [str(f)], "val_fraction": 0.3, "docs": "paragraphs"}
     assert parse_spec(f"text:{f}")[1]["val_fraction"] == 0.1
     small = load_corpus(f"text:{f}", tokenizer="bytes")
     large = load_corpus(f"text:{f},val=0.3", tokenizer="bytes")

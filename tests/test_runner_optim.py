@@ -64,15 +64,22 @@ def test_cautious_weight_decay_only_where_update_and_weight_agree():
 def test_schedules_follow_upstream():
     assert muon_momentum(0) == pytest.approx(0.85) and muon_momentum(150) == pytest.approx(0.90)
     assert muon_momentum(300) == muon_momentum(10_000) == pytest.approx(0.95)
+    # a run of upstream's length or longer warms up over 300 steps (step 150 of 3000: halfway) ...
+    assert muon_momentum(150, 150 / 3000) == pytest.approx(0.90)
+    # ... a short one over its first 30% (step 15 of 100: halfway; step 30 of 100: done)
+    assert muon_momentum(15, 0.15) == pytest.approx(0.90) and muon_momentum(30, 0.30) == pytest.approx(0.95)
+    assert muon_momentum(90, 0.9) == pytest.approx(0.95)
     assert lr_multiplier(0.2, 0.5) == 1.0 and lr_multiplier(0.75, 0.5) == pytest.approx(0.5)
     assert lr_multiplier(1.0, 0.5, final_frac=0.1) == pytest.approx(0.1)
     model = GPT(model_config_from_row({"depth": "2", "aspect_ratio": "64"}))
     opts = build_optimizers(model, HP_DEFAULTS)
-    apply_schedules(opts, 0.75, 30, HP_DEFAULTS)
+    apply_schedules(opts, 0.75, 30, HP_DEFAULTS)  # step 30 of a 40-step run: warmed up by progress
     muon = next(o for o in opts if isinstance(o, Muon))
     g = muon.param_groups[0]
-    assert g["weight_decay"] == pytest.approx(HP_DEFAULTS["weight_decay"] * 0.25) and g["momentum"] == pytest.approx(0.86)
+    assert g["weight_decay"] == pytest.approx(HP_DEFAULTS["weight_decay"] * 0.25) and g["momentum"] == pytest.approx(0.95)
     assert g["lr"] == pytest.approx(HP_DEFAULTS["matrix_lr"] * 0.5)
+    apply_schedules(opts, 30 / 3000, 30, HP_DEFAULTS)  # step 30 of a 3000-step run: upstream's 300-step ramp
+    assert g["momentum"] == pytest.approx(0.86) and g["lr"] == pytest.approx(HP_DEFAULTS["matrix_lr"])
 
 
 def test_parameter_groups_and_width_scaled_rates_are_upstreams():

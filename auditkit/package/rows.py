@@ -27,8 +27,10 @@ STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
 RNG_SEED_COLUMN = "rng_seed"
 #: v1.1 optional columns: how val_bpb was measured (every row of the bundled runner has them)
 EVAL_COLUMNS = ("val_bpb_se", "eval_sha256", "eval_seq_len", "eval_tokens", "eval_bytes", "tokenizer")
-#: all v1.1 optional columns, in this order after RUN_COLUMNS
-OPTIONAL_RUN_COLUMNS = EVAL_COLUMNS + (RNG_SEED_COLUMN,)
+#: v1.2 optional columns: the run's per-document evaluation file and its sha256 (docs/SPEC.md)
+EVAL_DOCS_COLUMNS = ("eval_docs", "eval_docs_sha256")
+#: all optional columns, in this order after RUN_COLUMNS
+OPTIONAL_RUN_COLUMNS = EVAL_COLUMNS + (RNG_SEED_COLUMN,) + EVAL_DOCS_COLUMNS
 
 RUN_CSV_RE = re.compile(r"^remote-results/(?P<host>[a-z0-9-]+)_(?P<stage>.+)_summary\.csv$")
 

@@ -302,7 +302,7 @@ class StudyDir:
     def land(self, result: CellResult) -> dict:
         """Store a finished cell: checkpoint first, then its row (each atomically; a stop
         signal waits until both are down)."""
-        from auditkit.study.runs import summary_to_row
+        from auditkit.study.runs import eval_docs_bytes, summary_to_row
 
         t = result.task
         with critical():
@@ -312,8 +312,16 @@ class StudyDir:
                 atomic_write_bytes(self.out / ckpt_rel, result.checkpoint)
                 ckpt_sha = sha256_bytes(result.checkpoint)
                 self.wrote = True
+            docs_rel, docs_sha = "", ""
+            docs = eval_docs_bytes(result.summary)
+            if docs is not None:  # SPEC v1.2: the run's per-document evaluation losses
+                docs_rel = f"eval-docs/{t.run_id}.csv"
+                atomic_write_bytes(self.out / docs_rel, docs)
+                docs_sha = sha256_bytes(docs)
+                self.wrote = True
             row = summary_to_row(result.summary, host=t.host, stage=t.stage, budget=t.budget,
-                                 checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha)
+                                 checkpoint_relpath=ckpt_rel, checkpoint_sha256=ckpt_sha,
+                                 eval_docs_relpath=docs_rel, eval_docs_sha256=docs_sha)
             if t.rng_seed is not None:
                 row[RNG_SEED_COLUMN] = str(t.rng_seed)
             written = self.append_row(t.host, t.stage, row)
@@ -380,23 +388,24 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
             cands = study.candidates(stage)
         anchor = _anchor(study, stage) if any(h in stage.hosts for h in hosts) else None
         tasks = []
-        for host in hosts:
-            if host not in stage.hosts:
-                continue
-            done = study.done_cells(host, stage.stage)
-            profile = manifest.host_profiles.get(host, {})
-            for cid in cands:
-                if cid not in matrix:
-                    raise AuditError(f"stage {stage.stage} names config {cid!r}, not in the matrix",
-                                     path=str(manifest.path))
-                for seed in stage.seeds:
-                    if (cid, seed) in done:
+        # interleaved: each (candidate, seed) on every host in turn, so no host's cells run
+        # as one block of time (a slow spell of the machine falls on both hosts alike)
+        stage_hosts = [h for h in hosts if h in stage.hosts]
+        done = {host: study.done_cells(host, stage.stage) for host in stage_hosts}
+        for cid in cands:
+            if cid not in matrix:
+                raise AuditError(f"stage {stage.stage} names config {cid!r}, not in the matrix",
+                                 path=str(manifest.path))
+            for seed in stage.seeds:
+                for host in stage_hosts:
+                    if (cid, seed) in done[host]:
                         continue
+                    profile = manifest.host_profiles.get(host, {})
                     tasks.append(CellTask(
                         run_id=run_id_for(host, stage.stage, cid, seed), host=host, stage=stage.stage,
                         config_id=cid, seed=seed, budget=stage.budget, matrix_row=matrix[cid],
                         device=profile.get("device", "cpu"), threads=int(profile.get("threads", 1)),
-                        timeout=_timeout(stage, manifest), settings=dict(manifest.runner.get("settings", {})),
+                        timeout=_timeout(stage, manifest), settings=host_settings(manifest, host),
                         rng_seed=None if anchor is None else anchored_seed(anchor, stage.stage, seed)))
         left = planned_seconds(stage, len(tasks)) + sum(
             planned_seconds(s, len(s.seeds) * len([h for h in hosts if h in s.hosts]) *
@@ -501,6 +510,18 @@ def _anchor(study: StudyDir, stage: Stage) -> str | None:
     return study.evidence.anchor_seeds(stage.stage, study.protocol.gate(gate).rules)
 
 
+HOST_SETTING_KEYS = ("dtype",)  # runner settings a host profile may set for its own cells
+
+
+def host_settings(manifest: Manifest, host: str) -> dict:
+    """The runner settings of `host`'s cells: the manifest's [runner].settings, with what the
+    host's profile sets of HOST_SETTING_KEYS (e.g. `dtype = "bfloat16"`) over them."""
+    settings = dict(manifest.runner.get("settings", {}))
+    profile = manifest.host_profiles.get(host, {})
+    settings.update({k: profile[k] for k in HOST_SETTING_KEYS if k in profile})
+    return settings
+
+
 def _count_hint(study: StudyDir, stage: Stage) -> int:
     cands = study.candidates(stage)
     if cands is not None:
@@ -528,12 +549,96 @@ def derived_files(study: StudyDir) -> dict[str, bytes]:
     if figure_files is not None:
         files.update(figure_files(study.out)[1])
     files["README.txt"] = readme_text(study).encode("utf-8")
+    baseline = baseline_json(study)
+    if baseline is not None:
+        files[BASELINE_PATH] = baseline
     from auditkit.report.claims import OBSERVATIONS_FILE, claims_text, observations_from_study
 
     # what the study's own rows show, whatever it is: observations (they hold by construction), not
-    # claims; claims.json is for what authors or reviewers claim (auditkit claims decides it)
+    # claims; claims.json is for what authors or reviewers claim (the manifest's `claims = FILE`),
+    # and `auditkit claims` decides it
     files[OBSERVATIONS_FILE] = claims_text(observations_from_study(study.out)).encode("utf-8")
+    if study.manifest.claims is not None:
+        files["claims.json"] = manifest_claims(study.manifest)
     return files
+
+
+def manifest_claims(manifest: Manifest) -> bytes:
+    """The bytes of the manifest's claims file (`claims = "FILE"`), checked against the claims schema."""
+    from auditkit.package.schemas import schema_errors
+    from auditkit.package.store import loads_strict
+
+    path = manifest.claims
+    try:
+        data = path.read_bytes()
+        doc = loads_strict(data, str(path))
+    except (OSError, UnicodeDecodeError, ValueError, AuditError) as exc:
+        raise AuditError(f"cannot read the manifest's claims file: {exc}", path=str(path)) from exc
+    errors = schema_errors(doc, "claims")
+    if errors:
+        raise AuditError(f"the manifest's claims file is not auditkit/claims/v1: {errors[0][0]}: {errors[0][1]}",
+                         path=str(path), hint="see tests/data/paper06_claims.json for the format")
+    return data
+
+
+BASELINE_PATH = "analysis/baseline.json"
+
+
+def baseline_json(study: StudyDir) -> bytes | None:
+    """analysis/baseline.json: the count-based bigram baseline (runner/baseline.py) on the study's
+    evaluation tokens, rebuilt from the data the package carries, and each stage's mean val_bpb
+    beside it.  None when the rows name no single evaluation, the data is not carried, or the
+    runner's dependencies (numpy, the BPE tokenizer) are missing."""
+    from statistics import fmean
+
+    rows = [r for s in study.protocol.stages for h in s.hosts for r in study.rows(h, s.stage)]
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("val_bpb")]
+    evals = {(r.get("eval_sha256"), r.get("eval_tokens"), r.get("eval_seq_len")) for r in ok}
+    if len(evals) != 1 or not all(next(iter(evals))):
+        return None
+    sha, n_tokens, seq_len = next(iter(evals))
+    settings = study.manifest.runner.get("settings", {})
+    try:
+        from auditkit.runner.baseline import bigram_bpb
+        from auditkit.runner.data import load_corpus, parse_spec
+        from auditkit.runner.evaluation import make_eval_set
+
+        spec = str(settings.get("data", "markov:seed=0"))
+        kind, opts = parse_spec(spec)
+        out = study.out.resolve()
+
+        def read(path: str) -> bytes:  # the package's own copy of the data (carried by carry_data)
+            p = (out / path).resolve()
+            if not str(p).startswith(str(out) + os.sep) or p.is_symlink() or not p.is_file():
+                raise ValueError(f"{path}: not carried in the package")
+            return p.read_bytes()
+
+        corpus = load_corpus(spec, tokenizer=str(settings.get("tokenizer", "auto")),
+                             vocab_size=int(settings.get("vocab_size", 8192)),
+                             read=read if kind in ("text", "parquet") else None)
+        es = make_eval_set(corpus.val, corpus.tokenizer.token_bytes, int(n_tokens), int(seq_len))
+    except (ImportError, OSError, ValueError):
+        return None
+    if es.sha256 != sha:
+        return None
+    base = bigram_bpb(corpus.train, es.tokens, corpus.tokenizer.token_bytes, corpus.tokenizer.vocab_size)
+    stages = {}
+    for s in study.protocol.stages:
+        vals = [float(r["val_bpb"]) for h in s.hosts for r in study.rows(h, s.stage)
+                if r.get("status") == "ok" and r.get("val_bpb")]
+        if vals:
+            stages[s.stage] = {"runs": len(vals), "mean_val_bpb": round(fmean(vals), 6),
+                               "worst_val_bpb": round(max(vals), 6),
+                               "mean_beats_baseline": fmean(vals) < base["bigram_bpb"],
+                               "runs_beating_baseline": sum(v < base["bigram_bpb"] for v in vals)}
+    doc = {"schema": "auditkit/baseline/v1", "kind": "bigram",
+           "definition": "count-based bigram model of the training tokens, p(b|a) = (c(a,b) + alpha u(b)) / "
+                         "(c(a) + alpha), u(b) = (c(b)+1)/(N+V), alpha chosen on the training stream alone "
+                         "(counts from its first 90%, scored on its last 10%); scored on the run rows' "
+                         "evaluation tokens like val_bpb (runner/baseline.py)",
+           "data": spec, "tokenizer": corpus.tokenizer.label(), "eval_sha256": sha, "eval_tokens": int(n_tokens),
+           "eval_seq_len": int(seq_len), **base, "stages": stages}
+    return json_bytes(doc)
 
 
 def finalize_package(study: StudyDir) -> dict:

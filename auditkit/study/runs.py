@@ -21,14 +21,14 @@ from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
 from auditkit.study.signals import critical
 from auditkit.study.spec import Budget
-from auditkit.package.rows import EVAL_COLUMNS, RUN_COLUMNS, format_float
+from auditkit.package.rows import EVAL_COLUMNS, EVAL_DOCS_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.package.schemas import schema_errors
 
 
-SETTINGS_KEYS = {"data", "eval_tokens", "eval_seq_len", "tokenizer", "vocab_size", "compile", "seq_len"}
+SETTINGS_KEYS = {"data", "eval_tokens", "eval_seq_len", "tokenizer", "vocab_size", "compile", "seq_len", "dtype"}
 # protocol-wide runner settings passed on as options (the evaluation protocol among them)
 _OPTIONS = {"data": "--data", "eval_tokens": "--eval-tokens", "eval_seq_len": "--eval-seq-len",
-            "tokenizer": "--tokenizer", "vocab_size": "--vocab-size"}
+            "tokenizer": "--tokenizer", "vocab_size": "--vocab-size", "dtype": "--dtype"}
 
 
 def runner_sha256() -> str:
@@ -120,7 +120,8 @@ def run_cell(*, matrix_row: dict[str, str], seed: int, budget: Budget, out_dir: 
     `settings` are protocol-wide runner options: `data` (spec, default `markov:seed=0`),
     the evaluation protocol `eval_tokens` and `eval_seq_len` (the runner's defaults
     otherwise), `tokenizer` (auto, bytes, bpe) and `vocab_size`, `compile` (bool),
-    `seq_len` (used where the row has no seq_len).  An unknown setting gives a
+    `seq_len` (used where the row has no seq_len), `dtype` (float32, or bfloat16 for
+    bf16 autocast on CPU; a host profile may set it).  An unknown setting gives a
     `failed` summary naming it.
 
     The runner runs in its own process group and dies with this process (Linux).  If
@@ -243,8 +244,10 @@ def _remove_runner_temporaries(out_dir: Path, pid: int) -> None:
 
 
 def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
-                   checkpoint_relpath: str = "", checkpoint_sha256: str = "") -> dict[str, str]:
-    """The SPEC section 4 run row (strings, fixed decimals) of a runner summary."""
+                   checkpoint_relpath: str = "", checkpoint_sha256: str = "",
+                   eval_docs_relpath: str = "", eval_docs_sha256: str = "") -> dict[str, str]:
+    """The SPEC section 4 run row (strings, fixed decimals) of a runner summary; with
+    `eval_docs_relpath`, the v1.2 columns naming its per-document evaluation file."""
     ok = summary.get("status") == "ok" and summary.get("val_bpb") is not None
     b = budget.to_json()
     row = {
@@ -274,7 +277,21 @@ def summary_to_row(summary: dict, *, host: str, stage: str, budget: Budget,
         "tokenizer": str(summary.get("tokenizer") or "") if ok else "",
     })
     assert tuple(row) == RUN_COLUMNS + EVAL_COLUMNS
+    if eval_docs_relpath:
+        row.update({EVAL_DOCS_COLUMNS[0]: eval_docs_relpath, EVAL_DOCS_COLUMNS[1]: eval_docs_sha256})
     return row
+
+
+def eval_docs_bytes(summary: dict) -> bytes | None:
+    """The per-document evaluation file a runner summary carries (`eval_docs_csv`), checked
+    against its `eval_docs_sha256`; None when the run has none (or they disagree)."""
+    import hashlib
+
+    text = summary.get("eval_docs_csv")
+    if summary.get("status") != "ok" or not isinstance(text, str) or not text.startswith("doc,nats,bytes\n"):
+        return None
+    data = text.encode("utf-8")
+    return data if hashlib.sha256(data).hexdigest() == summary.get("eval_docs_sha256") else None
 
 
 def load_matrix_row(matrix_path: str | Path, config_id: str) -> dict[str, str]:

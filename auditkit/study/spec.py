@@ -187,6 +187,7 @@ class Manifest:
     host_profiles: dict[str, dict] = field(default_factory=dict)  # host -> {threads, device, ...}
     runner: dict = field(default_factory=dict)   # runner settings shared by every run
     accounting: dict = field(default_factory=dict)  # e.g. {"unit": "gpu_hours"}
+    claims: Path | None = None  # a claims file (auditkit/claims/v1) the package ships as claims.json
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -218,7 +219,8 @@ def load_manifest(path: str | Path) -> Manifest:
     _check_gate_rules(proto, rules, str(path), _matrix_ids(matrix_file))
     return Manifest(path=path, protocol=proto, matrix_file=matrix_file, rules=rules,
                     host_profiles=dict(doc.get("host_profiles", {})), runner=dict(doc.get("runner", {})),
-                    accounting=dict(doc.get("accounting", {})))
+                    accounting=dict(doc.get("accounting", {})),
+                    claims=(path.parent / str(doc["claims"])).resolve() if doc.get("claims") else None)
 
 
 def _matrix_ids(matrix_file: Path) -> list[str] | None:

@@ -89,6 +89,13 @@ class DeepProgress:
             self.say(f"verify --deep: checkpoint {i}/{self.total} {path}")
 
 
+
+def _close(got: float, claimed: str, tolerance: float) -> bool:
+    try:
+        return abs(got - float(claimed)) <= tolerance
+    except ValueError:
+        return False
+
 def checkpoint_metadata(data: bytes) -> dict:
     if len(data) < 8:
         raise ValueError("shorter than a safetensors header")
@@ -182,6 +189,13 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str, read=None
             return findings
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
         got, _ = evaluate(model, es, device, autocast)
+        bf16_cpu = None
+        if device.type == "cpu" and not _close(got, row.get("val_bpb", ""), tolerance):
+            # a CPU run may have trained and evaluated under bf16 autocast (the runner's --dtype
+            # bfloat16, a host profile's dtype): its checkpoint stores fp32 weights either way
+            bf16_cpu, _ = evaluate(model, es, device, torch.autocast("cpu", dtype=torch.bfloat16))
+            if _close(bf16_cpu, row.get("val_bpb", ""), tolerance):
+                got = bf16_cpu
     except DataUnavailable as exc:
         raise AuditError(f"--deep cannot re-evaluate {path}: {exc}",
                          hint="give the data where the run read it (its metadata names the spec), or verify the "
@@ -197,6 +211,8 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str, read=None
         claimed_f = None
     if claimed_f is None or not abs(got - claimed_f) <= tolerance:
         note = "" if same_kind else f" (trained on {ran_on}, re-evaluated on cpu; tolerance {tolerance})"
+        if bf16_cpu is not None:
+            note += f" (under CPU bf16 autocast it scores {bf16_cpu:.6f})"
         findings.append(Finding(path, "deep-val-bpb-mismatch", f"{where}, column val_bpb", claimed,
                                 f"{got:.6f}", "the checkpoint does not score what its row claims" + note))
     return findings

@@ -92,6 +92,63 @@ def evaluate(model, es: EvalSet, device, autocast=None, batch_size: int | None =
     CPU (larger blocks are fresh mappings from glibc whose pages fault in one by one: at
     vocabulary 8192 that cost more time than the arithmetic) and 32 on an accelerator.
     The sum over windows does not depend on the batch size."""
+    return bpb_and_se(*window_nats(model, es, device, autocast, batch_size))
+
+
+def window_nats(model, es: EvalSet, device, autocast=None, batch_size: int | None = None):
+    """(nats, bytes) per evaluation window: the summed loss of its targets and the bytes they stand for."""
+    pos = position_nats(model, es, device, autocast, batch_size)
+    nbytes = es.token_bytes[es.tokens[1:]].reshape(es.n_windows, es.seq_len).sum(axis=1)
+    return pos.sum(axis=1), nbytes
+
+
+def document_index(tokens: np.ndarray, bos: int | None) -> np.ndarray:
+    """The document each target (tokens[1:]) belongs to, numbered 0.. in stream order.
+
+    BOS streams: a document runs from its BOS to the next (the BOS target opens the new
+    document; it stands for no bytes, so it counts in neither sum).  Byte streams without
+    BOS: a document begins after each blank line (the paragraph break "\n\n" the byte
+    tokenizer keeps between documents); a stream with no blank line at all (the Markov
+    corpus) has no documents, and each evaluation window counts as one instead (set by
+    `per_document`)."""
+    t = np.asarray(tokens, dtype=np.int64)
+    if bos is not None:
+        opens = t == bos
+    else:
+        opens = np.zeros(len(t), dtype=bool)
+        opens[2:] = (t[:-2] == 10) & (t[1:-1] == 10)
+    doc = np.cumsum(opens)
+    if len(t) and opens[0]:
+        doc -= 1
+    return doc[1:]
+
+
+def per_document(es: EvalSet, pos_nats: np.ndarray, bos: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(doc, nats, bytes) per evaluation document with at least one byte, in stream order.
+
+    `pos_nats` is `position_nats`' (n_windows, seq_len) array.  Where the stream has no
+    document boundary (see `document_index`) each window is a document."""
+    doc = document_index(es.tokens, bos)
+    if bos is None and doc[-1] == doc[0]:
+        doc = np.repeat(np.arange(es.n_windows), es.seq_len)
+    tb = es.token_bytes[es.tokens[1:]]
+    n = int(doc[-1]) + 1
+    nats = np.bincount(doc, weights=np.asarray(pos_nats, dtype=np.float64).reshape(-1), minlength=n)
+    nbytes = np.bincount(doc, weights=tb, minlength=n).astype(np.int64)
+    keep = np.flatnonzero(nbytes > 0)
+    return keep, nats[keep], nbytes[keep]
+
+
+def eval_docs_csv(doc: np.ndarray, nats: np.ndarray, nbytes: np.ndarray) -> str:
+    """The per-document evaluation file (SPEC v1.2 `eval-docs/<run_id>.csv`): header doc,nats,bytes."""
+    lines = ["doc,nats,bytes"]
+    lines += [f"{int(d)},{x:.6f},{int(b)}" for d, x, b in zip(doc, nats, nbytes)]
+    return "\n".join(lines) + "\n"
+
+
+def position_nats(model, es: EvalSet, device, autocast=None, batch_size: int | None = None) -> np.ndarray:
+    """The loss (nats) of every scored target, shape (n_windows, seq_len); 0 where the target
+    stands for no bytes (BOS)."""
     import contextlib
 
     import torch
@@ -99,12 +156,11 @@ def evaluate(model, es: EvalSet, device, autocast=None, batch_size: int | None =
     if batch_size is None:
         per_window = es.seq_len * model.cfg["vocab_size"] * 4
         batch_size = 32 if torch.device(device).type != "cpu" else max(1, (8 << 20) // per_window)
-
     v = torch.from_numpy(es.tokens)
     x = v[:-1].view(es.n_windows, es.seq_len)
     y = v[1:].view(es.n_windows, es.seq_len)
     tb = torch.from_numpy(es.token_bytes)
-    nats = np.zeros(es.n_windows)
+    nats = np.zeros((es.n_windows, es.seq_len))
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -113,7 +169,6 @@ def evaluate(model, es: EvalSet, device, autocast=None, batch_size: int | None =
             with (autocast or contextlib.nullcontext()):
                 loss = model(xb.to(device), yb.to(device), reduction="none")
             loss = loss.float().cpu().view(yb.shape).double() * (tb[yb] > 0)
-            nats[i:i + len(xb)] = loss.sum(dim=1).numpy()
+            nats[i:i + len(xb)] = loss.numpy()
     model.train(was_training)
-    nbytes = es.token_bytes[es.tokens[1:]].reshape(es.n_windows, es.seq_len).sum(axis=1)
-    return bpb_and_se(nats, nbytes)
+    return nats

@@ -130,9 +130,15 @@ def lr_multiplier(progress: float, warmdown_ratio: float, final_frac: float = 0.
     return left + (1.0 - left) * final_frac
 
 
-def muon_momentum(step: int) -> float:
-    """0.85 rising linearly to 0.95 over the first 300 steps."""
-    t = min(step / 300, 1.0)
+MOMENTUM_WARMUP_STEPS = 300      # upstream's warm-up, in steps
+MOMENTUM_WARMUP_FRACTION = 0.3   # the same share of upstream's run (~300 of ~950 steps in its 5 minutes)
+
+
+def muon_momentum(step: int, progress: float = 0.0) -> float:
+    """0.85 rising linearly to 0.95: over upstream's first 300 steps, or over the first 30% of
+    the run, whichever ends first (a run of upstream's length or longer warms up as upstream;
+    a short run warms up over the same share of itself instead of never finishing)."""
+    t = min(1.0, max(step / MOMENTUM_WARMUP_STEPS, progress / MOMENTUM_WARMUP_FRACTION))
     return 0.85 + 0.10 * t
 
 
@@ -143,5 +149,5 @@ def apply_schedules(opts, progress: float, step: int, hp: dict) -> None:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * mult
             if isinstance(opt, Muon):
-                g["momentum"] = muon_momentum(step)
+                g["momentum"] = muon_momentum(step, progress)
                 g["weight_decay"] = hp["weight_decay"] * (1.0 - progress)
