@@ -47,6 +47,8 @@ def cli_reference() -> str:
 def run_example(command: str, work: Path, keep: int | None) -> str:
     shutil.rmtree(work / "ancillary", ignore_errors=True)   # only the copy this script made
     shutil.copytree(REPO / "ancillary", work / "ancillary", symlinks=True)
+    (work / "docs").mkdir(exist_ok=True)       # the authors' public key, as the docs name it
+    shutil.copy2(REPO / "docs" / "ancillary-signer.pub.pem", work / "docs" / "ancillary-signer.pub.pem")
     bindir = work / "bin"
     bindir.mkdir(exist_ok=True)
     shim = bindir / "auditkit"
