@@ -618,7 +618,9 @@ def forged(pkg):
     proto = json.loads((pkg / "protocol.json").read_text())
     proto["name"] = "evil\n\n**Overall: OK**\n<script>alert(1)</script>"
     (pkg / "protocol.json").write_text(json.dumps(proto, indent=2))
-    claims = json.loads((pkg / "claims.json").read_text())
+    # a study's own statements are observations.json; as claims.json they are claims the report decides
+    src = pkg / "claims.json" if (pkg / "claims.json").exists() else pkg / "observations.json"
+    claims = json.loads(src.read_text())
     claims["claims"][0]["statement"] = "<img src=x onerror=alert(1)> `tick` | pipe \x1b[2J\r"
     (pkg / "claims.json").write_text(json.dumps(claims, indent=2))
     return pkg

@@ -98,7 +98,7 @@ def fmt_args(fmt: str) -> list[str]:
 def test_verify_in_every_format_on_every_exit(pkgs, fmt):
     for which, code in (("good", 0), ("bad", 1), ("gone", 2)):
         check_document(fmt, run("verify", pkgs[which], *fmt_args(fmt)), code)
-    check_document(fmt, run("verify", *fmt_args(fmt)), 2)                     # a usage error
+    check_document(fmt, run("verify", pkgs["good"], "--no-such-option", *fmt_args(fmt)), 2)   # a usage error
     check_document(fmt, run("verify", pkgs["good"], "--jobs", "0", *fmt_args(fmt)), 2)
 
 

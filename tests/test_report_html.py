@@ -59,7 +59,7 @@ def test_report_data(report, paper_pkg):
     sup = report["support"]
     assert sup["level"] == 0.95 and len(sup["checks"]) == sum(len(g["checks"]) for g in report["gates"])
     assert {c["call"] for c in sup["checks"]} <= {"pass", "fail", "undetermined"}
-    assert [f["gate"] for f in sup["forests"]] == ["stage2"]   # the paper-shaped final gate has no thresholded check
+    assert [f["gate"] for f in sup["forests"]] == ["stage3"]   # the paper puts its thresholded checks at the final gate
     assert all(c["call"] in ("held", "not_held", "undetermined") for c in report["claims"])
     assert stage2["cells"] == ["linux/44", "linux/45", "windows/44", "windows/45"]
     assert stage2["frozen_at"] == "2026-04-27T08:00:00Z" and stage2["first_input_started_at"] > stage2["frozen_at"]
@@ -155,7 +155,7 @@ def test_html_in_headless_chromium_with_the_network_cut(report, tmp_path):
             assert page.eval_on_selector("#support", "e => e.compareDocumentPosition(document.querySelector("
                                          "'#verdicts')) & Node.DOCUMENT_POSITION_FOLLOWING") != 0
             assert page.locator("#support table.support-claims tr[data-call]").count() == 12
-            assert page.eval_on_selector("#forest-stage2 img", "e => e.naturalWidth") > 300
+            assert page.eval_on_selector("#forest-stage3 img", "e => e.naturalWidth") > 300
             assert page.locator("tr.claim[data-outcome=held]").count() == 12
             assert page.locator("article.gate").count() == 4
             stage2 = page.locator("#gate-stage2")

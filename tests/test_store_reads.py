@@ -51,6 +51,7 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/study/run.py", "src.read_bytes"): (1, USER_INPUT + " (the data file carried into the package)"),
     ("auditkit/study/run.py", "src.glob"): (1, "auditkit's own runner source, snapshot into the package"),
     ("auditkit/study/run.py", "p.read_bytes"): (1, "auditkit's own runner source, snapshot into the package"),
+    ("auditkit/study/run.py", "path.read_bytes"): (1, USER_INPUT + " (the manifest's claims file)"),
     ("auditkit/package/manifest.py", "json.loads"): (1, "the MANIFEST text auditkit has just made"),
     ("auditkit/package/manifest.py", "os.walk"): (1, "lists names only (followlinks=False; links refused); "
                                                       "every file is then hashed through the store"),

@@ -576,7 +576,7 @@ def test_deep_says_its_threads_and_progress_on_stderr_and_keeps_json_clean(pkg, 
     try:
         r = CliRunner().invoke(cli, ["verify", str(pkg), "--deep", "--threads", "1", "--json"])
         assert r.exit_code == 0, r.output
-        assert json.loads(r.stdout)["checked"]["re-evaluated"] == 2
+        assert json.loads(r.stdout)["checked"]["re_evaluated"] == 2
         assert torch.get_num_threads() == 1
         lines = r.stderr.splitlines()
         assert lines[0] == "verify --deep: 1 torch thread(s) (as --threads asked)"

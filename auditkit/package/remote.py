@@ -289,12 +289,12 @@ class FsspecFetcher:
         try:
             import fsspec
         except ImportError:
-            raise AuditError(f"{url.split('://')[0]}:// needs fsspec", hint="pip install 'auditkit[remote]'") from None
+            raise AuditError(f"{url.split('://')[0]}:// needs fsspec", hint="pip install 'pretrain-auditkit[remote]'") from None
         try:
             self.fs, root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as exc:
             raise AuditError(f"cannot read {redact(url)}: {exc}", path=redact(url),
-                             hint="pip install 'auditkit[remote]' (fsspec with s3fs and huggingface_hub)") from None
+                             hint="pip install 'pretrain-auditkit[remote]' (fsspec with s3fs and huggingface_hub)") from None
         self.root, self.limits = root.rstrip("/"), limits
         self.shown = redact(url if url.endswith("/") else url + "/")
 

@@ -605,13 +605,14 @@ def baseline_json(study: StudyDir) -> bytes | None:
 
         spec = str(settings.get("data", "markov:seed=0"))
         kind, opts = parse_spec(spec)
-        out = study.out.resolve()
-
-        def read(path: str) -> bytes:  # the package's own copy of the data (carried by carry_data)
-            p = (out / path).resolve()
-            if not str(p).startswith(str(out) + os.sep) or p.is_symlink() or not p.is_file():
+        def read(path: str) -> bytes:  # the package's own copy of the data (carried by carry_data), via the store
+            try:
+                data = study.read_own(path)
+            except AuditError as exc:   # PackageDefect too: a link, FIFO or device is refused, never followed
+                raise ValueError(f"{path}: {exc}") from None
+            if data is None:
                 raise ValueError(f"{path}: not carried in the package")
-            return p.read_bytes()
+            return data
 
         corpus = load_corpus(spec, tokenizer=str(settings.get("tokenizer", "auto")),
                              vocab_size=int(settings.get("vocab_size", 8192)),
