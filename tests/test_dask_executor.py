@@ -155,3 +155,24 @@ def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
             time.sleep(0.1)
         assert not any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE for r in runners)
         assert not cells()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_dask_threads_left_behind():
+    """distributed keeps an offload thread pool and an event-loop thread for the life of the process;
+    a thread left in this pytest worker would stop later tests (and verify) from forking readers
+    (`auditkit.package.procread.available`). Both are ended when this module is done."""
+    import threading
+
+    before = set(threading.enumerate())
+    yield
+    import distributed.utils as du
+
+    du._offload_executor.shutdown(wait=True)
+    for loop, (_, runner) in list(du.LoopRunner._all_loops.items()):   # the event loops clients left running
+        if runner is not None:
+            runner.stop()
+    for t in set(threading.enumerate()) - before:
+        t.join(timeout=30)
+    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, f"threads left behind by the Dask tests: {left}"

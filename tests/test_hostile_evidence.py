@@ -562,7 +562,7 @@ def test_a_deep_claims_file(study, tmp_path):
     claims.write_text('{"claims": ' + "[" * 100_000 + "]" * 100_000 + "}")
     r = invoke("claims", "--package", study, "--claims", claims)
     no_bug(r.output)
-    assert r.exit_code == 2 and f"{claims}: not valid JSON" in r.output
+    assert r.exit_code == 2 and f"{claims}: cannot read the claims file: nested deeper than 64 levels" in r.output
 
 
 def rules_array(src: Path) -> str:
