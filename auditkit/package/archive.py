@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import tarfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from auditkit.errors import AuditError
@@ -197,6 +198,30 @@ def default_max_ratio() -> int:
     return _env_int("AUDITKIT_MAX_RATIO", 200)
 
 
+@contextmanager
+def _streamed_tar(path: Path, budget: "_Budget"):
+    """The archive at `path` as a stream-mode TarFile, decompressed by its magic bytes, every byte
+    read and produced charged to `budget`."""
+    with open(path, "rb", buffering=0) as f:
+        magic = f.read(6)
+        f.seek(0)
+        stream = _decompressed(_CountedRaw(f, budget), magic)
+        produced = io.BufferedReader(_Produced(stream, budget), CHUNK)
+        with stream, produced, _open_tar(produced) as tar:
+            yield tar
+
+
+def _counted_members(tar, path: Path, max_members: int, hint: str):
+    """The members of a stream-mode `tar`, one at a time; AuditError past `max_members`."""
+    count = 0
+    while (m := _next_member(tar)) is not None:
+        tar.members.clear()       # stream mode keeps every member otherwise: memory per member
+        count += 1
+        if count > max_members:
+            raise AuditError(f"archive holds more than {max_members} members", path=str(path), hint=hint)
+        yield m
+
+
 def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int,
               max_ratio: int | None = None) -> PackageScan:
     """One pass over the members, in archive order; nothing is written to disk.
@@ -215,60 +240,51 @@ def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int
     import lzma
 
     out = PackageScan()
-    count = total = 0
+    total = 0
     scans: dict[str, FileScan] = {}
     budget = _Budget(path, max_bytes, default_max_ratio() if max_ratio is None else max_ratio)
     try:
-        with open(path, "rb", buffering=0) as f:
-            magic = f.read(6)
-            f.seek(0)
-            stream = _decompressed(_CountedRaw(f, budget), magic)
-            produced = io.BufferedReader(_Produced(stream, budget), CHUNK)
-            with stream, produced, _open_tar(produced) as tar:
-                while (m := _next_member(tar)) is not None:
-                    tar.members.clear()       # stream mode keeps every member otherwise: memory per member
-                    count += 1
-                    if count > max_members:
-                        raise AuditError(f"archive holds more than {max_members} members", path=str(path),
-                                         hint="a package this large is refused; raise --max-members "
-                                              "(or AUDITKIT_MAX_MEMBERS) if it is genuine")
-                    name = m.name
-                    why = unsafe_reason(name)
-                    if why is None and name != _shown(name):
-                        why = ("bytes that are not UTF-8 in the name" if any("\udc80" <= c <= "\udcff" for c in name)
-                               else "a control character in the name")
-                    if why:
-                        out.problems.append(("unsafe-path", _shown(name), why))
-                        continue
-                    name = PurePosixPath(name).as_posix()
-                    if m.isdir() or name in (".", ""):
-                        continue
-                    if m.issym() or m.islnk():
-                        kind = "symbolic" if m.issym() else "hard"
-                        out.problems.append(("symlink", name, f"a {kind} link to {_shown(m.linkname)}"))
-                        continue
-                    if not m.isfile():
-                        out.problems.append(("special-file", name, "not a regular file"))
-                        continue
-                    total += m.size
-                    if total > max_bytes:
-                        raise AuditError(f"archive members add up to more than {max_bytes} bytes", path=str(path),
-                                         hint="raise --max-bytes (or AUDITKIT_MAX_BYTES) if the package is "
-                                              "genuinely this large")
-                    if name in scans:
-                        out.problems.append(("archive-duplicate-member", name,
-                                             "the same path twice in the archive (the later copy would win on "
-                                             "extraction)"))
-                        continue
-                    scans[name] = scan_file(name, _Content(tar.extractfile(m), budget), keep=keep,
-                                            progress=progress)
-                # after the end-of-archive marker only zeros may follow: members there are hidden
-                # from this pass but seen by `tar --ignore-zeros`
-                while chunk := tar.fileobj.read(CHUNK):
-                    if chunk.strip(b"\0"):
-                        out.problems.append(("archive-trailing-data", path.name,
-                                             "data after the end-of-archive marker (hidden members?)"))
-                        break
+        with _streamed_tar(path, budget) as tar:
+            for m in _counted_members(tar, path, max_members,
+                                      "a package this large is refused; raise --max-members "
+                                      "(or AUDITKIT_MAX_MEMBERS) if it is genuine"):
+                name = m.name
+                why = unsafe_reason(name)
+                if why is None and name != _shown(name):
+                    why = ("bytes that are not UTF-8 in the name" if any("\udc80" <= c <= "\udcff" for c in name)
+                           else "a control character in the name")
+                if why:
+                    out.problems.append(("unsafe-path", _shown(name), why))
+                    continue
+                name = PurePosixPath(name).as_posix()
+                if m.isdir() or name in (".", ""):
+                    continue
+                if m.issym() or m.islnk():
+                    kind = "symbolic" if m.issym() else "hard"
+                    out.problems.append(("symlink", name, f"a {kind} link to {_shown(m.linkname)}"))
+                    continue
+                if not m.isfile():
+                    out.problems.append(("special-file", name, "not a regular file"))
+                    continue
+                total += m.size
+                if total > max_bytes:
+                    raise AuditError(f"archive members add up to more than {max_bytes} bytes", path=str(path),
+                                     hint="raise --max-bytes (or AUDITKIT_MAX_BYTES) if the package is "
+                                          "genuinely this large")
+                if name in scans:
+                    out.problems.append(("archive-duplicate-member", name,
+                                         "the same path twice in the archive (the later copy would win on "
+                                         "extraction)"))
+                    continue
+                scans[name] = scan_file(name, _Content(tar.extractfile(m), budget), keep=keep,
+                                        progress=progress)
+            # after the end-of-archive marker only zeros may follow: members there are hidden
+            # from this pass but seen by `tar --ignore-zeros`
+            while chunk := tar.fileobj.read(CHUNK):
+                if chunk.strip(b"\0"):
+                    out.problems.append(("archive-trailing-data", path.name,
+                                         "data after the end-of-archive marker (hidden members?)"))
+                    break
     except BaseException as exc:
         for fs in scans.values():     # --deep's spooled checkpoints: their temporary files go now
             fs.read_spool()
@@ -318,32 +334,23 @@ def read_members(path: Path, max_members: int | None = None, max_bytes: int | No
     max_bytes = default_max_bytes() if max_bytes is None else max_bytes
     budget = _Budget(path, max_bytes, default_max_ratio() if max_ratio is None else max_ratio)
     seen: set[str] = set()
-    count = total = 0
+    total = 0
     try:
-        with open(path, "rb", buffering=0) as f:
-            magic = f.read(6)
-            f.seek(0)
-            stream = _decompressed(_CountedRaw(f, budget), magic)
-            produced = io.BufferedReader(_Produced(stream, budget), CHUNK)
-            with stream, produced, _open_tar(produced) as tar:
-                while (m := _next_member(tar)) is not None:
-                    tar.members.clear()
-                    count += 1
-                    if count > max_members:
-                        raise AuditError(f"archive holds more than {max_members} members", path=str(path),
-                                         hint="raise AUDITKIT_MAX_MEMBERS if the package is genuinely this large")
-                    name = m.name
-                    if unsafe_reason(name) or name != _shown(name) or not m.isfile():
-                        continue
-                    name = PurePosixPath(name).as_posix()
-                    if name in seen or name in (".", ""):
-                        continue
-                    seen.add(name)
-                    total += m.size
-                    if total > max_bytes:
-                        raise AuditError(f"archive members add up to more than {max_bytes} bytes", path=str(path),
-                                         hint="raise AUDITKIT_MAX_BYTES if the package is genuinely this large")
-                    yield name, _ContentReader(tar.extractfile(m), budget)
+        with _streamed_tar(path, budget) as tar:
+            for m in _counted_members(tar, path, max_members,
+                                      "raise AUDITKIT_MAX_MEMBERS if the package is genuinely this large"):
+                name = m.name
+                if unsafe_reason(name) or name != _shown(name) or not m.isfile():
+                    continue
+                name = PurePosixPath(name).as_posix()
+                if name in seen or name in (".", ""):
+                    continue
+                seen.add(name)
+                total += m.size
+                if total > max_bytes:
+                    raise AuditError(f"archive members add up to more than {max_bytes} bytes", path=str(path),
+                                     hint="raise AUDITKIT_MAX_BYTES if the package is genuinely this large")
+                yield name, _ContentReader(tar.extractfile(m), budget)
     except _HeaderTooLarge as exc:
         raise AuditError(f"cannot read the archive: {exc}", path=str(path),
                          hint="the archive is hostile or damaged") from None
