@@ -401,17 +401,10 @@ def figure_files(pkg: str | Path, *, as_recorded: bool = True) -> tuple[list[dic
 
 def _recorded_versions(store: PackageStore, figs: list[dict]) -> tuple[dict, bool] | None:
     """({kind: version}, versioned) of the package's own figure_manifest.json, or None."""
-    from auditkit.derived.tables import known_versions, pick_version
-    from auditkit.gates.replay import read_json
-    from auditkit.package.schemas import validate_document
+    from auditkit.derived.tables import known_versions, pick_version, valid_manifest
 
-    if store.kind(FIGURE_MANIFEST) != "file":
-        return None
-    try:
-        doc = read_json(store, FIGURE_MANIFEST)
-    except PackageDefect:
-        return None
-    if validate_document(doc, "figure-manifest", FIGURE_MANIFEST):
+    doc = valid_manifest(store, FIGURE_MANIFEST, "figure-manifest")
+    if doc is None:
         return None
     gens = doc.get("generators")
     out = dict(gens) if gens is not None else {}

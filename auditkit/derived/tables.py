@@ -677,16 +677,23 @@ def _manifest(tables: list[Table], versions: dict | None = None) -> tuple[dict, 
     return doc, files
 
 
+def valid_manifest(store: PackageStore, rel: str, schema: str) -> dict | None:
+    """The package's own manifest `rel` when it is a readable file valid against `schema`, else None
+    (its defects are the --check's findings, not the regenerator's business)."""
+    if store.kind(rel) != "file":
+        return None
+    try:
+        doc = read_json(store, rel)
+    except PackageDefect:
+        return None
+    return None if validate_document(doc, schema, rel) else doc
+
+
 def _recorded_versions(store: PackageStore, tables: list[Table]) -> tuple[dict, bool] | None:
     """({kind: version}, versioned) of the package's own table_manifest.json — the generators
     that made the tables it lists — or None when it has none (or none that can be read)."""
-    if store.kind(TABLE_MANIFEST) != "file":
-        return None
-    try:
-        recorded = read_json(store, TABLE_MANIFEST)
-    except PackageDefect:
-        return None
-    if validate_document(recorded, "table-manifest", TABLE_MANIFEST):
+    recorded = valid_manifest(store, TABLE_MANIFEST, "table-manifest")
+    if recorded is None:
         return None
     gens = recorded.get("generators")
     by_path = {f"{TABLE_DIR}/{t.id}.{ext}": t for t in tables for ext in ("csv", "json")}
