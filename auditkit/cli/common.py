@@ -35,12 +35,6 @@ def emit(report: Report, as_json: bool) -> None:
     emit_report(report, "json" if as_json else "text")
 
 
-def package_option(f):
-    """`--package PATH` (default `ancillary`): the package a command reads."""
-    return click.option("--package", "package", default=DEFAULT_PACKAGE, show_default=True,
-                        type=click.Path(file_okay=False), help="The package directory.")(f)
-
-
 def _json_flag(ctx, param, value):
     if value:
         from auditkit.cli.output import set_format
@@ -113,14 +107,6 @@ def json_option(f):
     """`--json`: machine-readable output (errors too, with exit 2), schemas/output/v1.json."""
     return click.option("--json", "as_json", is_flag=True, callback=_json_flag,
                         help="Machine-readable output (schemas/output/v1.json).")(f)
-
-
-def requested_format() -> str:
-    """The output format the command line asked for (`--json`, `--format`), recorded while its
-    options were parsed, so an error that ends the command early still prints a whole document."""
-    from auditkit.cli.output import current_format
-
-    return current_format()
 
 
 def _format_flag(ctx, param, value):
