@@ -37,13 +37,14 @@ def _verdict(name: str, command: str, report: Report | None, error: str = "", su
 
 def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = None,
                  freeze_evidence: dict | None = None, trust=None, require=(), figures: bool = True,
-                 generated_at: str | None = None, jobs: int | None = None) -> dict:
+                 generated_at: str | None = None, jobs: int | None = None, verified: Report | None = None) -> dict:
     """Everything the page shows, as JSON-ready data. `claims`: a claims document or file (default:
     the package's own `claims.json`, when it has one). `freeze_evidence`: gate -> evidence object
     (`level`, `time`, `authority`, `first_input_started_at`, ...) where the caller has it already;
     otherwise it is graded here (`auditkit.evidence`, with `trust` — an `evidence.level.Trust` —
     and the `require`d levels) and is a verdict of its own. Raises AuditError when the package
-    cannot be read at all."""
+    cannot be read at all. `verified`: the package's verify report where the caller has it already
+    (an archive verified as it was streamed), so it is not verified twice."""
     from auditkit.gates.replay import package_protocol, replay_all, replay_report
     from auditkit.derived.tables import build_tables, check_tables
     from auditkit.verify import verify_package
@@ -53,7 +54,7 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     target = str(pkg)
     verdicts = []
 
-    ver = verify_package(pkg, jobs=jobs)
+    ver = verified if verified is not None else verify_package(pkg, jobs=jobs)   # `verified`: the caller's own
     verdicts.append(_verdict("verify", f"auditkit verify {pkg}", ver))
     # said, not left out: a reader must not take the page for a re-evaluation of the checkpoints
     verdicts.append(_verdict("re-evaluation", f"auditkit verify {pkg} --deep", None,

@@ -24,12 +24,13 @@ def review_package(src, *, figures: bool = True, trust=None, require=(), generat
     from auditkit.report.build import _verdict, build_report
 
     root = Path(src.root)
-    data = build_report(root, trust=trust, require=require, figures=figures, generated_at=generated_at)
+    streamed = None
     if src.archive is not None:                     # the archive as streamed, not the snapshot of it
         from auditkit.verify import verify_package
 
         streamed = verify_package(src.archive)
-        data["verdicts"][0] = _verdict("verify", "", streamed)
+    data = build_report(root, trust=trust, require=require, figures=figures, generated_at=generated_at,
+                        verified=streamed)
     if not figures:
         data["verdicts"] = [v for v in data["verdicts"] if v["check"] != "figures"]
     if src.findings:                                 # what fetching found (a served file that did not match)
