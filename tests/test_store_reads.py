@@ -61,7 +61,7 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/evidence/events.py", "os.open"): (2, WRITER + " (the event log, appended under a lock)"),
     ("auditkit/package/scan.py", "os.scandir"): (1, "verify's scan-once view: lstat only, nothing followed; "
                                                     "each file then opened no-follow relative to its directory"),
-    ("auditkit/package/archive.py", "open"): (2, "the archive file the user names (members are read capped)"),
+    ("auditkit/package/archive.py", "open"): (1, "the archive file the user names (members are read capped)"),
     ("auditkit/package/source.py", "os.open"): (2, "the first bytes of the path the user names (non-blocking, regular "
                                                   "files only), and the snapshot's own files (exclusive, no-follow)"),
     ("auditkit/package/source.py", "os.scandir"): (1, "finding a package below the top: names only, nothing followed"),
