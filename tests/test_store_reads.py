@@ -58,6 +58,9 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/profile/_store.py", "os.walk"): (1, "lists names only (followlinks=False, each entry lstat'd, "
                                                    "links reported); files are then read through the store"),
     ("auditkit/package/writes.py", "os.open"): (5, WRITER + "; reads back a target only to compare bytes"),
+    ("auditkit/package/atomic.py", "os.open"): (2, WRITER + " (a synced temporary, and a directory to fsync)"),
+    ("auditkit/package/atomic.py", "Path(out).rglob"): (1, "finds a killed writer's temporaries by name (lstat "
+                                                           "only) to delete them; reads no bytes"),
     ("auditkit/evidence/events.py", "os.open"): (2, WRITER + " (the event log, appended under a lock)"),
     ("auditkit/package/scan.py", "os.scandir"): (1, "verify's scan-once view: lstat only, nothing followed; "
                                                     "each file then opened no-follow relative to its directory"),

@@ -360,7 +360,7 @@ def subjects_of(stmt: dict) -> dict[str, str]:
 def write_envelope(package: str | Path, rel: str, stmt: dict, signers: Sequence, *, replace: bool = False) -> dict:
     """Sign `stmt`, store the envelope at `rel` and each signer's public key under evidence/keys/."""
     from auditkit.evidence import KEYS_DIR
-    from auditkit.package.store import atomic_write_bytes, create_exclusive
+    from auditkit.package.atomic import atomic_write_bytes, create_exclusive
 
     package = Path(package)
     env = sign(stmt, signers)

@@ -1,4 +1,4 @@
-"""Canonical bytes for the evidence formats: JSON, run-row hashes, UTC times.
+"""Canonical bytes for the evidence formats: JSON and run-row hashes (times: `auditkit.clock`).
 
 Canonical JSON here is `json.dumps(doc, sort_keys=True, separators=(",", ":"),
 ensure_ascii=False)` encoded as UTF-8, for documents made of objects, arrays,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 
 
 def canonical_json(doc) -> bytes:
@@ -55,29 +54,3 @@ def row_hash(row: dict) -> str:
             v = str(v)
         cells[str(k)] = v
     return sha256_hex(canonical_json(cells))
-
-
-def utc_now() -> str:
-    """Current UTC time, microseconds, `Z` suffix: the package's one clock (`package.store.utc_now`)."""
-    from auditkit.package.store import utc_now as now
-
-    return now()
-
-
-def format_utc(t: datetime) -> str:
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_utc(text: str) -> datetime | None:
-    """An ISO-8601 timestamp as an aware UTC datetime; None if it does not parse or has no zone."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        return None
-    return t.astimezone(timezone.utc)

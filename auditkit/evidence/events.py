@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from auditkit.clock import Clock, utc_now
 from auditkit.errors import AuditError
 from auditkit.evidence import EVENTS_PATH
-from auditkit.evidence.canonical import canonical_json, sha256_hex, utc_now
+from auditkit.evidence.canonical import canonical_json, sha256_hex
 from auditkit.findings import Finding
 from auditkit.package.store import PackageDefect, loads_strict, unsafe_reason
 
@@ -226,7 +227,7 @@ def head_hash(events: Sequence[Event]) -> str:
 class EventLog:
     """Append events to a package's `evidence/events.jsonl` (created on the first append)."""
 
-    def __init__(self, package: str | Path, *, clock: Callable[[], str] = utc_now, repair: bool = False,
+    def __init__(self, package: str | Path, *, clock: Clock = utc_now, repair: bool = False,
                  log: Callable[[str], None] = lambda msg: None):
         self.package = Path(package)
         self.path = self.package / EVENTS_PATH

@@ -36,7 +36,8 @@ from typing import Sequence
 
 from auditkit.evidence import ATTESTATIONS_DIR, EVENTS_PATH, EVIDENCE_DIR, KEYS_DIR, TIMESTAMPS_DIR
 from auditkit.evidence import attest, seeds as seedmod, tsa
-from auditkit.evidence.canonical import format_utc, parse_utc, row_hash, sha256_hex
+from auditkit.clock import format_utc, parse_utc
+from auditkit.evidence.canonical import row_hash, sha256_hex
 from auditkit.evidence.events import Event, decision_findings, order_findings, path_problem, verify_chain
 from auditkit.errors import AuditError
 from auditkit.findings import Finding

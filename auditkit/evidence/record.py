@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
+from auditkit import clock as clocks
+from auditkit.clock import Clock, utc_now
 from auditkit.errors import AuditError
 from auditkit.evidence import EVENTS_PATH, attest, tsa
-from auditkit.evidence.canonical import row_hash, sha256_hex, utc_now
+from auditkit.evidence.canonical import row_hash, sha256_hex
 from auditkit.evidence.events import Event, EventLog
 from auditkit.evidence.level import (PACKAGE_ATTESTATION, EVENT_SUBJECT_PREFIX, content_files, content_root,
                                      decision_attestation_path)
@@ -36,7 +37,7 @@ class Recorder:
     """Append evidence for one package directory; every step is safe to repeat after a crash."""
 
     def __init__(self, package: str | Path, *, tsa_urls: Sequence[str] = (), signers: Sequence = (),
-                 timeout: float = 30.0, clock: Callable[[], str] = utc_now,
+                 timeout: float = 30.0, clock: Clock = utc_now,
                  log: Callable[[str], None] = lambda msg: None):
         self.package = Path(package)
         self.tsa_urls = list(tsa_urls)
@@ -153,7 +154,7 @@ class Recorder:
         if not infos:
             return
         latest = max(i.latest_time for i in infos)
-        wait = (latest - datetime.now(timezone.utc)).total_seconds()
+        wait = (latest - clocks.now()).total_seconds()
         if wait > MAX_ACCURACY_WAIT:
             self.log(f"warning: the TSA's time is {wait:.1f} s ahead of this machine's clock; "
                      "rows may look older than the freeze token")

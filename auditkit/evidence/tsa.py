@@ -414,8 +414,9 @@ def record_timestamps(package: str | Path, events, *, subject: str, data: bytes,
     AuditError when a TSA fails (nothing is logged for it).
     """
     from auditkit.evidence import TIMESTAMPS_DIR
-    from auditkit.evidence.canonical import format_utc, sha256_hex
-    from auditkit.package.store import create_exclusive
+    from auditkit.clock import format_utc
+    from auditkit.evidence.canonical import sha256_hex
+    from auditkit.package.atomic import create_exclusive
 
     if not re.fullmatch(r"[A-Za-z0-9._-]+", label):
         raise ValueError(f"token label {label!r} must be a plain file name")

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding
+from auditkit.package.atomic import rename
 
 CHUNK = 1 << 20
 ARXIV_EPRINT = "https://arxiv.org/e-print/"
@@ -135,7 +136,7 @@ class Cache:
         dest = self.blob(sha)
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
+        rename(tmp, dest)
         return dest
 
     def ref_path(self, url: str) -> Path:
@@ -149,7 +150,7 @@ class Cache:
         return doc if isinstance(doc, dict) else None
 
     def write_ref(self, url: str, doc: dict) -> None:
-        from auditkit.package.store import atomic_write_text
+        from auditkit.package.atomic import atomic_write_text
 
         atomic_write_text(self.ref_path(url), json.dumps({"url": url, **doc}, indent=2, sort_keys=True) + "\n")
 
@@ -440,7 +441,7 @@ def fetch_package(url: str, *, cache: Cache | None = None, limits: Limits | None
 
 
 def _now() -> str:
-    from auditkit.package.store import utc_now
+    from auditkit.clock import utc_now
 
     return utc_now()
 

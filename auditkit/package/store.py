@@ -1,4 +1,4 @@
-"""The one store every command reads a package through, and the one way auditkit writes.
+"""The one store every command reads a package through.
 
 Reading (`PackageStore`):
 
@@ -17,10 +17,9 @@ A read that fails because the *package* is defective raises `PackageDefect`
 (an `AuditError` that carries a `Finding`): commands report it as a finding
 (exit 1), not as "could not check" (exit 2).
 
-Writing: `atomic_write_bytes` (temporary file in the same directory, fsync,
-rename, fsync of the directory) so a kill at any moment leaves the old file or
-the new one; `create_exclusive`; `canonical_json_bytes` (the one JSON form
-auditkit writes); `utc_now` (the one clock format).
+Writing lives beside it: `auditkit.package.atomic` (the atomic writers and the
+one rename), `auditkit.package.canonical` (the one JSON form auditkit writes)
+and `auditkit.clock` (the one clock).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import os
 import re
 import stat
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 from auditkit.errors import AuditError
@@ -438,121 +436,3 @@ def parse_csv(text: str, rel: str) -> tuple[list[str], list[dict[str, str]]]:
     except csv.Error as exc:
         raise defect(rel, "csv-unreadable", f"not a readable CSV: {exc}") from None
     return header, rows
-
-
-# --- writing -----------------------------------------------------------------------
-
-def canonical_json_bytes(doc) -> bytes:
-    """The one JSON form auditkit writes: sorted keys, 2-space indent, UTF-8, one final newline."""
-    return (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-
-
-def utc_now() -> str:
-    """The one clock format: UTC, microseconds, `Z` suffix (string order is time order)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-TEMP_PREFIX = ".auditkit-tmp-"
-
-
-def _synced_temporary(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name, created exclusively: never truncates a file this call did not make (another
-    # thread's or process's temporary, or whatever a stale name points at)
-    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    return tmp
-
-
-def stage_temporary(path: str | Path, data: bytes) -> Path:
-    """`data` in a synced temporary beside `path` (named TEMP_PREFIX...), for a caller that
-    renames several files into place only once all are staged (`os.replace`, then `fsync_dir`)."""
-    return _synced_temporary(Path(path), data)
-
-
-def fsync_dir(d: str | Path) -> None:
-    """fsync a directory, so the renames in it survive a power cut (best effort)."""
-    _fsync_dir(Path(d))
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY | _DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a synced temporary beside it and a rename: never half-written."""
-    path = Path(path)
-    tmp = _synced_temporary(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def create_exclusive(path: str | Path, data: bytes) -> bool:
-    """Create `path` with `data` only if it does not exist yet; True if this call created it."""
-    path = Path(path)
-    tmp = _synced_temporary(path, data)
-    try:
-        os.link(tmp, path)
-        _fsync_dir(path.parent)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def remove_stale_temporaries(out: str | Path) -> int:
-    """Delete temporary files a killed writer left behind under `out`: regular files named
-    `TEMP_PREFIX<pid>-...` whose writer process is gone.  A live writer's temporary (another
-    auditkit writing into the same directory) and anything not named so is left alone."""
-    n = 0
-    for p in Path(out).rglob(f"{TEMP_PREFIX}*"):
-        pid = p.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _process_alive(int(pid)) or p.is_symlink() or not p.is_file():
-            continue
-        try:
-            p.unlink()
-            n += 1
-        except FileNotFoundError:
-            pass
-    return n
-
-
-def _process_alive(pid: int) -> bool:
-    """True unless no process `pid` exists here (a reused pid keeps a temporary: the safe side)."""
-    if pid == os.getpid():
-        return False        # this process is not writing one while it cleans up
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError, OverflowError):
-        return True
-    return True

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.package.store import TEMP_PREFIX, unsafe_reason
+from auditkit.package.atomic import TEMP_PREFIX, fsync_dir, rename
+from auditkit.package.store import unsafe_reason
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -214,7 +215,7 @@ def write_files(dest: str | Path, files: dict[str, bytes], *, force: bool = Fals
             for p in plans:
                 at[0] = p.rel
                 dfd = dirs.fds["/".join(p.parts[:-1])]
-                os.replace(p.tmp, p.parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
+                rename(p.tmp, p.parts[-1], dir_fd=dfd, sync=False)
                 p.done, p.tmp = True, ""
         except OSError as exc:
             _roll_back(plans, dirs)
@@ -227,10 +228,7 @@ def write_files(dest: str | Path, files: dict[str, bytes], *, force: bool = Fals
             if p.backup:
                 os.unlink(p.backup, dir_fd=dfd)
         for fd in set(dirs.fds.values()):
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
+            fsync_dir(fd)
     finally:
         dirs.close()
     return sorted(p.rel for p in plans)
@@ -245,7 +243,7 @@ def _roll_back(plans: list[_Plan], dirs: _Dirs) -> None:
         try:
             if p.done:
                 if p.backup:
-                    os.replace(p.backup, p.parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
+                    rename(p.backup, p.parts[-1], dir_fd=dfd, sync=False)
                     p.backup = ""
                 else:
                     os.unlink(p.parts[-1], dir_fd=dfd)
