@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixtures import pkgbuild  # noqa: E402
 import auditkit.package.scan as package  # noqa: E402
+import auditkit.package.scanned as scanned  # noqa: E402
 from auditkit.cli import cli  # noqa: E402
 from auditkit.errors import AuditError  # noqa: E402
 from auditkit.package.scan import scan_package, unsafe_reason  # noqa: E402
@@ -179,7 +180,7 @@ def test_unsafe_file_names_in_a_directory(pkg):
 
 
 def test_documents_too_large_fail_closed(pkg, monkeypatch):
-    monkeypatch.setattr(package, "DOC_CAP", 100)
+    monkeypatch.setattr(scanned, "DOC_CAP", 100)
     r = verify_package(pkg)
     assert "remote-results/linux_s1_summary.csv" in paths_with(r, "document-too-large")
     assert r.exit_code == 1
@@ -404,8 +405,8 @@ def test_a_document_that_grows_while_it_is_read_is_read_whole_in_bounded_memory(
 
     path = tmp_path / "log.json"
     path.write_bytes(b'{"a": 1}')
-    for size_said, cap in ((3, package.DOC_CAP), (8, package.DOC_CAP), (3, 4)):
-        monkeypatch.setattr(package, "DOC_CAP", cap)
+    for size_said, cap in ((3, scanned.DOC_CAP), (8, scanned.DOC_CAP), (3, 4)):
+        monkeypatch.setattr(scanned, "DOC_CAP", cap)
         fd = os.open(path, os.O_RDONLY)
         try:
             fs = package.scan_document("log.json", fd, size_said, parse=True)

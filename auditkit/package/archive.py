@@ -2,7 +2,7 @@
 
 The member count, the inflated bytes and the inflation ratio are capped as the
 stream is read (`_Budget`): a gzip or sparse-member bomb or a many-member tar is
-refused (exit 2) within seconds.  Each member is read by `scan.scan_file`, as a
+refused (exit 2) within seconds.  Each member is read by `scanned.scan_file`, as a
 directory's files are.  Imported only when an archive is read.
 """
 
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from auditkit.errors import AuditError
-from auditkit.package.scan import CHUNK, FileScan, PackageScan, _env_int, scan_file, unsafe_reason
+from auditkit.package.scanned import CHUNK, FileScan, PackageScan, env_int, scan_file, unsafe_reason
 
 ARCHIVE_META_CAP = 1 << 20          # a pax or GNU long-name header larger than this is refused unread
 RATIO_FLOOR = 64 * CHUNK            # the inflation-ratio cap applies once this much has come out
@@ -195,7 +195,7 @@ def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
 
 
 def default_max_ratio() -> int:
-    return _env_int("AUDITKIT_MAX_RATIO", 200)
+    return env_int("AUDITKIT_MAX_RATIO", 200)
 
 
 @contextmanager
@@ -222,7 +222,7 @@ def _counted_members(tar, path: Path, max_members: int, hint: str):
         yield m
 
 
-def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int,
+def scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int,
               max_ratio: int | None = None) -> PackageScan:
     """One pass over the members, in archive order; nothing is written to disk.
 
@@ -323,12 +323,12 @@ def _scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int
 def read_members(path: Path, max_members: int | None = None, max_bytes: int | None = None,
                  max_ratio: int | None = None):
     """(name, file object) of every regular member with a safe name, in archive order: one streamed pass,
-    bounded as `_scan_tar` is (members, inflated bytes, ratio: AuditError past them).  Links, special
+    bounded as `scan_tar` is (members, inflated bytes, ratio: AuditError past them).  Links, special
     files, unsafe names and duplicates are left out (`verify` reports them).  For the commands that read a
     package from an archive (`auditkit.package.source.snapshot_archive`)."""
     import lzma
 
-    from auditkit.package.scan import default_max_bytes, default_max_members
+    from auditkit.package.scanned import default_max_bytes, default_max_members
 
     max_members = default_max_members() if max_members is None else max_members
     max_bytes = default_max_bytes() if max_bytes is None else max_bytes

@@ -18,7 +18,8 @@ from auditkit.errors import AuditError
 from auditkit.package.store import PackageStore
 from auditkit.package.writes import write_files
 from auditkit.package.hashing import sha256_fileobj
-from auditkit.package.scan import NEVER_LISTED_DIRS, unsafe_reason
+from auditkit.package.scan import NEVER_LISTED_DIRS
+from auditkit.package.scanned import unsafe_reason
 
 MANIFEST_JSON = "MANIFEST.json"
 MANIFEST_CSV = "MANIFEST.csv"

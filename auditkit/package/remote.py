@@ -486,7 +486,7 @@ def arxiv_id(given: str) -> str | None:
 
 def fetch_archive(url: str, cache: Cache, limits: Limits) -> tuple[Path, list[str]]:
     """An archive (an e-print) fetched whole into the cache, by its sha256; offline, the copy fetched last."""
-    from auditkit.package.scan import default_max_bytes
+    from auditkit.package.scanned import default_max_bytes
 
     shown = redact(url)
     ref = cache.read_ref(shown)

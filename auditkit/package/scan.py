@@ -1,6 +1,6 @@
 """Read a package — a directory or a .tar/.tar.gz/.tgz of one — file by file, streaming.
 
-Every file is read once, in 1 MiB chunks, by `scan_file`: the chunks are
+Every file is read once, in 1 MiB chunks, by `scanned.scan_file`: the chunks are
 hashed and handed to the consumer that the file's kind needs (small JSON/CSV
 documents are kept for parsing, checkpoints are checked as they stream).
 Archives are read in one pass and never extracted, with bounded work: the
@@ -12,180 +12,15 @@ and undecodable names are findings, never read.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Callable, Iterator
 
-from auditkit.package.checkpoint import CheckpointScan, CheckpointScanner
 from auditkit.errors import AuditError
-from auditkit.package.store import PackageDefect, PackageStore, loads_strict
-
-CHUNK = 1 << 20
-DOC_CAP = 64 * 1024 * 1024       # JSON/CSV documents parsed in memory up to this size (beyond: a finding)
-SPOOL_IN_MEMORY = 16 * 1024 * 1024  # --deep keeps checkpoints in a spooled temp file (outside the package)
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        raise AuditError(f"{name} must be an integer", hint=f"unset it or give a number such as {default}") from None
-
-
-def default_max_members() -> int:
-    # tarfile parses a header in ~20-50 us: 50,000 members are refused within a few seconds, and a
-    # package of a thousand runs holds a few thousand files
-    return _env_int("AUDITKIT_MAX_MEMBERS", 50_000)
-
-
-def default_max_bytes() -> int:
-    return _env_int("AUDITKIT_MAX_BYTES", 64 * 1024 ** 3)
-
-
-@dataclass
-class FileScan:
-    path: str
-    sha256: str
-    bytes: int
-    content: bytes | None = None          # kept for .json/.csv documents up to DOC_CAP
-    checkpoint: CheckpointScan | None = None
-    spool: object | None = None           # with keep: the checkpoint's bytes, in a temp file outside the package
-    parsed: tuple | None = None           # a JSON document parsed strictly where it was read: its findings
-
-    def read_spool(self) -> bytes | None:
-        """The kept bytes (once), then the temp file is closed."""
-        if self.spool is None:
-            return None
-        f, self.spool = self.spool, None
-        try:
-            f.seek(0)
-            return f.read()
-        finally:
-            f.close()
-
-
-@dataclass
-class PackageScan:
-    files: dict[str, FileScan] = field(default_factory=dict)
-    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (code, path, found)
-    found_at: str = ""                    # an archive's package below its top ('anc/' of an e-print)
-
-
-def unsafe_reason(name: str) -> str | None:
-    """Why a package-relative path is unsafe, or None."""
-    if not name or "\x00" in name:
-        return "empty or NUL in the path"
-    if printable_name(name) != name:
-        return "a name that is not UTF-8"
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":") or name.startswith("\\"):
-        return "absolute path"
-    if "\\" in name:
-        return "backslash in the path"
-    if "\n" in name or "\r" in name:
-        return "line break in the path"
-    if ".." in name.split("/"):
-        return "'..' in the path"
-    return None
-
-
-def wants_content(rel: str) -> bool:
-    return rel.endswith((".json", ".csv"))
-
-
-SOURCE_DIR = "source/"
-
-
-def read_first(rel: str) -> bool:
-    """A document the checks consume (any JSON/CSV outside source/): read before the other files,
-    by the process that checks, so that its checks run while the rest is read.  A source
-    snapshot's documents are only hashed and, JSON, parsed for strictness where they are read
-    (`FileScan.parsed`), wherever that is."""
-    return wants_content(rel) and not rel.startswith(SOURCE_DIR)
-
-
-_local = threading.local()
-
-
-def _buffer() -> memoryview:
-    """This thread's 1 MiB read buffer: allocated once, not once per file (thousands of small files)."""
-    view = getattr(_local, "view", None)
-    if view is None:
-        view = _local.view = memoryview(bytearray(CHUNK))
-    return view
-
-
-def scan_file(rel: str, f: BinaryIO, *, keep: bool = False, progress: Callable[[int], None] | None = None) -> FileScan:
-    """Hash `f` in 1 MiB reads and, from the same bytes, keep a small document or check a checkpoint."""
-    h = hashlib.sha256()
-    n = 0
-    is_ckpt = rel.endswith(".safetensors")
-    scanner = CheckpointScanner() if is_ckpt else None
-    keep_doc = wants_content(rel)
-    spool = None
-    if keep and is_ckpt:
-        import tempfile
-
-        spool = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)
-    parts: list[bytes] = []
-    view = _buffer()
-    readinto = getattr(f, "readinto", None)
-    while True:
-        if readinto is not None:
-            k = readinto(view)
-            if not k:
-                break
-            chunk = view[:k]
-        else:
-            data = f.read(CHUNK)
-            if not data:
-                break
-            k = len(data)
-            chunk = memoryview(data)
-        h.update(chunk)
-        n += k
-        if scanner is not None:
-            scanner.feed(chunk)
-        if spool is not None:
-            spool.write(chunk)
-        if keep_doc:
-            if n <= DOC_CAP:
-                parts.append(bytes(chunk))
-            elif parts:
-                parts = []
-        if progress:
-            progress(k)
-    content = b"".join(parts) if keep_doc and n <= DOC_CAP else None
-    return FileScan(rel, h.hexdigest(), n, content, scanner.finish() if scanner else None, spool)
-
-
-def scan_document(rel: str, fd: int, size: int, progress: Callable[[int], None] | None = None,
-                  parse: bool = False) -> FileScan:
-    """`scan_file` for a JSON/CSV document of `size` bytes (as fstat said) at `fd`, with one read for
-    its size and one to see its end.  A file that is larger than fstat said (it grew meanwhile, or
-    a read came back short) is read again from its start by `scan_file`, in chunks, keeping no more
-    than DOC_CAP of it.  `parse`: a JSON document is also parsed strictly here, its findings kept
-    as `parsed`."""
-    data = os.read(fd, size + 1) if size <= DOC_CAP else b""
-    if size > DOC_CAP or len(data) > size or os.read(fd, 1):
-        os.lseek(fd, 0, os.SEEK_SET)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            fs = scan_file(rel, f, progress=progress)
-    else:
-        if progress and data:
-            progress(len(data))
-        fs = FileScan(rel, hashlib.sha256(data).hexdigest(), len(data), data)
-    if parse and fs.content is not None and rel.endswith(".json"):
-        try:
-            loads_strict(fs.content, rel)
-            fs.parsed = ()
-        except PackageDefect as exc:
-            fs.parsed = (exc.finding,)
-    return fs
-
+from auditkit.package.scanned import (CHUNK, PackageScan, default_max_bytes, default_max_members, printable_name,
+                                      read_first, scan_document, scan_file, unsafe_reason, wants_content)
+from auditkit.package.store import PackageDefect, PackageStore
 
 def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints: bool = False,
                  progress: Callable[[int], None] | None = None, total_hint: Callable[[int], None] | None = None,
@@ -208,13 +43,13 @@ def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints:
         return _scan_dir(path, jobs or os.cpu_count() or 1, keep_checkpoints, progress, total_hint, on_documents,
                          processes, on_started)
     if path.is_file() and (path.name.endswith((".tar", ".tar.gz", ".tgz")) or _is_archive(path)):
-        from auditkit.package.archive import _scan_tar   # tarfile and the compressors only for an archive
+        from auditkit.package.archive import scan_tar   # tarfile and the compressors only for an archive
 
         if on_started:
             on_started(False)
         if total_hint:
             total_hint(path.stat().st_size)
-        return _scan_tar(path, keep_checkpoints, progress,
+        return scan_tar(path, keep_checkpoints, progress,
                          default_max_members() if max_members is None else max_members,
                          default_max_bytes() if max_bytes is None else max_bytes, max_ratio)
     if not path.exists():
@@ -227,16 +62,6 @@ def _is_archive(path: Path) -> bool:
     from auditkit.package.source import archive_kind
 
     return archive_kind(path) is not None
-
-
-def printable_name(name: str) -> str:
-    """`name` as text that can be printed: bytes that are not UTF-8 (kept by the file system
-    decoder as surrogates) shown as ``\\xNN``."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 NEVER_LISTED_DIRS = (".git",)  # a version-control directory is not part of the package
