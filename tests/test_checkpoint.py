@@ -19,7 +19,8 @@ from safetensors.numpy import save
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixtures import pkgbuild  # noqa: E402
-from auditkit.package.checkpoint import CheckpointScanner, architecture_problems, expected_num_params, scan_bytes  # noqa: E402
+from auditkit.package.checkpoint import CheckpointScanner, scan_bytes  # noqa: E402
+from auditkit.package.checkpoint_arch import architecture_problems, expected_num_params  # noqa: E402
 
 
 def codes(scan) -> list[str]:
@@ -202,7 +203,7 @@ def test_the_byte_prefilter_agrees_with_numpys_exact_count(dtype):
     exponent pattern turns up), and it answers for every all-finite chunk of ordinary values."""
     import numpy as np
 
-    from auditkit.package.checkpoint import _nonfinite_without_numpy
+    from auditkit.package.checkpoint_dtypes import nonfinite_without_numpy as _nonfinite_without_numpy
 
     d = DTYPES[dtype]
     rng = np.random.default_rng(sum(map(ord, dtype)))
