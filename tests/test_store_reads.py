@@ -69,11 +69,13 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
                                                   "files only), and the snapshot's own files (exclusive, no-follow)"),
     ("auditkit/package/source.py", "os.scandir"): (1, "finding a package below the top: names only, nothing followed"),
     ("auditkit/package/source.py", "os.walk"): (1, "telling an authors' own layout: file names only, bounded"),
-    ("auditkit/package/remote.py", "opener.open"): (1, "an HTTP request (the response is hashed as it streams)"),
-    ("auditkit/package/remote.py", "self.fs.open"): (1, "an object store's file through fsspec (hashed as it streams)"),
-    ("auditkit/package/remote.py", "json.loads"): (1, "the cache's own index, written by auditkit"),
-    ("auditkit/package/remote.py", "self.ref_path(url).read_text"): (1, "the cache's own index, written by auditkit"),
-    ("auditkit/package/remote.py", "tmp.read_bytes"): (1, "a download auditkit just wrote, before it is hashed"),
+    ("auditkit/package/transport.py", "opener.open"): (1, "an HTTP request (the response is hashed as it streams)"),
+    ("auditkit/package/transport.py", "self.fs.open"): (1, "an object store's file through fsspec (hashed as it "
+                                                           "streams)"),
+    ("auditkit/package/fetchcache.py", "json.loads"): (1, "the cache's own index, written by auditkit"),
+    ("auditkit/package/fetchcache.py", "self.ref_path(url).read_text"): (1, "the cache's own index, written by "
+                                                                            "auditkit"),
+    ("auditkit/package/transport.py", "tmp.read_bytes"): (1, "a download auditkit just wrote, before it is hashed"),
     ("auditkit/package/remote.py", "cache.blob(ref['manifest']).read_bytes"): (1, "a content-addressed blob of the "
                                                                                   "cache, named by its own sha256"),
     ("auditkit/package/remote.py", "cache.blob(ref['csv']).read_bytes"): (1, "a content-addressed blob of the cache, "
@@ -81,8 +83,11 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/package/archive.py", "tarfile.open"): (1, "streams that archive (members capped, links refused)"),
     ("auditkit/package/hashing.py", "open"): (1, "sha256_file of a path its caller chose (a user's file or a "
                                                   "runner's own output)"),
-    ("auditkit/package/checkpoint.py", "json.loads"): (2, "a safetensors header, parsed with strict hooks of its "
-                                                          "own (duplicate keys, NaN refused); bytes read capped"),
+    ("auditkit/package/checkpoint_header.py", "json.loads"): (1, "a safetensors header, parsed with strict hooks of "
+                                                                 "its own (duplicate keys, NaN refused); bytes read "
+                                                                 "capped"),
+    ("auditkit/package/checkpoint_arch.py", "json.loads"): (1, "the model_config string inside a safetensors header "
+                                                               "already read (capped) by the checkpoint scanner"),
     ("auditkit/package/procread.py", "pickle.loads"): (1, "auditkit's own worker result over a pipe it created"),
     ("auditkit/study/executors.py", "ckpt.read_bytes"): (1, RUNNER),
     ("auditkit/study/executors.py", "os.open"): (5, RUNNER + "; the scratch root's marker and cell locks"),
