@@ -8,9 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from auditkit.evidence import EVENTS_PATH, attest, level, tsa
+from auditkit.evidence import EVENTS_PATH, attest, level, require, tsa
 from auditkit.evidence.canonical import row_hash, sha256_hex
-from auditkit.evidence.level import DirReader, Trust, package_evidence, require_findings
+from auditkit.evidence.level import package_evidence
+from auditkit.evidence.model import DirReader, Trust
+from auditkit.evidence.require import require_findings
 from fixtures.evidence import (DECISION, RULES, TsaServer, build_package, csv_path, evidence_package,  # noqa: F401
                                good_pki, keys, package_copy, rewrite_log, rogue_pki, tsa_server, write_rows)
 
@@ -46,7 +48,7 @@ def test_honest_package_is_timestamped_signed_seeds_bound(evidence_package, trus
     assert ev["authority"] == "CN=Good TSA,O=auditkit tests"
     assert ev["time"] < ev["first_input_started_at"] and ev["lead_seconds"] > 0
     assert rep.package["signed_by"] == [keyid] and rep.package["chain"] == "intact"
-    text = level.describe(ev)
+    text = require.describe(ev)
     assert text.startswith(f"timestamped {ev['time']} by CN=Good TSA") and "before the first input" in text
     assert f"signed by {keyid[:16]}" in text and text.endswith("seeds bound to anchor")
     assert require_findings(rep, [gate], ["timestamped", "signed", "seeds-bound"]) == []

@@ -53,8 +53,9 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/study/run.py", "p.read_bytes"): (1, "auditkit's own runner source, snapshot into the package"),
     ("auditkit/study/run.py", "path.read_bytes"): (1, USER_INPUT + " (the manifest's claims file)"),
     ("auditkit/package/manifest.py", "json.loads"): (1, "the MANIFEST text auditkit has just made"),
-    ("auditkit/package/manifest.py", "os.walk"): (1, "lists names only (followlinks=False; links refused); "
-                                                      "every file is then hashed through the store"),
+    ("auditkit/package/listing.py", "os.scandir"): (1, "the one listing of a package directory (manifest build, the "
+                                                       "evidence reader): names and lstat modes only, no link "
+                                                       "followed; files then read through the store"),
     ("auditkit/profile/_store.py", "os.walk"): (1, "lists names only (followlinks=False, each entry lstat'd, "
                                                    "links reported); files are then read through the store"),
     ("auditkit/package/writes.py", "os.open"): (5, WRITER + "; reads back a target only to compare bytes"),
@@ -105,8 +106,6 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/study/runs.py", "summary_path.read_text"): (1, RUNNER),
     ("auditkit/evidence/tsa.py", "Path(cafile).read_bytes"): (1, USER_INPUT + " (--trusted-tsa, a CA file)"),
     # not closed yet: package reads around the store in files other helpers own
-    ("auditkit/evidence/level.py", "os.scandir"): (1, "the evidence listing: names and lstat modes only (nothing "
-                                                      "followed); files then read through the store"),
     ("auditkit/evidence/record.py", "(self.package / decision_rel).read_bytes"): (1, H3),
     ("auditkit/evidence/record.py", "(self.package / rules_rel).read_bytes"): (1, H3),
     ("auditkit/evidence/record.py", "(self.package / str(e.get('token'))).read_bytes"): (1, H3),

@@ -7,7 +7,10 @@
   came after it;
 - `attest`: DSSE envelopes carrying in-toto Statement v1 attestations;
 - `level`: per gate, the strongest evidence that holds, and the findings
-  where evidence contradicts the package.
+  where evidence contradicts the package; `model` holds the values it works
+  with (levels, gate references, trust, the report, the package reader),
+  `require` what the reviewer demands (`--require`) and the one-line summary;
+- `record` writes the evidence as a study runs, `report` grades a package.
 
 Layout and formats: docs/SPEC.md, section "v1.1: evidence/".
 """

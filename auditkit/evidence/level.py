@@ -25,174 +25,27 @@ kind from a trusted one covers the same subject.
 
 from __future__ import annotations
 
-import enum
-import errno
-import hashlib
-import os
 from collections import defaultdict
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
-from auditkit.evidence import ATTESTATIONS_DIR, EVENTS_PATH, EVIDENCE_DIR, KEYS_DIR, TIMESTAMPS_DIR
-from auditkit.evidence import attest, seeds as seedmod, tsa
 from auditkit.clock import format_utc, parse_utc
-from auditkit.evidence.canonical import row_hash, sha256_hex
-from auditkit.evidence.events import Event, decision_findings, order_findings, path_problem, verify_chain
 from auditkit.errors import AuditError
+from auditkit.evidence import EVENTS_PATH, EVIDENCE_DIR, KEYS_DIR, TIMESTAMPS_DIR
+from auditkit.evidence import attest, seeds as seedmod, tsa
+from auditkit.evidence.canonical import row_hash, sha256_hex
+from auditkit.evidence.events import Event, decision_findings, order_findings, verify_chain
+from auditkit.evidence.model import (CONTENT_ROOT_SUBJECT, EVENT_SUBJECT_PREFIX, PACKAGE_ATTESTATION, EvidenceReport,
+                                     GateRef, Level, Trust, asserted_evidence, content_files, content_root,
+                                     decision_attestation_path, manifest_content_root)
 from auditkit.findings import Finding
 from auditkit.package.store import loads_strict
-
-EVENT_SUBJECT_PREFIX = f"{EVENTS_PATH}#"
-CONTENT_ROOT_SUBJECT = "content-root"  # a token over the ASCII hex content root (`auditkit timestamp`)
-MANIFEST_FILES = ("MANIFEST.json", "MANIFEST.csv")
-PACKAGE_ATTESTATION = f"{ATTESTATIONS_DIR}/package.dsse.json"
-
-
-def decision_attestation_path(gate: str) -> str:
-    return f"{ATTESTATIONS_DIR}/{gate}.decision.dsse.json"
-
-
-class Level(str, enum.Enum):
-    ASSERTED = "asserted"
-    CHAINED = "chained"
-    TIMESTAMPED = "timestamped"
-
-    @property
-    def rank(self) -> int:
-        return list(Level).index(self)
-
-
-#: what `--require` accepts: a level, or a flag
-REQUIREMENTS = ("asserted", "chained", "timestamped", "signed", "seeds-bound")
-
-
-@dataclass(frozen=True)
-class GateRef:
-    """A gate as the package names it: its rules, its decision and its input CSVs (package paths)."""
-
-    gate: str
-    rules: str
-    decision: str
-    inputs: tuple[str, ...]
-    frozen_at: str = ""
-    anchored_stages: tuple[str, ...] = ()  # input stages protocol.json declares `rng_seeds: "anchored"`
-
-
-@dataclass
-class Trust:
-    """What the reviewer trusts: TSA root certificates and public keys (SSlibKey)."""
-
-    tsa_roots: list = field(default_factory=list)
-    keys: list = field(default_factory=list)
-
-    @classmethod
-    def from_files(cls, tsa_pems: Sequence[str | Path] = (), key_pems: Sequence[str | Path] = (),
-                   system_store: bool = False) -> "Trust":
-        roots = tsa.load_certificates(tsa_pems) + (tsa.system_roots() if system_store else [])
-        return cls(roots, [attest.load_public_key(p) for p in key_pems])
-
-
-@dataclass
-class EvidenceReport:
-    present: bool
-    gates: dict[str, dict] = field(default_factory=dict)   # freeze_evidence per gate
-    package: dict = field(default_factory=dict)            # package attestation, log state
-    findings: list[Finding] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-class DirReader:
-    """Read a package directory: `read(rel)` (None when absent) and `files()`."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self._store = None
-        self.unlisted: list[str] = []   # directories `files` could not list
-
-    def read(self, rel: str) -> bytes | None:
-        """The bytes of the regular file `rel`; None when there is none (or `rel` cannot name one:
-        an absolute path, '..', a name longer than a file's can be)."""
-        from auditkit.package.store import PackageStore
-
-        if not isinstance(rel, str) or path_problem(rel):
-            return None
-        try:  # the one store: no link followed, regular files only
-            if self._store is None:
-                self._store = PackageStore(self.root)
-            return self._store.read_bytes(rel) if self._store.is_file(rel) else None
-        except AuditError:
-            return None
-
-    def files(self, under: str = "") -> list[str]:
-        """The regular files of the package (only those under the folder `under`, when given).
-
-        A walk with a stack (no recursion: a directory 1,200 levels deep is listed like any other),
-        following no link; a directory that cannot be listed is left out (and named in `unlisted`)."""
-        import stat as st
-
-        out = []
-        if under and (path_problem(under.rstrip("/")) or not _is_real_dir(self.root / under.rstrip("/"))):
-            return []  # (a link named like the folder is not followed)
-        stack = [under.rstrip("/") + "/" if under else ""]
-        while stack:
-            prefix = stack.pop()
-            try:
-                with os.scandir(self.root / prefix if prefix else self.root) as it:
-                    entries = [(e.name, e.stat(follow_symlinks=False).st_mode) for e in it]
-            except OSError as exc:
-                if prefix or under:  # (the package root itself is checked by the caller)
-                    if exc.errno != errno.ENOENT and prefix not in self.unlisted:
-                        self.unlisted.append(prefix)
-                    continue
-                raise AuditError(f"cannot list the package: {exc.strerror}", path=str(self.root)) from None
-            for name, mode in entries:
-                if name == ".git":  # as `manifest build`: version control is not part of the package
-                    continue
-                if st.S_ISDIR(mode):
-                    stack.append(f"{prefix}{name}/")
-                elif st.S_ISREG(mode) and not path_problem(prefix + name):  # (verify names unsafe ones)
-                    out.append(prefix + name)
-        return sorted(out)
-
-
-def _is_real_dir(p: Path) -> bool:
-    import stat as st
-
-    try:
-        return st.S_ISDIR(os.lstat(p).st_mode)
-    except OSError:
-        return False
 
 
 @dataclass
 class _Token:
     event: Event
     check: tsa.TokenCheck | None  # None when the token file is missing or changed
-
-
-def content_root(files: Sequence[tuple[str, str]]) -> str:
-    """SPEC section 9's root over (path, sha256) pairs."""
-    h = hashlib.sha256()
-    for path, sha in sorted(files):
-        h.update(f"{sha}  {path}\n".encode("utf-8"))
-    return h.hexdigest()
-
-
-def manifest_content_root(reader) -> str | None:
-    """The content root from MANIFEST.json's entries (verify checks those against the files), or None."""
-    data = reader.read("MANIFEST.json")
-    try:
-        files = loads_strict(data, "MANIFEST.json")["files"] if data is not None else None
-        pairs = [(f["path"], f["sha256"]) for f in files if not f["path"].startswith(EVIDENCE_DIR + "/")]
-    except (AuditError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return content_root(pairs)
-
-
-def content_files(paths: Sequence[str]) -> list[str]:
-    """The files a package attestation covers: all but the MANIFEST and evidence/."""
-    return sorted(p for p in paths if p not in MANIFEST_FILES and not p.startswith(EVIDENCE_DIR + "/"))
 
 
 # --- the whole package -------------------------------------------------------------
@@ -205,7 +58,7 @@ def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = Non
     rep = EvidenceReport(present=present)
     if not present:   # (without a walk over the whole package)
         for g in gates:
-            rep.gates[g.gate] = _asserted(g)
+            rep.gates[g.gate] = asserted_evidence(g)
         return rep
     files = reader.files()
     events, chain_f = verify_chain(log_bytes) if log_bytes is not None else ([], [])
@@ -230,7 +83,7 @@ def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = Non
     rep.package["chain"] = "absent" if log_bytes is None else ("broken" if chain_f else "intact")
     rep.package["events"] = len(events)
     for g in gates:
-        rep.gates[g.gate] = _guarded(rep, g.rules, f"gate {g.gate}", _asserted(g), _gate, reader, g, events,
+        rep.gates[g.gate] = _guarded(rep, g.rules, f"gate {g.gate}", asserted_evidence(g), _gate, reader, g, events,
                                      bool(log_bytes is not None and not chain_f), tokens, trust, carried, rep)
     return rep
 
@@ -253,12 +106,6 @@ def _guarded(rep: EvidenceReport, path: str, location: str, default, check, *arg
 
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _asserted(g: GateRef) -> dict:
-    return {"level": Level.ASSERTED.value, "frozen_at": g.frozen_at or None, "time": None, "authority": None,
-            "accuracy_seconds": None, "lead_seconds": None, "first_input_started_at": None,
-            "signed_by": [], "seeds_bound": False, "untrusted": []}
 
 
 def _check_tokens(reader, events: Sequence[Event], trust: Trust, rep: EvidenceReport) -> list[_Token]:
@@ -411,7 +258,7 @@ def _gate(reader, g: GateRef, events, chain_ok: bool, tokens: list[_Token], trus
     from auditkit.errors import AuditError
     from auditkit.package.rows import read_csv_text
 
-    ev = _asserted(g)
+    ev = asserted_evidence(g)
     rules = reader.read(g.rules)
     if rules is None:
         return ev
@@ -559,71 +406,3 @@ def _seeds_bound(g: GateRef, rows, events, tokens: list[_Token], rep: EvidenceRe
         if f or tok.check is None or tok.check.status is not tsa.TokenStatus.TRUSTED:
             bound = False
     return bound
-
-
-# --- what the reviewer demands ------------------------------------------------------------
-
-def meets(ev: dict, requirement: str) -> bool:
-    """Does one gate's freeze_evidence meet `requirement` (one of REQUIREMENTS)?"""
-    if requirement == "signed":
-        return bool(ev.get("signed_by"))
-    if requirement == "seeds-bound":
-        return bool(ev.get("seeds_bound"))
-    return Level(ev["level"]).rank >= Level(requirement).rank
-
-
-def require_findings(report: EvidenceReport, gates: Sequence[GateRef], required: Sequence[str]) -> list[Finding]:
-    """`evidence-below-required` for every gate whose evidence is weaker than each requirement."""
-    unknown = [r for r in required if r not in REQUIREMENTS]
-    if unknown:
-        raise ValueError(f"unknown requirement {unknown[0]!r}; choose from {', '.join(REQUIREMENTS)}")
-    out = []
-    for g in gates:
-        ev = report.gates.get(g.gate) or _asserted(g)
-        for req in required:
-            if not meets(ev, req):
-                # only the notes about this kind of evidence (a signature note says nothing of a token)
-                notes = [n for n in ev.get("untrusted") or [] if any(w in n.lower() for w in _NOTE_WORDS[req])]
-                why = "; ".join(notes) or _MISSING[req]
-                out.append(Finding(g.rules, "evidence-below-required", f"gate {g.gate}", req, describe(ev),
-                                   f"the reviewer requires {req}: {why}"))
-    return out
-
-
-_NOTE_WORDS = {"asserted": ("frozen_at",), "chained": ("chain", "event"),
-               "timestamped": ("token", "tsa", "timestamp"), "signed": ("signature", "signed", "key"),
-               "seeds-bound": ("seed", "anchor")}
-_MISSING = {
-    "asserted": "its rules record no frozen_at",
-    "chained": "no intact event log orders its input rows after the freeze",
-    "timestamped": "no timestamp token from a TSA you trust covers its rules (the study timestamps them with "
-                   "`protocol run --tsa`; trust the TSA's root with --trusted-tsa)",
-    "signed": "no attestation of it is signed by a key you trust (pass the authors' public key with --trusted-key)",
-    "seeds-bound": "its run seeds are not bound to a seed anchor",
-}
-
-
-def describe(ev: dict) -> str:
-    """One line: the level and flags, e.g. 'timestamped 2026-04-28T09:00:01Z by CN=TSA (3.2 s before the first input), signed by 1a2b3c4d5e6f7a8b'."""
-    level = ev["level"]
-    if level == Level.TIMESTAMPED.value:
-        text = f"timestamped {ev['time']} by {ev['authority']}"
-        if ev.get("lead_seconds") is not None:
-            text += f" ({_duration(ev['lead_seconds'])} before the first input)"
-    elif level == Level.CHAINED.value:
-        text = "chained (the event log orders every input row after the freeze)"
-    else:
-        text = f"asserted (frozen_at {ev.get('frozen_at') or '?'}, the package's own claim)"
-    if ev.get("signed_by"):
-        text += ", signed by " + ", ".join(k[:16] for k in ev["signed_by"])
-    if ev.get("seeds_bound"):
-        text += ", seeds bound to anchor"
-    return text
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"

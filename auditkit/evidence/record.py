@@ -25,7 +25,7 @@ from auditkit.errors import AuditError
 from auditkit.evidence import EVENTS_PATH, attest, tsa
 from auditkit.evidence.canonical import row_hash, sha256_hex
 from auditkit.evidence.events import Event, EventLog
-from auditkit.evidence.level import (PACKAGE_ATTESTATION, EVENT_SUBJECT_PREFIX, content_files, content_root,
+from auditkit.evidence.model import (PACKAGE_ATTESTATION, EVENT_SUBJECT_PREFIX, content_files, content_root,
                                      decision_attestation_path)
 from auditkit.evidence.seeds import anchored_seed
 from auditkit.text import printable
@@ -177,7 +177,7 @@ def timestamp_package(package: str | Path, tsa_urls: Sequence[str], *, timeout: 
     time — no more: not when its rules were frozen. Returns (root, events).
     Raises AuditError when `package` is not a package directory or a TSA fails.
     """
-    from auditkit.evidence.level import CONTENT_ROOT_SUBJECT
+    from auditkit.evidence.model import CONTENT_ROOT_SUBJECT
     from auditkit.package.hashing import sha256_file
     from auditkit.package.manifest import build_manifest, list_package_files
 

@@ -14,7 +14,9 @@ from typing import Sequence
 from auditkit.errors import AuditError
 from auditkit.package.store import PackageStore
 from auditkit.evidence.events import path_problem
-from auditkit.evidence.level import (DirReader, GateRef, Trust, describe, package_evidence, require_findings)
+from auditkit.evidence.level import package_evidence
+from auditkit.evidence.model import DirReader, GateRef, Trust
+from auditkit.evidence.require import describe, require_findings
 from auditkit.findings import Report
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from auditkit.errors import AuditError
 from auditkit.package.store import PackageStore
 from auditkit.package.writes import write_files
 from auditkit.package.hashing import sha256_fileobj
-from auditkit.package.scan import NEVER_LISTED_DIRS
+from auditkit.package.listing import NEVER_LISTED_DIRS, list_entries
 from auditkit.package.scanned import unsafe_reason
 
 MANIFEST_JSON = "MANIFEST.json"
@@ -66,27 +67,26 @@ def list_package_files(root: Path) -> list[str]:
     Raises AuditError on a symlink or special file: a package must hold neither.
     """
     out = []
-    def _raise(exc: OSError):
+
+    def _raise(prefix: str, exc: OSError):
         raise AuditError(f"cannot list the package: {exc}", path=str(root))
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_raise):
-        dirnames[:] = sorted(d for d in dirnames if d not in NEVER_LISTED_DIRS)
-        for name in list(dirnames) + filenames:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if full.is_symlink():
-                raise AuditError(f"{rel} is a symlink; a package must hold only regular files",
-                                 path=str(root), hint="replace the link by the file it points to")
-            if name in filenames and not full.is_file():
-                raise AuditError(f"{rel} is not a regular file", path=str(root))
-        for name in filenames:
-            rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            why = unsafe_reason(rel)
-            if why:
-                raise AuditError(f"{rel!r} cannot be listed: {why}", path=str(root),
-                                 hint="rename the file: the MANIFEST line format needs a plain relative path")
-            if rel not in MANIFEST_FILES:
-                out.append(rel)
+    for rel, mode in list_entries(root, on_error=_raise):
+        if stat.S_ISLNK(mode):
+            if rel.rsplit("/", 1)[-1] in NEVER_LISTED_DIRS and (root / rel).is_dir():
+                continue        # a link named .git to a directory: version control, not listed
+            raise AuditError(f"{rel} is a symlink; a package must hold only regular files",
+                             path=str(root), hint="replace the link by the file it points to")
+        if stat.S_ISDIR(mode):
+            continue
+        if not stat.S_ISREG(mode):
+            raise AuditError(f"{rel} is not a regular file", path=str(root))
+        why = unsafe_reason(rel)
+        if why:
+            raise AuditError(f"{rel!r} cannot be listed: {why}", path=str(root),
+                             hint="rename the file: the MANIFEST line format needs a plain relative path")
+        if rel not in MANIFEST_FILES:
+            out.append(rel)
     return sorted(out)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from auditkit.errors import AuditError
+from auditkit.package.listing import NEVER_LISTED_DIRS
 from auditkit.package.scanned import (CHUNK, PackageScan, default_max_bytes, default_max_members, printable_name,
                                       read_first, scan_document, scan_file, unsafe_reason, wants_content)
 from auditkit.package.store import PackageDefect, PackageStore
@@ -62,9 +63,6 @@ def _is_archive(path: Path) -> bool:
     from auditkit.package.source import archive_kind
 
     return archive_kind(path) is not None
-
-
-NEVER_LISTED_DIRS = (".git",)  # a version-control directory is not part of the package
 
 
 def _walk(root: Path, out: PackageScan) -> Iterator[tuple[str, int]]:
