@@ -26,7 +26,6 @@ report or the cache's index.  Nothing is written outside the cache
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from auditkit.errors import AuditError
+from auditkit.package.store import csv_rows
 
 RUN_COLUMNS = (
     "run_id", "host", "stage", "seed", "config_id", "budget_kind", "budget_value",
@@ -46,14 +47,12 @@ def parse_run_csv_path(path: str) -> tuple[str, str] | None:
 
 
 def read_csv_text(text: str, path: str = "<csv>") -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows (dicts of strings) of CSV `text`. Raises AuditError if not CSV at all."""
+    """Header and rows (dicts of strings) of CSV `text` (`store.csv_rows`). Raises AuditError if not CSV
+    at all (a package's own file is read with `PackageStore.read_csv`, whose error is a finding)."""
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-        header = list(reader.fieldnames or [])
-        rows = [dict(r) for r in reader]
+        return csv_rows(text)
     except csv.Error as exc:
         raise AuditError(f"not a readable CSV: {exc}", path=path) from exc
-    return header, rows
 
 
 def format_float(x: float | None, decimals: int = 6) -> str:

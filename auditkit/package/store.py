@@ -427,12 +427,17 @@ def loads_strict(data: bytes | str, rel: str):
                      hint="the file is damaged or not JSON") from None
 
 
+def csv_rows(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows (dicts of strings) of CSV `text`: auditkit's one CSV parser (strict quoting).
+    Raises csv.Error; `parse_csv` (a package's file) and `rows.read_csv_text` (any text) say whose."""
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    header = list(reader.fieldnames or [])
+    return header, [dict(r) for r in reader]
+
+
 def parse_csv(text: str, rel: str) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows (dicts of strings) of CSV `text` (PackageDefect if it is not CSV)."""
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-        header = list(reader.fieldnames or [])
-        rows = [dict(r) for r in reader]
+        return csv_rows(text)
     except csv.Error as exc:
         raise defect(rel, "csv-unreadable", f"not a readable CSV: {exc}") from None
-    return header, rows
