@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from auditkit.cli import cli
 from auditkit.package.manifest import build_manifest
-from auditkit.package.source import archive_kind, is_remote, open_source, prefix_in_names
+from auditkit.package.locate import archive_kind, is_remote, prefix_in_names
+from auditkit.package.source import open_source
 from fixtures.legacy import build_legacy_package
 from fixtures.paperpkg import build_paper_package
 

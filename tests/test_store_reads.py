@@ -31,7 +31,6 @@ OWN_RESOURCE = "auditkit's own resource (a schema shipped in the wheel), not a p
 USER_INPUT = "a file the user names on the command line (a manifest, its matrix, a profile, a key): not a package's"
 WRITER = "a writer's or lock's own descriptor (opened no-follow or exclusive), not a read of package bytes"
 RUNNER = "the runner's own scratch (summary, log, checkpoint of a run it started); owned by h5"
-H3 = "evidence: reads of the package the recorder is writing, or of a DSSE payload; owned by h3, to be closed"
 
 KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     # ours, with a reason
@@ -66,10 +65,11 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/package/scan.py", "os.scandir"): (1, "verify's scan-once view: lstat only, nothing followed; "
                                                     "each file then opened no-follow relative to its directory"),
     ("auditkit/package/archive.py", "open"): (1, "the archive file the user names (members are read capped)"),
-    ("auditkit/package/source.py", "os.open"): (2, "the first bytes of the path the user names (non-blocking, regular "
-                                                  "files only), and the snapshot's own files (exclusive, no-follow)"),
-    ("auditkit/package/source.py", "os.scandir"): (1, "finding a package below the top: names only, nothing followed"),
-    ("auditkit/package/source.py", "os.walk"): (1, "telling an authors' own layout: file names only, bounded"),
+    ("auditkit/package/locate.py", "os.open"): (1, "the first bytes of the path the user names (non-blocking, regular "
+                                                  "files only)"),
+    ("auditkit/package/local.py", "os.open"): (1, "the snapshot's own files (exclusive, no-follow)"),
+    ("auditkit/package/locate.py", "os.scandir"): (1, "finding a package below the top: names only, nothing followed"),
+    ("auditkit/package/locate.py", "os.walk"): (1, "telling an authors' own layout: file names only, bounded"),
     ("auditkit/package/transport.py", "opener.open"): (1, "an HTTP request (the response is hashed as it streams)"),
     ("auditkit/package/transport.py", "self.fs.open"): (1, "an object store's file through fsspec (hashed as it "
                                                            "streams)"),
@@ -106,11 +106,6 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/study/runs.py", "summary_path.read_text"): (1, RUNNER),
     ("auditkit/evidence/tsa.py", "Path(cafile).read_bytes"): (1, USER_INPUT + " (--trusted-tsa, a CA file)"),
     # not closed yet: package reads around the store in files other helpers own
-    ("auditkit/evidence/record.py", "(self.package / decision_rel).read_bytes"): (1, H3),
-    ("auditkit/evidence/record.py", "(self.package / rules_rel).read_bytes"): (1, H3),
-    ("auditkit/evidence/record.py", "(self.package / str(e.get('token'))).read_bytes"): (1, H3),
-    ("auditkit/evidence/record.py", "json.loads"): (1, H3),
-    ("auditkit/evidence/record.py", "p.read_bytes"): (1, H3),
     ("auditkit/verify/deep.py", "Path(rel).read_bytes"): (1, "verify --deep's data file outside the package; "
                                                              "owned by h1, to be closed"),
     ("auditkit/verify/deep.py", "json.loads"): (2, "a checkpoint's metadata for --deep; owned by h1, to be closed"),

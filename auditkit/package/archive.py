@@ -302,7 +302,7 @@ def scan_tar(path: Path, keep: bool, progress, max_members: int, max_bytes: int,
         prefix = tops.pop() + "/"
     if not any(prefix + m in scans for m in ("MANIFEST.json", "protocol.json")):
         # a package below the top (an arXiv e-print's anc/): only its files are the package's
-        from auditkit.package.source import prefix_in_names
+        from auditkit.package.locate import prefix_in_names
 
         below = prefix_in_names(list(scans) + [n for c, n, _ in out.problems if c != "unsafe-path"])
         if below:

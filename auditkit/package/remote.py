@@ -66,7 +66,7 @@ def fetch_package(url: str, *, cache: Cache | None = None, limits: Limits | None
     """Fetch the package directory at `url` (https, or an fsspec URL) into the cache: (MANIFEST bytes,
     MANIFEST.csv bytes or None, entries, findings, notes). Raises AuditError (exit 2) when it cannot be
     fetched."""
-    from auditkit.package.source import foreign_layout, is_spec_manifest
+    from auditkit.package.locate import foreign_layout, is_spec_manifest
     from auditkit.package.store import PackageDefect, loads_strict
 
     cache = cache or Cache()
@@ -178,13 +178,13 @@ def build_tree(cache: Cache, manifest: bytes, csv: bytes | None, entries) -> Pat
 
 def arxiv_id(given: str) -> str | None:
     """The arXiv identifier in `arxiv:ID`, a bare ID, or an arxiv.org abs/e-print/src/pdf URL."""
-    from auditkit.package.source import _ARXIV_ID
+    from auditkit.package.locate import ARXIV_ID
 
-    m = _ARXIV_ID.match(given)
+    m = ARXIV_ID.match(given)
     if m:
         return m.group(1)
     m = _ARXIV_URL.match(given)
-    if m and _ARXIV_ID.match(m.group(1)):
+    if m and ARXIV_ID.match(m.group(1)):
         return m.group(1)
     return None
 
@@ -217,7 +217,8 @@ def fetch_archive(url: str, cache: Cache, limits: Limits) -> tuple[Path, list[st
 
 def fetch_source(given: str, *, stream_archive: bool = False, allow_foreign: bool = False):
     """The `PackageSource` of a URL or an arXiv identifier (see the module docstring)."""
-    from auditkit.package.source import PackageSource, open_local
+    from auditkit.package.local import open_local
+    from auditkit.package.locate import PackageSource
 
     limits = Limits.from_env()
     scheme = given.split("://", 1)[0].lower() if "://" in given else ""

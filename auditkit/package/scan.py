@@ -60,7 +60,7 @@ def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints:
 
 def _is_archive(path: Path) -> bool:
     """An archive by its magic bytes, whatever its name (arXiv serves e-prints with none)."""
-    from auditkit.package.source import archive_kind
+    from auditkit.package.locate import archive_kind
 
     return archive_kind(path) is not None
 
