@@ -14,7 +14,6 @@ least `chained`.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,6 +27,7 @@ from auditkit.evidence.events import Event, EventLog
 from auditkit.evidence.model import (PACKAGE_ATTESTATION, EVENT_SUBJECT_PREFIX, content_files, content_root,
                                      decision_attestation_path)
 from auditkit.evidence.seeds import anchored_seed
+from auditkit.package.store import PackageStore, loads_strict
 from auditkit.text import printable
 
 MAX_ACCURACY_WAIT = 10.0
@@ -51,7 +51,16 @@ class Recorder:
         from auditkit.evidence.events import verify_chain
 
         p = self.package / EVENTS_PATH
-        return verify_chain(p.read_bytes())[0] if p.exists() else []
+        return verify_chain(self._read(EVENTS_PATH))[0] if p.exists() else []
+
+    def _read(self, rel: str) -> bytes:
+        """The bytes of the package file `rel`, read back through the store (no link followed, capped).
+        A store per read: the study writes into the package between two reads."""
+        store = PackageStore(self.package)
+        try:
+            return store.read_bytes(rel)
+        finally:
+            store.close()
 
     # --- steps --------------------------------------------------------------------------
     def frozen(self, gate: str, rules_rel: str) -> None:
@@ -60,7 +69,7 @@ class Recorder:
         Repeating it (a resumed run) logs nothing new, and asks only the TSAs
         whose tokens are missing (a TSA that failed last time).
         """
-        data = (self.package / rules_rel).read_bytes()
+        data = self._read(rules_rel)
         sha = sha256_hex(data)
         events = self.logged()
         ev = next((e for e in events if e.type == "rules-frozen" and e.get("gate") == gate
@@ -79,7 +88,7 @@ class Recorder:
 
     def decided(self, gate: str, decision_rel: str) -> None:
         """The gate is decided: log it, timestamp decision and log head, sign the decision's attestation."""
-        data = (self.package / decision_rel).read_bytes()
+        data = self._read(decision_rel)
         sha = sha256_hex(data)
         events = self.logged()
         ev = next((e for e in events if e.type == "gate-decided" and e.get("gate") == gate), None)
@@ -89,7 +98,7 @@ class Recorder:
         self._timestamp_event(ev, self._missing(events, f"{EVENT_SUBJECT_PREFIX}{ev.seq}"))
         rel = decision_attestation_path(gate)
         if self.signers and not (self.package / rel).exists():
-            stmt = attest.decision_statement(decision_rel, sha, json.loads(data.decode("utf-8")))
+            stmt = attest.decision_statement(decision_rel, sha, loads_strict(data, decision_rel))
             attest.write_envelope(self.package, rel, stmt, self.signers)
 
     def anchor_seeds(self, stage: str, rules_rel: str) -> str:
@@ -137,7 +146,7 @@ class Recorder:
             return []
         evs = tsa.record_timestamps(self.package, self.events, subject=subject, data=data, urls=urls,
                                     label=label, timeout=self.timeout)
-        infos = [tsa.token_info((self.package / str(e.get("token"))).read_bytes()) for e in evs]
+        infos = [tsa.token_info(self._read(str(e.get("token")))) for e in evs]
         for url, info in zip(urls, infos):
             self.log(printable(f"timestamped {subject} at {info.gen_time.isoformat()} by {info.tsa_name} ({url})"))
         return infos
