@@ -38,7 +38,8 @@ from auditkit.errors import AuditError
 from auditkit.evidence import EVENTS_PATH
 from auditkit.evidence.canonical import canonical_json, sha256_hex
 from auditkit.findings import Finding
-from auditkit.package.store import PackageDefect, loads_strict, unsafe_reason
+from auditkit.errors import PackageDefect
+from auditkit.package.store import loads_strict, unsafe_reason
 
 try:  # POSIX; elsewhere a single writer per log is assumed
     import fcntl

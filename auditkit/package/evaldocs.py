@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditkit.package.store import PackageDefect, PackageStore, decode_utf8, defect, parse_csv
+from auditkit.errors import PackageDefect, defect
+from auditkit.package.store import PackageStore, decode_utf8, parse_csv
 
 HEADER = "doc,nats,bytes"
 MAX_EVAL_DOCS_BYTES = 256 << 20

@@ -224,7 +224,8 @@ def refuse_foreign_directory(given: str, root: Path, shown: str | None = None) -
     manifest = root / "MANIFEST.json"
     if not os.path.lexists(manifest):
         raise foreign_layout(given, shown, "no protocol.json and no MANIFEST.json")
-    from auditkit.package.store import PackageDefect, PackageStore
+    from auditkit.errors import PackageDefect
+    from auditkit.package.store import PackageStore
 
     try:
         doc = PackageStore(root).read_json("MANIFEST.json")
@@ -240,7 +241,8 @@ def refuse_foreign_documents(given: str, where: str, manifest: bytes | None, has
         return
     if manifest is None:
         raise foreign_layout(given, where, "no protocol.json and no MANIFEST.json")
-    from auditkit.package.store import PackageDefect, loads_strict
+    from auditkit.errors import PackageDefect
+    from auditkit.package.store import loads_strict
 
     try:
         doc = loads_strict(manifest, "MANIFEST.json")

@@ -67,7 +67,8 @@ def fetch_package(url: str, *, cache: Cache | None = None, limits: Limits | None
     MANIFEST.csv bytes or None, entries, findings, notes). Raises AuditError (exit 2) when it cannot be
     fetched."""
     from auditkit.package.locate import foreign_layout, is_spec_manifest
-    from auditkit.package.store import PackageDefect, loads_strict
+    from auditkit.errors import PackageDefect
+    from auditkit.package.store import loads_strict
 
     cache = cache or Cache()
     limits = limits or Limits.from_env()

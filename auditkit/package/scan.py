@@ -21,7 +21,8 @@ from auditkit.errors import AuditError
 from auditkit.package.listing import NEVER_LISTED_DIRS
 from auditkit.package.scanned import (CHUNK, PackageScan, default_max_bytes, default_max_members, printable_name,
                                       read_first, scan_document, scan_file, unsafe_reason, wants_content)
-from auditkit.package.store import PackageDefect, PackageStore
+from auditkit.errors import PackageDefect
+from auditkit.package.store import PackageStore
 
 def scan_package(path: str | Path, *, jobs: int | None = None, keep_checkpoints: bool = False,
                  progress: Callable[[int], None] | None = None, total_hint: Callable[[int], None] | None = None,

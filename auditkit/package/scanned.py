@@ -14,7 +14,8 @@ from typing import BinaryIO, Callable
 
 from auditkit.errors import AuditError
 from auditkit.package.checkpoint import CheckpointScan, CheckpointScanner
-from auditkit.package.store import PackageDefect, loads_strict
+from auditkit.errors import PackageDefect
+from auditkit.package.store import loads_strict
 
 CHUNK = 1 << 20
 DOC_CAP = 64 * 1024 * 1024       # JSON/CSV documents parsed in memory up to this size (beyond: a finding)

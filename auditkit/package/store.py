@@ -35,8 +35,7 @@ import stat
 import threading
 from pathlib import Path
 
-from auditkit.errors import AuditError
-from auditkit.findings import Finding
+from auditkit.errors import AuditError, defect
 
 MAX_JSON_DEPTH = 64
 MAX_INT_DIGITS = 64
@@ -45,20 +44,6 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-
-class PackageDefect(AuditError):
-    """A read refused because the package itself is defective (a finding, exit 1)."""
-
-    def __init__(self, finding: Finding):
-        super().__init__(f"{finding.path}: {finding.message}", path=finding.path, hint=finding.hint or None)
-        self.finding = finding
-
-
-def defect(path: str, code: str, message: str, *, location: str = "", expected: str = "", found: str = "",
-           hint: str = "") -> PackageDefect:
-    return PackageDefect(Finding(path=path, code=code, location=location, expected=expected, found=found,
-                                 message=message, hint=hint))
 
 
 # --- paths ---------------------------------------------------------------------
