@@ -8,8 +8,9 @@ every value; for such documents it is the same as RFC 8785).
 
 from __future__ import annotations
 
-import hashlib
 import json
+
+from auditkit.package.hashing import sha256_bytes as sha256_hex  # the one sha256 of bytes (hex)
 
 
 def canonical_json(doc) -> bytes:
@@ -30,10 +31,6 @@ def _no_floats(doc) -> None:
     elif isinstance(doc, (list, tuple)):
         for v in doc:
             _no_floats(v)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def row_hash(row: dict) -> str:
