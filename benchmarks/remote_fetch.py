@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fixtures.httpserve import PackageServer  # noqa: E402
 
-from auditkit.package.remote import Cache, Limits, fetch_package  # noqa: E402
+from auditkit.package.fetchcache import Cache, Limits  # noqa: E402
+from auditkit.package.remote import fetch_package  # noqa: E402
 
 
 def baseline(url: str, entries: list[dict], work: Path) -> int:

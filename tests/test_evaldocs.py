@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from auditkit.cli import cli
 from auditkit.package.evaldocs import docs_val_bpb, parse_eval_docs
 from auditkit.package.manifest import build_manifest
-from auditkit.package.store import PackageDefect
+from auditkit.errors import PackageDefect
 from auditkit.gates.replay import write_decision
 from fixtures.synth import DECIDED_AT, make_package
 

@@ -98,7 +98,7 @@ def test_a_read_only_target_is_a_usage_error_with_a_hint(tmp_path, monkeypatch):
 def test_a_full_disk_while_deciding_is_a_usage_error(tmp_path, monkeypatch):
     import shutil
 
-    import auditkit.package.store as store
+    import auditkit.package.atomic as store
 
     pkg = tmp_path / "pkg"
     shutil.copytree(PKG, pkg)

@@ -543,7 +543,7 @@ def test_the_byte_comparison_agrees_with_the_canonical_writer():
     import random
 
     from auditkit.gates.replay import _canonical_meta, _is_canonical_form
-    from auditkit.package.store import canonical_json_bytes
+    from auditkit.package.canonical import canonical_json_bytes
 
     rnd = random.Random(11)
     for _ in range(150):

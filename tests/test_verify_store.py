@@ -253,6 +253,7 @@ NUMBER = st.builds(
 def test_strict_json_numbers_are_read_as_the_hooks_read_them(number, key):
     import json as json_mod
 
+    from auditkit.errors import PackageDefect
     from auditkit.package import store
 
     text = f'{{"{key}": [{number}, "{number}"]}}'
@@ -265,6 +266,6 @@ def test_strict_json_numbers_are_read_as_the_hooks_read_them(number, key):
         want = ("finding", "json-invalid")        # e.g. an integer beyond Python's digit limit
     try:
         got = ("value", store.loads_strict(text.encode(), "x.json"))
-    except store.PackageDefect as exc:
+    except PackageDefect as exc:
         got = ("finding", exc.finding.code)
     assert got == want

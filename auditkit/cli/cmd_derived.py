@@ -14,7 +14,7 @@ from auditkit.cli.render import counterfactual_table
 from auditkit.derived.output import stale_manifest
 from auditkit.errors import AuditError
 from auditkit.findings import Report
-from auditkit.package.store import PackageDefect
+from auditkit.errors import PackageDefect
 
 
 def _defect(command: str, package, exc: PackageDefect, fmt: str) -> None:

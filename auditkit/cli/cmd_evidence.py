@@ -24,7 +24,7 @@ def evidence_options(f):
 
 
 def trust_from(trusted_tsa, trusted_keys, system_trust):
-    from auditkit.evidence.level import Trust
+    from auditkit.evidence.model import Trust
 
     return Trust.from_files(list(trusted_tsa), list(trusted_keys), system_store=system_trust)
 

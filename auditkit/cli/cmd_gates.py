@@ -21,7 +21,7 @@ from auditkit.errors import AuditError
 def decide_cmd(gate, package, package_opt, force) -> None:
     """Decide GATE from the package's frozen rules and raw rows; write analysis/GATE_decision.json."""
     from auditkit.gates.replay import write_decision
-    from auditkit.package.store import utc_now
+    from auditkit.clock import utc_now
 
     with package_source(package, package_opt) as src:
         if src.kind != "directory":

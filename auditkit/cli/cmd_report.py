@@ -65,7 +65,7 @@ def report_cmd(package, package_opt, out, page_format, claims_path, no_figures, 
 def _report_page(package, out, page_format, claims_path, no_figures, force, trusted_tsa, trusted_keys, system_trust,
                  require) -> None:
     from auditkit.cli.outfile import check_out_file
-    from auditkit.package.store import utc_now
+    from auditkit.clock import utc_now
     from auditkit.package.writes import refuse_inside, write_file
     from auditkit.report.build import build_report
     from auditkit.report.html import render_html

@@ -35,7 +35,7 @@ def review_cmd(package, package_opt, report_dir, force, no_figures, as_json, tru
                 if dest == root or root in dest.parents:
                     raise AuditError("the report would be written into the package", path=report_dir,
                                      hint="write it outside the package: auditkit never writes into what it checks")
-            from auditkit.package.store import utc_now
+            from auditkit.clock import utc_now
             from auditkit.report.review import render_review, review_package, write_review
 
             data = review_package(src, figures=not no_figures, trust=trust_from(trusted_tsa, trusted_keys,

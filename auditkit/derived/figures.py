@@ -35,8 +35,9 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.derived.output import Written, check_report, output_dir, write_outputs
-from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, defect, loads_strict,
-                                    open_package)
+from auditkit.package.canonical import canonical_json_bytes
+from auditkit.errors import PackageDefect, defect
+from auditkit.package.store import PackageStore, loads_strict, open_package
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
 from auditkit.study.spec import load_package_protocol

@@ -17,7 +17,8 @@ from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.findings import Report
-from auditkit.package.store import PackageDefect, PackageStore, open_package
+from auditkit.errors import PackageDefect
+from auditkit.package.store import PackageStore, open_package
 from auditkit.package.writes import write_files
 
 MANIFEST_JSON = "MANIFEST.json"

@@ -40,8 +40,9 @@ import pandas as pd
 
 from auditkit.errors import AuditError
 from auditkit.derived.output import Written, check_report, output_dir, write_outputs
-from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, decode_utf8,
-                                    defect, open_package)
+from auditkit.package.canonical import canonical_json_bytes
+from auditkit.errors import PackageDefect, defect
+from auditkit.package.store import PackageStore, decode_utf8, open_package
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
 from auditkit.study.spec import Protocol, Stage, load_package_protocol

@@ -30,8 +30,9 @@ from auditkit.findings import Finding, Report, json_location
 from auditkit.gates.engine import Decision, DuplicateRowError, chain_bound, decide_columns, validate_rules
 from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
-from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, decode_utf8,
-                                    defect, loads_strict, open_package)
+from auditkit.package.canonical import canonical_json_bytes
+from auditkit.errors import PackageDefect, defect
+from auditkit.package.store import PackageStore, decode_utf8, loads_strict, open_package
 from auditkit.study.spec import Protocol, load_package_protocol
 
 TOLERANCE = 1e-9

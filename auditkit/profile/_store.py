@@ -17,7 +17,8 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding
-from auditkit.package.store import PackageDefect, PackageStore, loads_strict, unsafe_reason
+from auditkit.errors import PackageDefect
+from auditkit.package.store import PackageStore, loads_strict, unsafe_reason
 
 CHUNK = 1 << 20
 

@@ -256,7 +256,7 @@ def replay_profiled(package: str | Path, profile: str | Path | Profile, gate: st
 def require_findings(view: PackageView, required, gate: str | None = None) -> list[Finding]:
     """`evidence-below-required` (the code `auditkit.evidence` uses) for each gate and each level
     it cannot meet: read through a profile, a gate has at most `asserted` — a date in its prose."""
-    from auditkit.evidence.level import REQUIREMENTS
+    from auditkit.evidence.model import REQUIREMENTS
 
     unknown = [r for r in required if r not in REQUIREMENTS]
     if unknown:

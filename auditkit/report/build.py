@@ -218,7 +218,7 @@ def _describe(evidence: dict | None) -> str:
     if not evidence:
         return ""
     try:
-        from auditkit.evidence.level import describe
+        from auditkit.evidence.require import describe
 
         return describe(evidence)
     except (ImportError, KeyError, TypeError, ValueError):

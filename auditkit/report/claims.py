@@ -86,7 +86,8 @@ def load_claims(path: str | Path) -> dict:
     no duplicate key, no number that overflows, no NaN) and schema-checked. Raises AuditError (could
     not check) naming every problem: missing, a link or FIFO, unreadable, not strict JSON, not valid
     against `claims.schema.json`, repeated ids."""
-    from auditkit.package.store import PackageDefect, PackageStore, loads_strict
+    from auditkit.errors import PackageDefect
+    from auditkit.package.store import PackageStore, loads_strict
 
     path = Path(path)
     try:

@@ -106,7 +106,7 @@ def write_review(data: dict, dest: str | Path, *, force: bool = False, page: str
     when one exists and not `force`. Written atomically; nothing else is touched."""
     import json
 
-    from auditkit.package.store import atomic_write_text
+    from auditkit.package.atomic import atomic_write_text
     from auditkit.report.html import render_html
     from auditkit.report.markdown import render_markdown
 

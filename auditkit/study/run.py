@@ -36,8 +36,10 @@ from typing import Callable
 
 from auditkit.errors import AuditError
 from auditkit.evidence.seeds import anchored_seed
-from auditkit.package.store import (PackageStore, atomic_write_bytes, canonical_json_bytes as json_bytes,
-                                    create_exclusive, decode_utf8, loads_strict, remove_stale_temporaries, utc_now)
+from auditkit.clock import utc_now
+from auditkit.package.atomic import atomic_write_bytes, create_exclusive, remove_stale_temporaries
+from auditkit.package.canonical import canonical_json_bytes as json_bytes
+from auditkit.package.store import PackageStore, decode_utf8, loads_strict
 from auditkit.package.writes import write_files
 from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecutor
 from auditkit.study.signals import critical
@@ -895,7 +897,8 @@ class _MergePlan:
 def _run_rows(data: bytes, where: str) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of a run CSV to merge; AuditError naming the file when it is not UTF-8 CSV
     with a run_id column."""
-    from auditkit.package.store import PackageDefect, decode_utf8
+    from auditkit.errors import PackageDefect
+    from auditkit.package.store import decode_utf8
 
     try:
         text = decode_utf8(data, where)
@@ -910,7 +913,8 @@ def _run_rows(data: bytes, where: str) -> tuple[list[str], list[dict[str, str]]]
 
 def _stamped_object(data: bytes, where: str, key: str) -> dict:
     """A rules or decision document to merge: a strict JSON object whose `key` is a string."""
-    from auditkit.package.store import PackageDefect, loads_strict
+    from auditkit.errors import PackageDefect
+    from auditkit.package.store import loads_strict
 
     try:
         doc = loads_strict(data, where)

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 from auditkit.errors import AuditError
-from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
+from auditkit.clock import utc_now
+from auditkit.package.atomic import atomic_write_bytes
+from auditkit.package.canonical import canonical_json_bytes
 from auditkit.study.signals import critical
 from auditkit.study.spec import Budget
 from auditkit.package.rows import EVAL_COLUMNS, EVAL_DOCS_COLUMNS, RUN_COLUMNS, format_float

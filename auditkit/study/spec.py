@@ -14,7 +14,8 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.package.schemas import schema_errors
-from auditkit.package.store import PackageStore, defect
+from auditkit.errors import defect
+from auditkit.package.store import PackageStore
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,8 @@ def package_data_reader(package, files):
     else the working directory's (where the run read it).  One reader per verify run (it keys
     the cache of evaluation sets)."""
     root = Path(package)
-    from auditkit.package.store import PackageDefect, PackageStore
+    from auditkit.errors import PackageDefect
+    from auditkit.package.store import PackageStore
 
     store = PackageStore(root) if root.is_dir() else None
 

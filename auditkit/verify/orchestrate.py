@@ -74,7 +74,7 @@ def _refuse_an_archive_that_holds_no_package(path, scan: PackageScan) -> None:
                          "or in a directory below it (an e-print's anc/)", path=str(path),
                          hint="give the archive of a package, or the package directory itself")
     if Path(path).is_file():      # an archive in its authors' layout: refused with the profile command
-        from auditkit.package.source import refuse_foreign_documents
+        from auditkit.package.locate import refuse_foreign_documents
 
         manifest = scan.files.get(MANIFEST_JSON)
         refuse_foreign_documents(str(path), str(path), None if manifest is None else manifest.content,

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Mapping
 from auditkit.findings import Finding, row_location
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, Entry, root_hash
 from auditkit.package.rows import RUN_COLUMNS, parse_run_csv_path
-from auditkit.package.scan import FileScan, PackageScan, unsafe_reason
-from auditkit.package.store import PackageDefect, decode_utf8, loads_strict, parse_csv
+from auditkit.package.scanned import FileScan, PackageScan, unsafe_reason
+from auditkit.errors import PackageDefect
+from auditkit.package.store import decode_utf8, loads_strict, parse_csv
 
 if TYPE_CHECKING:  # jsonschema (under auditkit.package.schemas) is imported beside the readers, not before them
     from auditkit.package.schemas import SchemaViolation
@@ -87,7 +88,7 @@ class Table:
 
 
 def _too_large(rel: str, fs: FileScan) -> Finding:
-    from auditkit.package import scan
+    from auditkit.package import scanned as scan
 
     return finding(rel, "document-too-large", "", f"at most {scan.DOC_CAP} bytes", f"{fs.bytes} bytes",
                    "a JSON or CSV document this large is not parsed; its content is unchecked")

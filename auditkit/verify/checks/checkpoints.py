@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from auditkit.findings import Finding, row_location
-from auditkit.package.checkpoint import architecture_problems, expected_num_params
+from auditkit.package.checkpoint_arch import architecture_problems, expected_num_params
 from auditkit.package.rows import RNG_SEED_COLUMN
 from auditkit.verify.view import PackageView, finding
 

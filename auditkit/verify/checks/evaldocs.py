@@ -11,7 +11,7 @@ from typing import Iterator
 
 from auditkit.findings import Finding
 from auditkit.package.evaldocs import docs_tolerance, docs_val_bpb, parse_eval_docs
-from auditkit.package.store import PackageDefect
+from auditkit.errors import PackageDefect
 from auditkit.verify.checks import manifest as manifest_check
 from auditkit.verify.view import PackageView
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from auditkit.findings import Finding
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, Entry, root_hash
-from auditkit.package.scan import printable_name, unsafe_reason
+from auditkit.package.scanned import printable_name, unsafe_reason
 from auditkit.verify.view import PackageView, finding
 
 
