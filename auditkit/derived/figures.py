@@ -39,7 +39,7 @@ from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_
                                     open_package)
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
-from auditkit.study.spec import load_package_protocol
+from auditkit.package.protocol import load_package_protocol
 from auditkit.package.rows import RunRow, parse_run_csv_path
 
 FIGURE_MANIFEST = "figure_manifest.json"

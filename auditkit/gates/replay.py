@@ -32,7 +32,7 @@ from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
 from auditkit.package.store import (PackageDefect, PackageStore, canonical_json_bytes, decode_utf8,
                                     defect, loads_strict, open_package)
-from auditkit.study.spec import Protocol, load_package_protocol
+from auditkit.package.protocol import Protocol, load_package_protocol
 
 TOLERANCE = 1e-9
 ROW_COLUMNS = ("host", "stage", "seed", "config_id", "status", "started_at")

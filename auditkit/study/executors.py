@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 from auditkit.errors import AuditError
-from auditkit.study.spec import Budget
+from auditkit.package.protocol import Budget
 
 
 @dataclass(frozen=True)

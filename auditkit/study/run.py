@@ -43,7 +43,8 @@ from auditkit.study.executors import CellResult, CellTask, Executor, LocalExecut
 from auditkit.study.signals import critical
 from auditkit.package.hashing import sha256_bytes
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON, build_manifest, manifest_entries, manifest_json_text
-from auditkit.study.spec import Manifest, Protocol, Stage, anchor_gate, load_manifest
+from auditkit.package.protocol import Protocol, Stage
+from auditkit.study.spec import Manifest, anchor_gate, load_manifest
 from auditkit.package.rows import read_csv_text, RNG_SEED_COLUMN, run_csv_path, run_header, write_csv_text
 
 EXIT_WAITING = 3

@@ -20,7 +20,7 @@ from typing import Callable
 from auditkit.errors import AuditError
 from auditkit.package.store import atomic_write_bytes, canonical_json_bytes, utc_now
 from auditkit.study.signals import critical
-from auditkit.study.spec import Budget
+from auditkit.package.protocol import Budget
 from auditkit.package.rows import EVAL_COLUMNS, EVAL_DOCS_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.package.schemas import schema_errors
 
