@@ -11,8 +11,9 @@ import pytest
 from auditkit.errors import AuditError
 from auditkit.study.executors import CellResult
 from auditkit.study.spec import load_manifest
-from auditkit.study.run import (create_exclusive, merge_packages, remove_stale_temporaries,
-                                   run_protocol)
+from auditkit.package.store import create_exclusive, remove_stale_temporaries
+from auditkit.study.merge import merge_packages
+from auditkit.study.run import run_protocol
 from auditkit.package.rows import read_csv_text
 from fixtures.protofakes import FakeExecutor
 
