@@ -332,3 +332,26 @@ def test_a_manifest_claims_file_ships_as_claims_json_and_the_study_s_own_as_obse
     with pytest.raises(AuditError, match="claims file"):
         run_protocol(load_manifest(tmp_path / "bad.toml"), tmp_path / "pkg2", ["windows", "linux"],
                      executor=FakeExecutor())
+
+
+def test_budget_left_is_told_in_steps_for_step_budgets(manifest, tmp_path):
+    said = []
+    assert run(manifest, tmp_path / "pkg", log=said.append).complete
+    # smoke: 5 candidates x 1 seed x 2 hosts x 2 steps; screen: 5 x 2 x 2 x 5; final: top_k 3 x 2 x 2 x 20
+    assert "stage smoke (2steps): 10 cell(s) to run; 360 steps of budget left in the protocol" in said
+    assert "stage screen (5steps): 20 cell(s) to run; 340 steps of budget left in the protocol" in said
+    cells = [line for line in said if line.startswith("  [smoke 1/10]")]
+    assert len(cells) == 1 and cells[0].endswith("(358 steps of budget left)")
+    budget_lines = [line for line in said if "of budget left" in line]
+    assert budget_lines and not [line for line in budget_lines if " min" in line]
+
+
+def test_budget_left_text_keeps_minutes_for_time_budgets_and_names_both_units_when_mixed():
+    from auditkit.study.run import BudgetLeft
+
+    assert BudgetLeft(seconds=90).text() == "about 1.5 min"
+    assert BudgetLeft(seconds=90).text(approx="~") == "~1.5 min"
+    assert BudgetLeft().text() == "about 0.0 min" and not BudgetLeft()
+    assert BudgetLeft(steps=600).text() == "600 steps"
+    assert BudgetLeft(seconds=60, steps=40).text() == "about 1.0 min and 40 steps"
+    assert BudgetLeft(seconds=60, steps=40) - BudgetLeft(seconds=90, steps=10) == BudgetLeft(0.0, 30.0)

@@ -49,8 +49,37 @@ def _error_line(text, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def planned_seconds(stage: Stage, n_cells: int) -> float:
-    return stage.budget.value * n_cells if stage.budget.kind == "seconds" else 0.0
+@dataclass(frozen=True)
+class BudgetLeft:
+    """Planned budget of cells still to run: training seconds and training steps, kept apart
+    (a protocol may mix stages budgeted in time with stages budgeted in steps)."""
+
+    seconds: float = 0.0
+    steps: float = 0.0
+
+    def __add__(self, other: BudgetLeft) -> BudgetLeft:
+        return BudgetLeft(self.seconds + other.seconds, self.steps + other.steps)
+
+    def __sub__(self, other: BudgetLeft) -> BudgetLeft:
+        return BudgetLeft(max(0.0, self.seconds - other.seconds), max(0.0, self.steps - other.steps))
+
+    def __bool__(self) -> bool:
+        return bool(self.seconds or self.steps)
+
+    def text(self, *, approx: str = "about ") -> str:
+        """'about 1.5 min', '600 steps' or 'about 1.5 min and 600 steps' (no budget: 'about 0.0 min')."""
+        parts = []
+        if self.seconds or not self.steps:
+            parts.append(f"{approx}{self.seconds / 60:.1f} min")
+        if self.steps:
+            parts.append(f"{self.steps:.0f} steps")
+        return " and ".join(parts)
+
+
+def planned_budget(stage: Stage, n_cells: int) -> BudgetLeft:
+    """The budget `n_cells` cells of `stage` are planned to spend, in the stage's own unit."""
+    amount = stage.budget.value * n_cells
+    return BudgetLeft(seconds=amount) if stage.budget.kind == "seconds" else BudgetLeft(steps=amount)
 
 
 @dataclass
@@ -126,12 +155,12 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
                         device=profile.get("device", "cpu"), threads=int(profile.get("threads", 1)),
                         timeout=_timeout(stage, manifest), settings=host_settings(manifest, host),
                         rng_seed=None if anchor is None else anchored_seed(anchor, stage.stage, seed)))
-        left = planned_seconds(stage, len(tasks)) + sum(
-            planned_seconds(s, len(s.seeds) * len([h for h in hosts if h in s.hosts]) *
-                            _count_hint(study, s)) for s in proto.stages[si + 1:])
+        left = planned_budget(stage, len(tasks)) + sum(
+            (planned_budget(s, len(s.seeds) * len([h for h in hosts if h in s.hosts]) * _count_hint(study, s))
+             for s in proto.stages[si + 1:]), BudgetLeft())
         if tasks:
             log(f"stage {stage.stage} ({stage.budget.label()}): {len(tasks)} cell(s) to run; "
-                f"about {left / 60:.1f} min of budget left in the protocol")
+                f"{left.text()} of budget left in the protocol")
         failures = []
         if tasks:
             study.snapshot_source()  # the source that runs these cells (never rewritten once there)
@@ -141,14 +170,14 @@ def run_protocol(manifest: Manifest, out: Path, hosts: list[str], *, executor: E
         for i, result in enumerate(_closing_iter(executor.run(tasks)), 1):
             row = study.land(result)
             cells_run += 1
-            remaining = max(0.0, left - planned_seconds(stage, i))
+            remaining = left - planned_budget(stage, i)
             why = ""
             if row["status"] != "ok":
                 failures.append(_error_line(result.summary.get("error")))
                 why = f" ({failures[-1]})" if failures[-1] else ""
             log(f"  [{stage.stage} {i}/{len(tasks)}] {result.task.host} {result.task.config_id} "
                 f"seed {result.task.seed}: {row['status']} val_bpb={row['val_bpb'] or '-'}{why}"
-                + (f"  (~{remaining / 60:.1f} min of budget left)" if remaining else ""))
+                + (f"  ({remaining.text(approx='~')} of budget left)" if remaining else ""))
         if tasks and len(failures) == len(tasks) and len(tasks) > 1:
             # every cell failing is the environment, not the candidates: stop before a
             # gate decides on nothing and the next stages train nobody
