@@ -93,6 +93,9 @@ def scratch_root(tmp: str | Path | None = None) -> Path:
                 os.close(fd)
             if not os.path.lexists(root):
                 try:
+                    # TODO(issue 23, store): call package/'s one atomic-rename primitive here once it
+                    # exists (a directory renamed into place, refusing a non-empty target), instead of
+                    # a second rename site in the library
                     os.rename(staging, root)   # fails on a non-empty root another auditkit made meanwhile
                 except OSError:
                     pass
