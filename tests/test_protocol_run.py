@@ -355,3 +355,12 @@ def test_budget_left_text_keeps_minutes_for_time_budgets_and_names_both_units_wh
     assert BudgetLeft(steps=600).text() == "600 steps"
     assert BudgetLeft(seconds=60, steps=40).text() == "about 1.0 min and 40 steps"
     assert BudgetLeft(seconds=60, steps=40) - BudgetLeft(seconds=90, steps=10) == BudgetLeft(0.0, 30.0)
+
+
+def test_the_study_directory_takes_its_clock(manifest, tmp_path):
+    from auditkit.study.writer import StudyDir
+
+    study = StudyDir(manifest, tmp_path / "pkg", clock=lambda: "2030-01-02T03:04:05.000000Z")
+    study.init()
+    study.freeze("g1")
+    assert json.loads(study.rules_path("g1").read_text())["frozen_at"] == "2030-01-02T03:04:05.000000Z"

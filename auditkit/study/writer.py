@@ -50,6 +50,7 @@ class StudyDir:
     log: Callable[[str], None] = field(default=lambda msg: None)
     evidence: object | None = None  # an auditkit.evidence.record.Recorder, when evidence is recorded
     wrote: bool = False  # this invocation added evidence (a row, rules, a decision, a base file)
+    clock: Callable[[], str] = utc_now  # frozen_at and decided_at (as evidence.record.Recorder takes clock=)
 
     @property
     def protocol(self) -> Protocol:
@@ -192,7 +193,7 @@ class StudyDir:
         if path.exists():
             self._record_freeze(gate)  # a run that crashed between the rules and their evidence
             return
-        doc = {"schema": "auditkit/rules/v1", "gate": gate, "frozen_at": utc_now(), **self.manifest.rules[gate]}
+        doc = {"schema": "auditkit/rules/v1", "gate": gate, "frozen_at": self.clock(), **self.manifest.rules[gate]}
         from auditkit.gates.engine import validate_rules
 
         bad = validate_rules(doc, str(path), known_configs=set(self.matrix_rows()))
@@ -239,7 +240,7 @@ class StudyDir:
             return False
         from auditkit.gates.replay import decide_gate
 
-        doc = decide_gate(self.out, gate, decided_at=utc_now())
+        doc = decide_gate(self.out, gate, decided_at=self.clock())
         if create_exclusive(path, json_bytes(doc)):
             self.wrote = True
             self.log(f"decided gate {gate}: promoted {', '.join(doc['promoted'])}")
