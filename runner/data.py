@@ -26,7 +26,7 @@ is known for text.
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 
 try:
+    from .files import atomic_write, cache_dir
     from .tokenizer import DEFAULT_VOCAB, Tokenizer, bpe_tokenizer, byte_tokenizer
 except ImportError:  # run as a script from runner/
+    from files import atomic_write, cache_dir
     from tokenizer import DEFAULT_VOCAB, Tokenizer, bpe_tokenizer, byte_tokenizer
 
 DEFAULT_DATA = "markov:seed=0"
@@ -275,10 +277,6 @@ class MarkovChain:
         return np.frombuffer(bytes(out[:n_bytes]), dtype=np.uint8).copy()
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("AUDITKIT_CACHE", Path.home() / ".cache" / "auditkit"))
-
-
 def read_documents(kind: str, paths: list[str], read=None) -> list[bytes]:
     """The documents of text or parquet files. Raises ValueError naming the file at fault.
 
@@ -324,16 +322,16 @@ def load_corpus(spec: str = DEFAULT_DATA, tokenizer: str = "auto", vocab_size: i
         # Keyed by this file's source too, so an edited generator never reads a stale cache.
         code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
         key = hashlib.sha256(f"{spec}|{train_bytes}|{val_bytes}|{code}".encode()).hexdigest()[:16]
-        cache = _cache_dir() / f"markov-{key}.npy"
+        cache = cache_dir() / f"markov-{key}.npy"
         try:
             both = np.load(cache)
         except (OSError, ValueError):
             both = np.concatenate([chain.generate(train_bytes, seed * 2 + 1), chain.generate(val_bytes, seed * 2 + 2)])
             try:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_name(f".{cache.name}.{os.getpid()}.npy")
-                np.save(tmp, both)
-                os.replace(tmp, cache)
+                npy = io.BytesIO()
+                np.save(npy, both)
+                atomic_write(cache, npy.getvalue())
             except OSError:
                 pass
         train, val = both[:train_bytes].tobytes(), both[train_bytes:].tobytes()

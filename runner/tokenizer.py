@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+try:
+    from .files import atomic_write, cache_dir
+except ImportError:  # run as a script from runner/
+    from files import atomic_write, cache_dir
 
 SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
                  r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
@@ -55,7 +59,7 @@ def byte_tokenizer() -> Tokenizer:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("AUDITKIT_CACHE", Path.home() / ".cache" / "auditkit")) / "tokenizers"
+    return cache_dir() / "tokenizers"
 
 
 def bpe_tokenizer(train_docs: list[bytes], vocab_size: int = DEFAULT_VOCAB) -> Tokenizer:
@@ -109,9 +113,7 @@ def _read_ranks(path: Path) -> dict[bytes, int]:
 def _write_ranks(path: Path, ranks: dict[bytes, int]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n"
-                               for t, r in sorted(ranks.items(), key=lambda kv: kv[1])), "ascii")
-        os.replace(tmp, path)
+        atomic_write(path, "".join(f"{base64.b64encode(t).decode()} {r}\n"
+                                   for t, r in sorted(ranks.items(), key=lambda kv: kv[1])).encode("ascii"))
     except OSError:
         pass  # an unwritable cache only costs a retraining next time

@@ -26,7 +26,6 @@ import gc
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 import traceback
@@ -38,12 +37,14 @@ if __package__ in (None, ""):  # run as a script: make the sibling modules impor
     from arch import model_config_from_row, num_params, runner_tree_sha256  # noqa: E402
     from data import DEFAULT_DATA, load_corpus  # noqa: E402
     from evaluation import make_eval_set  # noqa: E402
+    from files import atomic_write, cache_dir  # noqa: E402
     from packing import make_packer  # noqa: E402
     from tokenizer import DEFAULT_VOCAB  # noqa: E402
 else:
     from .arch import model_config_from_row, num_params, runner_tree_sha256
     from .data import DEFAULT_DATA, load_corpus
     from .evaluation import make_eval_set
+    from .files import atomic_write, cache_dir
     from .packing import make_packer
     from .tokenizer import DEFAULT_VOCAB
 
@@ -109,15 +110,6 @@ def read_matrix_row(path: str, config_id: str) -> dict:
     raise ValueError(f"{path}: no row with config_id {config_id!r}")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def keep_freed_memory() -> None:
     """Let glibc keep freed memory for reuse, as a caching allocator would, instead of giving
     every large block back to the system: otherwise each activation of a CPU step is a fresh
@@ -150,12 +142,8 @@ def floor_for(corpus, es) -> float | None:
     """The exact floor under this evaluation (Markov corpus read as bytes), cached on disk; else None."""
     if corpus.chain is None or corpus.tokenizer.name != "bytes":
         return None
-    try:
-        from .data import _cache_dir
-    except ImportError:
-        from data import _cache_dir
     key = hashlib.sha256(f"{corpus.spec}|{es.sha256}|{es.seq_len}|{FLOOR_VERSION}".encode()).hexdigest()[:24]
-    path = _cache_dir() / f"floor-{key}.json"
+    path = cache_dir() / f"floor-{key}.json"
     try:
         return float(json.loads(path.read_text())["floor_bpb"])
     except (OSError, ValueError, KeyError):

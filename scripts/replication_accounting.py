@@ -25,7 +25,7 @@ from pathlib import Path
 
 def accounting(pkg: Path) -> dict:
     from auditkit.package.rows import read_csv_text
-    from auditkit.study.spec import protocol_from_dict
+    from auditkit.package.protocol import protocol_from_dict
 
     proto = protocol_from_dict(json.loads((pkg / "protocol.json").read_text("utf-8")), "protocol.json")
     threads = {}

@@ -12,7 +12,8 @@ import pytest
 from auditkit.study.dask_executor import DaskExecutor, slot_for, workers_for_host
 from auditkit.errors import AuditError
 from auditkit.study.executors import CellTask
-from auditkit.study.spec import Budget, load_manifest
+from auditkit.package.protocol import Budget
+from auditkit.study.spec import load_manifest
 from auditkit.study.run import run_protocol
 
 REPO = Path(__file__).resolve().parents[1]

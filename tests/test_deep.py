@@ -7,7 +7,7 @@ import json
 import pytest
 
 from auditkit.verify.deep import checkpoint_metadata, reevaluate_checkpoint
-from auditkit.study.spec import Budget
+from auditkit.package.protocol import Budget
 from auditkit.study.runs import run_cell, summary_to_row
 
 TINY = {"config_id": "tiny", "role": "screened", "depth": "1", "aspect_ratio": "32", "head_dim": "16",

@@ -174,7 +174,8 @@ def test_manifest_setting_is_checked(tmp_path, anchored, setting, message):
 
 
 def test_without_the_setting_the_protocol_is_v1(tmp_path):
-    from auditkit.study.spec import load_manifest, protocol_from_dict
+    from auditkit.package.protocol import protocol_from_dict
+    from auditkit.study.spec import load_manifest
 
     proto = load_manifest(smoke_manifest(tmp_path, None)).protocol
     assert not any(s.anchored for s in proto.stages)
@@ -196,7 +197,7 @@ def test_runner_trains_with_the_anchored_seed_and_records_it(tmp_path):
 
     from auditkit.runner.train import main as runner_main
     from auditkit.study.executors import CellTask, execute_cell
-    from auditkit.study.spec import Budget
+    from auditkit.package.protocol import Budget
 
     row = {"config_id": "tiny", "depth": "1", "aspect_ratio": "32", "head_dim": "16", "seq_len": "64",
            "total_batch_size": "512", "device_batch_size": "8"}

@@ -11,8 +11,9 @@ import pytest
 from auditkit.errors import AuditError
 from auditkit.study.executors import CellResult
 from auditkit.study.spec import load_manifest
-from auditkit.study.run import (create_exclusive, merge_packages, remove_stale_temporaries,
-                                   run_protocol)
+from auditkit.package.atomic import create_exclusive, remove_stale_temporaries
+from auditkit.study.merge import merge_packages
+from auditkit.study.run import run_protocol
 from auditkit.package.rows import read_csv_text
 from fixtures.protofakes import FakeExecutor
 
@@ -331,3 +332,35 @@ def test_a_manifest_claims_file_ships_as_claims_json_and_the_study_s_own_as_obse
     with pytest.raises(AuditError, match="claims file"):
         run_protocol(load_manifest(tmp_path / "bad.toml"), tmp_path / "pkg2", ["windows", "linux"],
                      executor=FakeExecutor())
+
+
+def test_budget_left_is_told_in_steps_for_step_budgets(manifest, tmp_path):
+    said = []
+    assert run(manifest, tmp_path / "pkg", log=said.append).complete
+    # smoke: 5 candidates x 1 seed x 2 hosts x 2 steps; screen: 5 x 2 x 2 x 5; final: top_k 3 x 2 x 2 x 20
+    assert "stage smoke (2steps): 10 cell(s) to run; 360 steps of budget left in the protocol" in said
+    assert "stage screen (5steps): 20 cell(s) to run; 340 steps of budget left in the protocol" in said
+    cells = [line for line in said if line.startswith("  [smoke 1/10]")]
+    assert len(cells) == 1 and cells[0].endswith("(358 steps of budget left)")
+    budget_lines = [line for line in said if "of budget left" in line]
+    assert budget_lines and not [line for line in budget_lines if " min" in line]
+
+
+def test_budget_left_text_keeps_minutes_for_time_budgets_and_names_both_units_when_mixed():
+    from auditkit.study.run import BudgetLeft
+
+    assert BudgetLeft(seconds=90).text() == "about 1.5 min"
+    assert BudgetLeft(seconds=90).text(approx="~") == "~1.5 min"
+    assert BudgetLeft().text() == "about 0.0 min" and not BudgetLeft()
+    assert BudgetLeft(steps=600).text() == "600 steps"
+    assert BudgetLeft(seconds=60, steps=40).text() == "about 1.0 min and 40 steps"
+    assert BudgetLeft(seconds=60, steps=40) - BudgetLeft(seconds=90, steps=10) == BudgetLeft(0.0, 30.0)
+
+
+def test_the_study_directory_takes_its_clock(manifest, tmp_path):
+    from auditkit.study.writer import StudyDir
+
+    study = StudyDir(manifest, tmp_path / "pkg", clock=lambda: "2030-01-02T03:04:05.000000Z")
+    study.init()
+    study.freeze("g1")
+    assert json.loads(study.rules_path("g1").read_text())["frozen_at"] == "2030-01-02T03:04:05.000000Z"

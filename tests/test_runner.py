@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from auditkit.package.hashing import sha256_file
-from auditkit.study.spec import Budget
+from auditkit.package.protocol import Budget
 from auditkit.runner.arch import expected_tensors, model_config_from_row, num_params, runner_tree_sha256
 from auditkit.evalproto import gate_eval_findings
 from auditkit.study.runs import run_cell, summary_to_row

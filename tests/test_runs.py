@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from auditkit.cli import cli
 from auditkit.errors import AuditError
-from auditkit.study.spec import Budget
+from auditkit.package.protocol import Budget
 from auditkit.package.rows import EVAL_COLUMNS, RUN_COLUMNS
 from auditkit.study.runs import parse_budget, run_cell, summary_to_row
 from auditkit.package.schemas import schema_errors

@@ -15,7 +15,8 @@ from auditkit.cli import cli
 from auditkit.errors import AuditError
 from auditkit.gates.replay import write_decision
 from auditkit.package.manifest import manifest_entries, root_hash
-from auditkit.study.run import merge_packages, run_protocol
+from auditkit.study.merge import merge_packages
+from auditkit.study.run import run_protocol
 from auditkit.study.spec import load_manifest
 from fixtures.protofakes import FakeExecutor
 from test_protocol_run import MATRIX, TOML
@@ -143,7 +144,7 @@ def test_a_finished_package_is_left_as_it_is(fake_manifest, finished):
 
 
 def test_finalizing_again_to_other_bytes_is_refused(fake_manifest, finished, monkeypatch):
-    import auditkit.study.run as run_mod
+    import auditkit.study.finalize as run_mod
 
     before = snapshot(finished)
     # newer code: finalizing now would write another README.txt

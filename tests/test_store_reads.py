@@ -46,11 +46,11 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/study/spec.py", "path.read_text"): (1, USER_INPUT),
     ("auditkit/study/spec.py", "tomllib.loads"): (1, USER_INPUT),
     ("auditkit/study/run.py", "manifest.matrix_file.read_text"): (1, USER_INPUT),
-    ("auditkit/study/run.py", "self.manifest.matrix_file.read_bytes"): (1, USER_INPUT),
-    ("auditkit/study/run.py", "src.read_bytes"): (1, USER_INPUT + " (the data file carried into the package)"),
-    ("auditkit/study/run.py", "src.glob"): (1, "auditkit's own runner source, snapshot into the package"),
-    ("auditkit/study/run.py", "p.read_bytes"): (1, "auditkit's own runner source, snapshot into the package"),
-    ("auditkit/study/run.py", "path.read_bytes"): (1, USER_INPUT + " (the manifest's claims file)"),
+    ("auditkit/study/writer.py", "self.manifest.matrix_file.read_bytes"): (1, USER_INPUT),
+    ("auditkit/study/writer.py", "src.read_bytes"): (1, USER_INPUT + " (the data file carried into the package)"),
+    ("auditkit/study/writer.py", "src.glob"): (1, "auditkit's own runner source, snapshot into the package"),
+    ("auditkit/study/writer.py", "p.read_bytes"): (1, "auditkit's own runner source, snapshot into the package"),
+    ("auditkit/study/finalize.py", "path.read_bytes"): (1, USER_INPUT + " (the manifest's claims file)"),
     ("auditkit/package/manifest.py", "json.loads"): (1, "the MANIFEST text auditkit has just made"),
     ("auditkit/package/listing.py", "os.scandir"): (1, "the one listing of a package directory (manifest build, the "
                                                        "evidence reader): names and lstat modes only, no link "

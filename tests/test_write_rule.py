@@ -167,7 +167,8 @@ def test_manifest_build_failing_on_the_csv_leaves_the_json_as_it_was(anc):
 
 
 def test_protocol_merge_never_follows_a_linked_directory_of_the_target(tmp_path):
-    from auditkit.study.run import merge_packages, run_protocol
+    from auditkit.study.merge import merge_packages
+    from auditkit.study.run import run_protocol
     from auditkit.study.spec import load_manifest
     from fixtures.protofakes import FakeExecutor
     from test_protocol_run import MATRIX, TOML

@@ -108,7 +108,7 @@ def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, ts
 @click.option("--into", required=True, type=click.Path(file_okay=False), help="Directory to merge into.")
 def protocol_merge_cmd(sources, into) -> None:
     """Join host output directories SOURCES into one (sources are not changed; a refused merge writes nothing)."""
-    from auditkit.study.run import merge_packages
+    from auditkit.study.merge import merge_packages
 
     try:
         with stop_on_signals():

@@ -40,7 +40,7 @@ from auditkit.errors import PackageDefect, defect
 from auditkit.package.store import PackageStore, loads_strict, open_package
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
-from auditkit.study.spec import load_package_protocol
+from auditkit.package.protocol import load_package_protocol
 from auditkit.package.rows import RunRow, parse_run_csv_path
 
 FIGURE_MANIFEST = "figure_manifest.json"

@@ -45,7 +45,7 @@ from auditkit.errors import PackageDefect, defect
 from auditkit.package.store import PackageStore, decode_utf8, open_package
 from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
-from auditkit.study.spec import Protocol, Stage, load_package_protocol
+from auditkit.package.protocol import Protocol, Stage, load_package_protocol
 from auditkit.package.rows import read_csv_text, run_csv_path
 from auditkit.gates.engine import CheckKind, threshold_passes
 from auditkit.gates.replay import MAX_RUN_CSV_BYTES, read_json

@@ -23,7 +23,7 @@ from auditkit.findings import Report
 def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[GateRef]:
     """The package's gates (all, or those named) with their rules, decision and input CSVs."""
     from auditkit.package.rows import run_csv_path
-    from auditkit.study.spec import Gate
+    from auditkit.package.protocol import Gate
 
     root = Path(package)
     store = PackageStore(root)

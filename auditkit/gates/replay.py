@@ -33,7 +33,7 @@ from auditkit.package.schemas import validate_document
 from auditkit.package.canonical import canonical_json_bytes
 from auditkit.errors import PackageDefect, defect
 from auditkit.package.store import PackageStore, decode_utf8, loads_strict, open_package
-from auditkit.study.spec import Protocol, load_package_protocol
+from auditkit.package.protocol import Protocol, load_package_protocol
 
 TOLERANCE = 1e-9
 ROW_COLUMNS = ("host", "stage", "seed", "config_id", "status", "started_at")

@@ -30,7 +30,7 @@ from auditkit.profile.model import (ENGINE_COLUMNS, ColumnRule, Convert, FieldMa
 from auditkit.gates.engine import validate_rules
 from auditkit.package.store import parse_csv
 from auditkit.profile.bounds import FilePattern, find_values
-from auditkit.study.spec import Budget, Gate, Protocol, Stage
+from auditkit.package.protocol import Budget, Gate, Protocol, Stage
 from auditkit.package.rows import RUN_COLUMNS, STATUSES
 
 DATE_RE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.study.spec import Protocol
+from auditkit.package.protocol import Protocol
 from auditkit.gates.replay import (MAX_RUN_CSV_BYTES, gate_inputs, load_gate_rows, matrix_config_ids,
                                    package_protocol, package_store, read_json)
 from auditkit.package.store import PackageStore

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 from auditkit.errors import AuditError
-from auditkit.study.spec import Budget
+from auditkit.package.atomic import rename
+from auditkit.package.protocol import Budget
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,10 @@ def scratch_root(tmp: str | Path | None = None) -> Path:
                 os.write(fd, _MARKER_TEXT)
             finally:
                 os.close(fd)
-            if not os.path.lexists(root):
-                try:
-                    os.rename(staging, root)   # fails on a non-empty root another auditkit made meanwhile
-                except OSError:
-                    pass
+            try:
+                rename(staging, root, replace=False)   # moves nothing onto a root another auditkit made meanwhile
+            except OSError:
+                pass
         finally:
             if staging.exists():            # ours, holding only the marker we just wrote
                 (staging / ROOT_MARKER).unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from auditkit.clock import utc_now
 from auditkit.package.atomic import atomic_write_bytes
 from auditkit.package.canonical import canonical_json_bytes
 from auditkit.study.signals import critical
-from auditkit.study.spec import Budget
+from auditkit.package.protocol import Budget
 from auditkit.package.rows import EVAL_COLUMNS, EVAL_DOCS_COLUMNS, RUN_COLUMNS, format_float
 from auditkit.package.schemas import schema_errors
 
