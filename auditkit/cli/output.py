@@ -79,9 +79,9 @@ def contract(doc: dict, command: str) -> dict:
 
 
 def dumps(doc: dict) -> str:
-    from auditkit.report.sarif import _deep_clean
+    from auditkit.report.sarif_places import deep_clean
 
-    return json.dumps(_deep_clean(doc), indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    return json.dumps(deep_clean(doc), indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
 def report_json(report) -> str:
