@@ -88,7 +88,27 @@ def replay_gate(src, gate: str, fmt: str, *, policy: EvidencePolicy = EvidencePo
     report = add_source_findings(report, src)
     # one gate asked for: its whole table; all of them: one line each unless -v
     verbosity = -1 if quiet else verbose if gate == "all" else max(verbose, 1)
-    return Outcome("replay-gate", report, package=package, replays=replays, view="replay", verbosity=verbosity)
+    lines = gate_tables(replays) if verbosity > 0 and fmt == "text" else []
+    return Outcome("replay-gate", report, package=package, replays=replays, view="replay", verbosity=verbosity,
+                   lines=lines)
+
+
+def gate_tables(replays) -> list[str]:
+    """Every replayed gate's candidates x cells table, each followed by why each candidate was promoted
+    or eliminated (where the engine decided it) and a blank line."""
+    from auditkit.gates.replay import render_gate
+    from auditkit.report.reasons import reasons
+    from auditkit.text import printable
+
+    lines = []
+    for r in replays:
+        lines.append(render_gate(r))
+        if r.decision is not None and r.rules is not None:   # the engine's result: no document built
+            why = reasons(r.decision, r.rules)
+            lines.append("why:\n" + "\n".join(printable(f"  {c.config_id}: {why[c.config_id]}")
+                                               for c in r.decision.candidates))
+        lines.append("")
+    return lines
 
 
 def decide(src, gate: str, *, force: bool = False) -> Outcome:

@@ -75,8 +75,6 @@ def explain(code: str | None) -> Outcome:
     AuditError (exit 2, with the nearest codes) for a code the catalogue does not hold."""
     import difflib
 
-    import click
-
     from auditkit.codes import CODES, lookup
 
     if code is None:
@@ -95,10 +93,16 @@ def explain(code: str | None) -> Outcome:
                          hint=(f"did you mean: {', '.join(near)}? " if near else "")
                          + "auditkit explain (without a code) lists every one")
     lines = [f"{entry.code}  ({entry.family.heading})\n",
-             click.wrap_text(entry.meaning, width=88, initial_indent="What it means: ", subsequent_indent="  "),
-             "",
-             click.wrap_text(entry.action, width=88, initial_indent="What to do:    ", subsequent_indent="  ")]
+             _wrap(entry.meaning, "What it means: "), "", _wrap(entry.action, "What to do:    ")]
     return Outcome("explain", doc={"ok": True, "exit_code": 0, "codes": [_entry(entry)]}, lines=lines)
+
+
+def _wrap(text: str, first: str) -> str:
+    """`text` in lines of at most 88 characters, the first after `first`, the others indented by two."""
+    import textwrap
+
+    return textwrap.TextWrapper(width=88, initial_indent=first, subsequent_indent="  ",
+                                replace_whitespace=False).fill(text.expandtabs())
 
 
 def _entry(c) -> dict:

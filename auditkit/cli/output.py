@@ -193,7 +193,7 @@ class TextFormat(Format):
 
     def answer(self, o) -> None:
         if o.view == "replay":
-            render_replay_text(o.replays, o.report, o.verbosity)
+            render_replay_text(o.replays, o.report, o.verbosity, o.lines)
             return
         for line in o.lines:
             click.echo(line)
@@ -293,24 +293,15 @@ def replay_summary(replays, report) -> str:
     return "\n".join(lines)
 
 
-def render_replay_text(replays, report, verbosity: int) -> None:
+def render_replay_text(replays, report, verbosity: int, lines=()) -> None:
     """replay-gate's text: the verdict line alone (-q), a table of the gates (default, about one line
     a gate), or every gate's candidates x cells table and the reasons (-v)."""
     if verbosity < 0:
         click.echo(paint(verdict_line(report), report.ok))
         return
     if verbosity > 0:
-        from auditkit.gates.replay import render_gate
-        from auditkit.report.reasons import reasons
-        from auditkit.text import printable
-
-        for r in replays:
-            click.echo(render_gate(r))
-            if r.decision is not None and r.rules is not None:   # the engine's result: no document built
-                why = reasons(r.decision, r.rules)
-                click.echo("why:\n" + "\n".join(printable(f"  {c.config_id}: {why[c.config_id]}")
-                                                for c in r.decision.candidates))
-            click.echo()
+        for line in lines:   # every gate's table and reasons (`auditkit.app.checks.gate_tables`)
+            click.echo(line)
         text = report.render_text()
         hint = ""
     else:
