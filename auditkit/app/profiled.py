@@ -71,15 +71,13 @@ def render_profiled_gate(g) -> str:
 def draft(src, *, out: str | None = None, force: bool = False) -> Outcome:
     """A draft profile for the package from its own files (the rules left TODO): printed, or
     written to `out` (refused before the work when `out` cannot be written)."""
-    from auditkit.app.outfile import check_out_file
-    from auditkit.package.writes import refuse_inside, write_file
+    from auditkit.app.outfile import guard_out_file
+    from auditkit.package.writes import write_file
     from auditkit.profile.draft import draft_profile
 
     package = str(src.root)
     if out is not None:
-        refuse_inside(out, package, what="the draft")
-        check_out_file(out, force=force)  # a FIFO, a directory, an unwritable place: refused before the work
-        write_file(out, b"", force=force, what="profile draft", dry_run=True)
+        guard_out_file(out, package, force=force, name="the draft", what="profile draft")
     text = draft_profile(package)
     if out is None:
         return Outcome("profile draft", raw=text)

@@ -32,16 +32,14 @@ def report_page(package: str, out: str, *, page_format: str = "html", claims_pat
                 figures: bool = True, force: bool = False, policy: EvidencePolicy = EvidencePolicy()) -> Outcome:
     """Write the reviewer's report of the package to `out` (refused before the work when `out` cannot
     be written): exit 0 when every check holds, 1 when the page shows findings."""
-    from auditkit.app.outfile import check_out_file
+    from auditkit.app.outfile import guard_out_file
     from auditkit.package.store import utc_now
-    from auditkit.package.writes import refuse_inside, write_file
+    from auditkit.package.writes import write_file
     from auditkit.report.build import build_report
     from auditkit.report.html import render_html
     from auditkit.report.markdown import render_markdown
 
-    refuse_inside(out, package, what="the report")
-    check_out_file(out, force=force)  # a FIFO, a directory, an unwritable place: refused before the work
-    write_file(out, b"", force=force, what="report", dry_run=True)   # refused before the work, not after
+    guard_out_file(out, package, force=force, name="the report", what="report")   # refused before the work
     data = build_report(package, claims=claims_path, trust=policy.trust(), require=policy.require,
                         figures=figures, generated_at=utc_now())
     text = render_html(data) if page_format == "html" else render_markdown(data)

@@ -23,6 +23,7 @@ import json
 import re
 import sys
 
+from abc import ABC, abstractmethod
 from enum import Enum
 
 import click
@@ -162,8 +163,8 @@ def print_error(error: AuditError, fmt: str | None = None, command: str | None =
     formatter(fmt).error(error, command or command_name())
 
 
-class Format:
-    """One output format: how an outcome and an error are printed."""
+class Format(ABC):
+    """One output format: how an outcome (`auditkit.app.outcome.Outcome`) and an error are printed."""
 
     fmt: OutputFormat
 
@@ -176,8 +177,9 @@ class Format:
             click.echo(line, err=True)
         return o.code
 
+    @abstractmethod
     def answer(self, o) -> None:
-        raise NotImplementedError
+        """Print the outcome's answer on stdout, in this format."""
 
     def error(self, error: AuditError, command: str) -> None:
         """The whole document of `command` that could not check, and the message for a person."""
