@@ -141,3 +141,42 @@ def test_the_evidence_options_reach_a_command_as_one_policy():
     assert seen["policy"].trusts_anything and not EvidencePolicy().trusts_anything
     with pytest.raises(ValueError):
         EvidencePolicy(require=("notarized",))
+
+
+class _FakeSource:
+    def __init__(self, findings):
+        self.findings, self.given, self.noted, self.closed = findings, "https://example.org/pkg.tar", False, False
+
+    def note(self):
+        return ""
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_refused_served_file_turns_the_error_into_its_finding(monkeypatch):
+    """The check could not run because a fetched file was refused: the error is said, then the
+    refusal as the finding, exit 1; without such a file the error is exit 2."""
+    import auditkit.package.source as source
+    from auditkit.cli.common import package_source
+
+    finding = Finding("runs/a.csv", "remote-file-mismatch", "", "sha256 aa", "sha256 bb")
+    for findings, code in (([finding], 1), ([], 2)):
+        fake = _FakeSource(findings)
+        monkeypatch.setattr(source, "open_source", lambda *a, **k: fake)
+
+        @click.command()
+        def cmd():
+            with package_source("pkg"):
+                raise AuditError("cannot read runs/a.csv")
+
+        from auditkit.cli.main import AuditGroup
+
+        group = AuditGroup(commands={"cmd": cmd})
+        r = CliRunner().invoke(group, ["cmd"])
+        assert r.exit_code == code and fake.closed
+        assert "error: cannot read runs/a.csv" in r.stderr
+        if findings:
+            assert r.stdout.startswith(str(finding)) and "FAILED: 1 file(s) served at https://example.org/pkg.tar" in r.stdout
+        else:
+            assert r.stdout == ""
