@@ -74,7 +74,7 @@ def test_the_distribution_is_the_free_name_and_keeps_the_import_and_the_command(
 
 
 def test_the_hints_auditkit_prints_name_the_free_distribution():
-    from auditkit.cli import cmd_derived
+    from auditkit.app import derived as cmd_derived
     from auditkit.report import build
     from auditkit.study import dask_executor
 

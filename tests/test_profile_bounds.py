@@ -14,7 +14,7 @@ import pytest
 from auditkit.errors import AuditError
 from auditkit.profile.bounds import (MAX_CAPTURES, FilePattern, find_values, jsonpath_problem,
                                      pattern_problem)
-from auditkit.profile.model import parse_profile, profile_findings
+from auditkit.profile.load import parse_profile, profile_findings
 from test_profile_model import _edit
 
 

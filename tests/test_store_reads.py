@@ -38,10 +38,10 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     ("auditkit/package/schemas.py",
      "resources.files('auditkit.schemas').joinpath(f'{name}.schema.json').read_text"): (1, OWN_RESOURCE),
     ("auditkit/package/schemas.py", "json.loads"): (1, OWN_RESOURCE),
-    ("auditkit/profile/model.py",
+    ("auditkit/profile/load.py",
      "resources.files('auditkit.profile').joinpath('profile.schema.json').read_text"): (1, OWN_RESOURCE),
-    ("auditkit/profile/model.py", "json.loads"): (1, OWN_RESOURCE),
-    ("auditkit/profile/model.py", "tomllib.loads"): (1, USER_INPUT),
+    ("auditkit/profile/load.py", "json.loads"): (1, OWN_RESOURCE),
+    ("auditkit/profile/load.py", "tomllib.loads"): (1, USER_INPUT),
     ("auditkit/study/spec.py", "matrix_file.read_text"): (1, USER_INPUT),
     ("auditkit/study/spec.py", "path.read_text"): (1, USER_INPUT),
     ("auditkit/study/spec.py", "tomllib.loads"): (1, USER_INPUT),
@@ -110,7 +110,7 @@ KNOWN: dict[tuple[str, str], tuple[int, str]] = {
                                                              "owned by h1, to be closed"),
     ("auditkit/verify/deep.py", "json.loads"): (2, "a checkpoint's metadata for --deep; owned by h1, to be closed"),
     ("auditkit/verify/deep.py", "load"): (1, "safetensors.torch.load of bytes read through the store"),
-    ("auditkit/report/sarif.py", "json.loads"): (1, "decodes one JSON string token of text read through the store "
+    ("auditkit/report/sarif_spans.py", "json.loads"): (1, "decodes one JSON string token of text read through the store "
                                                     "(locating a JSON path's line and column)"),
 }
 

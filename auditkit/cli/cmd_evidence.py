@@ -1,41 +1,34 @@
-"""`auditkit timestamp`, and the freeze-evidence options `verify` and `replay-gate` share."""
+"""`auditkit timestamp`, and the freeze-evidence options `verify`, `replay-gate`, `report` and `review` share."""
 
 from __future__ import annotations
 
+import functools
+import sys
+
 import click
 
-from auditkit.cli.common import fail
-from auditkit.errors import AuditError
+from auditkit.app.policy import REQUIREMENTS, EvidencePolicy
+from auditkit.cli.output import emit
 
-REQUIRE_CHOICES = ("asserted", "chained", "timestamped", "signed", "seeds-bound")
+REQUIRE_CHOICES = REQUIREMENTS
 
 
 def evidence_options(f):
-    """--trusted-tsa, --trusted-key, --system-trust, --require: what the reviewer trusts and demands."""
-    f = click.option("--require", "require", multiple=True, type=click.Choice(REQUIRE_CHOICES),
-                     help="Evidence every gate must have, else a finding (repeatable).")(f)
-    f = click.option("--system-trust", is_flag=True,
-                     help="Also trust the system's CA store for TSA certificates.")(f)
-    f = click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
-                     help="Public key (PEM) whose attestations you trust (repeatable).")(f)
-    f = click.option("--trusted-tsa", "trusted_tsa", multiple=True, type=click.Path(dir_okay=False),
-                     help="Root CA (PEM) of a timestamp authority you trust (repeatable).")(f)
-    return f
+    """--trusted-tsa, --trusted-key, --system-trust, --require: what the reviewer trusts and demands,
+    passed to the command as one value, `policy` (an `EvidencePolicy`)."""
+    @functools.wraps(f)
+    def with_policy(*args, trusted_tsa, trusted_keys, system_trust, require, **kwargs):
+        policy = EvidencePolicy(tuple(trusted_tsa), tuple(trusted_keys), system_trust, tuple(require))
+        return f(*args, policy=policy, **kwargs)
 
-
-def trust_from(trusted_tsa, trusted_keys, system_trust):
-    from auditkit.evidence.model import Trust
-
-    return Trust.from_files(list(trusted_tsa), list(trusted_keys), system_store=system_trust)
-
-
-def with_freeze_evidence(report, package, gates, trusted_tsa, trusted_keys, system_trust, require, as_json) -> None:
-    """Add the gates' freeze evidence to `report` (for text output: one line per gate)."""
-    from auditkit.evidence.report import add_freeze_evidence, render_freeze_evidence
-
-    add_freeze_evidence(report, package, gates, trust_from(trusted_tsa, trusted_keys, system_trust), list(require))
-    if not as_json:
-        render_freeze_evidence(report)
+    g = click.option("--require", "require", multiple=True, type=click.Choice(REQUIRE_CHOICES),
+                     help="Evidence every gate must have, else a finding (repeatable).")(with_policy)
+    g = click.option("--system-trust", is_flag=True,
+                     help="Also trust the system's CA store for TSA certificates.")(g)
+    g = click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
+                     help="Public key (PEM) whose attestations you trust (repeatable).")(g)
+    return click.option("--trusted-tsa", "trusted_tsa", multiple=True, type=click.Path(dir_okay=False),
+                        help="Root CA (PEM) of a timestamp authority you trust (repeatable).")(g)
 
 
 @click.command("timestamp")
@@ -45,25 +38,9 @@ def with_freeze_evidence(report, package, gates, trusted_tsa, trusted_keys, syst
               help="Seconds one exchange with a TSA may take in all (connect, send, answer).")
 def timestamp_cmd(package, tsa_urls, timeout) -> None:
     """Anchor PACKAGE's content root at the TSAs: proof it existed by then (no more); rebuilds its MANIFEST."""
-    from auditkit.evidence.record import timestamp_package
-    from auditkit.evidence.tsa import token_info
-    from auditkit.package.store import PackageStore
+    from auditkit.app.study import timestamp
 
-    from auditkit.text import printable
-
-    try:
-        root, events = timestamp_package(package, list(tsa_urls), timeout=timeout)
-        store = PackageStore(package)   # the tokens just written, read back as every package byte is
-        infos = [token_info(store.read_bytes(str(ev.get("token")))) for ev in events]
-    except AuditError as exc:
-        fail(exc)
-    except OSError as exc:  # the package directory cannot take the token (read-only, a file where a folder belongs)
-        fail(AuditError(f"cannot record the timestamp: {exc.strerror or exc}", path=str(exc.filename or package),
-                        hint="timestamp a package directory you can write to"))
-    for ev, info in zip(events, infos):
-        click.echo(printable(f"timestamped content root {root} at {info.gen_time.isoformat()} by {info.tsa_name} "
-                             f"({ev.get('tsa')}): {ev.get('token')}"))
-    click.echo("this shows the package's content existed by then; it says nothing of when its rules were frozen")
+    sys.exit(emit(timestamp(package, tsa_urls, timeout=timeout)))
 
 
 COMMANDS = [timestamp_cmd]

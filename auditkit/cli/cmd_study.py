@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
-from auditkit.cli.common import EXIT_FINDINGS, EXIT_OK, fail
-from auditkit.cli.render import run_row_table
-from auditkit.errors import AuditError
-from auditkit.study.signals import Stopped, stop_on_signals
+from auditkit.cli.output import emit
 
 
-def stopped(exc: Stopped) -> None:
-    """A run stopped by SIGINT/SIGTERM/SIGHUP: its runner is gone; exit 128 + the signal."""
-    click.echo(f"stopped by {exc}: the running cell was killed and left no row; run the same command "
-               "again to resume", err=True)
-    sys.exit(exc.exit_code)
+def _log(message: str) -> None:
+    click.echo(message, err=True)
 
 
 @click.command("run")
@@ -41,23 +34,12 @@ def stopped(exc: Stopped) -> None:
 def run_cmd(matrix_path, config_id, seed, rng_seed, budget, out, device, threads, timeout, data, eval_tokens, eval_seq_len,
             tokenizer, vocab_size, compile_, host) -> None:
     """Train one cell with the bundled runner and print its run row."""
-    from auditkit.study.runs import run_adhoc
+    from auditkit.app.study import run_cell
 
     settings = {k: v for k, v in (("data", data), ("eval_tokens", eval_tokens), ("eval_seq_len", eval_seq_len),
                                   ("tokenizer", tokenizer), ("vocab_size", vocab_size), ("compile", compile_)) if v}
-    try:
-        with stop_on_signals():
-            summary, row = run_adhoc(matrix_path, config_id, seed=seed, budget=budget, out=Path(out),
-                                     device=device, threads=threads, timeout=timeout, settings=settings, host=host,
-                                     rng_seed=rng_seed)
-    except AuditError as exc:
-        fail(exc)
-    except Stopped as exc:
-        stopped(exc)
-    click.echo(run_row_table(row))
-    if summary.get("error"):
-        click.echo(f"error: {summary['error']}", err=True)
-    sys.exit(EXIT_OK if summary["status"] == "ok" else EXIT_FINDINGS)
+    sys.exit(emit(run_cell(matrix_path, config_id, seed=seed, budget=budget, out=out, device=device, threads=threads,
+                           timeout=timeout, settings=settings, host=host, rng_seed=rng_seed)))
 
 
 @click.group("protocol")
@@ -81,26 +63,11 @@ def protocol_group() -> None:
 def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, tsa_urls, sign_keys, tsa_timeout,
                      evidence) -> None:
     """Run every cell of MANIFEST for the given host(s), stage by stage."""
-    from auditkit.study.run import EXIT_WAITING, run_study
+    from auditkit.app.study import protocol_run
 
-    try:
-        with stop_on_signals():
-            outcome = run_study(manifest_path, Path(out), list(hosts), executor=executor, scheduler=scheduler,
-                                wait=not no_wait, log=lambda m: click.echo(m, err=True), tsa_urls=list(tsa_urls),
-                                sign_keys=list(sign_keys), evidence=evidence, tsa_timeout=tsa_timeout)
-    except AuditError as exc:
-        fail(exc)
-    except Stopped as exc:
-        stopped(exc)
-    if not outcome.complete:
-        click.echo(f"waiting: {len(outcome.waiting_for)} cell(s) of other hosts are not in {out} yet, e.g.")
-        for line in outcome.waiting_for[:5]:
-            click.echo(f"  {line}")
-        click.echo("merge their outputs (auditkit protocol merge) and run again.")
-        sys.exit(EXIT_WAITING)
-    state = "was finalized already and is unchanged" if outcome.finalized == "unchanged" else "is finalized"
-    click.echo(f"complete: {outcome.cells_run} cell(s) run now; package {out} {state} "
-               f"(verify it with: auditkit verify {out})")
+    sys.exit(emit(protocol_run(manifest_path, out, hosts, log=_log, executor=executor, scheduler=scheduler,
+                               wait=not no_wait, tsa_urls=list(tsa_urls), sign_keys=list(sign_keys), evidence=evidence,
+                               tsa_timeout=tsa_timeout)))
 
 
 @protocol_group.command("merge")
@@ -108,17 +75,9 @@ def protocol_run_cmd(manifest_path, out, hosts, no_wait, executor, scheduler, ts
 @click.option("--into", required=True, type=click.Path(file_okay=False), help="Directory to merge into.")
 def protocol_merge_cmd(sources, into) -> None:
     """Join host output directories SOURCES into one (sources are not changed; a refused merge writes nothing)."""
-    from auditkit.study.merge import merge_packages
+    from auditkit.app.study import protocol_merge
 
-    try:
-        with stop_on_signals():
-            counts = merge_packages([Path(s) for s in sources], Path(into), log=lambda m: click.echo(m, err=True))
-    except AuditError as exc:
-        fail(exc)
-    except Stopped as exc:
-        click.echo(f"stopped by {exc}: the target holds all of this merge or none of it", err=True)
-        sys.exit(exc.exit_code)
-    click.echo(f"merged {len(sources)} output(s) into {into}: {counts['rows']} new row(s), {counts['files']} file(s)")
+    sys.exit(emit(protocol_merge(sources, into, log=_log)))
 
 
 COMMANDS = [run_cmd, protocol_group]

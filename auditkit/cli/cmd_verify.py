@@ -6,12 +6,10 @@ import sys
 
 import click
 
-from auditkit.cli.cmd_evidence import evidence_options, with_freeze_evidence
+from auditkit.cli.cmd_evidence import evidence_options
 from auditkit.cli.cmd_profile import profile_option
-from auditkit.cli.common import (add_source_findings, emit_as, fail, format_option, json_option, leave_at_once,
-                                 package_argument, package_source)
-from auditkit.cli.common import output_format as _output_format
-from auditkit.errors import AuditError
+from auditkit.cli.common import chosen_format, format_option, json_option, leave_at_once, package_argument, package_source
+from auditkit.cli.output import emit
 
 
 def _progress_bar(total: int):
@@ -22,6 +20,10 @@ def _progress_bar(total: int):
     if total < PROGRESS_MIN_BYTES:
         return None
     return tqdm(total=total, unit="B", unit_scale=True, desc="verify", leave=False)
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
 
 
 @click.command("verify")
@@ -36,48 +38,19 @@ def _progress_bar(total: int):
 @click.option("--max-bytes", type=int, help="Refuse archives whose members add up to more bytes than this.")
 @evidence_options
 @profile_option
-def verify_cmd(package, package_opt, as_json, output_format, jobs, deep, threads, max_members, max_bytes, trusted_tsa,
-               trusted_keys, system_trust, require, profile) -> None:
+def verify_cmd(package, package_opt, as_json, output_format, jobs, deep, threads, max_members, max_bytes, policy,
+               profile) -> None:
     """Prove PACKAGE (a directory, an archive of any name, a URL) is whole, unaltered and well formed."""
-    fmt = _output_format(output_format, as_json)
-    as_json = fmt == "json"
-    if threads is not None and not deep:
-        fail(AuditError("--threads applies with --deep only", hint="add --deep, or leave --threads out"))
-    with package_source(package, package_opt, as_json=as_json, stream_archive=not profile,
-                        allow_foreign=bool(profile)) as src:
-        _verify(src, as_json, fmt, jobs, deep, threads, max_members, max_bytes, trusted_tsa, trusted_keys,
-                system_trust, require, profile)
+    from auditkit.app.checks import VerifyRequest, verify
 
-
-def _verify(src, as_json, fmt, jobs, deep, threads, max_members, max_bytes, trusted_tsa, trusted_keys, system_trust,
-            require, profile) -> None:
-    package = src.target
-    if profile:
-        if fmt in ("sarif", "junit"):
-            fail(AuditError(f"--format {fmt} does not apply with --profile yet", hint="use --format text or json"))
-        from auditkit.cli.cmd_profile import verify_through
-
-        if deep or max_members or max_bytes or trusted_tsa or trusted_keys or system_trust:
-            fail(AuditError("--deep, --max-members, --max-bytes and the trust options do not apply with --profile",
-                            hint="a package read through a profile carries no checkpoints auditkit maps, and no "
-                                 "tokens or attestations; --require still applies"), as_json)
-        verify_through(package, profile, as_json, require)
-    from auditkit.verify import verify_package
-
-    try:
-        report = verify_package(package, jobs=jobs, deep=deep,
-                                progress_factory=_progress_bar if sys.stderr.isatty() else None,
-                                max_members=max_members, max_bytes=max_bytes, deep_threads=threads,
-                                say=lambda line: click.echo(line, err=True), say_tty=sys.stderr.isatty())
-        with_freeze_evidence(report, package, None, trusted_tsa, trusted_keys, system_trust, require, as_json)
-    except AuditError as exc:
-        fail(exc, as_json)
-    add_source_findings(report, src)
-    if report.info.get("found_at") and not as_json and fmt == "text":   # an archive streamed: found as it was read
-        click.echo(f"note: package found at {report.info.pop('found_at')} inside {src.given}", err=True)
-    if not deep:   # read only, nothing left running (--deep loads torch, whose exit handlers run); a snapshot
-        leave_at_once()    # is removed on the way out of `package_source`, before the process leaves
-    emit_as(report, fmt, package=package)
+    fmt = chosen_format(output_format, as_json)
+    request = VerifyRequest(jobs, deep, threads, max_members, max_bytes, policy, profile)
+    with package_source(package, package_opt, stream_archive=not profile, allow_foreign=bool(profile)) as src:
+        outcome = verify(src, request, fmt, progress=_progress_bar if sys.stderr.isatty() else None, say=_say,
+                         say_tty=sys.stderr.isatty())
+        if not deep and not profile:   # read only, nothing left running (--deep loads torch, whose exit handlers
+            leave_at_once()    # run); a snapshot is removed on the way out of `package_source`, before the process leaves
+        sys.exit(emit(outcome))
 
 
 @click.group("manifest")
@@ -90,13 +63,9 @@ def manifest_group() -> None:
 @click.option("--force", is_flag=True, help="List a directory that holds no protocol.json too.")
 def manifest_build_cmd(package, force) -> None:
     """Write MANIFEST.json and MANIFEST.csv for PACKAGE (no other file changes; .git/ is never listed)."""
-    from auditkit.package.manifest import build_manifest
+    from auditkit.app.checks import build_manifest
 
-    try:
-        doc = build_manifest(package, require_protocol=not force)
-    except AuditError as exc:
-        fail(exc)
-    click.echo(f"wrote MANIFEST.json and MANIFEST.csv: {len(doc['files'])} files, root {doc['root']}")
+    sys.exit(emit(build_manifest(package, force=force)))
 
 
 COMMANDS = [verify_cmd, manifest_group]

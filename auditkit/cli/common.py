@@ -1,4 +1,5 @@
-"""What every command shares: exit codes, the error/report exits, and options declared once."""
+"""What every command shares: exit codes, the one translation of errors, the package named, and options
+declared once."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from contextlib import contextmanager
 
 import click
 
+from auditkit.cli.output import OutputFormat
 from auditkit.errors import AuditError
-from auditkit.findings import Report
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 DEFAULT_PACKAGE = "ancillary"
@@ -17,22 +18,29 @@ DEFAULT_PACKAGE = "ancillary"
 EXIT_CLOSED_PIPE = 141   # 128 + SIGPIPE, as a shell reports a tool a closed pipe ended
 
 
-def fail(exc: AuditError, as_json: bool | None = None) -> None:
-    """Report an AuditError (the check could not run) as a whole document of the format the command
-    line asked for (`output.print_error`; `as_json` True forces JSON) and exit 2: the one error exit
-    every path takes (the catch-all in `cli.main` too)."""
-    from auditkit.cli.output import current_format, print_error
+class SourceRefused(AuditError):
+    """A check could not run because a file served for the package was refused (its hash is not the
+    one its MANIFEST lists): that refusal is the finding (exit 1), said after the error."""
 
-    fmt = current_format()
-    print_error(exc, "json" if as_json and fmt == "text" else fmt)
-    sys.exit(EXIT_ERROR)
+    def __init__(self, cause: AuditError, findings, given: str):
+        super().__init__(cause.message, path=cause.path, hint=cause.hint)
+        self.cause, self.findings, self.given = cause, list(findings), given
 
 
-def emit(report: Report, as_json: bool) -> None:
-    """Print a report (text or JSON) and exit with its code."""
-    from auditkit.cli.output import emit_report
+def translate(exc: AuditError, command: str | None = None) -> int:
+    """Print `exc` as the document of the format the command line asked for (`output.print_error`)
+    and return the exit code: the one translation of an error, made by the command group."""
+    from auditkit.cli.output import print_error
 
-    emit_report(report, "json" if as_json else "text")
+    if isinstance(exc, SourceRefused):
+        print_error(exc.cause, command=command)
+        for f in exc.findings:
+            click.echo(str(f))
+        click.echo(f"FAILED: {len(exc.findings)} file(s) served at {exc.given} are not those its MANIFEST lists "
+                   f"(the error above follows from it)")
+        return EXIT_FINDINGS
+    print_error(exc, command=command)
+    return EXIT_ERROR
 
 
 def _json_flag(ctx, param, value):
@@ -52,55 +60,39 @@ def package_argument(f):
     return click.argument("package", required=False, metavar="[PACKAGE]")(f)
 
 
-def package_named(package: str | None, package_opt: str | None, as_json: bool = False) -> tuple[str, bool]:
+def package_named(package: str | None, package_opt: str | None) -> tuple[str, bool]:
     """(the package named, whether it is the default); a usage error (exit 2) when two differ."""
     if package and package_opt and package != package_opt:
-        fail(AuditError(f"two packages named: {package!r} and --package {package_opt!r}",
-                        hint="name the package once, positionally or with --package"), as_json)
+        raise AuditError(f"two packages named: {package!r} and --package {package_opt!r}",
+                         hint="name the package once, positionally or with --package")
     name = package or package_opt
     return (name, False) if name else (DEFAULT_PACKAGE, True)
 
 
 @contextmanager
-def package_source(package: str | None, package_opt: str | None = None, *, as_json: bool = False,
-                   stream_archive: bool = False, allow_foreign: bool = False):
+def package_source(package: str | None, package_opt: str | None = None, *, stream_archive: bool = False,
+                   allow_foreign: bool = False):
     """The resolved `PackageSource` (auditkit.package.source) for the duration of a command: where the
-    package was found is said on stderr; a snapshot of an archive is removed when the command ends."""
+    package was found is said on stderr (but with JSON, whose report carries it); a snapshot of an
+    archive is removed when the command ends."""
+    from auditkit.cli.output import current_format
     from auditkit.package.source import open_source
 
-    name, default = package_named(package, package_opt, as_json)
-    try:
-        src = open_source(name, stream_archive=stream_archive, allow_foreign=allow_foreign, default=default)
-    except AuditError as exc:
-        fail(exc, as_json)
+    as_json = current_format() is OutputFormat.JSON
+    name, default = package_named(package, package_opt)
+    src = open_source(name, stream_archive=stream_archive, allow_foreign=allow_foreign, default=default)
     try:
         if src.note() and not as_json:      # with --json, the report carries them (`add_source_findings`)
             click.echo("\n".join(f"note: {line}" for line in src.note().splitlines()), err=True)
             src.noted = True
         yield src
-    except SystemExit as exc:
-        if exc.code != EXIT_ERROR or not src.findings or as_json:
+    except AuditError as exc:
+        if not src.findings or as_json or isinstance(exc, SourceRefused):
             raise
         # the check could not run because a fetched file was refused: that refusal is the finding
-        for f in src.findings:
-            click.echo(str(f))
-        click.echo(f"FAILED: {len(src.findings)} file(s) served at {src.given} are not those its MANIFEST lists "
-                   f"(the error above follows from it)")
-        sys.exit(EXIT_FINDINGS)
+        raise SourceRefused(exc, src.findings, src.given) from exc
     finally:
         src.close()
-
-
-def add_source_findings(report: Report, src) -> Report:
-    """What fetching found (a served file whose hash did not match) joins the command's report, whose
-    target is the package as the user named it."""
-    report.extend(src.findings)
-    report.target = src.given
-    if src.found_at and not src.noted:
-        report.info["found_at"] = src.found_at
-    if src.notes and not src.noted:
-        report.info["source_notes"] = list(src.notes)
-    return report
 
 
 def json_option(f):
@@ -118,7 +110,7 @@ def _format_flag(ctx, param, value):
     return value
 
 
-FORMATS = ("text", "json", "sarif", "junit")
+FORMATS = tuple(f.value for f in OutputFormat)   # --format's choices: the one enum's values
 
 
 def _sarif_root(ctx, param, value):
@@ -138,14 +130,15 @@ def format_option(f):
                              "2 included, prints a whole document.", callback=_format_flag)(f)
 
 
-def output_format(output_format: str | None, as_json: bool) -> str:
-    """The one format asked for; a usage error (exit 2) when --json and another --format disagree."""
+def chosen_format(output_format: str | None, as_json: bool):
+    """The one `OutputFormat` asked for (recorded for every document printed from here on); a usage
+    error (exit 2) when --json and another --format disagree."""
     from auditkit.cli.output import set_format
 
     if as_json and output_format not in (None, "json"):
         set_format(output_format)
-        fail(AuditError(f"--json and --format {output_format} ask for two formats", hint="give one of them"))
-    fmt = "json" if as_json else (output_format or "text")
+        raise AuditError(f"--json and --format {output_format} ask for two formats", hint="give one of them")
+    fmt = OutputFormat("json" if as_json else (output_format or "text"))
     set_format(fmt)
     return fmt
 
@@ -163,18 +156,6 @@ def leave_at_once() -> None:
 
 def may_leave_at_once() -> bool:
     return _LEAVE_AT_ONCE[0]
-
-
-def emit_as(report: Report, fmt: str, *, package: str | None = None, replays=(), claims=(), user_files=()) -> None:
-    """Print `report` in `fmt` and exit with its code. SARIF: one result per finding, located in the
-    repository that holds the package (`--sarif-root`); JUnit: the report's findings, plus one case
-    per replayed gate and check (`replays`) and per claim (`claims`)."""
-    from auditkit.cli.output import emit_report
-
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root().meta.get("auditkit.sarif_root") if ctx is not None else None
-    emit_report(report, fmt, package=package, replays=replays, claims=claims, sarif_root=root,
-                user_files=user_files)
 
 
 def closed_stdout() -> None:

@@ -15,7 +15,7 @@ import sys
 import click
 
 from auditkit import __version__
-from auditkit.cli.common import EXIT_ERROR, closed_stdout, fail, unexpected_error
+from auditkit.cli.common import EXIT_ERROR, closed_stdout, translate, unexpected_error
 from auditkit.errors import AuditError
 
 # Each command's module, imported when that command runs (a `verify` never loads the plotting,
@@ -54,8 +54,9 @@ SUMMARIES = {
 
 
 class AuditGroup(click.Group):
-    """Turns AuditError into a clean message (exit 2), any unexpected exception into
-    "could not check ... please report" (exit 2, never 1), and Ctrl-C into exit 130.
+    """The one place errors are translated: an AuditError becomes the whole error document of the
+    format asked for (exit 2; `common.translate`), any unexpected exception becomes
+    "could not check ... please report" (exit 2, never 1), and Ctrl-C exit 130.
     Commands are loaded lazily from COMMAND_MODULES."""
 
     def list_commands(self, ctx):
@@ -78,8 +79,8 @@ class AuditGroup(click.Group):
         kwargs.setdefault("standalone_mode", True)
         try:
             return super().main(*args, **kwargs)
-        except AuditError as exc:
-            fail(exc)
+        except AuditError as exc:   # raised before any command ran: no format was asked for yet
+            sys.exit(translate(exc))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(128 + signal.SIGINT)
@@ -94,7 +95,9 @@ class AuditGroup(click.Group):
         except click.UsageError as exc:
             _usage_document(ctx, exc)
             raise
-        except (AuditError, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+        except AuditError as exc:   # a command (or its package) could not be checked: translated once, here
+            sys.exit(translate(exc, ctx.invoked_subcommand))
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except BrokenPipeError:  # the reader of our stdout is gone (`| head`): a normal end
             closed_stdout()

@@ -1,5 +1,9 @@
 """Every document a command prints, in every format, on every exit: the one place formats live.
 
+One enum picks the format (`OutputFormat`: text, json, sarif, junit) and one interface prints
+in it (`Format`: `outcome(o)` prints a command's `auditkit.app.outcome.Outcome` and returns its
+exit code; `error(e, command)` prints the document of a command that could not check):
+
 - text: what a person reads (errors on stderr);
 - json: the output contract, `schemas/output.schema.json` (docs/CI.md): every document carries
   `schema` (`OUTPUT_SCHEMA`), `command`, `ok` and `exit_code`; keys are snake_case words (no
@@ -7,11 +11,10 @@
 - sarif: SARIF 2.1.0 (`auditkit.report.sarif`), for code scanning;
 - junit: JUnit XML (`auditkit.report.junit`), for CI test reports.
 
-A command records the format it was asked for (`set_format`, called by `common.output_format`);
-`error_document(fmt, command, error)` is the whole document of a command that could not check
-(exit 2) in that format, and `print_error` prints it.  The group's last-resort handler
-(`cli.main`) and `common.fail` both go through `print_error`, so a SARIF or JUnit consumer always
-gets a parseable file, whatever went wrong.
+The command line records the format it asks for (`set_format`, called by the `--json` and
+`--format` options and by `common.chosen_format`); `emit(outcome)` prints an outcome in it, and
+`print_error` prints an error in it: the command group (`cli.main`) is the one place errors are
+translated, so a SARIF or JUnit consumer always gets a parseable file, whatever went wrong.
 """
 
 from __future__ import annotations
@@ -20,13 +23,30 @@ import json
 import re
 import sys
 
+from abc import ABC, abstractmethod
+from enum import Enum
+
 import click
 
 from auditkit.errors import AuditError
 
 OUTPUT_SCHEMA = "auditkit-output/1"
-FORMATS = ("text", "json", "sarif", "junit")
 _META = "auditkit.format"
+
+
+class OutputFormat(str, Enum):
+    """How a command prints: the one choice every command with --json / --format makes."""
+
+    TEXT = "text"
+    JSON = "json"
+    SARIF = "sarif"
+    JUNIT = "junit"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FORMATS = tuple(f.value for f in OutputFormat)
 
 
 def output_validator():
@@ -79,9 +99,9 @@ def contract(doc: dict, command: str) -> dict:
 
 
 def dumps(doc: dict) -> str:
-    from auditkit.report.sarif import _deep_clean
+    from auditkit.report.sarif_places import deep_clean
 
-    return json.dumps(_deep_clean(doc), indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    return json.dumps(deep_clean(doc), indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
 def report_json(report) -> str:
@@ -100,12 +120,12 @@ def command_name(ctx: click.Context | None = None) -> str:
 def set_format(fmt: str) -> None:
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
-        ctx.find_root().meta[_META] = fmt
+        ctx.find_root().meta[_META] = OutputFormat(fmt)
 
 
-def current_format(default: str = "text") -> str:
+def current_format(default: str = "text") -> OutputFormat:
     ctx = click.get_current_context(silent=True)
-    return ctx.find_root().meta.get(_META, default) if ctx is not None else default
+    return OutputFormat(ctx.find_root().meta.get(_META, default) if ctx is not None else default)
 
 
 def format_in_args(args) -> str | None:
@@ -140,46 +160,96 @@ def error_document(fmt: str, command: str, error: AuditError) -> str | None:
 
 def print_error(error: AuditError, fmt: str | None = None, command: str | None = None) -> None:
     """Print `error` as the format's document (stdout) and as a message (stderr); no exit."""
-    fmt = fmt or current_format()
-    command = command or command_name()
-    doc = error_document(fmt, command, error)
-    if doc is not None:
-        click.echo(doc)
-    if fmt != "json":   # JSON is the whole answer; the others also tell the person at the terminal
-        click.echo(error.diagnostics(), err=True)
+    formatter(fmt).error(error, command or command_name())
 
 
-def unexpected(exc: BaseException) -> AuditError:
-    """The AuditError the last-resort handler reports for an exception auditkit did not expect."""
-    return AuditError(f"could not check: {type(exc).__name__}: {exc}",
-                      hint="this is a bug in auditkit, not a finding about the package; please report it with "
-                           "the command you ran")
+class Format(ABC):
+    """One output format: how an outcome (`auditkit.app.outcome.Outcome`) and an error are printed."""
+
+    fmt: OutputFormat
+
+    def outcome(self, o) -> int:
+        """Print outcome `o` (stdout: the answer; stderr: its notes and warnings); its exit code."""
+        for line in o.notes:
+            click.echo(line, err=True)
+        self.answer(o)
+        for line in o.warnings:
+            click.echo(line, err=True)
+        return o.code
+
+    @abstractmethod
+    def answer(self, o) -> None:
+        """Print the outcome's answer on stdout, in this format."""
+
+    def error(self, error: AuditError, command: str) -> None:
+        """The whole document of `command` that could not check, and the message for a person."""
+        doc = error_document(self.fmt, command, error)
+        if doc is not None:
+            click.echo(doc)
+        if self.fmt != OutputFormat.JSON:   # JSON is the whole answer; the others also tell the person at the terminal
+            click.echo(error.diagnostics(), err=True)
 
 
-def emit_report(report, fmt: str, *, package=None, replays=(), claims=(), sarif_root=None,
-                user_files=()) -> None:
-    """Print `report` in `fmt` and exit with its code."""
-    if fmt == "sarif":
+class TextFormat(Format):
+    fmt = OutputFormat.TEXT
+
+    def answer(self, o) -> None:
+        if o.view == "replay":
+            render_replay_text(o.replays, o.report, o.verbosity, o.lines)
+            return
+        for line in o.lines:
+            click.echo(line)
+        if o.raw is not None:
+            sys.stdout.write(o.raw)
+        if o.report is not None:
+            body, _, last = o.report.render_text().rpartition("\n")
+            if body:
+                click.echo(body)
+            click.echo(paint(last, o.report.ok))   # the verdict line, coloured on a terminal
+
+
+class JsonFormat(Format):
+    fmt = OutputFormat.JSON
+
+    def answer(self, o) -> None:
+        if o.report is not None:
+            click.echo(report_json(o.report))
+        elif o.doc is not None:
+            click.echo(dumps(contract(o.doc, o.command)) if o.contract else
+                       json.dumps(o.doc, indent=2, sort_keys=True, default=str))
+
+
+class SarifFormat(Format):
+    fmt = OutputFormat.SARIF
+
+    def answer(self, o) -> None:
         from auditkit.report.sarif import sarif_text
 
-        try:
-            text = sarif_text([report], package_dir=package, root=sarif_root, user_files=user_files)
-        except AuditError as exc:
-            print_error(exc, fmt)
-            sys.exit(2)
-        click.echo(text, nl=False)
-    elif fmt == "junit":
+        ctx = click.get_current_context(silent=True)
+        root = ctx.find_root().meta.get("auditkit.sarif_root") if ctx is not None else None
+        click.echo(sarif_text([o.report], package_dir=o.package, root=root, user_files=o.user_files), nl=False)
+
+
+class JunitFormat(Format):
+    fmt = OutputFormat.JUNIT
+
+    def answer(self, o) -> None:
         from auditkit.report.junit import junit_xml
 
-        click.echo(junit_xml(reports=[report], replays=replays, claims=claims), nl=False)
-    elif fmt == "json":
-        click.echo(report_json(report))
-    else:
-        body, _, last = report.render_text().rpartition("\n")
-        if body:
-            click.echo(body)
-        click.echo(paint(last, report.ok))   # the verdict line, coloured on a terminal
-    sys.exit(report.exit_code)
+        click.echo(junit_xml(reports=[o.report], replays=o.replays, claims=o.claims), nl=False)
+
+
+FORMATTERS: dict[OutputFormat, Format] = {f.fmt: f for f in (TextFormat(), JsonFormat(), SarifFormat(), JunitFormat())}
+
+
+def formatter(fmt: str | None = None) -> Format:
+    """The formatter of `fmt` (default: the format the command line asked for)."""
+    return FORMATTERS[OutputFormat(fmt) if fmt is not None else current_format()]
+
+
+def emit(outcome) -> int:
+    """Print `outcome` in the format the command line asked for; its exit code (the command exits with it)."""
+    return formatter().outcome(outcome)
 
 
 # --- text for people -----------------------------------------------------------------------------
@@ -225,24 +295,15 @@ def replay_summary(replays, report) -> str:
     return "\n".join(lines)
 
 
-def render_replay_text(replays, report, verbosity: int) -> None:
+def render_replay_text(replays, report, verbosity: int, lines=()) -> None:
     """replay-gate's text: the verdict line alone (-q), a table of the gates (default, about one line
     a gate), or every gate's candidates x cells table and the reasons (-v)."""
     if verbosity < 0:
         click.echo(paint(verdict_line(report), report.ok))
-        sys.exit(report.exit_code)
+        return
     if verbosity > 0:
-        from auditkit.gates.replay import render_gate
-        from auditkit.report.reasons import reasons
-        from auditkit.text import printable
-
-        for r in replays:
-            click.echo(render_gate(r))
-            if r.decision is not None and r.rules is not None:   # the engine's result: no document built
-                why = reasons(r.decision, r.rules)
-                click.echo("why:\n" + "\n".join(printable(f"  {c.config_id}: {why[c.config_id]}")
-                                                for c in r.decision.candidates))
-            click.echo()
+        for line in lines:   # every gate's table and reasons (`auditkit.app.checks.gate_tables`)
+            click.echo(line)
         text = report.render_text()
         hint = ""
     else:
@@ -262,4 +323,3 @@ def render_replay_text(replays, report, verbosity: int) -> None:
     if hint:
         click.echo(hint)
     click.echo(paint(last, report.ok))
-    sys.exit(report.exit_code)

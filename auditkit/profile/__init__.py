@@ -6,7 +6,8 @@
 
 from auditkit.profile.audit import ProfiledReport, check_tables_profiled, replay_profiled, verify_profiled
 from auditkit.profile.draft import draft_profile
-from auditkit.profile.model import Profile, load_profile, parse_profile
+from auditkit.profile.load import load_profile, parse_profile
+from auditkit.profile.model import Profile
 
 __all__ = ["Profile", "ProfiledReport", "check_tables_profiled", "draft_profile", "load_profile", "parse_profile",
            "replay_profiled", "verify_profiled"]

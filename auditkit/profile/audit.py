@@ -21,8 +21,9 @@ import pandas as pd
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report
 from auditkit.profile import _store
-from auditkit.profile.model import Profile, Provenance, load_profile
-from auditkit.profile.view import Fact, GateView, PackageView, Recorded, _csv, read_package
+from auditkit.profile.load import load_profile
+from auditkit.profile.model import Profile, Provenance
+from auditkit.profile.view import Fact, GateView, PackageView, Recorded, csv_rows as _csv, read_package
 from auditkit.gates.engine import DuplicateRowError, decide_columns
 from auditkit.derived.tables import GENERATORS, TableKind
 from auditkit.package.manifest import MANIFEST_CSV, MANIFEST_JSON

@@ -22,7 +22,7 @@ import tomlkit
 
 from auditkit.profile import _store
 from auditkit.profile.model import ENGINE_COLUMNS, PROFILE_SCHEMA, TODO
-from auditkit.profile.view import DATE_RE
+from auditkit.profile.values import DATE_RE
 from auditkit.package.rows import STATUSES
 from auditkit.derived.tables import TableKind
 
@@ -261,7 +261,7 @@ def _rows(store, files):
         return t
     t.add("files", pattern)
     t["files"].comment("host and stage are captured from the file name")
-    from auditkit.profile.view import _pattern as compile_pattern
+    from auditkit.profile.rows import compile_pattern
 
     parser = compile_pattern(pattern)
     headers, samples, host_pairs = {}, defaultdict(set), defaultdict(set)

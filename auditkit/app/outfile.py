@@ -1,4 +1,5 @@
-"""An --out FILE is checked before the work that fills it, not after.
+"""An --out FILE is checked before the work that fills it, not after (`guard_out_file`, one guard
+for `report` and `profile draft`).
 
 `check_out_file(out, force=...)` refuses, with exit 2 and a hint, a target auditkit cannot or
 must not replace — a directory, a FIFO, a socket or a device (not even with --force: replacing
@@ -48,3 +49,13 @@ def check_out_file(out: str | Path, *, force: bool) -> None:
                          hint="choose an --out in a directory you can write") from None
     os.close(fd)
     os.unlink(probe)  # exactly the file mkstemp made (O_EXCL): nothing else is touched
+
+
+def guard_out_file(out: str | Path, package: str | Path, *, force: bool, name: str, what: str) -> None:
+    """Refuse, before the work that fills it, an --out inside the package (`name`: what it would hold,
+    "the report"), one auditkit cannot or must not replace, or one `write_file` would refuse (`what`)."""
+    from auditkit.package.writes import refuse_inside, write_file
+
+    refuse_inside(out, package, what=name)
+    check_out_file(out, force=force)  # a FIFO, a directory, an unwritable place: refused before the work
+    write_file(out, b"", force=force, what=what, dry_run=True)
