@@ -59,7 +59,8 @@ def tables_through(package: str, profile: str, check: bool, out: str | None, as_
 
 def render_profiled_gate(g) -> str:
     """The engine's table of the replayed gate, then what was compared with the authors' record."""
-    from auditkit.gates.replay import GateReplay, render_gate
+    from auditkit.gates.render import render_gate
+    from auditkit.gates.replay import GateReplay
 
     lines = [f"== gate {g.gate} (through the profile) =="]
     if g.replayed is not None:

@@ -232,8 +232,8 @@ def render_replay_text(replays, report, verbosity: int) -> None:
         click.echo(paint(verdict_line(report), report.ok))
         sys.exit(report.exit_code)
     if verbosity > 0:
-        from auditkit.gates.replay import render_gate
-        from auditkit.report.reasons import reasons
+        from auditkit.gates.render import render_gate
+        from auditkit.gates.reasons import reasons
         from auditkit.text import printable
 
         for r in replays:

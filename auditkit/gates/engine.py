@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import Enum
 from datetime import datetime
-from typing import Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
+from typing import Collection, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
 from auditkit.findings import Finding, json_location
+from auditkit.gates.chain import ChainBound, chain_bound, cycle_path, parent_gate  # noqa: F401 (chain_bound: its old home)
 from auditkit.package.schemas import validate_document
 
 DECIMALS = 9
@@ -87,39 +88,6 @@ def threshold_passes(kind: str, value: float | None, threshold: float) -> bool:
 
 # --------------------------------------------------------------------------- validation
 
-class ChainBound(NamedTuple):
-    """What the candidates of a gate can be, found by following its ``promoted-by:`` chain to
-    the matrix or an explicit list: `configs` (None when a link of the chain cannot be read,
-    or the chain ends at the matrix and the matrix is not known) and the `cycle` of gates the
-    chain runs into (empty when it ends)."""
-
-    configs: frozenset[str] | None
-    cycle: tuple[str, ...] = ()
-
-
-def chain_bound(gate: str, rules_of: Callable[[str], dict | None],
-                matrix: Collection[str] | None = None) -> ChainBound:
-    """Follow ``promoted-by:`` from `gate` (`rules_of(name)` gives a gate's schema-valid rules,
-    or None when unknown or unreadable). A gate promoted by another decides among a subset of
-    that gate's candidates, so the chain's end bounds every name its rules may use. Pure."""
-    path = [gate]
-    name = gate
-    while True:
-        doc = rules_of(name)
-        if doc is None:
-            return ChainBound(None)
-        cands = doc["inputs"]["candidates"]
-        if isinstance(cands, list):
-            return ChainBound(frozenset(cands))
-        if cands == "matrix":
-            return ChainBound(None if matrix is None else frozenset(matrix))
-        parent = cands.split(":", 1)[1]
-        if parent in path:
-            return ChainBound(None, tuple(path[path.index(parent):]) + (parent,))
-        path.append(parent)
-        name = parent
-
-
 def validate_rules(doc: dict, path: str, *, known_configs: Collection[str] | None = None,
                    chain: ChainBound | None = None) -> list[Finding]:
     """Every way `doc` is not a usable rules file: schema first, then sense.
@@ -164,7 +132,7 @@ def validate_rules(doc: dict, path: str, *, known_configs: Collection[str] | Non
         if chain is not None and chain.cycle:
             bad(["inputs", "candidates"], "rules-chain-cycle", "a promoted-by chain that ends at the matrix or a list",
                 " -> ".join(chain.cycle), "gates that promote each other's candidates decide among nothing")
-        elif chain is None and cands.split(":", 1)[1] == doc["gate"]:
+        elif chain is None and cycle_path((doc["gate"],), parent_gate(cands)) is not None:
             bad(["inputs", "candidates"], "rules-chain-cycle", "a promoted-by chain that ends at the matrix or a list",
                 f"{doc['gate']} -> {doc['gate']}", "a gate cannot promote its own candidates")
     keep = promote.get("always_keep", [])

@@ -10,7 +10,6 @@ alone. A gate that cannot be decided carries the reason instead of a decision.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import AuditError
-from auditkit.study.spec import Protocol
-from auditkit.gates.replay import (MAX_RUN_CSV_BYTES, gate_inputs, load_gate_rows, matrix_config_ids,
-                                   package_protocol, package_store, read_json)
+from auditkit.gates.chain import GateWalk, resolve_candidates
+from auditkit.gates.documents import gate_inputs, matrix_config_ids
+from auditkit.gates.engine import Decision, DuplicateRowError, validate_rules
+from auditkit.gates.pipeline import StoreSource, decide_rows
+from auditkit.package.columns import MAX_RUN_CSV_BYTES, concat_rows, csv_header, text_frame
 from auditkit.package.store import PackageStore
-from auditkit.gates.engine import Decision, DuplicateRowError, decide_columns, validate_rules
 
 
 @dataclass(frozen=True)
@@ -42,68 +42,67 @@ class GateOutcome:
         return self.decision is not None
 
 
+class _Undecided(Exception):
+    """A gate that cannot be decided, and why (its outcome)."""
+
+    def __init__(self, outcome: GateOutcome):
+        self.outcome = outcome
+
+
 def decide_all(package_dir: str | Path | PackageStore) -> dict[str, GateOutcome]:
     """Each gate of the package's protocol, in protocol order, every byte read through the
     package's store. Raises AuditError only when the package itself cannot be read (no
-    directory, no or broken protocol.json)."""
-    pkg = package_store(package_dir)
-    protocol = package_protocol(pkg)
-    out: dict[str, GateOutcome] = {}
-    for g in protocol.gates:
-        _decide(pkg, protocol, g.gate, out, ())
-    return {g.gate: out[g.gate] for g in protocol.gates}
+    directory, no or broken protocol.json). This is the gate pipeline's entry point for
+    everything built on the raw rows alone (claims, robustness, the report's gate section)."""
+    src = StoreSource(package_dir)
+
+    def cycle(gate: str, path: tuple[str, ...]) -> GateOutcome:
+        return GateOutcome(gate, src.protocol.gate(gate).rules,
+                           error="promoted-by gates form a cycle: " + " -> ".join(path))
+
+    def visit(gate: str, follow: GateWalk[GateOutcome]) -> GateOutcome:
+        try:
+            return _decide_one(src, gate, follow)
+        except _Undecided as exc:
+            return exc.outcome
+        except AuditError as exc:
+            return GateOutcome(gate, src.protocol.gate(gate).rules,
+                               error=(f"{exc.path}: " if exc.path else "") + exc.message)
+
+    follow = GateWalk(visit, cycle)
+    return {g.gate: follow(g.gate) for g in src.protocol.gates}
 
 
-def _decide(pkg: PackageStore, protocol: Protocol, gate: str, done: dict, stack: tuple) -> GateOutcome:
-    if gate in done:
-        return done[gate]
+def _decide_one(src: StoreSource, gate: str, follow: GateWalk[GateOutcome]) -> GateOutcome:
+    pkg, protocol = src.store, src.protocol
     g = protocol.gate(gate)
-    if gate in stack:
-        res = GateOutcome(gate, g.rules, error="promoted-by gates form a cycle: " + " -> ".join(stack + (gate,)))
-        done[gate] = res
-        return res
-    try:
-        res = _decide_one(pkg, protocol, gate, done, stack + (gate,))
-    except AuditError as exc:
-        res = GateOutcome(gate, g.rules, error=(f"{exc.path}: " if exc.path else "") + exc.message)
-    done[gate] = res
-    return res
-
-
-def _decide_one(pkg: PackageStore, protocol: Protocol, gate: str, done: dict, stack: tuple) -> GateOutcome:
-    g = protocol.gate(gate)
-    rules = read_json(pkg, g.rules)
+    rules = src.json(g.rules)
     bad = validate_rules(rules, g.rules)
     if bad:
         return GateOutcome(gate, g.rules, error=f"rules are not valid: {bad[0]}")
-    spec = rules["inputs"]["candidates"]
-    if spec == "matrix":
-        candidates = matrix_config_ids(pkg, protocol)
-    elif isinstance(spec, str) and spec.startswith("promoted-by:"):
-        parent = spec.split(":", 1)[1]
+
+    def promoted(parent: str) -> list[str]:
         try:
             protocol.gate(parent)
         except KeyError:
-            return GateOutcome(gate, g.rules, rules, error=f"candidates name gate {parent!r}, which the protocol lacks")
-        up = _decide(pkg, protocol, parent, done, stack)
+            raise _Undecided(GateOutcome(gate, g.rules, rules, error=f"candidates name gate {parent!r}, "
+                                                                      "which the protocol lacks")) from None
+        up = follow(parent)
         if not up.decided:
-            return GateOutcome(gate, g.rules, rules, error=f"its candidates come from gate {parent}, which could "
-                                                           f"not be decided ({up.error})")
-        candidates = list(up.decision.promoted)
-    else:
-        candidates = list(spec)
+            raise _Undecided(GateOutcome(gate, g.rules, rules, error=f"its candidates come from gate {parent}, "
+                                                                     f"which could not be decided ({up.error})"))
+        return list(up.decision.promoted)
+
+    candidates = resolve_candidates(rules["inputs"]["candidates"], matrix=lambda: matrix_config_ids(pkg, protocol),
+                                    promoted=promoted)
     paths = gate_inputs(pkg, rules)
     missing = [p for p in paths if pkg.kind(p) is None]   # a link or FIFO is the reader's PackageDefect
     if missing:
         return GateOutcome(gate, g.rules, rules, inputs=tuple(paths), error=f"input run CSV missing: {missing[0]}")
     metric = rules["metric"]["column"]
-    df = load_gate_rows(pkg, paths, metric)
-    cols = {"stage": df["stage"].to_numpy(), "host": df["host"].to_numpy(), "seed": df["seed"].to_numpy(),
-            "config_id": df["config_id"].to_numpy(), "status": df["status"].to_numpy(),
-            "value": df["value"].to_numpy(),
-            "where": [f"{f} row {r}" for f, r in zip(df["_file"].tolist(), df["_row"].tolist())]}
+    df = concat_rows([src.frame(p, metric) for p in paths])
     try:
-        decision = decide_columns(rules, cols, candidates)
+        decision = decide_rows(rules, df, candidates)
     except DuplicateRowError as exc:
         return GateOutcome(gate, g.rules, rules, inputs=tuple(paths), error=str(exc))
     se = _standard_errors(pkg, paths, metric, df, decision)
@@ -118,9 +117,8 @@ def _standard_errors(store: PackageStore, paths: list[str], metric: str, df: pd.
     parts = []
     for rel in paths:
         data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
-        head = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, nrows=0)
-        if col in head.columns:
-            se = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, usecols=[col])[col]
+        if col in csv_header(data, rel):
+            se = text_frame(data, rel, [col])[col]
             parts.append(pd.to_numeric(se, errors="coerce").to_numpy(dtype=np.float64))
         else:
             parts.append(np.full(int((df["_file"] == rel).sum()), np.nan))
