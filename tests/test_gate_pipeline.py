@@ -32,7 +32,8 @@ PENDING_PARSERS = {
 # CSV parsing calls: the store's text reader and the columnar reader are the library's two sites.
 CSV_SITES = {"auditkit/package/store.py", "auditkit/package/columns.py"}
 PENDING_CSV = {
-    "auditkit/derived/tables.py": "pd.read_csv",   # -> text_frame(data, rel, lambda c: c in TABLE_COLUMNS, what="run CSV")
+    # -> auditkit.package.columns.text_frame(data, rel, lambda c: c in TABLE_COLUMNS, what="run CSV")
+    "auditkit/derived/tables.py": "pd.read_csv",
     "auditkit/package/rows.py": "csv.DictReader",  # read_csv_text, a copy of store.parse_csv
 }
 

@@ -46,7 +46,7 @@ from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
 from auditkit.study.spec import Protocol, Stage, load_package_protocol
 from auditkit.package.rows import read_csv_text, run_csv_path
-from auditkit.gates.engine import CheckKind, threshold_passes
+from auditkit.gates.rules import CheckKind, threshold_passes
 from auditkit.gates.documents import read_json
 from auditkit.package.columns import MAX_RUN_CSV_BYTES
 from auditkit.package.schemas import validate_document

@@ -1,14 +1,16 @@
 """The one decision diff: where a recorded decision differs from the replayed one, field by field.
 
-`diff_decisions(recorded, replayed, path, better=...)` gives a finding per difference, located by
-a JSON path into the recorded file. A package read through a profile records only some fields,
-in the authors' own files: `diff_mapped` compares those, with the profile's tolerance, through the
-same number and integer tests (`num_differs`, `int_differs`).
+`iter_differences(recorded, replayed, path, better=...)` yields a finding per difference, located
+by a JSON path into the recorded file (`diff_decisions` is the list). A package read through a
+profile records only the fields the profile maps, each at its own place in the authors' files;
+`auditkit.profile.replay` compares those with the same number test (`num_differs`) at the
+profile's tolerance.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Iterator
 from auditkit.findings import Finding, json_location
 from auditkit.gates.documents import cell_findings, show
 
@@ -44,25 +46,31 @@ _ABSENT = object()
 
 
 def diff_decisions(recorded: dict, replayed: dict, path: str, *, better: str = "lower") -> list[Finding]:
+    """Every difference `iter_differences` finds, as a list."""
+    return list(iter_differences(recorded, replayed, path, better=better))
+
+
+def iter_differences(recorded: dict, replayed: dict, path: str, *, better: str = "lower") -> Iterator[Finding]:
     """Every field where `recorded` differs from `replayed` (auditkit's form), comparing exactly what
     SPEC v1 defines — promoted list and order, the set of cells and of candidates, eligibility,
     ranks, wins, per-cell values, check outcomes exactly; numbers within 1e-9 — and accepting either
     v1 form where the SPEC leaves the representation open (docs/SPEC.md, "v1.1: representations").
     `better` is the rules' metric direction (the sign of a `mean_gap` value is open only for
-    `higher`). Locations are JSON paths into the recorded file."""
-    out = []
+    `higher`). Locations are JSON paths into the recorded file. Lazily (jsonschema's `iter_errors`
+shape), field by field: gate, cells, promoted, candidates, checks; a caller that needs only
+whether it differs stops at the first."""
 
-    def differ(loc, code, exp, got, msg=DIFFERS):
-        out.append(Finding(path, code, json_location(loc), show(exp), show(got), msg, DIFFERS_HINT, roles="replay"))
+    def differ(loc, code, exp, got, msg=DIFFERS) -> Finding:
+        return Finding(path, code, json_location(loc), show(exp), show(got), msg, DIFFERS_HINT, roles="replay")
 
     if recorded.get("gate") != replayed["gate"]:
-        differ(["gate"], "decision-differs", replayed["gate"], recorded.get("gate"))
+        yield differ(["gate"], "decision-differs", replayed["gate"], recorded.get("gate"))
     # cells: a set of (host, seed) pairs, in any order
     rec_cells = sorted((str(h), s) for h, s in recorded["cells"])
     if len(rec_cells) != len(replayed["cells"]) or rec_cells != sorted((h, s) for h, s in replayed["cells"]):
-        differ(["cells"], "decision-differs", replayed["cells"], recorded["cells"])
+        yield differ(["cells"], "decision-differs", replayed["cells"], recorded["cells"])
     if recorded["promoted"] != replayed["promoted"]:
-        differ(["promoted"], "promoted-differs", replayed["promoted"], recorded["promoted"],
+        yield differ(["promoted"], "promoted-differs", replayed["promoted"], recorded["promoted"],
                "the rules applied to the raw rows promote a different list")
     # candidates: matched by config_id, in any order
     rec_c = {}
@@ -71,56 +79,56 @@ def diff_decisions(recorded: dict, replayed: dict, path: str, *, better: str = "
     names_rec = sorted(c["config_id"] for c in recorded["candidates"])
     names_rep = sorted(c["config_id"] for c in replayed["candidates"])
     if names_rec != names_rep:
-        differ(["candidates"], "candidates-differ", names_rep, names_rec)
+        yield differ(["candidates"], "candidates-differ", names_rep, names_rec)
     for want in replayed["candidates"]:
         cid = want["config_id"]
         if cid not in rec_c:
             continue
         i, got = rec_c[cid]
         if got.get("eligible") is not want["eligible"]:
-            differ(["candidates", i, "eligible"], "eligible-differs", want["eligible"], got.get("eligible"))
+            yield differ(["candidates", i, "eligible"], "eligible-differs", want["eligible"], got.get("eligible"))
         # rank and wins: an ineligible candidate has neither (null, absent; wins also 0)
         rank = got.get("rank")
         if int_differs(rank, want["rank"]):
-            differ(["candidates", i, "rank"], "rank-differs", want["rank"], rank)
+            yield differ(["candidates", i, "rank"], "rank-differs", want["rank"], rank)
         wins = got.get("wins")
         if not (not want["eligible"] and wins in (None, 0) and not isinstance(wins, bool)) \
                 and int_differs(wins, want["wins"]):
-            differ(["candidates", i, "wins"], "wins-differs", want["wins"], wins)
+            yield differ(["candidates", i, "wins"], "wins-differs", want["wins"], wins)
         # statistics: null or absent where there is none (an ineligible candidate, std of one cell)
         for key in ("mean", "min", "max", "std"):
             if num_differs(got.get(key), want[key]):
-                differ(["candidates", i, key], "value-differs", want[key], got.get(key))
-        _diff_cells(got.get("cells", _ABSENT), want, i, path, differ, out)
-    _diff_checks(recorded["checks"], replayed["checks"], better, differ)
-    return out
+                yield differ(["candidates", i, key], "value-differs", want[key], got.get(key))
+        yield from _diff_cells(got.get("cells", _ABSENT), want, i, path, differ)
+    yield from _diff_checks(recorded["checks"], replayed["checks"], better, differ)
 
 
-def _diff_cells(gcells, want: dict, i: int, path: str, differ, out: list) -> None:
+def _diff_cells(gcells, want: dict, i: int, path: str, differ) -> Iterator[Finding]:
     """An eligible candidate's cells: exactly the decision's cells, each value and rank. An ineligible
     candidate's: `{}` or any of its cells, each value as the row's and no rank."""
     wcells = want["cells"]
     if gcells is _ABSENT:
         if want["eligible"]:
-            differ(["candidates", i, "cells"], "decision-differs", "the candidate's cells", "none")
+            yield differ(["candidates", i, "cells"], "decision-differs", "the candidate's cells", "none")
         return
     if gcells == wcells:  # the common case, compared in C; floats round-trip through JSON exactly
         return
     bad = cell_findings(path, i, gcells)
     if bad:
-        out += bad
+        yield from bad
         return
     extra = sorted(set(gcells) - set(wcells))
     if (want["eligible"] and set(gcells) != set(wcells)) or extra:
-        differ(["candidates", i, "cells"], "decision-differs", sorted(wcells), sorted(gcells))
+        yield differ(["candidates", i, "cells"], "decision-differs", sorted(wcells), sorted(gcells))
     for ck, gc in gcells.items():
         wc = wcells.get(ck)
         if wc is None:
             continue
         if num_differs(gc.get("val_bpb"), wc["val_bpb"]):
-            differ(["candidates", i, "cells", ck, "val_bpb"], "value-differs", wc["val_bpb"], gc.get("val_bpb"))
+            yield differ(["candidates", i, "cells", ck, "val_bpb"], "value-differs", wc["val_bpb"],
+                         gc.get("val_bpb"))
         if int_differs(gc.get("rank"), wc["rank"]):
-            differ(["candidates", i, "cells", ck, "rank"], "rank-differs", wc["rank"], gc.get("rank"))
+            yield differ(["candidates", i, "cells", ck, "rank"], "rank-differs", wc["rank"], gc.get("rank"))
 
 
 def _check_key(ch: dict) -> tuple:
@@ -128,27 +136,27 @@ def _check_key(ch: dict) -> tuple:
     return ch.get("kind"), ch.get("candidate"), ref
 
 
-def _diff_checks(rchecks: list, wchecks: list, better: str, differ) -> None:
+def _diff_checks(rchecks: list, wchecks: list, better: str, differ) -> Iterator[Finding]:
     """Checks matched by (kind, candidate, reference), in any order; value per the open forms."""
     unused = list(range(len(rchecks)))
     pairs = []
     for w in wchecks:
         j = next((j for j in unused if _check_key(rchecks[j]) == _check_key(w)), None)
         if j is None:
-            differ(["checks"], "checks-differ", f"a {w['kind']} check of {w['candidate']}", "none")
+            yield differ(["checks"], "checks-differ", f"a {w['kind']} check of {w['candidate']}", "none")
             continue
         unused.remove(j)
         pairs.append((j, rchecks[j], w))
     for j in unused:
-        differ(["checks", j], "checks-differ", "only the checks the rules define",
+        yield differ(["checks", j], "checks-differ", "only the checks the rules define",
                f"a {rchecks[j].get('kind')} check of {rchecks[j].get('candidate')}")
     for j, got, want in pairs:
         if not _check_value_matches(got.get("value"), want, better):
-            differ(["checks", j, "value"], "check-value-differs", want["value"], got.get("value"))
+            yield differ(["checks", j, "value"], "check-value-differs", want["value"], got.get("value"))
         if want["kind"] != "ranks_first_in_all_cells" and num_differs(got.get("threshold"), want["threshold"]):
-            differ(["checks", j, "threshold"], "check-value-differs", want["threshold"], got.get("threshold"))
+            yield differ(["checks", j, "threshold"], "check-value-differs", want["threshold"], got.get("threshold"))
         if got.get("passed") is not want["passed"]:
-            differ(["checks", j, "passed"], "check-outcome-differs", want["passed"], got.get("passed"))
+            yield differ(["checks", j, "passed"], "check-outcome-differs", want["passed"], got.get("passed"))
 
 
 def _check_value_matches(got, want: dict, better: str) -> bool:

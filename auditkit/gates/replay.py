@@ -22,10 +22,11 @@ import pandas as pd
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report
 from auditkit.gates.chain import GateWalk, chain_bound, resolve_candidates, rules_parent
-from auditkit.gates.diff import diff_decisions
+from auditkit.gates.diff import iter_differences
 from auditkit.gates.documents import (gate_inputs, matrix_config_ids, package_protocol, package_store, paused_gc,
                                       protocol_gate, read_json)
-from auditkit.gates.engine import Decision, DuplicateRowError, validate_rules
+from auditkit.gates.engine import Decision, DuplicateRowError
+from auditkit.gates.rules import validate_rules
 from auditkit.gates.pipeline import StoreSource, decide_rows, frozen_before, iso, select_rows
 from auditkit.gates.recorded import iter_reference_findings, read_recorded
 from auditkit.package.columns import concat_rows
@@ -47,7 +48,8 @@ def decide_gate(package_dir, gate: str, decided_at: str) -> dict:
     chain = chain_bound(gate, src.rules_of) if rules_parent(rules) is not None else None
     bad = validate_rules(rules, g.rules, chain=chain)
     if bad:
-        raise AuditError(f"rules are not valid: {bad[0]}", path=g.rules, hint="a gate's rules must follow SPEC.md section 5")
+        raise AuditError(f"rules are not valid: {bad[0]}", path=g.rules,
+                         hint="a gate's rules must follow SPEC.md section 5")
     candidates = resolve_candidates(rules["inputs"]["candidates"],
                                     matrix=lambda: matrix_config_ids(src.store, src.protocol),
                                     promoted=lambda parent: recorded_promoted_list(src, parent))
@@ -360,7 +362,7 @@ def _replay_gate(s: StoreSource, follow: GateWalk[GateReplay], gate: str) -> Gat
                              f"the promoted list of gate {parent}: {sorted(candidates)}", str(named),
                              f"gate {gate} must decide among exactly the candidates gate {parent} promoted"))
     if rec.doc is not None:
-        f.extend(diff_decisions(rec.doc, out.replayed_doc(), dec_rel, better=rules["metric"]["better"]))
+        f.extend(iter_differences(rec.doc, out.replayed_doc(), dec_rel, better=rules["metric"]["better"]))
     return out
 
 

@@ -27,7 +27,7 @@ from auditkit.errors import AuditError
 from auditkit.findings import Finding, row_location
 from auditkit.profile import _store
 from auditkit.profile.model import (ENGINE_COLUMNS, ColumnRule, Convert, FieldMap, GateSpec, Profile, Provenance, Source)
-from auditkit.gates.engine import validate_rules
+from auditkit.gates.rules import validate_rules
 from auditkit.package.store import parse_csv
 from auditkit.profile.bounds import FilePattern, find_values
 from auditkit.study.spec import Budget, Gate, Protocol, Stage

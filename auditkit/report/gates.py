@@ -19,7 +19,8 @@ import pandas as pd
 from auditkit.errors import AuditError
 from auditkit.gates.chain import GateWalk, resolve_candidates
 from auditkit.gates.documents import gate_inputs, matrix_config_ids
-from auditkit.gates.engine import Decision, DuplicateRowError, validate_rules
+from auditkit.gates.engine import Decision, DuplicateRowError
+from auditkit.gates.rules import validate_rules
 from auditkit.gates.pipeline import StoreSource, decide_rows
 from auditkit.package.columns import MAX_RUN_CSV_BYTES, concat_rows, csv_header, text_frame
 from auditkit.package.store import PackageStore
