@@ -4,7 +4,7 @@ read from (`GateSource`; `StoreSource` for a SPEC package), the rows a gate's ru
 decision (`decide_rows`), plus the freeze check on the selected rows (`frozen_before`).
 
 Candidates, and the ``promoted-by:`` chain between gates, are `auditkit.gates.chain`'s. Users:
-`replay` (replay-gate, decide), `auditkit.report.gates` (the report, claims, robustness) and
+`replay` (replay-gate, decide), `outcomes` (the report, claims, robustness) and
 `auditkit.profile.replay` (a package read through a profile, whose rows come from its view).
 """
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, json_location
-from auditkit.report.gates import GateOutcome, decide_all
+from auditkit.gates.outcomes import GateOutcome, decide_all
 from auditkit.package.schemas import validate_document
 
 CLAIMS_FILE = "claims.json"

@@ -1,11 +1,13 @@
-"""Every gate of a package decided from its raw rows, through the engine replay uses.
+"""Every gate of a package decided from its raw rows alone: the gate pipeline's entry point for
+what is built on the rows rather than on the recorded decisions (the report's gate section,
+claims, robustness).
 
-`decide_all(package_dir)` loads each gate's frozen rules and the run rows they
-select and calls `rules.decide_columns`, exactly as `replay-gate` does. A gate whose
-candidates are ``promoted-by:<gate>`` takes the promoted list that *this* chain of
-raw-row decisions gives (replay uses the recorded one and reports any difference), so
-everything built on it — claims, robustness, reasons — follows from the raw rows
-alone. A gate that cannot be decided carries the reason instead of a decision.
+`decide_all(package)` reads each gate's frozen rules and the run rows they select (`StoreSource`,
+through the store) and decides with the engine, exactly as `replay-gate` does. A gate whose
+candidates are ``promoted-by:<gate>`` takes the promoted list that *this* chain of raw-row
+decisions gives (replay uses the recorded one and reports any difference); the walk over gates
+and its cycle check are `auditkit.gates.chain`'s. A gate that cannot be decided carries the
+reason instead of a decision.
 """
 
 from __future__ import annotations
