@@ -205,3 +205,15 @@ def test_one_number_test_for_both_diffs():
     assert not num_differs(1.0, 1.0 + 4e-7, 5e-7 + 1e-12) and num_differs(1.0, 1.0 + 6e-7, 5e-7 + 1e-12)
     assert num_differs(None, 0.0) and not num_differs(None, None) and num_differs(float("nan"), float("nan"))
     assert num_differs(True, 1.0) and num_differs("x", 1.0)
+
+
+def test_render_why_is_the_reasons_of_the_engine_result():
+    from auditkit.gates.render import render_why
+    from auditkit.gates.replay import GateReplay
+
+    df = frame([("s", "h1", 1, "p", "ok", 1.0), ("s", "h2", 1, "p", "ok", 1.0), ("s", "h1", 1, "q", "ok", 2.0),
+                ("s", "h2", 1, "q", "crashed", 0.5)])
+    d = decide_rows(RULES, df, ["p", "q"])
+    assert render_why(GateReplay("g", rules=RULES, decision=d)) == (
+        "why:\n  p: promoted: rank 1 of 1 eligible, within top_k=1\n  q: ineligible: h2/1 crashed")
+    assert render_why(GateReplay("g", rules=RULES)) is None

@@ -26,9 +26,12 @@ from auditkit.package.store import PackageDefect
 
 
 class GateSource(Interface):
-    """What the pipeline reads of a package, whoever reads it: a gate's rules (schema-valid, else
-    None), the matrix's config_ids (None when unreadable) and a run CSV's rows as `read_run_csv`'s
-    columns plus `_file`."""
+    """What the pipeline reads of a package: a gate's rules (schema-valid, else None), the matrix's
+    config_ids (None when unreadable) and a run CSV's rows as `read_run_csv`'s columns plus `_file`.
+    `StoreSource` is it for a SPEC package. A package read through a profile has its rows converted
+    whole by its view (`auditkit.profile.view`), so `auditkit.profile.replay` hands the same three
+    things to the pipeline's steps directly: rules from the view, the matrix and parents to
+    `chain.resolve_candidates`, the view's rows to `select_rows` and `decide_rows`."""
 
     def rules_of(self, gate: str) -> dict | None: ...
 

@@ -1,5 +1,6 @@
-"""Text of one replayed gate, as `replay-gate` prints it: candidates x cells, checks, the freeze
-beside the first input row, the uncertainty calls when asked for, and the verdict.
+"""Text of one replayed gate, as `replay-gate -v` prints it: candidates x cells, checks, the freeze
+beside the first input row, the uncertainty calls when asked for, the verdict (`render_gate`), and why
+each candidate was promoted or not (`render_why`).
 """
 
 from __future__ import annotations
@@ -55,3 +56,15 @@ def render_gate(r: GateReplay) -> str:
     else:
         lines.append(f"verdict: DIFFERS — {len(r.findings)} difference(s), listed below")
     return "\n".join(printable(line) for line in lines)  # package text: one line each, no terminal control
+
+
+def render_why(r: GateReplay) -> str | None:
+    """The "why" lines of a replayed gate (`auditkit.gates.reasons`: why each candidate was promoted,
+    eliminated or ineligible), from the engine's result; None when the gate was not recomputed."""
+    from auditkit.gates.reasons import reasons
+    from auditkit.text import printable
+
+    if r.decision is None or r.rules is None:
+        return None
+    why = reasons(r.decision, r.rules)
+    return "why:\n" + "\n".join(printable(f"  {c.config_id}: {why[c.config_id]}") for c in r.decision.candidates)
