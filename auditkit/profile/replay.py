@@ -78,7 +78,8 @@ def _matrix(view: PackageView, out: GateResult, f: list) -> list[str]:
     return list(view.matrix_ids)
 
 
-def _parent_promoted(view: PackageView, follow: GateWalk[GateResult], parent: str, out: GateResult) -> list[str] | None:
+def _parent_promoted(view: PackageView, follow: GateWalk[GateResult], parent: str,
+                     out: GateResult) -> list[str] | None:
     """The parent gate's recorded promoted list where the profile maps one, else its replayed list."""
     rec = view.gates[parent].recorded
     if rec is not None and rec.promoted is not None:
