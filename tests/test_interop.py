@@ -316,7 +316,8 @@ ONE_FORM = {
 
 @pytest.mark.parametrize("name", sorted(ONE_FORM))
 def test_each_open_representation_alone_is_no_difference(foreign, name):
-    from auditkit.gates.replay import decide_gate, diff_decisions
+    from auditkit.gates.diff import diff_decisions
+    from auditkit.gates.replay import decide_gate
 
     ours = decide_gate(foreign, "g1", "2026-01-01T20:00:00Z")
     near = next(c for c in ours["checks"] if c["kind"] == "near_equivalence" and c["candidate"] == "zeta")

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditkit.report.reasons import reasons, reasons_of_document
+from auditkit.gates.reasons import reasons, reasons_of_document
 from auditkit.gates.engine import decide_columns
 
 CANDS = ["a", "b", "c", "d", "e"]

@@ -377,7 +377,7 @@ def test_a_defective_protocol_is_a_finding_naming_the_key(pkg):
 
 
 def test_rows_are_parsed_from_the_bytes_that_were_hashed(pkg):
-    from auditkit.gates.replay import read_run_csv
+    from auditkit.package.columns import read_run_csv
     from auditkit.package.hashing import sha256_file
     from auditkit.package.store import PackageStore
 
@@ -542,7 +542,7 @@ def _random_decision(rnd):
 def test_the_byte_comparison_agrees_with_the_canonical_writer():
     import random
 
-    from auditkit.gates.replay import _canonical_meta, _is_canonical_form
+    from auditkit.gates.recorded import canonical_meta as _canonical_meta, is_canonical_form as _is_canonical_form
     from auditkit.package.canonical import canonical_json_bytes
 
     rnd = random.Random(11)
@@ -564,11 +564,11 @@ def test_the_byte_comparison_agrees_with_the_canonical_writer():
 
 
 def _findings(pkg, monkeypatch, full: bool):
-    from auditkit.gates import replay as R
+    from auditkit.gates import recorded as R
 
     with monkeypatch.context() as m:
         if full:
-            m.setattr(R, "_canonical_meta", lambda data, rel: None)  # every decision parsed and diffed
+            m.setattr(R, "canonical_meta", lambda data, rel: None)  # every decision parsed and diffed
         return sorted(f for r in replay_all(pkg) for f in r.findings)
 
 

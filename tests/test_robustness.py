@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from auditkit.report import robustness as rb
-from auditkit.report.gates import decide_all
+from auditkit.gates.outcomes import decide_all
 from auditkit.gates.engine import decide_columns
 from auditkit.derived.tables import TableKind, build_tables, check_tables
 from fixtures.paperpkg import build_paper_package

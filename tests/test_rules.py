@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from auditkit.study.spec import load_manifest
 from auditkit.package.rows import RunRow
-from auditkit.gates.engine import (ChainBound, CheckKind, DuplicateRowError, chain_bound, decide, round9, threshold_passes,
-                                   validate_rules)
+from auditkit.gates.chain import ChainBound, chain_bound
+from auditkit.gates.engine import DuplicateRowError, decide
+from auditkit.gates.rules import CheckKind, round9, threshold_passes, validate_rules
 
 
 def rules(top_k=2, keep=(), checks=(), hosts=("a", "b"), seeds=(1,), better="lower", candidates="matrix"):

@@ -96,8 +96,8 @@ def replay_gate(src, gate: str, fmt: str, *, policy: EvidencePolicy = EvidencePo
 def gate_tables(replays) -> list[str]:
     """Every replayed gate's candidates x cells table, each followed by why each candidate was promoted
     or eliminated (where the engine decided it) and a blank line."""
-    from auditkit.gates.replay import render_gate
-    from auditkit.report.reasons import reasons
+    from auditkit.gates.render import render_gate
+    from auditkit.gates.reasons import reasons
     from auditkit.text import printable
 
     lines = []

@@ -48,7 +48,8 @@ def check_tables_profiled(src, profile: str, *, check: bool, out: str | None) ->
 
 def render_profiled_gate(g) -> str:
     """The engine's table of the replayed gate, then what was compared with the authors' record."""
-    from auditkit.gates.replay import GateReplay, render_gate
+    from auditkit.gates.render import render_gate
+    from auditkit.gates.replay import GateReplay
     from auditkit.text import printable
 
     lines = [f"== gate {g.gate} (through the profile) =="]

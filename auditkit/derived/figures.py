@@ -118,7 +118,7 @@ def _rows(store: PackageStore, csvs: list[str]) -> list[RunRow]:
 
 
 def _decision(store: PackageStore, rel: str) -> dict:
-    from auditkit.gates.replay import read_json, validate_decision
+    from auditkit.gates.documents import read_json, validate_decision
 
     doc = read_json(store, rel)
     bad = validate_decision(doc, rel)
@@ -442,7 +442,7 @@ def _check_figures(store: PackageStore, report: Report) -> None:
         report.add(Finding(FIGURE_MANIFEST, "figure-manifest-missing", expected="a figure manifest", found="no such file",
                            message="the package lists no figures, so none can be checked against its raw rows"))
         return
-    from auditkit.gates.replay import read_json
+    from auditkit.gates.documents import read_json
     from auditkit.package.schemas import validate_document
 
     doc = read_json(store, FIGURE_MANIFEST)

@@ -47,8 +47,9 @@ from auditkit.findings import Finding, Report
 from auditkit.package.hashing import sha256_bytes
 from auditkit.package.protocol import Protocol, Stage, load_package_protocol
 from auditkit.package.rows import read_csv_text, run_csv_path
-from auditkit.gates.engine import CheckKind, threshold_passes
-from auditkit.gates.replay import MAX_RUN_CSV_BYTES, read_json
+from auditkit.gates.rules import CheckKind, threshold_passes
+from auditkit.gates.documents import read_json
+from auditkit.package.columns import MAX_RUN_CSV_BYTES
 from auditkit.package.schemas import validate_document
 
 TABLE_MANIFEST = "table_manifest.json"
@@ -431,9 +432,9 @@ def _promotion(p: _Package) -> list[Table]:
 
 
 def _reasons_by_gate(p: _Package, gates: list[str]) -> dict[str, dict[str, str]]:
-    """Per gate, why each candidate was promoted, eliminated or ineligible (`auditkit.report.reasons`),
+    """Per gate, why each candidate was promoted, eliminated or ineligible (`auditkit.gates.reasons`),
     from the recorded decision and the gate's rules; {} for a gate without readable rules."""
-    from auditkit.report.reasons import reasons_of_document
+    from auditkit.gates.reasons import reasons_of_document
 
     out = {}
     for g in gates:
@@ -645,7 +646,7 @@ GENERATORS = {
 
 def _decision_shape(doc: dict, rel: str) -> list[Finding]:
     """Schema findings for a decision, its per-cell objects checked directly (see replay)."""
-    from auditkit.gates.replay import validate_decision
+    from auditkit.gates.documents import validate_decision
 
     return validate_decision(doc, rel)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from auditkit.findings import Finding
-from auditkit.gates.engine import validate_rules
+from auditkit.gates.rules import validate_rules
 from auditkit.package.rows import RUN_COLUMNS
 from auditkit.profile import _store
 from auditkit.profile.model import ColumnRule, GateSpec, Profile, Provenance

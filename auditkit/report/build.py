@@ -45,7 +45,8 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     and the `require`d levels) and is a verdict of its own. Raises AuditError when the package
     cannot be read at all. `verified`: the package's verify report where the caller has it already
     (an archive verified as it was streamed), so it is not verified twice."""
-    from auditkit.gates.replay import package_protocol, replay_all, replay_report
+    from auditkit.gates.documents import package_protocol
+    from auditkit.gates.replay import replay_all, replay_report
     from auditkit.derived.tables import build_tables, check_tables
     from auditkit.verify import verify_package
 
@@ -152,7 +153,7 @@ def _rows(table) -> list[dict]:
 
 
 def _gate(pkg: Path, r, tables: dict, evidence: dict | None) -> dict:
-    from auditkit.report.reasons import reasons_of_document
+    from auditkit.gates.reasons import reasons_of_document
 
     doc = r.replayed_doc() or r.recorded_doc()
     out = {"gate": r.gate, "rules_path": r.rules_path, "identical": r.identical,

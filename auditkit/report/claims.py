@@ -10,7 +10,7 @@ Each claim holds the sentence as the paper states it and one check (`ClaimKind`)
 - `host_sensitivity`: a host-pair rank correlation at a stage is within bounds.
 
 `evaluate_claims(package_dir)` decides every gate from the raw rows with the engine
-replay uses (`auditkit.report.gates.decide_all`) and regenerates the tables in memory
+replay uses (`auditkit.gates.outcomes.decide_all`) and regenerates the tables in memory
 (`tables.build_tables`); nothing recorded by the package's author is taken on trust.
 Each claim is `held`, `not_held` or `not_checkable` (with the reason).
 `observations_from_study(package_dir)` writes what a finished study's own rows show, whatever it
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, json_location
-from auditkit.report.gates import GateOutcome, decide_all
+from auditkit.gates.outcomes import GateOutcome, decide_all
 from auditkit.package.schemas import validate_document
 
 CLAIMS_FILE = "claims.json"

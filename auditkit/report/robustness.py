@@ -513,7 +513,7 @@ def robustness_tables(p) -> list:
     candidate), `robustness_checks`, `robustness_gates` (method, margin, noise),
     `promotion_sensitivity` and `host_correlation_interval`. Only gates with a recorded
     decision, like the other tables; each decided again from the raw rows."""
-    from auditkit.report.gates import decide_all
+    from auditkit.gates.outcomes import decide_all
     from auditkit.derived.tables import Table, _hosts
 
     from auditkit.package.evaldocs import gate_doc_losses

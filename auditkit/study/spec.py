@@ -92,7 +92,8 @@ def _check_gate_rules(p: Protocol, rules: dict[str, dict], path: str, matrix: li
     """A gate's rules make sense through its ``promoted-by:`` chain: the chain ends, thresholds
     are finite, and every configuration the rules name can be a candidate (SPEC section 5).
     Refused here, before anything runs, rather than at the gate."""
-    from auditkit.gates.engine import chain_bound, validate_rules
+    from auditkit.gates.chain import chain_bound
+    from auditkit.gates.rules import validate_rules
     from auditkit.package.schemas import schema_errors as errors_of
 
     docs = {g: {"schema": "auditkit/rules/v1", "gate": g, "frozen_at": "1970-01-01T00:00:00Z", **body}

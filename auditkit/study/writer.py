@@ -196,7 +196,7 @@ class StudyDir:
             self._record_freeze(gate)  # a run that crashed between the rules and their evidence
             return
         doc = {"schema": "auditkit/rules/v1", "gate": gate, "frozen_at": self.clock(), **self.manifest.rules[gate]}
-        from auditkit.gates.engine import validate_rules
+        from auditkit.gates.rules import validate_rules
 
         bad = validate_rules(doc, str(path), known_configs=set(self.matrix_rows()))
         if bad:
