@@ -1,28 +1,21 @@
-"""The ``promoted-by:`` chain, in one place: the one parser of a gate's candidates spec
-(`parent_gate`), the one resolver of a gate's candidates (`resolve_candidates`), the one cycle
+"""The ``promoted-by:`` chain, in one place: the one resolver of a gate's candidates (`resolve_candidates`), the one cycle
 check (`cycle_path`), the walk over gates that follows the chain (`GateWalk`: each gate once,
 parents first) and the static bound the chain puts on a gate's candidates (`chain_bound`).
 
 Pure: what a gate's rules, the matrix or a parent's promoted list are is asked of callbacks,
 so the same code serves a SPEC package read through its store and a package read through a
-profile. `tests/test_gate_pipeline.py` fails when another module parses the prefix itself.
+profile. The one parser of a candidates spec (`parent_gate`) is the package model's
+(`auditkit.package.protocol`), re-exported here; `tests/test_gate_pipeline.py` fails when another
+module parses the prefix itself.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Collection, Generic, NamedTuple, TypeVar
 
-PROMOTED_BY = "promoted-by:"
+from auditkit.package.protocol import PROMOTED_BY, parent_gate  # noqa: F401 (the one parser, in the package model)
 
 T = TypeVar("T")
-
-
-def parent_gate(candidates) -> str | None:
-    """The gate named by a ``promoted-by:<gate>`` candidates spec, or None for ``matrix``, a list
-    or anything else."""
-    if isinstance(candidates, str) and candidates.startswith(PROMOTED_BY):
-        return candidates[len(PROMOTED_BY):]
-    return None
 
 
 def rules_parent(rules) -> str | None:

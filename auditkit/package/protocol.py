@@ -16,6 +16,17 @@ from auditkit.errors import defect
 from auditkit.package.store import PackageStore
 
 
+PROMOTED_BY = "promoted-by:"
+
+
+def parent_gate(candidates) -> str | None:
+    """The gate named by a ``promoted-by:<gate>`` candidates spec, or None for ``matrix``, a list
+    or anything else: the library's one parser of the prefix (tests/test_gate_pipeline.py)."""
+    if isinstance(candidates, str) and candidates.startswith(PROMOTED_BY):
+        return candidates[len(PROMOTED_BY):]
+    return None
+
+
 @dataclass(frozen=True)
 class Budget:
     kind: str  # "seconds" | "steps"
@@ -45,9 +56,7 @@ class Stage:
 
     @property
     def promoted_by(self) -> str | None:
-        if isinstance(self.candidates, str) and self.candidates.startswith("promoted-by:"):
-            return self.candidates.split(":", 1)[1]
-        return None
+        return parent_gate(self.candidates)
 
     def to_json(self) -> dict:
         cands = list(self.candidates) if isinstance(self.candidates, tuple) else self.candidates

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 
 from auditkit.derived.tables import TableKind
 from auditkit.errors import AuditError
+from auditkit.package.protocol import parent_gate
 from auditkit.findings import Finding, json_location
 from auditkit.package.rows import RUN_COLUMNS
 from auditkit.profile.model import (DEFAULT_TOLERANCE, TODO, CheckMap, ColumnRule, Convert, FieldMap,
@@ -80,8 +81,8 @@ def _sense(doc: dict, source: str) -> list[Finding]:
             continue
         merged = merge_rules(doc.get("rules", {}), rules)
         cands = merged.get("inputs", {}).get("candidates")
-        if isinstance(cands, str) and cands.startswith("promoted-by:"):
-            parent = cands.split(":", 1)[1]
+        parent = parent_gate(cands)
+        if parent is not None:
             if parent not in names[:i]:
                 bad(["gates", name, "rules", "inputs", "candidates"], "a gate listed earlier in the profile", parent,
                     "gates are replayed in profile order; list the parent gate first")
