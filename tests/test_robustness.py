@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from auditkit.report import robustness as rb
+from auditkit.derived import resampling as rb
+from auditkit.stats import correlation as rc
 from auditkit.report.gates import decide_all
 from auditkit.gates.engine import decide_columns
 from auditkit.derived.tables import TableKind, build_tables, check_tables
@@ -116,7 +117,7 @@ def test_monte_carlo_bootstrap_is_seeded_and_close_to_exact():
     values = random_values(4, 8, 2)   # one host, 8 seeds: 6435 multisets > EXACT_LIMIT, drawn
     r, d = decide(values, hosts=1, top_k=2)
     g = rb.gate_robustness(r, d)
-    assert g.method == f"bootstrap within hosts over 1 host(s) x 8 cells ({rb.RESAMPLES} draws, seed {rb.SEED})"
+    assert g.method == f"bootstrap within hosts over 1 host(s) x 8 cells ({rb.RESAMPLES} draws, seed {rc.SEED})"
     assert rb.gate_robustness(r, d) == g   # deterministic
     ref = reference_p_promoted(values, 2, 1)
     for row in g.rows:
@@ -177,7 +178,7 @@ def test_a_gate_too_large_to_resample_says_so(monkeypatch):
 
 def test_correlation_interval_is_fisher_z_with_bonett_wright():
     a, b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], [2.0, 1.0, 4.0, 3.0, 7.0, 5.0, 6.0]
-    ci = rb.correlation_interval(a, b, "k")
+    ci = rc.correlation_interval(a, b, "k")
     rho = stats.spearmanr(a, b).statistic
     assert ci.spearman == pytest.approx(rho)
     # Bonett & Wright (2000): var(atanh r_s) = (1 + r_s^2 / 2) / (n - 3), written out here
@@ -186,17 +187,17 @@ def test_correlation_interval_is_fisher_z_with_bonett_wright():
                                        pytest.approx(math.tanh(math.atanh(rho) + half)))
     rhos = [stats.spearmanr(a, p).statistic for p in permutations(b)]
     assert ci.p_permutation == pytest.approx(sum(r >= ci.spearman - 1e-12 for r in rhos) / len(rhos))
-    assert rb.correlation_interval(a, b, "k") == ci
+    assert rc.correlation_interval(a, b, "k") == ci
 
 
 def test_few_candidates_get_no_interval_but_keep_the_permutation_p():
-    ci = rb.correlation_interval([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], "k")
+    ci = rc.correlation_interval([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], "k")
     assert ci.spearman == 1.0 and ci.ci_low is None and ci.ci_high is None
     assert ci.p_permutation == pytest.approx(1 / 6)   # perfect agreement of 3 happens by chance 1 time in 6
     assert ci.ci_method == "not computed: 3 candidates (Fisher z needs at least 4)"
-    four = rb.correlation_interval([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], "k")
+    four = rc.correlation_interval([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], "k")
     assert four.ci_low is None and "|rho| = 1" in four.ci_method and four.p_permutation == pytest.approx(1 / 24)
-    assert rb.correlation_interval([1.0, 2.0], [1.0, 2.0], "k").ci_low is None
+    assert rc.correlation_interval([1.0, 2.0], [1.0, 2.0], "k").ci_low is None
 
 
 @pytest.fixture(scope="module")
@@ -258,13 +259,13 @@ def test_random_pairings_and_the_t_approximation_agree_with_scipy():
     rng = np.random.default_rng(5)
     a = rng.normal(size=10)
     b = a + rng.normal(scale=1.5, size=10)
-    ci = rb.correlation_interval(list(a), list(b), "k")
+    ci = rc.correlation_interval(list(a), list(b), "k")
     ref = stats.permutation_test((a,), lambda u: stats.spearmanr(u, b).statistic, permutation_type="pairings",
                                  n_resamples=20000, alternative="greater", rng=np.random.default_rng(1)).pvalue
     assert ci.permutation_method.startswith("9999 random pairings")
     assert abs(ci.p_permutation - ref) < 4 * math.sqrt(ref * (1 - ref) / 9999) + 1e-3
     a, b = rng.normal(size=250), rng.normal(size=250)
-    big = rb.correlation_interval(list(a), list(b + 0.1 * a), "k")
+    big = rc.correlation_interval(list(a), list(b + 0.1 * a), "k")
     assert big.p_permutation == pytest.approx(stats.spearmanr(a, b + 0.1 * a, alternative="greater").pvalue, rel=1e-9)
 
 
@@ -292,12 +293,12 @@ def test_wallclock_table_of_a_seconds_budget_gate(paper_pkg):
 def test_host_sensitivity_against_the_cross_seed_baseline():
     # cells h0/1, h0/2, h1/1, h1/2; host 0 ranks a < b < c in both seeds, host 1 the reverse
     v = np.array([[1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 2.0, 2.0], [3.0, 3.0, 1.0, 1.0]])
-    b = rb.host_baseline(v, ["h0", "h1"], [1, 2])
+    b = rc.host_baseline(v, ["h0", "h1"], [1, 2])
     assert (b["cross_host"], b["cross_seed"], b["difference"]) == (-1.0, 1.0, 2.0)
     # of the 4 reassignments of each seed's cells to hosts, the observed one and its mirror reach 2
     assert b["p"] == 0.5
     # rankings that move with the seed as much as with the host: no host effect beyond the baseline
     w = np.array([[1.0, 3.0, 1.0, 3.0], [2.0, 2.0, 2.0, 2.0], [3.0, 1.0, 3.0, 1.0]])
-    b2 = rb.host_baseline(w, ["h0", "h1"], [1, 2])
+    b2 = rc.host_baseline(w, ["h0", "h1"], [1, 2])
     assert b2["cross_host"] == 1.0 and b2["cross_seed"] == -1.0 and b2["difference"] == -2.0
-    assert rb.host_baseline(v[:2], ["h0", "h1"], [1, 2]) is None
+    assert rc.host_baseline(v[:2], ["h0", "h1"], [1, 2]) is None

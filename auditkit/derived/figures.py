@@ -401,7 +401,7 @@ def figure_files(pkg: str | Path, *, as_recorded: bool = True) -> tuple[list[dic
 
 def _recorded_versions(store: PackageStore, figs: list[dict]) -> tuple[dict, bool] | None:
     """({kind: version}, versioned) of the package's own figure_manifest.json, or None."""
-    from auditkit.derived.tables import known_versions, pick_version, valid_manifest
+    from auditkit.derived.versions import known_versions, pick_version, valid_manifest
 
     doc = valid_manifest(store, FIGURE_MANIFEST, "figure-manifest")
     if doc is None:
@@ -449,7 +449,7 @@ def _check_figures(store: PackageStore, report: Report) -> None:
     if bad:
         report.extend(bad)
         return
-    from auditkit.derived.tables import known_versions, pick_version
+    from auditkit.derived.versions import known_versions, pick_version
 
     recorded = {e["id"]: e for e in doc["figures"]}
     fresh = {f["id"]: f for f in figure_data(store)}

@@ -122,7 +122,7 @@ def _best(ctx, unc, gate: str, cid: str, claim_best: bool, level: float):
 def _spearman(ctx, c: dict, level: float):
     from scipy import special
 
-    from auditkit.report.robustness import fisher_z_interval
+    from auditkit.stats.correlation import fisher_z_interval
 
     a, b = sorted(c["hosts"])
     t = ctx.tables().get("host_correlation")
