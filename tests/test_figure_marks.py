@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from auditkit.derived.figures import _styles, draw, figure_data, host_labels
+from auditkit.derived.figure_draw import candidate_styles as _styles
+from auditkit.derived.figures import draw, figure_data, host_labels
 from fixtures.paperpkg import build_paper_package
 
 
