@@ -1,9 +1,11 @@
 """Drawing a figure: its matplotlib `Figure` (`draw`) laid out from the figure's data, its PNG bytes
-(`render`), one colour and marker per candidate (`candidate_styles`), and a PNG's pixel size (`png_size`).
+(`render`), one colour and marker per candidate (`candidate_styles`), a PNG's pixel size (`png_size`) and the one `render` gives
+(`rendered_size`).
 matplotlib is imported only when a figure is drawn (it is an extra)."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import struct
 
@@ -125,6 +127,15 @@ def draw(fig: dict):
     ax.grid(True, linewidth=0.3, alpha=0.5)
     f.tight_layout()
     return f
+
+
+def rendered_size() -> tuple[int, int]:
+    """The pixel size (width, height) `render` gives every figure: `SIZE` inches at `DPI` (it saves the
+    whole canvas, without a tight bounding box, so no layout changes it), known without drawing.
+    ModuleNotFoundError without matplotlib, as `render` raises."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+    return round(SIZE[0] * DPI), round(SIZE[1] * DPI)
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:

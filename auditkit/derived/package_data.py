@@ -38,6 +38,13 @@ class TableSource(Interface):
     decision_paths: list[str]
     rules: dict[str, dict]
 
+    @property
+    def gates(self) -> DecidedGates:
+        """The package's gates decided from the raw rows (made on first use unless given)."""
+        if self._gates is None:
+            self._gates = DecidedGates(self.store)
+        return self._gates
+
     def gate_of_stage(self, stage: str) -> str | None: ...
 
 
@@ -77,6 +84,33 @@ def decide_gates(package) -> dict:
     return decide_all(package)
 
 
+class DecidedGates:
+    """Every gate of one package decided from its raw rows once (`outcomes`, lazily) and each decided
+    gate's per-document evaluation losses read once (`doc_losses`), for everything one command
+    derives from them: the robustness tables, claims and their support."""
+
+    def __init__(self, package):
+        self.store = package if isinstance(package, PackageStore) else open_package(package)
+        self._outcomes: dict | None = None
+        self._docs: dict[str, tuple] = {}
+
+    @property
+    def outcomes(self) -> dict:
+        """{gate: GateOutcome} in protocol order (`decide_gates`)."""
+        if self._outcomes is None:
+            self._outcomes = decide_gates(self.store)
+        return self._outcomes
+
+    def doc_losses(self, gate: str) -> tuple:
+        """(DocLosses or None, note) of a decided gate (`auditkit.package.evaldocs.gate_doc_losses`)."""
+        if gate not in self._docs:
+            from auditkit.package.evaldocs import gate_doc_losses
+
+            o = self.outcomes[gate]
+            self._docs[gate] = gate_doc_losses(self.store, o.rules, o.decision)
+        return self._docs[gate]
+
+
 def decision_findings(doc: dict, rel: str) -> list[Finding]:
     """Schema findings for a decision, its per-cell objects checked directly (see replay)."""
     from auditkit.gates.replay import validate_decision
@@ -89,8 +123,9 @@ class PackageData:
     byte through the package's store (no link followed, strict UTF-8 and JSON; a defective
     file raises PackageDefect naming it)."""
 
-    def __init__(self, package_dir: str | Path | PackageStore):
+    def __init__(self, package_dir: str | Path | PackageStore, gates: DecidedGates | None = None):
         self.store = package_dir if isinstance(package_dir, PackageStore) else open_package(package_dir)
+        self._gates = gates
         self.pkg = self.store.root
         self.protocol = load_package_protocol(self.store)
         self.stage_order = {s.stage: i for i, s in enumerate(self.protocol.stages)}
@@ -118,6 +153,13 @@ class PackageData:
         if bad:
             raise PackageDefect(bad[0])
         return doc
+
+    @property
+    def gates(self) -> DecidedGates:
+        """The package's gates decided from the raw rows (made on first use unless given)."""
+        if self._gates is None:
+            self._gates = DecidedGates(self.store)
+        return self._gates
 
     def gate_of_stage(self, stage: str) -> str | None:
         for g in self.protocol.gates:

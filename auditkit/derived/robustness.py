@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from auditkit.derived.generators import host_tables
-from auditkit.derived.package_data import decide_gates
 from auditkit.derived.resampling import gate_robustness
 from auditkit.derived.table import Table
 from auditkit.gates.engine import Better
@@ -67,13 +66,10 @@ def robustness_tables(p) -> list:
     candidate), `robustness_checks`, `robustness_gates` (method, margin, noise),
     `promotion_sensitivity` and `host_correlation_interval`. Only gates with a recorded
     decision, like the other tables; each decided again from the raw rows."""
-    from auditkit.package.evaldocs import gate_doc_losses
-    from auditkit.package.store import open_package
     from auditkit.stats.uncertainty import apply_holm, gate_uncertainty
 
     kind = "robustness"
-    outcomes = decide_gates(p.pkg) if p.decisions else {}
-    store = open_package(p.pkg)
+    outcomes = p.gates.outcomes if p.decisions else {}
     uncertain = []
     cand_rows, check_rows, gate_rows, sens_rows = [], [], [], []
     inputs = {"protocol.json", p.protocol.matrix}
@@ -87,7 +83,7 @@ def robustness_tables(p) -> list:
             gate_rows.append((g.gate, None, None, None, "not resampled", 0, None, None, None, None, None, None, None,
                               f"could not be decided: {o.error}"))
             continue
-        docs, _why = gate_doc_losses(store, o.rules, o.decision)
+        docs, _why = p.gates.doc_losses(g.gate)
         r = gate_robustness(o.rules, o.decision, o.se, docs)
         u = gate_uncertainty(o.decision, o.rules, LEVEL, docs)
         uncertain.append(u)

@@ -38,7 +38,7 @@ from auditkit.derived.generators import (GRID, flip_threshold, host_tables, kend
                                          sensitivity_table, smoke_stages, smoke_table, spearman,
                                          stage_summary_table)
 from auditkit.derived.output import Written, check_report, output_dir, write_outputs
-from auditkit.derived.package_data import TABLE_COLUMNS, PackageData  # noqa: F401
+from auditkit.derived.package_data import TABLE_COLUMNS, DecidedGates, PackageData  # noqa: F401
 from auditkit.derived.robustness import robustness_tables
 from auditkit.derived.table import (AS_OF, FIRST_GENERATORS, GENERATOR_VERSIONS, RETIRED, TABLE_DIR,  # noqa: F401
                                     Table, TableKind, table_as_of)
@@ -63,9 +63,10 @@ GENERATORS = {
 }
 
 
-def build_tables(package_dir: str | Path | PackageStore) -> list[Table]:
-    """Every table of the package, in memory, in kind order (PackageDefect for a defective file)."""
-    p = PackageData(package_dir)
+def build_tables(package_dir: str | Path | PackageStore, gates: DecidedGates | None = None) -> list[Table]:
+    """Every table of the package, in memory, in kind order (PackageDefect for a defective file).
+    `gates`: the package's gates decided already, where the caller has them."""
+    p = PackageData(package_dir, gates)
     out = []
     for kind in TableKind:
         out += GENERATORS[kind](p)
@@ -155,12 +156,13 @@ def generate_tables(package_dir: str | Path, out_dir: str | Path | None = None, 
     return Written(entries, dest, write_outputs(dest, files, force=force or in_place, what="tables"))
 
 
-def check_tables(package_dir: str | Path) -> Report:
-    """Regenerate every table in memory and report each difference with the recorded files."""
-    return check_report(package_dir, "tables --check", _check_tables)
+def check_tables(package_dir: str | Path, tables: list[Table] | None = None) -> Report:
+    """Regenerate every table in memory and report each difference with the recorded files.
+    `tables`: the package's tables (`build_tables`) where the caller has built them already."""
+    return check_report(package_dir, "tables --check", lambda store, rep: _check_tables(store, rep, tables))
 
 
-def _check_tables(store: PackageStore, rep: Report) -> None:
+def _check_tables(store: PackageStore, rep: Report, built: list[Table] | None = None) -> None:
     if store.kind(TABLE_MANIFEST) is None:
         rep.add(Finding(TABLE_MANIFEST, "table-manifest-missing", expected="a table manifest", found="no such file",
                         message="the package lists no derived tables, so none can be checked against its raw rows"))
@@ -174,7 +176,8 @@ def _check_tables(store: PackageStore, rep: Report) -> None:
         rep.add(Finding(TABLE_MANIFEST, "table-manifest-empty", "$.tables", "at least one table", "none",
                         "an empty table manifest checks nothing"))
     gens = recorded.get("generators")   # validated: {kind: version} or absent
-    tables = {f"{TABLE_DIR}/{t.id}.{ext}": t for t in build_tables(store) for ext in ("csv", "json")}
+    tables = {f"{TABLE_DIR}/{t.id}.{ext}": t for t in (build_tables(store) if built is None else built)
+              for ext in ("csv", "json")}
     # the kinds the writing auditkit had: those it records, else the first generators and any it listed
     had = set(gens) if gens is not None else set(FIRST_GENERATORS) | {
         tables[e["path"]].kind for e in recorded["tables"] if e["path"] in tables}

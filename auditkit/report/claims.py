@@ -26,7 +26,8 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, json_location
-from auditkit.report.gates import GateOutcome, decide_all
+from auditkit.derived.package_data import DecidedGates
+from auditkit.report.gates import GateOutcome
 from auditkit.package.schemas import validate_document
 from auditkit.derived.observations import (OBSERVATIONS_FILE, claims_from_study, claims_text,  # noqa: F401
                                           observations_from_study)
@@ -130,17 +131,22 @@ def _no_constant(name: str):
 class _Context:
     """What claims are decided from: every gate decided from the raw rows, tables built once."""
 
-    def __init__(self, package_dir: Path, tables=None):
+    def __init__(self, package_dir: Path, tables=None, decided: DecidedGates | None = None):
         self.pkg = package_dir
-        self.gates: dict[str, GateOutcome] = decide_all(package_dir)
+        self.decided = decided if decided is not None else DecidedGates(package_dir)
+        self.gates: dict[str, GateOutcome] = self.decided.outcomes
         self._tables = None if tables is None else {t.id: t for t in tables}
 
     def tables(self) -> dict:
         if self._tables is None:
             from auditkit.derived.tables import build_tables
 
-            self._tables = {t.id: t for t in build_tables(self.pkg)}
+            self._tables = {t.id: t for t in build_tables(self.pkg, self.decided)}
         return self._tables
+
+    def doc_losses(self, gate: str) -> tuple:
+        """(DocLosses or None, note) of a decided gate, read once."""
+        return self.decided.doc_losses(gate)
 
     def gate(self, name: str) -> GateOutcome:
         o = self.gates.get(name)
@@ -161,11 +167,12 @@ class _Context:
 
 
 def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = None, *,
-                    tables=None, level: float = 0.95) -> list[ClaimResult]:
+                    tables=None, level: float = 0.95, decided: DecidedGates | None = None) -> list[ClaimResult]:
     """Every claim of `claims` (a document, a path, or the package's own `claims.json`), in order,
     each with its point-estimate `outcome` and the `call` the data support at `level`, its interval
     and its p-value Holm-adjusted across the package's claims and gate checks (one family).
-    `tables`: the package's tables (`tables.build_tables`) when the caller has built them already.
+    `tables`: the package's tables (`tables.build_tables`) when the caller has built them already;
+    `decided`: its gates decided from the raw rows (`auditkit.derived.package_data.DecidedGates`), likewise.
     Raises AuditError when the package or the claims file cannot be read."""
     pkg = Path(package_dir)
     if claims is None:
@@ -175,7 +182,7 @@ def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = 
         bad = validate_document(doc, "claims", CLAIMS_FILE)
         if bad:
             raise AuditError(f"claims are not valid: {bad[0]}", hint="follow schemas/claims.schema.json")
-    ctx = _Context(pkg, tables)
+    ctx = _Context(pkg, tables, decided)
     results = [_evaluate(ctx, c) for c in doc["claims"]]
     from auditkit.report.support import support_all
 
