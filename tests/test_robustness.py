@@ -302,3 +302,50 @@ def test_host_sensitivity_against_the_cross_seed_baseline():
     b2 = rc.host_baseline(w, ["h0", "h1"], [1, 2])
     assert b2["cross_host"] == 1.0 and b2["cross_seed"] == -1.0 and b2["difference"] == -2.0
     assert rc.host_baseline(v[:2], ["h0", "h1"], [1, 2]) is None
+
+
+def test_spearman_of_cell_pairs_ranks_each_cell_once_and_matches_scipy():
+    # host_baseline's correlations of every pair of cells: each cell is ranked once (not once per pair),
+    # ties given average ranks, a constant cell undefined
+    rng = np.random.default_rng(4)
+    v = np.round(rng.normal(size=(30, 9)), 1)      # ties within cells
+    v[:, 4] = 2.0
+    pairs = [(i, j) for i in range(9) for j in range(i + 1, 9)]
+    got = rc.spearman_pairs(v, pairs)
+    for (i, j), rho in zip(pairs, got):
+        if 4 in (i, j):
+            assert math.isnan(rho)
+        else:
+            assert rho == pytest.approx(stats.spearmanr(v[:, i], v[:, j]).statistic, abs=1e-12)
+
+
+def test_wallclock_flags_a_slow_run_in_the_table(paper_pkg, tmp_path):
+    import csv
+    import io
+
+    t = {t.id: t for t in build_tables(paper_pkg)}["wallclock_confound"]
+    col = {c: i for i, c in enumerate(t.columns)}
+    check = next(r for r in t.rows if r[col["kind"]] == "check")
+    gate, cand = check[col["gate"]], check[col["config_id"]]
+    pkg = tmp_path / "pkg"
+    shutil.copytree(paper_pkg, pkg)
+    o = decide_all(pkg)[gate]
+    rel = o.inputs[0]
+    text = (pkg / rel).read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    slow = next(r for r in rows if r["config_id"] == cand and r["stage"] in o.rules["inputs"]["stages"])
+    slow["num_steps"] = "1"                           # far below its usual steps on its host
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    (pkg / rel).write_text(out.getvalue())
+    t2 = {t.id: t for t in build_tables(pkg)}["wallclock_confound"]
+    runs = [r for r in t2.rows if r[col["kind"]] == "run"]
+    assert [(r[col["gate"]], r[col["config_id"]], r[col["cell"]], r[col["steps"]]) for r in runs] == \
+        [(gate, cand, f"{slow['host']}/{slow['seed']}", 1)]
+    assert runs[0][col["median_steps"]] > 1 and runs[0][col["flagged"]] is True
+    checks = [r for r in t2.rows if r[col["kind"]] == "check" and cand in (r[col["config_id"]], r[col["reference"]])
+              and r[col["gate"]] == gate]
+    assert checks and all(r[col["flagged"]] for r in checks)
+    assert all(r[col["matched_cells"]] < len(o.decision.cells) for r in checks)

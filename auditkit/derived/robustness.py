@@ -7,6 +7,7 @@ sensitivity against its cross-seed baseline and host-pair correlations with inte
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from auditkit.derived.generators import host_tables
 from auditkit.derived.resampling import gate_robustness
@@ -34,19 +35,24 @@ def _wallclock_rows(p, o) -> list[tuple]:
         return []
     elig = [c for c in dec.candidates if c.eligible]
     rows = p.rows
-    sel = rows[rows["stage"].isin(stages) & rows["config_id"].isin([c.config_id for c in elig])]
-    steps_of = {(c, h, int(s)): int(v) for c, h, s, v in zip(sel["config_id"], sel["host"], sel["seed"], sel["steps"])}
-    steps = {c.config_id: np.array([[steps_of.get((c.config_id, h, s), 0) for s in seeds] for h in hosts],
-                                   dtype=np.float64) for c in elig}
-    flagged = {cid: tp.flags(st) for cid, st in steps.items()}
-    out = []
-    for c in elig:
-        med = np.median(steps[c.config_id], axis=-1)
-        for i, h in enumerate(hosts):
-            for j, s in enumerate(seeds):
-                if flagged[c.config_id][i, j]:
-                    out.append((dec.gate, "run", c.config_id, None, f"{h}/{s}", int(steps[c.config_id][i, j]),
-                                float(med[i]), True, None, None, None, None))
+    ids = [c.config_id for c in elig]
+    sel = rows[rows["stage"].isin(stages) & rows["config_id"].isin(ids)]
+    # candidates x hosts x seeds, 0 where no row: a row of a host or seed the gate does not read is left out,
+    # and of two rows of one run the later one counts
+    ci = sel["config_id"].map({cid: i for i, cid in enumerate(ids)})
+    hi = sel["host"].map({h: i for i, h in enumerate(hosts)})
+    si = sel["seed"].map({sd: i for i, sd in enumerate(seeds)})
+    at = pd.DataFrame({"c": ci, "h": hi, "s": si, "v": sel["steps"]}).dropna(subset=["h", "s"])
+    at = at.drop_duplicates(subset=["c", "h", "s"], keep="last")
+    steps3 = np.zeros((len(ids), len(hosts), len(seeds)), dtype=np.float64)
+    steps3[at["c"].to_numpy(np.int64), at["h"].to_numpy(np.int64), at["s"].to_numpy(np.int64)] = \
+        at["v"].to_numpy(np.float64)
+    flags3 = tp.flags(steps3)
+    med3 = np.median(steps3, axis=-1)
+    steps = {cid: steps3[i] for i, cid in enumerate(ids)}
+    flagged = {cid: flags3[i] for i, cid in enumerate(ids)}
+    out = [(dec.gate, "run", ids[c], None, f"{hosts[i]}/{seeds[j]}", int(steps3[c, i, j]), float(med3[c, i]), True,
+            None, None, None, None) for c, i, j in np.argwhere(flags3)]
     sign = 1.0 if Better(rules["metric"]["better"]) is Better.LOWER else -1.0
     by = {c.config_id: c for c in elig}
     grid = np.array([[dec.cells.index((h, s)) for s in seeds] for h in hosts])

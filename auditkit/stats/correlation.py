@@ -52,6 +52,30 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return rho
 
 
+def spearman_pairs(values: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Spearman's rho of columns i and j of `values` (candidates x cells) for every (i, j) of `pairs`
+    (sorted by i), each column ranked once: `_spearman_rows` of the pairs, value for value (the same
+    ranks, centring, products and sums), without a row of ranks per pair."""
+    r = _average_ranks(np.asarray(values, dtype=np.float64).T)      # (cells, candidates)
+    r -= r.mean(axis=1, keepdims=True)
+    ss = (r * r).sum(axis=1)
+    out = np.empty(len(pairs), dtype=np.float64)
+    k = 0
+    while k < len(pairs):
+        i = pairs[k][0]
+        end = k
+        while end < len(pairs) and pairs[end][0] == i:
+            end += 1
+        js = np.array([j for _, j in pairs[k:end]], dtype=np.int64)
+        den = np.sqrt(ss[i] * ss[js])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = (r[i][None, :] * r[js]).sum(axis=1) / den
+        rho[den == 0] = np.nan
+        out[k:end] = rho
+        k = end
+    return out
+
+
 PERMUTATIONS = 9999   # random pairings where n! is larger
 
 
@@ -119,7 +143,7 @@ def host_baseline(values: np.ndarray, hosts: list[str], seeds: list) -> dict | N
         return None
     ncell = h * s
     pairs = [(i, j) for i in range(ncell) for j in range(i + 1, ncell)]
-    rho = _spearman_rows(values[:, [i for i, _ in pairs]].T, values[:, [j for _, j in pairs]].T)
+    rho = spearman_pairs(values, pairs)
     seed_of = [k % s for k in range(ncell)]
 
     def diff(host_of) -> float:
