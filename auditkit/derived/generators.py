@@ -97,21 +97,31 @@ def _ranks(means: dict[str, float]) -> dict[str, int]:
     return {c: i + 1 for i, c in enumerate(sorted(means, key=lambda c: (means[c], c)))}
 
 
+class _Groups:
+    """The distinct rows of `keys` (sorted), each row's group (`codes`), and exact sums per group."""
+
+    def __init__(self, keys: pd.DataFrame):
+        self.codes = keys.groupby(list(keys.columns), sort=True).ngroup().to_numpy()
+        self.order = np.argsort(self.codes, kind="stable")
+        self.bounds = np.flatnonzero(np.diff(self.codes[self.order])) + 1
+        starts = np.concatenate([[0], self.bounds])
+        self.keys = list(keys.iloc[self.order[starts]].itertuples(index=False, name=None))
+
+    def fsum(self, values: np.ndarray) -> list[tuple[int, float]]:
+        """(count, math.fsum) of `values` per group, in the order of `keys`."""
+        out = []
+        for chunk in np.split(values[self.order], self.bounds):
+            xs = chunk.tolist()
+            out.append((len(xs), math.fsum(xs)))
+        return out
+
+
 def _group_fsum(keys: pd.DataFrame, values: np.ndarray) -> dict[tuple, tuple[int, float]]:
     """(count, exact sum) of `values` per distinct row of `keys` (math.fsum: order-independent)."""
     if len(keys) == 0:
         return {}
-    codes = keys.groupby(list(keys.columns), sort=True).ngroup().to_numpy()
-    order = np.argsort(codes, kind="stable")
-    sc = codes[order]
-    bounds = np.flatnonzero(np.diff(sc)) + 1
-    starts = np.concatenate([[0], bounds])
-    firsts = keys.iloc[order[starts]]
-    out = {}
-    for key, chunk in zip(firsts.itertuples(index=False, name=None), np.split(values[order], bounds)):
-        xs = chunk.tolist()
-        out[key] = (len(xs), math.fsum(xs))
-    return out
+    g = _Groups(keys)
+    return dict(zip(g.keys, g.fsum(values)))
 
 
 def spearman(a: list[int], b: list[int]) -> float | None:
@@ -205,11 +215,16 @@ def stage_summary_table(p: TableSource) -> list[Table]:
     good = df[df["good"]]
     g = good.groupby(["stage", "config_id"], sort=True)["val"]
     lo, hi = g.min().to_dict(), g.max().to_dict()
-    sums = _group_fsum(good[["stage", "config_id"]], good["val"].to_numpy())
-    means = {k: total / n for k, (n, total) in sums.items()}
-    dev = good["val"].to_numpy() - np.array([means[k] for k in zip(good["stage"], good["config_id"])]) \
-        if len(good) else np.zeros(0)
-    sq = _group_fsum(good[["stage", "config_id"]], dev * dev)
+    sums, means, sq = {}, {}, {}
+    if len(good):
+        groups = _Groups(good[["stage", "config_id"]])
+        val = good["val"].to_numpy()
+        totals = groups.fsum(val)
+        sums = dict(zip(groups.keys, totals))
+        mean_of = np.array([total / n for n, total in totals])
+        means = dict(zip(groups.keys, mean_of.tolist()))
+        dev = val - mean_of[groups.codes]
+        sq = dict(zip(groups.keys, groups.fsum(dev * dev)))
     rows = []
     for key, n_runs in zip(runs.index, runs.tolist()):
         n = sums.get(key, (0, 0.0))[0]

@@ -184,6 +184,7 @@ def _check_tables(store: PackageStore, rep: Report, built: list[Table] | None = 
     listed = set()
     retired: dict[str, list[str]] = {}      # reason -> tables made by a retired generator version
     retired_kinds: set[str] = set()
+    made: dict[tuple[str, int], tuple[dict, dict]] = {}
     for i, e in enumerate(recorded["tables"]):
         path = e["path"]
         listed.add(path)
@@ -214,7 +215,9 @@ def _check_tables(store: PackageStore, rep: Report, built: list[Table] | None = 
                             "the table was made by a generator this auditkit cannot rerun; check it with the "
                             "auditkit that wrote it (or a newer one)"))
             continue
-        doc, files = _manifest([old], None)
+        if (table.id, version) not in made:      # a table's CSV and JSON entries share one formatting
+            made[table.id, version] = _manifest([old], None)
+        doc, files = made[table.id, version]
         want = next(x for x in doc["tables"] if x["path"] == path)
         if e["kind"] != want["kind"]:
             rep.add(Finding(TABLE_MANIFEST, "table-kind-differs", loc + ".kind", want["kind"], e["kind"]))
