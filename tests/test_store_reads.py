@@ -35,7 +35,7 @@ H3 = "evidence: reads of the package the recorder is writing, or of a DSSE paylo
 
 KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     # ours, with a reason
-    ("auditkit/derived/tables.py", "m.matrix_file.read_text"): (1, USER_INPUT + " (counterfactual of a manifest)"),
+    ("auditkit/derived/accounting.py", "m.matrix_file.read_text"): (1, USER_INPUT + " (counterfactual of a manifest)"),
     ("auditkit/package/schemas.py",
      "resources.files('auditkit.schemas').joinpath(f'{name}.schema.json').read_text"): (1, OWN_RESOURCE),
     ("auditkit/package/schemas.py", "json.loads"): (1, OWN_RESOURCE),

@@ -170,6 +170,18 @@ def _inversions(seq: list[int]) -> int:
 
 
 def host_tables(p: TableSource) -> list[Table]:
+    """`host_comparison` and `host_correlation`; made once per source that keeps a `memo` (the
+    robustness tables read `host_comparison` too)."""
+    memo = getattr(p, "memo", None)
+    if memo is not None and "host_tables" in memo:
+        return memo["host_tables"]
+    out = _host_tables(p)
+    if memo is not None:
+        memo["host_tables"] = out
+    return out
+
+
+def _host_tables(p: TableSource) -> list[Table]:
     df = p.rows
     rank_rows, corr_rows = [], []
     for s in p.protocol.stages:

@@ -126,6 +126,7 @@ class PackageData:
     def __init__(self, package_dir: str | Path | PackageStore, gates: DecidedGates | None = None):
         self.store = package_dir if isinstance(package_dir, PackageStore) else open_package(package_dir)
         self._gates = gates
+        self.memo: dict = {}       # what one generator makes and another reads (immutable tables)
         self.pkg = self.store.root
         self.protocol = load_package_protocol(self.store)
         self.stage_order = {s.stage: i for i, s in enumerate(self.protocol.stages)}
