@@ -7,13 +7,15 @@
 For each size a synthetic package (`fixtures.synth`) is generated once, then each measured
 step runs `--repeat` times, each in a fresh subprocess so its peak RSS is its own:
 `replay_all` (every gate: hashes, freeze, chain, recompute, compare), `uncertainty` (`replay_all`
-and every check's interval and call, as `replay-gate --json` does), `generate_tables` and `check_tables`. Reported: the median seconds (imports excluded) and the largest peak RSS.
+and every check's interval and call, as `replay-gate --json` does), `generate_tables` and
+`check_tables` (`tables --check`). Reported: the median seconds (imports excluded), the median
+CPU seconds of the process (what a loaded machine changes least) and the largest peak RSS.
 With `--baseline DIR` (the root of another auditkit source tree, e.g. `git archive <commit>`
-unpacked there) the replay step also runs from that tree, interleaved with this one, and
-the ratio of the medians is printed: both measured in the same minutes, under the same load.
+unpacked there) every step also runs from that tree, interleaved with this one, and the ratio
+of the medians is printed: both measured in the same minutes, under the same load.
 
-Goal (issue 10): 1,001,372 rows replayed in at most 5 s with peak RSS at most 500 MB on
-the project's 2-core machine. Timings depend on what else runs: the load averages at the
+Goals: 1,001,372 rows replayed in at most 5 s with peak RSS at most 500 MB (issue 10), and
+`tables --check` of them in at most 10 s and 1 GB (issue 21), on the project's 2-core machine. Timings depend on what else runs: the load averages at the
 start and the end are printed; compare only numbers taken at a low load, or ratios.
 """
 
@@ -40,8 +42,10 @@ STEPS = ("replay", "uncertainty", "tables", "check")
 STEP = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
+c0 = time.process_time()
 from auditkit.gates.replay import replay_all
 t1 = time.perf_counter()
+c1 = time.process_time()
 step, pkg = sys.argv[1], sys.argv[2]
 if step == "replay":
     rs = replay_all(pkg)
@@ -53,14 +57,14 @@ elif step == "uncertainty":   # what `replay-gate all --json` does: replay, then
     ok = all(r.identical for r in rs)
 elif step == "tables":
     from auditkit.derived.tables import generate_tables
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     generate_tables(pkg, sys.argv[3])
     ok = True
 else:
     from auditkit.derived.tables import check_tables
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     ok = check_tables(pkg).ok
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), time.process_time()
 def peak_mb():
     # VmHWM starts afresh at exec; ru_maxrss would carry the parent's peak over exec on Linux
     try:
@@ -70,7 +74,7 @@ def peak_mb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": t2 - t1, "import": t1 - t0, "ok": ok, "rss_mb": peak_mb()}))
+print(json.dumps({"seconds": t2 - t1, "cpu": c2 - c1, "import": t1 - t0, "ok": ok, "rss_mb": peak_mb()}))
 """
 
 
@@ -114,29 +118,32 @@ def main(argv=None) -> None:
         csv_mb = sum(p.stat().st_size for p in (pkg / "remote-results").iterdir()) / 1e6
         dec_mb = sum(p.stat().st_size for p in (pkg / "analysis").glob("*_decision.json")) / 1e6
         runs: dict[str, list[dict]] = {s: [] for s in steps}
-        old: list[dict] = []
+        old: dict[str, list[dict]] = {s: [] for s in steps}
         for _ in range(a.repeat):
             for s in steps:
                 runs[s].append(measure(s, pkg, base / "tables-out"))
-                if s == "replay" and a.baseline is not None:
-                    old.append(measure(s, pkg, base / "tables-out", a.baseline))
+                if a.baseline is not None:
+                    old[s].append(measure(s, pkg, base / "tables-out", a.baseline))
         row = [f"{shape.rows():,}", f"{configs}x{hosts}x{seeds}", f"{csv_mb:.1f}", f"{dec_mb:.1f}"]
         for s in steps:
             secs = [r["seconds"] for r in runs[s]]
-            row += [f"{statistics.median(secs):.3f}", f"{max(r['rss_mb'] for r in runs[s]):.0f}"]
-        if old:
-            new_med = statistics.median(r["seconds"] for r in runs["replay"])
-            old_med = statistics.median(r["seconds"] for r in old)
-            row += [f"{old_med:.3f}", f"{max(r['rss_mb'] for r in old):.0f}", f"{old_med / new_med:.2f}x"]
-        ok = all(r["ok"] for rs in runs.values() for r in rs) and all(r["ok"] for r in old)
+            row += [f"{statistics.median(secs):.3f}", f"{statistics.median(r['cpu'] for r in runs[s]):.3f}",
+                    f"{max(r['rss_mb'] for r in runs[s]):.0f}"]
+            if a.baseline is not None:
+                new_med = statistics.median(secs)
+                old_med = statistics.median(r["seconds"] for r in old[s])
+                old_cpu = statistics.median(r.get("cpu", float("nan")) for r in old[s])
+                row += [f"{old_med:.3f}", f"{old_cpu:.3f}", f"{max(r['rss_mb'] for r in old[s]):.0f}",
+                        f"{old_med / new_med:.2f}x"]
+        ok = all(r["ok"] for rs in runs.values() for r in rs) and all(r["ok"] for rs in old.values() for r in rs)
         row += ["yes" if ok else "NO", f"{gen:.1f}"]
         table.append(row)
         print(f"done {shape.rows():,} rows (load {load()})", file=sys.stderr, flush=True)
     headers = ["rows", "configs x hosts x seeds", "csv MB", "decisions MB"]
     for s in steps:
-        headers += [f"{s} s (median)", f"{s} peak RSS MB"]
-    if a.baseline is not None and "replay" in steps:
-        headers += ["baseline replay s", "baseline RSS MB", "speed-up"]
+        headers += [f"{s} s (median)", f"{s} CPU s", f"{s} peak RSS MB"]
+        if a.baseline is not None:
+            headers += [f"baseline {s} s", f"baseline {s} CPU s", f"baseline {s} RSS MB", f"{s} speed-up"]
     headers += ["ok", "generate s"]
     print(tabulate(table, headers=headers, disable_numparse=True))
     print(f"(python {sys.version.split()[0]}; {a.repeat} run(s) a step; seconds exclude interpreter start and "

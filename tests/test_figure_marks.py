@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from auditkit.derived.figures import _styles, draw, figure_data, host_labels
+from auditkit.derived.figure_draw import candidate_styles as _styles
+from auditkit.derived.figure_draw import png_size, render, rendered_size
+from auditkit.derived.figures import draw, figure_data, host_labels
 from fixtures.paperpkg import build_paper_package
 
 
@@ -125,3 +127,14 @@ def test_no_label_overlaps_another_or_the_plot(paper_pkg):
             assert title.x0 >= -1 and title.x1 <= fw + 1, (f["id"], "title leaves the image")
         finally:
             plt.close(fig)
+
+
+def test_every_kind_renders_at_the_size_check_figures_expects_without_drawing(paper_pkg):
+    # `figures --check` compares a recorded PNG's pixel size with `rendered_size()` instead of drawing
+    # the figure again: that holds only while no figure's layout changes the canvas size
+    by_kind = {}
+    for f in figure_data(paper_pkg):
+        by_kind.setdefault(f["kind"], f)
+    assert set(by_kind) == {"rank_across_gates", "val_bpb_vs_budget", "host_scatter"}
+    for f in by_kind.values():
+        assert png_size(render(f)) == rendered_size(), f["kind"]

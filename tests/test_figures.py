@@ -50,3 +50,17 @@ def test_regenerating_gives_the_same_data(smoke_copy, tmp_path):
     a = generate_figures(smoke_copy, tmp_path / "a")
     b = generate_figures(smoke_copy, tmp_path / "b")
     assert [x["data_sha256"] for x in a] == [x["data_sha256"] for x in b]
+
+
+def test_check_catches_an_image_of_another_pixel_size(smoke_copy):
+    import struct
+
+    doc = json.loads((smoke_copy / "figure_manifest.json").read_text())
+    path = smoke_copy / doc["figures"][0]["path"]
+    data = path.read_bytes()
+    w, h = png_size(data)
+    path.write_bytes(data[:16] + struct.pack(">II", w + 1, h) + data[24:])   # the same PNG, its header a pixel wider
+    report = check_figures(smoke_copy)
+    found = [f for f in report.findings if f.code == "figure-size-differs"]
+    assert [f.path for f in found] == [doc["figures"][0]["path"]]
+    assert found[0].expected == str((w, h)) and found[0].found == str((w + 1, h))

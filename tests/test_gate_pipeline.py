@@ -22,17 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 LIB = REPO / "auditkit"
 CHAIN = "auditkit/package/protocol.py"   # parent_gate, re-exported by auditkit.gates.chain
 
-# Parsers of the prefix that remain in modules other engineers own (issue 23): each should call
-# `auditkit.package.protocol.parent_gate` instead; remove its entry when it does.
-PENDING_PARSERS = {
-    "auditkit/derived/tables.py": 1,  # protocol_counterfactual's candidate count
-}
+# Modules allowed a parser of their own beside CHAIN: none (each calls
+# `auditkit.package.protocol.parent_gate`).
+PENDING_PARSERS: dict[str, int] = {}
 # CSV parsing calls: the store's text reader and the columnar reader are the library's two sites.
 CSV_SITES = {"auditkit/package/store.py", "auditkit/package/columns.py"}
-PENDING_CSV = {
-    # -> auditkit.package.columns.text_frame(data, rel, lambda c: c in TABLE_COLUMNS, what="run CSV")
-    "auditkit/derived/tables.py": "pd.read_csv",
-}
+PENDING_CSV: dict[str, str] = {}   # none left: every CSV read goes through one of the two
 
 
 def prefix_parsers(source: str, name: str = "<src>") -> list[int]:

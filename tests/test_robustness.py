@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from auditkit.report import robustness as rb
+from auditkit.derived import resampling as rb
+from auditkit.stats import correlation as rc
 from auditkit.gates.outcomes import decide_all
 from auditkit.gates.engine import decide_columns
 from auditkit.derived.tables import TableKind, build_tables, check_tables
@@ -116,7 +117,7 @@ def test_monte_carlo_bootstrap_is_seeded_and_close_to_exact():
     values = random_values(4, 8, 2)   # one host, 8 seeds: 6435 multisets > EXACT_LIMIT, drawn
     r, d = decide(values, hosts=1, top_k=2)
     g = rb.gate_robustness(r, d)
-    assert g.method == f"bootstrap within hosts over 1 host(s) x 8 cells ({rb.RESAMPLES} draws, seed {rb.SEED})"
+    assert g.method == f"bootstrap within hosts over 1 host(s) x 8 cells ({rb.RESAMPLES} draws, seed {rc.SEED})"
     assert rb.gate_robustness(r, d) == g   # deterministic
     ref = reference_p_promoted(values, 2, 1)
     for row in g.rows:
@@ -177,7 +178,7 @@ def test_a_gate_too_large_to_resample_says_so(monkeypatch):
 
 def test_correlation_interval_is_fisher_z_with_bonett_wright():
     a, b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], [2.0, 1.0, 4.0, 3.0, 7.0, 5.0, 6.0]
-    ci = rb.correlation_interval(a, b, "k")
+    ci = rc.correlation_interval(a, b, "k")
     rho = stats.spearmanr(a, b).statistic
     assert ci.spearman == pytest.approx(rho)
     # Bonett & Wright (2000): var(atanh r_s) = (1 + r_s^2 / 2) / (n - 3), written out here
@@ -186,17 +187,17 @@ def test_correlation_interval_is_fisher_z_with_bonett_wright():
                                        pytest.approx(math.tanh(math.atanh(rho) + half)))
     rhos = [stats.spearmanr(a, p).statistic for p in permutations(b)]
     assert ci.p_permutation == pytest.approx(sum(r >= ci.spearman - 1e-12 for r in rhos) / len(rhos))
-    assert rb.correlation_interval(a, b, "k") == ci
+    assert rc.correlation_interval(a, b, "k") == ci
 
 
 def test_few_candidates_get_no_interval_but_keep_the_permutation_p():
-    ci = rb.correlation_interval([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], "k")
+    ci = rc.correlation_interval([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], "k")
     assert ci.spearman == 1.0 and ci.ci_low is None and ci.ci_high is None
     assert ci.p_permutation == pytest.approx(1 / 6)   # perfect agreement of 3 happens by chance 1 time in 6
     assert ci.ci_method == "not computed: 3 candidates (Fisher z needs at least 4)"
-    four = rb.correlation_interval([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], "k")
+    four = rc.correlation_interval([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], "k")
     assert four.ci_low is None and "|rho| = 1" in four.ci_method and four.p_permutation == pytest.approx(1 / 24)
-    assert rb.correlation_interval([1.0, 2.0], [1.0, 2.0], "k").ci_low is None
+    assert rc.correlation_interval([1.0, 2.0], [1.0, 2.0], "k").ci_low is None
 
 
 @pytest.fixture(scope="module")
@@ -258,13 +259,13 @@ def test_random_pairings_and_the_t_approximation_agree_with_scipy():
     rng = np.random.default_rng(5)
     a = rng.normal(size=10)
     b = a + rng.normal(scale=1.5, size=10)
-    ci = rb.correlation_interval(list(a), list(b), "k")
+    ci = rc.correlation_interval(list(a), list(b), "k")
     ref = stats.permutation_test((a,), lambda u: stats.spearmanr(u, b).statistic, permutation_type="pairings",
                                  n_resamples=20000, alternative="greater", rng=np.random.default_rng(1)).pvalue
     assert ci.permutation_method.startswith("9999 random pairings")
     assert abs(ci.p_permutation - ref) < 4 * math.sqrt(ref * (1 - ref) / 9999) + 1e-3
     a, b = rng.normal(size=250), rng.normal(size=250)
-    big = rb.correlation_interval(list(a), list(b + 0.1 * a), "k")
+    big = rc.correlation_interval(list(a), list(b + 0.1 * a), "k")
     assert big.p_permutation == pytest.approx(stats.spearmanr(a, b + 0.1 * a, alternative="greater").pvalue, rel=1e-9)
 
 
@@ -292,12 +293,59 @@ def test_wallclock_table_of_a_seconds_budget_gate(paper_pkg):
 def test_host_sensitivity_against_the_cross_seed_baseline():
     # cells h0/1, h0/2, h1/1, h1/2; host 0 ranks a < b < c in both seeds, host 1 the reverse
     v = np.array([[1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 2.0, 2.0], [3.0, 3.0, 1.0, 1.0]])
-    b = rb.host_baseline(v, ["h0", "h1"], [1, 2])
+    b = rc.host_baseline(v, ["h0", "h1"], [1, 2])
     assert (b["cross_host"], b["cross_seed"], b["difference"]) == (-1.0, 1.0, 2.0)
     # of the 4 reassignments of each seed's cells to hosts, the observed one and its mirror reach 2
     assert b["p"] == 0.5
     # rankings that move with the seed as much as with the host: no host effect beyond the baseline
     w = np.array([[1.0, 3.0, 1.0, 3.0], [2.0, 2.0, 2.0, 2.0], [3.0, 1.0, 3.0, 1.0]])
-    b2 = rb.host_baseline(w, ["h0", "h1"], [1, 2])
+    b2 = rc.host_baseline(w, ["h0", "h1"], [1, 2])
     assert b2["cross_host"] == 1.0 and b2["cross_seed"] == -1.0 and b2["difference"] == -2.0
-    assert rb.host_baseline(v[:2], ["h0", "h1"], [1, 2]) is None
+    assert rc.host_baseline(v[:2], ["h0", "h1"], [1, 2]) is None
+
+
+def test_spearman_of_cell_pairs_ranks_each_cell_once_and_matches_scipy():
+    # host_baseline's correlations of every pair of cells: each cell is ranked once (not once per pair),
+    # ties given average ranks, a constant cell undefined
+    rng = np.random.default_rng(4)
+    v = np.round(rng.normal(size=(30, 9)), 1)      # ties within cells
+    v[:, 4] = 2.0
+    pairs = [(i, j) for i in range(9) for j in range(i + 1, 9)]
+    got = rc.spearman_pairs(v, pairs)
+    for (i, j), rho in zip(pairs, got):
+        if 4 in (i, j):
+            assert math.isnan(rho)
+        else:
+            assert rho == pytest.approx(stats.spearmanr(v[:, i], v[:, j]).statistic, abs=1e-12)
+
+
+def test_wallclock_flags_a_slow_run_in_the_table(paper_pkg, tmp_path):
+    import csv
+    import io
+
+    t = {t.id: t for t in build_tables(paper_pkg)}["wallclock_confound"]
+    col = {c: i for i, c in enumerate(t.columns)}
+    check = next(r for r in t.rows if r[col["kind"]] == "check")
+    gate, cand = check[col["gate"]], check[col["config_id"]]
+    pkg = tmp_path / "pkg"
+    shutil.copytree(paper_pkg, pkg)
+    o = decide_all(pkg)[gate]
+    rel = o.inputs[0]
+    text = (pkg / rel).read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    slow = next(r for r in rows if r["config_id"] == cand and r["stage"] in o.rules["inputs"]["stages"])
+    slow["num_steps"] = "1"                           # far below its usual steps on its host
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    (pkg / rel).write_text(out.getvalue())
+    t2 = {t.id: t for t in build_tables(pkg)}["wallclock_confound"]
+    runs = [r for r in t2.rows if r[col["kind"]] == "run"]
+    assert [(r[col["gate"]], r[col["config_id"]], r[col["cell"]], r[col["steps"]]) for r in runs] == \
+        [(gate, cand, f"{slow['host']}/{slow['seed']}", 1)]
+    assert runs[0][col["median_steps"]] > 1 and runs[0][col["flagged"]] is True
+    checks = [r for r in t2.rows if r[col["kind"]] == "check" and cand in (r[col["config_id"]], r[col["reference"]])
+              and r[col["gate"]] == gate]
+    assert checks and all(r[col["flagged"]] for r in checks)
+    assert all(r[col["matched_cells"]] < len(o.decision.cells) for r in checks)

@@ -47,6 +47,7 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     (an archive verified as it was streamed), so it is not verified twice."""
     from auditkit.gates.documents import package_protocol
     from auditkit.gates.replay import replay_all, replay_report
+    from auditkit.derived.package_data import DecidedGates
     from auditkit.derived.tables import build_tables, check_tables
     from auditkit.verify import verify_package
 
@@ -72,8 +73,13 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     if freeze_evidence is None:
         freeze_evidence = _freeze_evidence(pkg, trust, require, verdicts)
 
+    decided = DecidedGates(pkg)    # every gate decided from the raw rows once, for the tables and the claims
     try:
-        tab = check_tables(pkg)
+        built = build_tables(pkg, decided)
+    except AuditError:             # check_tables reports it (a defective file is a finding)
+        built = None
+    try:
+        tab = check_tables(pkg, built)
         verdicts.append(_verdict("tables", f"auditkit tables --package {pkg} --check", tab))
     except AuditError as exc:
         verdicts.append(_verdict("tables", f"auditkit tables --package {pkg} --check", None, exc.message))
@@ -88,9 +94,10 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     except AuditError as exc:
         verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", None, exc.message))
 
-    built = build_tables(pkg)
+    if built is None:
+        built = build_tables(pkg, decided)
     tables = {t.id: t for t in built}
-    claim_rows, claims_note = _claims(pkg, claims, verdicts, built)
+    claim_rows, claims_note = _claims(pkg, claims, verdicts, built, decided)
     gates = [_gate(pkg, r, tables, (freeze_evidence or {}).get(r.gate, getattr(r, "freeze_evidence", None)))
              for r in replays]
     return {
@@ -132,7 +139,7 @@ def _freeze_evidence(pkg: Path, trust, require, verdicts: list) -> dict | None:
     return rep.info.get("freeze_evidence")
 
 
-def _claims(pkg: Path, claims, verdicts: list, tables: list) -> tuple[list[dict], str]:
+def _claims(pkg: Path, claims, verdicts: list, tables: list, decided=None) -> tuple[list[dict], str]:
     from auditkit.report.claims import CLAIMS_FILE, claims_report, evaluate_claims
 
     command = f"auditkit claims --package {pkg}"
@@ -140,7 +147,7 @@ def _claims(pkg: Path, claims, verdicts: list, tables: list) -> tuple[list[dict]
         verdicts.append(_verdict("claims", command, None, "the package has no claims.json"))
         return [], "The package carries no claims.json (docs/SPEC.md, 'v1.1: claims.json')."
     try:
-        results = evaluate_claims(pkg, claims, tables=tables)
+        results = evaluate_claims(pkg, claims, tables=tables, decided=decided)
     except AuditError as exc:
         verdicts.append(_verdict("claims", command, None, exc.diagnostics()))
         return [], exc.diagnostics()

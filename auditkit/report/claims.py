@@ -13,13 +13,12 @@ Each claim holds the sentence as the paper states it and one check (`ClaimKind`)
 replay uses (`auditkit.gates.outcomes.decide_all`) and regenerates the tables in memory
 (`tables.build_tables`); nothing recorded by the package's author is taken on trust.
 Each claim is `held`, `not_held` or `not_checkable` (with the reason).
-`observations_from_study(package_dir)` writes what a finished study's own rows show, whatever it
-is (observations.json: they hold by construction; they are not claims).
+What a finished study's own rows show (observations.json: they hold by construction; they are
+not claims) is `auditkit.derived.observations`'; its names are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -27,8 +26,11 @@ from pathlib import Path
 
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report, json_location
-from auditkit.gates.outcomes import GateOutcome, decide_all
+from auditkit.derived.package_data import DecidedGates
+from auditkit.gates.outcomes import GateOutcome
 from auditkit.package.schemas import validate_document
+from auditkit.derived.observations import (OBSERVATIONS_FILE, claims_from_study, claims_text,  # noqa: F401
+                                          observations_from_study)
 
 CLAIMS_FILE = "claims.json"
 
@@ -125,27 +127,27 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def claims_text(doc: dict) -> str:
-    """The canonical bytes of a claims document (2-space indent, `\\n` at the end)."""
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-
-
 # --------------------------------------------------------------------------- evaluation
 
 class _Context:
     """What claims are decided from: every gate decided from the raw rows, tables built once."""
 
-    def __init__(self, package_dir: Path, tables=None):
+    def __init__(self, package_dir: Path, tables=None, decided: DecidedGates | None = None):
         self.pkg = package_dir
-        self.gates: dict[str, GateOutcome] = decide_all(package_dir)
+        self.decided = decided if decided is not None else DecidedGates(package_dir)
+        self.gates: dict[str, GateOutcome] = self.decided.outcomes
         self._tables = None if tables is None else {t.id: t for t in tables}
 
     def tables(self) -> dict:
         if self._tables is None:
             from auditkit.derived.tables import build_tables
 
-            self._tables = {t.id: t for t in build_tables(self.pkg)}
+            self._tables = {t.id: t for t in build_tables(self.pkg, self.decided)}
         return self._tables
+
+    def doc_losses(self, gate: str) -> tuple:
+        """(DocLosses or None, note) of a decided gate, read once."""
+        return self.decided.doc_losses(gate)
 
     def gate(self, name: str) -> GateOutcome:
         o = self.gates.get(name)
@@ -166,11 +168,12 @@ class _Context:
 
 
 def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = None, *,
-                    tables=None, level: float = 0.95) -> list[ClaimResult]:
+                    tables=None, level: float = 0.95, decided: DecidedGates | None = None) -> list[ClaimResult]:
     """Every claim of `claims` (a document, a path, or the package's own `claims.json`), in order,
     each with its point-estimate `outcome` and the `call` the data support at `level`, its interval
     and its p-value Holm-adjusted across the package's claims and gate checks (one family).
-    `tables`: the package's tables (`tables.build_tables`) when the caller has built them already.
+    `tables`: the package's tables (`tables.build_tables`) when the caller has built them already;
+    `decided`: its gates decided from the raw rows (`auditkit.derived.package_data.DecidedGates`), likewise.
     Raises AuditError when the package or the claims file cannot be read."""
     pkg = Path(package_dir)
     if claims is None:
@@ -180,7 +183,7 @@ def evaluate_claims(package_dir: str | Path, claims: dict | str | Path | None = 
         bad = validate_document(doc, "claims", CLAIMS_FILE)
         if bad:
             raise AuditError(f"claims are not valid: {bad[0]}", hint="follow schemas/claims.schema.json")
-    ctx = _Context(pkg, tables)
+    ctx = _Context(pkg, tables, decided)
     results = [_evaluate(ctx, c) for c in doc["claims"]]
     from auditkit.report.support import support_all
 
@@ -401,121 +404,3 @@ def render_claims(results: list[ClaimResult]) -> str:
     from auditkit.text import printable  # a statement from the package is one line, and drives no terminal
 
     return "\n".join(printable(line) for line in lines)
-
-
-# --------------------------------------------------------------------------- a study's own claims
-
-OBSERVATIONS_FILE = "observations.json"
-
-
-def observations_from_study(package_dir: str | Path) -> dict:
-    """What a finished study's own raw rows show, whatever it is, in the claims format: each gate
-    check's outcome, the final winner's rank and whether it was the mean-best at every earlier gate,
-    the compute accounting, and the host correlations at every stage run on two or more hosts.
-    These are *observations*: each holds on the package it was read from by construction and is
-    evidence of nothing (`protocol run` writes them to observations.json; claims.json holds what
-    authors or reviewers claim). Raises AuditError when the package cannot be read."""
-    pkg = Path(package_dir)
-    ctx = _Context(pkg)
-    claims: list[dict] = []
-    decided = [o for o in ctx.gates.values() if o.decided]
-
-    for o in decided:
-        for ch in o.decision.checks:
-            outcome = "PASS" if ch.passed else "FAIL"
-            ref = f" against {ch.reference}" if ch.reference else ""
-            if ch.kind == "ranks_first_in_all_cells":
-                n = len(o.decision.cells)
-                won = "-" if ch.value is None else int(ch.value)
-                text = (f"At gate {o.gate}, {ch.candidate} ranks first in all {n} host-seed cells." if ch.passed else
-                        f"At gate {o.gate}, {ch.candidate} does not rank first in all {n} host-seed cells "
-                        f"({won} of {n}).")
-            else:
-                text = (f"At gate {o.gate}, {ch.candidate}{ref} {'meets' if ch.passed else 'does not meet'} the "
-                        f"frozen {ch.kind.replace('_', '-')} rule (threshold {ch.threshold:g} {o.rules['metric']['column']}).")
-            check = {"kind": "gate_check", "gate": o.gate, "check": ch.kind, "candidate": ch.candidate,
-                     "expected": outcome}
-            if ch.reference:
-                check["reference"] = ch.reference
-            claims.append({"id": f"{o.gate}-{ch.kind}-{ch.candidate}".replace("_", "-"), "statement": text,
-                           "check": check})
-
-    if decided:
-        final = decided[-1]
-        winner = next((c for c in final.decision.candidates if c.eligible and c.rank == 1), None)
-        if winner is not None:
-            n = len(final.decision.cells)
-            wins = winner.wins
-            scope = "every_cell" if wins == n else ("no_cell" if wins == 0 else None)
-            claims.append({"id": f"{final.gate}-winner", "statement": f"{winner.config_id} has the best mean "
-                           f"{final.rules['metric']['column']} at the final gate {final.gate}.",
-                           "check": {"kind": "rank", "gate": final.gate, "candidate": winner.config_id, "rank": 1,
-                                     "scope": "overall"}})
-            if scope:
-                claims.append({"id": f"{final.gate}-winner-cells", "statement":
-                               f"At gate {final.gate}, {winner.config_id} ranks first in "
-                               f"{'every one' if scope == 'every_cell' else 'none'} of the {n} host-seed cells.",
-                               "check": {"kind": "rank", "gate": final.gate, "candidate": winner.config_id,
-                                         "rank": 1, "scope": scope}})
-            for o in decided[:-1]:
-                res = o.decision.candidate(winner.config_id)
-                if res is None:
-                    continue
-                best = res.eligible and res.rank == 1
-                claims.append({"id": f"winner-mean-best-at-{o.gate}".replace("_", "-"), "statement":
-                               f"The final winner ({winner.config_id}) {'is' if best else 'is not'} the mean-best "
-                               f"candidate at gate {o.gate}.",
-                               "check": {"kind": "promotion", "gate": o.gate, "candidate": {"winner_of": final.gate},
-                                         "fact": "mean_best", "expected": best}})
-
-    tables = ctx.tables()
-    budget = tables.get("budget_counterfactual")
-    if budget is not None:
-        cols = budget.columns
-        for r in budget.rows:
-            row = dict(zip(cols, r))
-            if row["gpu_hours"] is None or row["item"] not in ("total", "final_branch", "gate_counterfactual"):
-                continue
-            key = {"item": row["item"]} if row["item"] != "gate_counterfactual" else \
-                {"item": row["item"], "gate": row["gate"]}
-            what = {"total": "The whole staged protocol spends",
-                    "final_branch": "The executed final branch spends",
-                    "gate_counterfactual": f"Continuing all candidates of gate {row['gate']} through the final "
-                                           f"stage would spend"}[row["item"]]
-            value = round(row["gpu_hours"], 6)
-            claims.append({"id": ("gpu-hours-" + "-".join(str(v) for v in key.values())).replace("_", "-"),
-                           "statement": f"{what} {value:g} GPU-hours of training.",
-                           "check": {"kind": "table_value", "table": "budget_counterfactual", "row": key,
-                                     "column": "gpu_hours", "value": value, "tol": 1e-6}})
-
-    corr = tables.get("host_correlation")
-    if corr is not None:
-        for r in corr.rows:
-            row = dict(zip(corr.columns, r))
-            if row["spearman"] is None:
-                continue
-            v = row["spearman"]
-            lo, hi = math.floor(v * 1000 - 1e-9) / 1000, math.ceil(v * 1000 + 1e-9) / 1000
-            claims.append({"id": f"host-spearman-{row['stage']}-{row['host_a']}-{row['host_b']}".replace("_", "-"),
-                           "statement": f"At stage {row['stage']}, the candidates' rankings on {row['host_a']} and "
-                                        f"{row['host_b']} have Spearman correlation {v:.3f}.",
-                           "check": {"kind": "host_sensitivity", "stage": row["stage"],
-                                     "hosts": [row["host_a"], row["host_b"]], "statistic": "spearman",
-                                     "at_least": lo, "at_most": hi}})
-    seen: dict[str, int] = {}
-    for c in claims:  # ids are unique: a second check of the same kind and candidate gets a suffix
-        n = seen.get(c["id"], 0)
-        seen[c["id"]] = n + 1
-        if n:
-            c["id"] = f"{c['id']}-{n + 1}"
-    from auditkit.package.store import open_package
-
-    proto = open_package(pkg).read_json("protocol.json")
-    name = proto.get("name", pkg.name) if isinstance(proto, dict) else pkg.name
-    return {"schema": "auditkit/claims/v1",
-            "source": f"study {name}: observations read from its own raw rows (they hold by construction and are "
-                      "evidence of nothing; claims.json holds what authors or reviewers claim)",
-            "claims": claims}
-
-
-claims_from_study = observations_from_study   # the name packages before observations.json knew

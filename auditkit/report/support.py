@@ -28,14 +28,10 @@ HELD, NOT_HELD, UNDETERMINED = "held", "not_held", "undetermined"
 def support_all(ctx, claims: list[dict], results: list, level: float) -> list:
     """`results` (ClaimResult, in claim order) with their call, interval and p; Holm across the claims
     and every gate check of the package."""
-    from auditkit.package.evaldocs import gate_doc_losses
-    from auditkit.package.store import PackageStore
-
-    store = PackageStore(ctx.pkg)
     unc = {}
     for name, o in ctx.gates.items():
         if o.decided:
-            docs, _why = gate_doc_losses(store, o.rules, o.decision)
+            docs, _why = ctx.doc_losses(name)
             unc[name] = (gate_uncertainty(o.decision, o.rules, level, docs), docs)
     out = []
     for claim, r in zip(claims, results):
@@ -122,7 +118,7 @@ def _best(ctx, unc, gate: str, cid: str, claim_best: bool, level: float):
 def _spearman(ctx, c: dict, level: float):
     from scipy import special
 
-    from auditkit.report.robustness import fisher_z_interval
+    from auditkit.stats.correlation import fisher_z_interval
 
     a, b = sorted(c["hosts"])
     t = ctx.tables().get("host_correlation")

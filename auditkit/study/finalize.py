@@ -42,7 +42,7 @@ def derived_outputs(out: Path) -> dict[str, bytes]:
         files.update(figure_files(out)[1])
     # TODO(issue 23): observations are moving from report/claims.py into derived/; then import them
     # from there (this line only), and study/ no longer imports report/
-    from auditkit.report.claims import OBSERVATIONS_FILE, claims_text, observations_from_study
+    from auditkit.derived.observations import OBSERVATIONS_FILE, claims_text, observations_from_study
 
     files[OBSERVATIONS_FILE] = claims_text(observations_from_study(out)).encode("utf-8")
     return files
