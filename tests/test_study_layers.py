@@ -23,10 +23,13 @@ def _imports(path: Path):
     return out
 
 
-def test_study_uses_derived_and_report_only_in_finalize_derived_outputs():
+def test_study_uses_derived_only_in_finalize_derived_outputs_and_never_report():
     reach = {(p.name, where) for p in sorted((LIB / "study").glob("*.py")) for mod, where in _imports(p)
-             if mod.split(".")[:2] in (["auditkit", "derived"], ["auditkit", "report"])}
+             if mod.split(".")[:2] == ["auditkit", "derived"]}
     assert reach == {("finalize.py", "derived_outputs")}
+    up = {(p.name, mod) for p in sorted((LIB / "study").glob("*.py")) for mod, _ in _imports(p)
+          if mod.split(".")[:2] in (["auditkit", "report"], ["auditkit", "cli"], ["auditkit", "app"])}
+    assert up == set()
 
 
 MODEL = {"Budget", "Stage", "Gate", "Protocol", "PROTOCOL_JSON", "protocol_from_dict", "load_package_protocol"}
