@@ -190,3 +190,20 @@ def test_verify_replay_and_tables_never_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_readme_and_replication_report_exactly_the_counts_claims_decides():
+    """The paper's mapped claims, decided by `auditkit claims --json`: README.md and
+    docs/REPLICATION.md state the same counts (rule outcome, and data support at 0.95)."""
+    from collections import Counter
+
+    r = invoke("claims", "--package", ANC, "--json")
+    results = json.loads(r.output)["info"]["results"]
+    assert len(results) >= 8
+    rule, data = Counter(x["outcome"] for x in results), Counter(x["call"] for x in results)
+    by_rule = f"**{rule['held']} held and {rule['not_held']} not held**"
+    by_data = f"**{data['held']} held, {data['not_held']} not held, {data['undetermined']} undetermined**"
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert by_rule in readme and by_data in readme
+    replication = " ".join((REPO / "docs" / "REPLICATION.md").read_text().split())
+    assert f"**{rule['held']} held, {rule['not_held']} not held**" in replication and by_data in replication
