@@ -68,8 +68,9 @@ def _verify(src, as_json, fmt, jobs, deep, threads, max_members, max_bytes, trus
         report = verify_package(package, jobs=jobs, deep=deep,
                                 progress_factory=_progress_bar if sys.stderr.isatty() else None,
                                 max_members=max_members, max_bytes=max_bytes, deep_threads=threads,
-                                say=lambda line: click.echo(line, err=True), say_tty=sys.stderr.isatty())
-        with_freeze_evidence(report, package, None, trusted_tsa, trusted_keys, system_trust, require, as_json)
+                                say=lambda line: click.echo(line, err=True), say_tty=sys.stderr.isatty(),
+                                beside=lambda r: with_freeze_evidence(r, package, None, trusted_tsa, trusted_keys,
+                                                                      system_trust, require, as_json))
     except AuditError as exc:
         fail(exc, as_json)
     add_source_findings(report, src)

@@ -23,6 +23,33 @@ from auditkit.verify.checks import manifest as manifest_check
 from auditkit.verify.view import PackageView
 
 
+def prepare(view: PackageView) -> None:
+    """Parse the per-document files the rows name while the readers still hash the large files (called
+    once the documents are in: `checks.prepare`); `check` then finds them parsed."""
+    for _rid, (_rel, _i, row) in sorted(view.runs.items()):
+        path = row.get("eval_docs", "") or ""
+        if path and path in view.files:
+            _parsed(view, path)
+
+
+def _parsed(view: PackageView, path: str) -> EvalDocs | PackageDefect | None:
+    """The file `path` as parsed (its PackageDefect when it is not `doc,nats,bytes`), once per file content;
+    None when its bytes were not kept or are not those hashed."""
+    fs = view.files[path]
+    done: dict = view.memo("evaldocs.parsed", dict)
+    key = (path, fs.sha256)
+    if key not in done:
+        data = fs.content
+        if data is None or hashlib.sha256(data).hexdigest() != fs.sha256:
+            done[key] = None
+        else:
+            try:
+                done[key] = parse_eval_docs(data, path)
+            except PackageDefect as exc:
+                done[key] = exc
+    return done[key]
+
+
 def check(view: PackageView) -> Iterator[Finding]:
     parsed: dict[str, tuple[str, EvalDocs]] = {}
     yield from _files(view, parsed)
@@ -56,15 +83,11 @@ def _files(view: PackageView, parsed: dict[str, tuple[str, EvalDocs]]) -> Iterat
         if sha and fs.sha256 != sha:
             yield Finding(path, "eval-docs-hash-mismatch", "", sha, fs.sha256,
                           f"the file is not the one run {rid}'s row ({rel} row {i}) records")
-        data = fs.content
-        if data is None:
-            continue   # too large to parse: the scan's own finding says so
-        if hashlib.sha256(data).hexdigest() != fs.sha256:
-            continue
-        try:
-            ed = parse_eval_docs(data, path)
-        except PackageDefect as exc:
-            yield exc.finding
+        ed = _parsed(view, path)
+        if ed is None:
+            continue   # too large to parse (the scan's own finding says so), or not the bytes hashed
+        if isinstance(ed, PackageDefect):
+            yield ed.finding
             continue
         parsed[rid] = (path, ed)
         try:
