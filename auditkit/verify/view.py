@@ -246,6 +246,7 @@ class PackageView:
         Called while the readers still hash the large files: documents are read first."""
         for rel in sorted(self._scan.files):
             if rel.endswith(".json"):
+                self.parse_findings(rel)       # every document is parsed strictly, one with no schema too
                 self.schema_findings(rel)
             elif rel == MANIFEST_CSV:
                 self.table(rel)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -32,7 +33,16 @@ def prepare(view: PackageView) -> None:
             _parsed(view, path)
 
 
-def _parsed(view: PackageView, path: str) -> EvalDocs | PackageDefect | None:
+@dataclass(frozen=True)
+class Parsed:
+    """One per-document file as parsed, with what the checks compare it by."""
+
+    docs: EvalDocs
+    val_bpb: float          # what its losses add up to (`docs_val_bpb`)
+    document_set: bytes     # a digest of its documents and their byte counts, in order
+
+
+def _parsed(view: PackageView, path: str) -> Parsed | PackageDefect | None:
     """The file `path` as parsed (its PackageDefect when it is not `doc,nats,bytes`), once per file content;
     None when its bytes were not kept or are not those hashed."""
     fs = view.files[path]
@@ -44,20 +54,24 @@ def _parsed(view: PackageView, path: str) -> EvalDocs | PackageDefect | None:
             done[key] = None
         else:
             try:
-                done[key] = parse_eval_docs(data, path)
+                ed = parse_eval_docs(data, path)
             except PackageDefect as exc:
                 done[key] = exc
+            else:
+                digest = hashlib.sha256(ed.doc.astype("<i8").tobytes())
+                digest.update(ed.bytes.astype("<i8").tobytes())
+                done[key] = Parsed(ed, docs_val_bpb(ed), digest.digest())
     return done[key]
 
 
 def check(view: PackageView) -> Iterator[Finding]:
-    parsed: dict[str, tuple[str, EvalDocs]] = {}
+    parsed: dict[str, tuple[str, Parsed]] = {}
     yield from _files(view, parsed)
     yield from _document_sets(view, parsed)
 
 
-def _files(view: PackageView, parsed: dict[str, tuple[str, EvalDocs]]) -> Iterator[Finding]:
-    """Each row's file on its own; `parsed[run_id]` = (path, its documents) for every file that parsed."""
+def _files(view: PackageView, parsed: dict[str, tuple[str, Parsed]]) -> Iterator[Finding]:
+    """Each row's file on its own; `parsed[run_id]` = (path, `Parsed`) for every file that parsed."""
     listed = None
     for rid, (rel, i, row) in sorted(view.runs.items()):
         path, sha = row.get("eval_docs", "") or "", row.get("eval_docs_sha256", "") or ""
@@ -83,26 +97,22 @@ def _files(view: PackageView, parsed: dict[str, tuple[str, EvalDocs]]) -> Iterat
         if sha and fs.sha256 != sha:
             yield Finding(path, "eval-docs-hash-mismatch", "", sha, fs.sha256,
                           f"the file is not the one run {rid}'s row ({rel} row {i}) records")
-        ed = _parsed(view, path)
-        if ed is None:
+        one = _parsed(view, path)
+        if one is None:
             continue   # too large to parse (the scan's own finding says so), or not the bytes hashed
-        if isinstance(ed, PackageDefect):
-            yield ed.finding
+        if isinstance(one, PackageDefect):
+            yield one.finding
             continue
-        parsed[rid] = (path, ed)
+        parsed[rid] = (path, one)
         try:
             want = float(row.get("val_bpb", ""))
         except ValueError:
             continue   # the row's own findings name a val_bpb that is no number
-        got = docs_val_bpb(ed)
+        got, ed = one.val_bpb, one.docs
         if not math.isfinite(want) or abs(got - want) > docs_tolerance(ed):
             yield Finding(path, "eval-docs-val-bpb-mismatch", "", f"val_bpb {row.get('val_bpb')} ({rel} row {i})",
                           f"{got:.9f} from {len(ed.nats)} documents",
                           f"the per-document losses do not add up to run {rid}'s val_bpb")
-
-
-def _document_set(ed: EvalDocs) -> tuple[bytes, bytes]:
-    return ed.doc.tobytes(), ed.bytes.tobytes()
 
 
 def _difference(ed: EvalDocs, ref: EvalDocs) -> str:
@@ -116,27 +126,25 @@ def _difference(ed: EvalDocs, ref: EvalDocs) -> str:
     return f"{len(ed.doc)} documents, not {len(ref.doc)}"
 
 
-def _document_sets(view: PackageView, parsed: dict[str, tuple[str, EvalDocs]]) -> Iterator[Finding]:
+def _document_sets(view: PackageView, parsed: dict[str, tuple[str, Parsed]]) -> Iterator[Finding]:
     """Within each gate, the scored runs' files list one set of documents (the one most of them list)."""
-    seen: set[tuple[str, str]] = set()
     for gate, picked in view.gate_inputs:
         runs = sorted({r.get("run_id", "") for _, r in picked
                        if (r.get("status") or "") == "ok" and r.get("run_id", "") in parsed})
         if len(runs) < 2:
             continue
-        sets = {rid: _document_set(parsed[rid][1]) for rid in runs}
+        sets = {rid: parsed[rid][1].document_set for rid in runs}
         counts = Counter(sets.values())
         if len(counts) == 1:
             continue
         # the set most files list is the reference; ties go to the set of the first run (by run_id) listing one
         top = max(counts.values())
         reference_run = next(rid for rid in runs if counts[sets[rid]] == top)
-        ref_path, ref = parsed[reference_run]
+        ref_path, ref = parsed[reference_run][0], parsed[reference_run][1].docs
         for rid in runs:
-            if sets[rid] == sets[reference_run] or (rid, gate) in seen:
+            if sets[rid] == sets[reference_run]:
                 continue
-            seen.add((rid, gate))
-            path, ed = parsed[rid]
+            path, ed = parsed[rid][0], parsed[rid][1].docs
             yield Finding(path, "eval-docs-set-mismatch", f"gate {gate}, run {rid}",
                           f"{len(ref.doc)} documents as {top} of the gate's {len(runs)} files list them "
                           f"(e.g. {ref_path})", _difference(ed, ref),
