@@ -18,6 +18,7 @@ layer is a dependency on it all the same); relative imports are resolved.
 from __future__ import annotations
 
 import ast
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -444,3 +445,37 @@ def test_the_site_counters_see_what_they_count(tmp_path):
                    encoding="utf-8")
     assert [s.split(": ")[0] for s in _csv_read_sites([src])] == ["m.py:6", "m.py:7", "m.py:8"]
     assert [s.split(": ")[0] for s in _rename_sites([src])] == ["m.py:9", "m.py:10", "m.py:13"]
+
+
+@pytest.fixture
+def toy_library(tmp_path, monkeypatch):
+    """A small library of its own under tmp_path/auditkit, read instead of the real one."""
+    me = sys.modules[__name__]
+
+    def make(files: dict[str, str]) -> None:
+        for rel, text in files.items():
+            p = tmp_path / "auditkit" / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text, encoding="utf-8")
+        monkeypatch.setattr(me, "REPO", tmp_path)
+        monkeypatch.setattr(me, "ROOTS", {"auditkit": tmp_path / "auditkit"})
+        for cached in (_modules, _imports):
+            cached.cache_clear()
+
+    yield make
+    for cached in (_modules, _imports):
+        cached.cache_clear()
+
+
+def test_the_private_name_and_layer_rules_see_their_offenders(toy_library):
+    toy_library({
+        "__init__.py": "", "errors.py": "def _hidden(): pass\nfrom auditkit.package import store\n",
+        "package/__init__.py": "", "package/_p.py": "X = 1\n",
+        "package/store.py": "from auditkit.package import _p\nfrom auditkit.errors import _hidden\n",
+        "cli/__init__.py": "", "cli/main.py": "import auditkit.errors as e\nfrom auditkit.package._p import X\n"
+                                             "def f():\n    return e._hidden()\n",
+    })
+    assert sorted(s.split(": ")[0] + " " + s.split(": ")[1] for s in _private_offenders()) == [
+        "auditkit/cli/main.py:2 private module", "auditkit/cli/main.py:4 private name",
+        "auditkit/package/store.py:2 private name"]        # package/_p from its own package is fine
+    assert [s.split(": ")[0] for s in _layer_offenders()] == ["auditkit/errors.py:2"]   # primitives -> package
