@@ -35,7 +35,7 @@ def test_beside_runs_in_its_own_thread_and_lands_after_the_checks(pkg):
 
     plain = verify_package(pkg, jobs=2)
     report = verify_package(pkg, jobs=2, beside=work)
-    assert seen == {"thread": "auditkit-beside", "target": str(pkg)}
+    assert seen == {"thread": "auditkit beside", "target": str(pkg)}
     assert report.findings[:-1] == plain.findings and report.findings[-1].message == "from beside"
     assert list(report.info) == [*plain.info, "gate g frozen"]   # its info after verify's own
 

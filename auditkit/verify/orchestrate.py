@@ -177,7 +177,7 @@ class _Beside:
         self.work = work
         self.report = Report("verify", target)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="auditkit-beside", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="auditkit beside", daemon=True)
 
     def _run(self) -> None:
         try:
