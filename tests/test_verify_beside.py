@@ -5,6 +5,7 @@ are in (`checks.prepare`), and neither changes what verify reports."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,21 @@ def test_per_document_files_are_parsed_before_the_checks_run(monkeypatch):
     result = verify_package(SHIPPED, jobs=2)
     assert parsed == {"prepare": 100, "report": 0}
     assert not [f for f in result.findings if f.code.startswith("eval-docs")]
+
+
+def test_beside_is_done_when_the_scan_raises(pkg, monkeypatch):
+    """An error while reading leaves nothing of verify running: the beside work has ended when it is raised."""
+    state = {}
+
+    def work(report):
+        time.sleep(0.3)
+        state["done"] = True
+
+    def failing_scan(path, **kwargs):
+        kwargs["on_started"](False)
+        raise AuditError("cannot read x")
+
+    monkeypatch.setattr(orchestrate, "scan_package", failing_scan)
+    with pytest.raises(AuditError, match="cannot read x"):
+        verify_package(pkg, beside=work)
+    assert state == {"done": True}

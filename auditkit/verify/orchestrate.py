@@ -144,6 +144,10 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
         scan = scan_package(path, jobs=jobs, keep_checkpoints=deep, progress=progress if progress_factory else None,
                             total_hint=total_hint, max_members=max_members, max_bytes=max_bytes,
                             on_documents=on_documents, processes=processes, on_started=started)
+    except BaseException:
+        if extra is not None:
+            extra.join()          # nothing left reading the package once verify has raised
+        raise
     finally:
         sys.setswitchinterval(interval)
         if bar is not None:
