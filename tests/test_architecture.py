@@ -10,7 +10,8 @@ layer is a dependency on it all the same); relative imports are resolved.
 - (b) no import of another module's private name (`from m import _x`, `m._x` on an imported module,
   or a private module `_m` imported from outside its own package);
 - (c) `LAYERS` (the paragraph "Layers" of docs/ARCHITECTURE.md, made exact): a module imports only
-  from its own layer and the layers below; the runner imports nothing of the library;
+  from its own layer and the layers below; the runner imports nothing of the library; only the
+  command line imports click;
 - (d) no library module over `MAX_LINES` lines, except the finding-code data (`codes.py`);
 - (e) at most two CSV read sites and at most two atomic-rename sites in the library.
 """
@@ -315,6 +316,13 @@ def _layer_offenders() -> list[str]:
 
 def test_no_import_from_a_higher_layer():
     _fail_if(_layer_offenders(), "imports from a higher layer (move the name down, or the importer up)")
+
+
+def test_only_the_command_line_imports_click():
+    """The library is usable without its command line (docs/ARCHITECTURE.md's first line)."""
+    _fail_if([f"{i.where()}: click outside cli: {i.importer} imports {i.target}" for i in _imports()
+              if i.target.split(".")[0] == "click" and _layer(i.importer) is not None
+              and _layer(i.importer)[1] != "cli"], "imports of click outside auditkit/cli/")
 
 
 def test_the_runner_imports_nothing_of_the_library():
