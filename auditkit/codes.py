@@ -329,6 +329,11 @@ _GROUPS: tuple[list[Code], ...] = (
         ("eval-docs-columns", "A run row names an eval_docs file without its eval_docs_sha256, or the other way "
                               "round, or a path other than `eval-docs/<run_id>.csv`.",
          "Writers fill both columns or neither (SPEC v1.2): find out who edited the row."),
+        ("eval-docs-set-mismatch", "Within one gate, a run's per-document evaluation file lists other documents "
+                                   "(or other byte counts) than most of the gate's files, although every run a gate "
+                                   "compares is scored on the same documents.",
+         "The runs were not scored on one evaluation set: find which documents this run's evaluation read and "
+         "whether the gate's ranking holds on the documents all runs share."),
         ("run-csv-name", "A CSV under remote-results/ is not named `<host>_<stage>_summary.csv`, so its rows are "
                          "not read as run rows.",
          "Find out what the file holds and why it is there; rows in it are not part of any gate."),

@@ -5,6 +5,10 @@ what was read (`view.PackageView`), then every registered check over the view
 (`checks.CHECKS`: manifest, documents, rows, decisions, derived, checkpoints) —
 every finding collected, none stopping at the first.  With `deep`, every
 checkpoint named by a row is re-evaluated (torch, `deep.py`).
+
+Work that does not need the large files runs beside the readers, not after them: the documents
+are read first and checked (`checks.prepare`) while the readers hash the rest, and `beside` (the
+command's freeze-evidence grading) runs in a thread from the moment the readers start.
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ def _refuse_an_archive_that_holds_no_package(path, scan: PackageScan) -> None:
 def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = False,
                    progress_factory: Callable[[int], object] | None = None, max_members: int | None = None,
                    max_bytes: int | None = None, processes: bool | None = None, deep_threads: int | None = None,
-                   say: Callable[[str], None] | None = None, say_tty: bool = False) -> Report:
+                   say: Callable[[str], None] | None = None, say_tty: bool = False,
+                   beside: Callable[[Report], None] | None = None) -> Report:
     """Every check of a package (directory or archive). Raises AuditError when it cannot run.
 
     `progress_factory(total_bytes)` may return a tqdm-like bar (or None) once
@@ -93,14 +98,22 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
     process never hold a reader back (`processes`: force True/False; None: choose).
     With `deep`: torch runs `deep_threads` threads (None: the free cores), and `say(line)` (if
     given) hears which, and the progress through the checkpoints (every one when `say_tty`).
+
+    `beside(report)`, when given, is more work on the package that needs none of the scan (the freeze
+    evidence, which reads its own few files): it runs in a thread while the files are read, into a
+    report of its own whose findings and info are added after the checks' (as if it had run after
+    them); what it raises is raised once verify's own work is done, unless verify raised first.
     """
     _refuse_a_directory_that_is_no_package(Path(path))
     deep_mod = _deep_module() if deep else None
     warm: list[threading.Thread] = []
+    extra = _Beside(beside, str(path)) if beside is not None else None
 
     def started(in_processes: bool) -> None:   # the warm-up runs beside the readers (after any fork)
         warm.append(threading.Thread(target=_warm, name="auditkit-warm", daemon=True))
         warm[0].start()
+        if extra is not None:
+            extra.start()
 
     bar = None
 
@@ -131,6 +144,10 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
         scan = scan_package(path, jobs=jobs, keep_checkpoints=deep, progress=progress if progress_factory else None,
                             total_hint=total_hint, max_members=max_members, max_bytes=max_bytes,
                             on_documents=on_documents, processes=processes, on_started=started)
+    except BaseException:
+        if extra is not None:
+            extra.join()          # nothing left reading the package once verify has raised
+        raise
     finally:
         sys.setswitchinterval(interval)
         if bar is not None:
@@ -145,12 +162,49 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
         report = _report(path, view, deep_mod, deep_threads, say, say_tty)
         if scan.found_at:
             report.info["found_at"] = scan.found_at
+        if extra is not None:
+            extra.add_to(report)
         return report
     finally:
+        if extra is not None:
+            extra.join()
         for fs in scan.files.values():
             if fs.spool is not None:
                 fs.spool.close()
                 fs.spool = None
+
+
+class _Beside:
+    """`beside(report)` in a thread of its own (started once the readers run, after any fork)."""
+
+    def __init__(self, work: Callable[[Report], None], target: str):
+        self.work = work
+        self.report = Report("verify", target)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="auditkit beside", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.work(self.report)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread by add_to
+            self.error = exc
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        if self.thread.ident is not None:
+            self.thread.join()
+
+    def add_to(self, report: Report) -> None:
+        """The work's findings and info after `report`'s own (started now if the scan never started it)."""
+        if self.thread.ident is None:
+            self.start()
+        self.join()
+        if self.error is not None:
+            raise self.error
+        report.extend(self.report.findings)
+        report.info.update(self.report.info)
 
 
 def _report(path, view: "PackageView", deep_mod, deep_threads=None, say=None, say_tty=False) -> Report:

@@ -247,6 +247,7 @@ class PackageView:
         Called while the readers still hash the large files: documents are read first."""
         for rel in sorted(self._scan.files):
             if rel.endswith(".json"):
+                self.parse_findings(rel)       # every document is parsed strictly, one with no schema too
                 self.schema_findings(rel)
             elif rel == MANIFEST_CSV:
                 self.table(rel)
@@ -325,6 +326,35 @@ class PackageView:
                         seen[rid] = (rel, i, r)
             return seen
         return self._once("runs", compute)
+
+    @property
+    def gate_inputs(self) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
+        """(gate, its input rows as (file, row)) for every gate of the protocol whose rules name their inputs:
+        the rows of `runs` in the rules' stages, hosts and seeds (all hosts or seeds when the rules list none).
+        Gates whose rules are unreadable are left out (the rules' own findings say why)."""
+        def compute():
+            gates = self.protocol.get("gates")
+            if not isinstance(gates, list):
+                return []
+            by_stage: dict[str, list[tuple[str, dict]]] = {}
+            for _rid, (rel, _i, row) in self.runs.items():
+                by_stage.setdefault(row.get("stage", ""), []).append((rel, row))
+            out = []
+            for g in gates:
+                if not isinstance(g, dict) or not isinstance(g.get("rules"), str):
+                    continue
+                rules = self.json(g["rules"])
+                inputs = rules.get("inputs") if isinstance(rules, dict) else None
+                if not isinstance(inputs, dict):
+                    continue
+                stages = inputs.get("stages") if isinstance(inputs.get("stages"), list) else []
+                hosts = {str(h) for h in inputs["hosts"]} if isinstance(inputs.get("hosts"), list) else None
+                seeds = {str(s) for s in inputs["seeds"]} if isinstance(inputs.get("seeds"), list) else None
+                out.append((str(g.get("gate", "?")),
+                            [(rel, r) for st in stages if isinstance(st, str) for rel, r in by_stage.get(st, [])
+                             if (hosts is None or r.get("host") in hosts) and (seeds is None or r.get("seed") in seeds)]))
+            return out
+        return self._once("gate_inputs", compute)
 
     def named_checkpoints(self) -> list[tuple[FileScan, dict[str, str], str]]:
         """(checkpoint file, its row, its path) for every row that names a checkpoint present, by run_id."""

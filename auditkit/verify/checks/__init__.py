@@ -33,6 +33,7 @@ def prepare(view: PackageView) -> None:
     """The documents' part of the checks, worked out while the other files are still being read
     (called once every document outside source/ is in; nothing here may depend on another file)."""
     manifest.prepare(view)
+    evaldocs.prepare(view)
 
 
 def iter_findings(view: PackageView, names: Iterable[str] | None = None) -> Iterator[Finding]:
