@@ -36,12 +36,13 @@ ROOTS = {"auditkit": REPO / "auditkit", "auditkit.runner": REPO / "runner"}
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runner", ("auditkit.runner",)),
     ("primitives", ("auditkit", "auditkit.errors", "auditkit.text", "auditkit.findings", "auditkit.codes",
-                    "auditkit.userfiles", "auditkit.stats")),
+                    "auditkit.userfiles", "auditkit.clock", "auditkit.stats")),
     ("package", ("auditkit.package",)),
     ("gates", ("auditkit.gates", "auditkit.evalproto")),
     ("checking", ("auditkit.verify", "auditkit.evidence", "auditkit.derived", "auditkit.profile")),
     ("study", ("auditkit.study",)),
     ("report", ("auditkit.report",)),
+    ("app", ("auditkit.app",)),
     ("cli", ("auditkit.cli", "auditkit.__main__")),
 )
 RUNNER = "auditkit.runner"

@@ -27,12 +27,6 @@ def add_source_findings(report, src):
     return report
 
 
-def refuse_with_profile(fmt: str) -> None:
-    """SARIF and JUnit do not apply to a package read through a profile yet."""
-    if fmt in ("sarif", "junit"):
-        raise AuditError(f"--format {fmt} does not apply with --profile yet", hint="use --format text or json")
-
-
 @dataclass(frozen=True)
 class VerifyRequest:
     """What `verify` is asked to do beyond the package: parallel reads, --deep (with its torch

@@ -86,11 +86,23 @@ def figures(src, *, out: str | None = None, in_place: bool = False, force: bool 
     return _written(written, "figures")
 
 
+def manifest_counterfactual(manifest_path: str | Path) -> list[dict]:
+    """`protocol_counterfactual` of a hand-written manifest TOML (its matrix counted)."""
+    from auditkit.derived.accounting import protocol_counterfactual
+    from auditkit.package.rows import read_csv_text
+    from auditkit.study.spec import load_manifest
+
+    m = load_manifest(manifest_path)
+    try:
+        _, rows = read_csv_text(m.matrix_file.read_text("utf-8"), str(m.matrix_file))
+    except OSError as exc:
+        raise AuditError(f"cannot read the matrix: {exc}", path=str(m.matrix_file)) from exc
+    return protocol_counterfactual(m.protocol, m.rules, len(rows))
+
+
 def counterfactual(manifest_path: str) -> Outcome:
     """Planned training GPU-hours of a protocol manifest, and each gate's continue-everything counterfactual."""
     from tabulate import tabulate
-
-    from auditkit.derived.tables import manifest_counterfactual
 
     rows = manifest_counterfactual(manifest_path)
     cols = ("item", "stage", "gate", "candidates", "cells", "budget_seconds")

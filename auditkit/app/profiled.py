@@ -8,9 +8,14 @@ from auditkit.app.policy import EvidencePolicy
 from auditkit.errors import AuditError
 
 
+def refuse_with_profile(fmt: str) -> None:
+    """SARIF and JUnit do not apply to a package read through a profile yet."""
+    if fmt in ("sarif", "junit"):
+        raise AuditError(f"--format {fmt} does not apply with --profile yet", hint="use --format text or json")
+
+
 def verify_profiled(src, request, fmt: str) -> Outcome:
     """verify --profile: the package's files against the manifests the profile maps."""
-    from auditkit.app.checks import refuse_with_profile
     from auditkit.profile import verify_profiled as verify
 
     refuse_with_profile(fmt)
@@ -24,7 +29,6 @@ def verify_profiled(src, request, fmt: str) -> Outcome:
 def replay_profiled(src, gate: str, profile: str, policy: EvidencePolicy, fmt: str) -> Outcome:
     """replay-gate --profile: the engine's decision of each gate from the profiled rows, compared with
     what the authors recorded as far as the profile maps it."""
-    from auditkit.app.checks import refuse_with_profile
     from auditkit.profile import replay_profiled as replay
 
     refuse_with_profile(fmt)

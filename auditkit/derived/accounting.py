@@ -1,5 +1,5 @@
 """Compute accounting: GPU-hours per stage and branch, planned from a protocol's definition alone
-(`protocol_counterfactual`, `manifest_counterfactual`) and executed from the rows
+(`protocol_counterfactual`; a manifest's is `auditkit.app.derived.manifest_counterfactual`) and executed from the rows
 (the `budget_counterfactual` table, `budget_table`)."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from auditkit.derived.package_data import TableSource
 from auditkit.derived.table import Table, TableKind
 from auditkit.errors import AuditError
 from auditkit.package.protocol import parent_gate
-from auditkit.package.rows import read_csv_text
 from auditkit.package.protocol import Protocol, Stage
 
 
@@ -84,18 +83,6 @@ def protocol_counterfactual(protocol: Protocol, rules: dict[str, dict], matrix_s
         out.append({"item": "gate_counterfactual", "stage": label, "gate": g.gate, "candidates": n,
                     "cells": cells, "budget_seconds": seconds, "gpu_hours": _hours(n, cells, seconds)})
     return out
-
-
-def manifest_counterfactual(manifest_path: str | Path) -> list[dict]:
-    """`protocol_counterfactual` of a hand-written manifest TOML (its matrix counted)."""
-    from auditkit.study.spec import load_manifest
-
-    m = load_manifest(manifest_path)
-    try:
-        _, rows = read_csv_text(m.matrix_file.read_text("utf-8"), str(m.matrix_file))
-    except OSError as exc:
-        raise AuditError(f"cannot read the matrix: {exc}", path=str(m.matrix_file)) from exc
-    return protocol_counterfactual(m.protocol, m.rules, len(rows))
 
 
 BUDGET_COLUMNS = ("item", "stage", "gate", "candidates", "cells", "budget_seconds", "gpu_hours")

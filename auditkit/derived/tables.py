@@ -33,7 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from auditkit.derived.accounting import (BUDGET_COLUMNS, budget_seconds, budget_table, final_branch,  # noqa: F401
-                                         manifest_counterfactual, protocol_counterfactual, stage_cells)
+                                         protocol_counterfactual, stage_cells)
 from auditkit.derived.generators import (GRID, flip_threshold, host_tables, kendall, promotion_table,  # noqa: F401
                                          sensitivity_table, smoke_stages, smoke_table, spearman,
                                          stage_summary_table)

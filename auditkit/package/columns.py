@@ -20,7 +20,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from auditkit.errors import defect
-from auditkit.package.store import PackageStore, decode_utf8
+from auditkit.package.store import PackageStore, csv_rows, decode_utf8
 
 ROW_COLUMNS = ("host", "stage", "seed", "config_id", "status", "started_at")
 TEXT_COLUMNS = ("host", "stage", "config_id", "status")
@@ -34,7 +34,7 @@ def text_frame(data: bytes, rel: str, usecols=None, *, dtype=str, what: str = "C
     predicate on a name) when given. Raises PackageDefect ``csv-unreadable`` naming `rel` when the
     bytes are not CSV ("not a readable <what>: ...")."""
     try:
-        return pd.read_csv(io.BytesIO(data), usecols=usecols, dtype=dtype, keep_default_na=False, engine="c")
+        return _pandas_frame(data, usecols=usecols, dtype=dtype)
     except (ValueError, pd.errors.ParserError) as exc:
         raise defect(rel, "csv-unreadable", f"not a readable {what}: {exc}") from None
 
@@ -43,8 +43,14 @@ def typed_frame(data: bytes, usecols, dtype: dict, *, na_values=None, dates=()) 
     """CSV `data` parsed straight into typed columns by pandas' C reader (`dates`: ISO-8601 columns).
     Raises pandas' own ValueError/TypeError/OverflowError when a value does not parse: the caller
     falls back to `text_frame`, which names the row."""
-    return pd.read_csv(io.BytesIO(data), usecols=usecols, dtype=dtype, keep_default_na=False, na_values=na_values,
-                       parse_dates=list(dates) or None, date_format="ISO8601" if dates else None, engine="c")
+    return _pandas_frame(data, usecols=usecols, dtype=dtype, na_values=na_values, parse_dates=list(dates) or None,
+                         date_format="ISO8601" if dates else None)
+
+
+def _pandas_frame(data: bytes, **options) -> pd.DataFrame:
+    """pandas' C reader over `data`, nothing converted to NA unless `na_values` says so: the one
+    columnar CSV read of the library (the store's `csv_rows` is the other, for text)."""
+    return pd.read_csv(io.BytesIO(data), keep_default_na=False, engine="c", **options)
 
 
 def csv_header(data: bytes, rel: str) -> list[str]:
@@ -52,7 +58,7 @@ def csv_header(data: bytes, rel: str) -> list[str]:
     end = data.find(b"\n")
     first = (data if end < 0 else data[:end]).decode("utf-8").rstrip("\r")
     try:
-        header = next(csv.reader([first], strict=True), [])
+        header = csv_rows(first)[0]
     except csv.Error as exc:
         raise defect(rel, "csv-unreadable", f"the header is not CSV: {exc}", location="header") from None
     seen = set()

@@ -23,7 +23,7 @@ from auditkit.findings import Report
 REPORT_SCHEMA = "auditkit/report/v1"
 
 
-def _verdict(name: str, command: str, report: Report | None, error: str = "", summary: str = "") -> dict:
+def verdict(name: str, command: str, report: Report | None, error: str = "", summary: str = "") -> dict:
     if report is None:
         return {"check": name, "status": "not run", "ok": None, "summary": error, "command": command,
                 "findings": [], "counts": {}}
@@ -57,9 +57,9 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
     verdicts = []
 
     ver = verified if verified is not None else verify_package(pkg, jobs=jobs)   # `verified`: the caller's own
-    verdicts.append(_verdict("verify", f"auditkit verify {pkg}", ver))
+    verdicts.append(verdict("verify", f"auditkit verify {pkg}", ver))
     # said, not left out: a reader must not take the page for a re-evaluation of the checkpoints
-    verdicts.append(_verdict("re-evaluation", f"auditkit verify {pkg} --deep", None,
+    verdicts.append(verdict("re-evaluation", f"auditkit verify {pkg} --deep", None,
                              "not run: this report does not re-evaluate the checkpoints' val_bpb; "
                              f"auditkit verify {pkg} --deep does (it needs torch, and minutes to hours)"))
     root = {"recorded": ver.info.get("root (recorded)"), "computed": ver.info.get("root (of the files)")}
@@ -69,7 +69,7 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
 
     attach_uncertainty(pkg, replays, 0.95)   # the checks' intervals and calls lead the page
     rep = replay_report(replays, target)
-    verdicts.append(_verdict("replay", f"auditkit replay-gate all --package {pkg}", rep))
+    verdicts.append(verdict("replay", f"auditkit replay-gate all --package {pkg}", rep))
     if freeze_evidence is None:
         freeze_evidence = _freeze_evidence(pkg, trust, require, verdicts)
 
@@ -80,19 +80,19 @@ def build_report(package_dir: str | Path, *, claims: str | Path | dict | None = 
         built = None
     try:
         tab = check_tables(pkg, built)
-        verdicts.append(_verdict("tables", f"auditkit tables --package {pkg} --check", tab))
+        verdicts.append(verdict("tables", f"auditkit tables --package {pkg} --check", tab))
     except AuditError as exc:
-        verdicts.append(_verdict("tables", f"auditkit tables --package {pkg} --check", None, exc.message))
+        verdicts.append(verdict("tables", f"auditkit tables --package {pkg} --check", None, exc.message))
     try:
         from auditkit.derived.figures import check_figures
 
         fig = check_figures(pkg)
-        verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", fig))
+        verdicts.append(verdict("figures", f"auditkit figures --package {pkg} --check", fig))
     except ImportError:
-        verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", None,
+        verdicts.append(verdict("figures", f"auditkit figures --package {pkg} --check", None,
                                  "not checked: matplotlib is not installed (pip install 'pretrain-auditkit[figures]')"))
     except AuditError as exc:
-        verdicts.append(_verdict("figures", f"auditkit figures --package {pkg} --check", None, exc.message))
+        verdicts.append(verdict("figures", f"auditkit figures --package {pkg} --check", None, exc.message))
 
     if built is None:
         built = build_tables(pkg, decided)
@@ -130,10 +130,10 @@ def _freeze_evidence(pkg: Path, trust, require, verdicts: list) -> dict | None:
     try:
         add_freeze_evidence(rep, pkg, None, trust, list(require))
     except AuditError as exc:
-        verdicts.append(_verdict("freeze evidence", command, None, exc.message))
+        verdicts.append(verdict("freeze evidence", command, None, exc.message))
         return None
     levels = sorted({str(e.get("level")) for e in (rep.info.get("freeze_evidence") or {}).values()})
-    verdicts.append(_verdict("freeze evidence", command, rep,
+    verdicts.append(verdict("freeze evidence", command, rep,
                              summary=("levels: " + ", ".join(levels) if levels else "no gate graded")
                              + (f"; {len(rep.findings)} finding(s)" if rep.findings else "")))
     return rep.info.get("freeze_evidence")
@@ -144,14 +144,14 @@ def _claims(pkg: Path, claims, verdicts: list, tables: list, decided=None) -> tu
 
     command = f"auditkit claims --package {pkg}"
     if claims is None and not (pkg / CLAIMS_FILE).is_file():
-        verdicts.append(_verdict("claims", command, None, "the package has no claims.json"))
+        verdicts.append(verdict("claims", command, None, "the package has no claims.json"))
         return [], "The package carries no claims.json (docs/SPEC.md, 'v1.1: claims.json')."
     try:
         results = evaluate_claims(pkg, claims, tables=tables, decided=decided)
     except AuditError as exc:
-        verdicts.append(_verdict("claims", command, None, exc.diagnostics()))
+        verdicts.append(verdict("claims", command, None, exc.diagnostics()))
         return [], exc.diagnostics()
-    verdicts.append(_verdict("claims", command, claims_report(results, str(pkg))))
+    verdicts.append(verdict("claims", command, claims_report(results, str(pkg))))
     return [r.to_dict() for r in results], ""
 
 

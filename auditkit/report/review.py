@@ -21,7 +21,7 @@ def review_package(src, *, figures: bool = True, trust=None, require=(), generat
     """The report data of `build_report` for the resolved package `src` (a `PackageSource`), the
     commands and paths in it named as the user named the package, plus `exit_code`.
     Raises AuditError when the package cannot be read at all."""
-    from auditkit.report.build import _verdict, build_report
+    from auditkit.report.build import verdict, build_report
 
     root = Path(src.root)
     streamed = None
@@ -38,7 +38,7 @@ def review_package(src, *, figures: bool = True, trust=None, require=(), generat
 
         fetched = Report("fetch", src.given)
         fetched.extend(src.findings)
-        data["verdicts"].insert(0, _verdict("fetch", "", fetched))
+        data["verdicts"].insert(0, verdict("fetch", "", fetched))
     _name_as_given(data, str(root), src)
     no_claims = not (root / "claims.json").is_file()
     for v in data["verdicts"]:
