@@ -313,7 +313,8 @@ def train(args, row: dict, prepared) -> dict:
                 "eval_bytes": str(es.n_bytes), "eval_sha256": es.sha256,
                 "runner_sha256": summary["runner_sha256"], "val_bpb": f"{summary['val_bpb']:.6f}",
                 "val_bpb_se": "" if summary["val_bpb_se"] is None else f"{summary['val_bpb_se']:.6f}",
-                "dtype": "float32", "device": device.type}  # the stored weights: always fp32
+                "dtype": "float32", "device": device.type,  # the stored weights: always fp32
+                "autocast": "bfloat16" if bf16 else ""}       # what the row's val_bpb was computed under
         if args.rng_seed is not None:
             meta["rng_seed"] = str(args.rng_seed)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}

@@ -85,7 +85,10 @@ def test_ancillary_was_made_by_the_micro_manifest():
 def test_deep_reevaluation_of_the_final_stage_matches_the_rows(tmp_path, monkeypatch):
     """`verify --deep`'s engine on one checkpoint per host (all twelve take minutes on 2 cores):
     the evaluation is rebuilt from the corpus the package carries, read through the store, from
-    a working directory that has no data/ of its own."""
+    a working directory that has no data/ of its own. The fp32 host must match to the row's six
+    decimals; the bf16 host too on the CPU kind that trained it, and elsewhere within 1e-4, with
+    the finding saying why (bf16 kernels differ between CPU instruction sets; these checkpoints
+    predate the runner's `autocast` metadata)."""
     from auditkit.verify.deep import package_data_reader, reevaluate_checkpoint
 
     monkeypatch.chdir(tmp_path)
@@ -96,8 +99,12 @@ def test_deep_reevaluation_of_the_final_stage_matches_the_rows(tmp_path, monkeyp
     picked = [next(rid for rid in picked if rid.startswith(h + "-")) for h in ("windows", "linux")]
     for rid in picked:
         row = rows[rid]
-        assert reevaluate_checkpoint((ANC / row["checkpoint"]).read_bytes(), row, row["checkpoint"],
-                                     read=read) == []
+        found = reevaluate_checkpoint((ANC / row["checkpoint"]).read_bytes(), row, row["checkpoint"], read=read)
+        if rid.startswith("windows-"):
+            assert found == []
+        else:
+            assert found == [] or ([f.code for f in found] == ["deep-val-bpb-mismatch"]
+                                   and "within 0.0001 of the row" in found[0].message), found
 
 
 def test_freeze_evidence_is_chained_and_signed_by_the_shipped_key():
@@ -211,8 +218,12 @@ def test_readme_and_replication_report_exactly_the_counts_claims_decides():
 
 def test_a_bf16_cpu_checkpoint_is_held_to_a_bf16_tolerance_on_another_cpu(tmp_path, monkeypatch):
     """bf16 autocast on a CPU computes with different kernels on different instruction sets, so a
-    re-evaluation elsewhere moves the last digits (3e-6 measured): within CPU_BF16_TOLERANCE the row
-    stands, a claimed value off by a thousandth does not."""
+    re-evaluation elsewhere moves the last digits (3e-6 measured). A checkpoint whose metadata says
+    it was scored under bf16 (`autocast`, written by the runner since) is held to
+    CPU_BF16_TOLERANCE; one that does not say is held to the six decimals, and its finding says that
+    the bf16 score is within the bf16 tolerance; a thousandth off is caught either way."""
+    from safetensors.torch import load, save
+
     from auditkit.verify.deep import CPU_BF16_TOLERANCE, package_data_reader, reevaluate_checkpoint
 
     monkeypatch.chdir(tmp_path)
@@ -222,8 +233,13 @@ def test_a_bf16_cpu_checkpoint_is_held_to_a_bf16_tolerance_on_another_cpu(tmp_pa
     rid = next(rid for rid in sorted(rows) if rows[rid]["checkpoint"] and rid.startswith("linux-"))
     row = rows[rid]
     data = (ANC / row["checkpoint"]).read_bytes()
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    marked = save(load(data), metadata=dict(header["__metadata__"], autocast="bfloat16"))
     near = dict(row, val_bpb=f"{float(row['val_bpb']) + CPU_BF16_TOLERANCE / 4:.6f}")
     far = dict(row, val_bpb=f"{float(row['val_bpb']) + 1e-3:.6f}")
-    assert reevaluate_checkpoint(data, near, row["checkpoint"], read=read) == []
-    found = reevaluate_checkpoint(data, far, row["checkpoint"], read=read)
-    assert [f.code for f in found] == ["deep-val-bpb-mismatch"] and "bf16" in found[0].message
+    assert reevaluate_checkpoint(marked, near, row["checkpoint"], read=read) == []
+    unmarked = reevaluate_checkpoint(data, near, row["checkpoint"], read=read)
+    assert [f.code for f in unmarked] == ["deep-val-bpb-mismatch"] and "within 0.0001 of the row" in unmarked[0].message
+    for ckpt in (marked, data):
+        found = reevaluate_checkpoint(ckpt, far, row["checkpoint"], read=read)
+        assert [f.code for f in found] == ["deep-val-bpb-mismatch"] and "within 0.0001" not in found[0].message

@@ -34,7 +34,7 @@ RUNNER = "the runner's own scratch (summary, log, checkpoint of a run it started
 
 KNOWN: dict[tuple[str, str], tuple[int, str]] = {
     # ours, with a reason
-    ("auditkit/derived/accounting.py", "m.matrix_file.read_text"): (1, USER_INPUT + " (counterfactual of a manifest)"),
+    ("auditkit/app/derived.py", "m.matrix_file.read_text"): (1, USER_INPUT + " (counterfactual of a manifest)"),
     ("auditkit/package/schemas.py",
      "resources.files('auditkit.schemas').joinpath(f'{name}.schema.json').read_text"): (1, OWN_RESOURCE),
     ("auditkit/package/schemas.py", "json.loads"): (1, OWN_RESOURCE),

@@ -201,8 +201,11 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str, read=None
             # a CPU run may have trained and evaluated under bf16 autocast (the runner's --dtype
             # bfloat16, a host profile's dtype): its checkpoint stores fp32 weights either way
             bf16_cpu, _ = evaluate(model, es, device, torch.autocast("cpu", dtype=torch.bfloat16))
-            if _close(bf16_cpu, row.get("val_bpb", ""), max(tolerance, CPU_BF16_TOLERANCE)):
-                got, tolerance = bf16_cpu, max(tolerance, CPU_BF16_TOLERANCE)
+            # a checkpoint that says it was scored under bf16 autocast (runner metadata `autocast`)
+            # gets the bf16 tolerance; one that does not say (older runners) only the strict one
+            loose = max(tolerance, CPU_BF16_TOLERANCE) if meta.get("autocast") == "bfloat16" else tolerance
+            if _close(bf16_cpu, row.get("val_bpb", ""), loose):
+                got, tolerance = bf16_cpu, loose
     except DataUnavailable as exc:
         raise AuditError(f"--deep cannot re-evaluate {path}: {exc}",
                          hint="give the data where the run read it (its metadata names the spec), or verify the "
@@ -220,6 +223,11 @@ def reevaluate_checkpoint(data: bytes, row: dict[str, str], path: str, read=None
         note = "" if same_kind else f" (trained on {ran_on}, re-evaluated on cpu; tolerance {tolerance})"
         if bf16_cpu is not None:
             note += f" (under CPU bf16 autocast it scores {bf16_cpu:.6f})"
+            if _close(bf16_cpu, claimed, CPU_BF16_TOLERANCE) and meta.get("autocast") != "bfloat16":
+                note += (f"; that is within {CPU_BF16_TOLERANCE:g} of the row: a bf16 run re-evaluated on a CPU whose "
+                         "bf16 kernels differ from the training CPU's moves the last digits, and this checkpoint "
+                         "does not record that it was scored under bf16 (a runner older than its `autocast` "
+                         "metadata): re-evaluate on the kind of CPU that trained it")
         findings.append(Finding(path, "deep-val-bpb-mismatch", f"{where}, column val_bpb", claimed,
                                 f"{got:.6f}", "the checkpoint does not score what its row claims" + note))
     return findings
