@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from auditkit.errors import PackageDefect, defect
 from auditkit.package import evaldocs
-from auditkit.package.evaldocs import HEADER, fast_columns, parse_eval_docs, slow_columns
+from auditkit.package.evaldocs import HEADER, fast_columns, parse_eval_docs, parse_eval_docs_once, slow_columns
 
 
 def _bad(where, expected, found, message):
@@ -27,9 +27,9 @@ def _reference(lines):
         return None
 
 
-def _parse(data: bytes):
+def _parse(data: bytes, parse=parse_eval_docs_once):
     try:
-        ed = parse_eval_docs(data, "x.csv")
+        ed = parse(data, "x.csv")
         return ("ok", ed.doc.tolist(), ed.nats.tolist(), ed.bytes.tolist(), ed.doc.dtype, ed.nats.dtype)
     except PackageDefect as exc:
         f = exc.finding
@@ -104,3 +104,19 @@ def test_parse_is_the_loop_on_named_irregular_files():
     assert results == [_parse_loop_only(c.encode()) for c in cases]
     assert results[0][:3] == ("defect", "eval-docs-unreadable", "documents are not in strictly increasing order")
     assert results[-1][0] == "ok"
+
+
+def test_parsed_files_are_remembered_by_their_bytes_and_read_only(monkeypatch):
+    text = HEADER + "\n0,1.5,4\n3,0.25,8\n"
+    first = parse_eval_docs(text.encode(), "a.csv")
+    assert parse_eval_docs(bytearray(text.encode()), "b.csv") is first
+    assert _parse(text.encode(), parse_eval_docs) == _parse(text.encode())
+    with pytest.raises(ValueError):
+        first.nats[0] = 2.0
+    other = parse_eval_docs((HEADER + "\n0,1.5,4\n3,0.5,8\n").encode(), "a.csv")
+    assert other is not first and other.nats.tolist() == [1.5, 0.5]
+    bad = (HEADER + "\n0,1.5,4\n0,0.25,8\n").encode()
+    for rel in ("a.csv", "b.csv"):                 # a refusal is never remembered: it names its own file
+        with pytest.raises(PackageDefect) as exc:
+            parse_eval_docs(bad, rel)
+        assert exc.value.finding.path == rel

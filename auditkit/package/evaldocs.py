@@ -31,9 +31,33 @@ class EvalDocs:
     bytes: np.ndarray   # int64 (> 0)
 
 
+_PARSED: dict[bytes, EvalDocs] = {}     # the same bytes parse the same: verify and each gate's statistics
+_PARSED_LIMIT = 64 << 20                # reread one run's file; keyed by the bytes themselves, not a hash
+_parsed_bytes = 0
+
+
 def parse_eval_docs(data: bytes, rel: str) -> EvalDocs:
     """The per-document losses of one file; PackageDefect (code ``eval-docs-unreadable``) naming the
-    row and column of the first thing that is not as SPEC v1.2 says."""
+    row and column of the first thing that is not as SPEC v1.2 says. The arrays are read-only: a
+    file's bytes already parsed in this process give the same (shared) result."""
+    global _parsed_bytes
+    data = bytes(data)
+    hit = _PARSED.get(data)
+    if hit is not None:
+        return hit
+    ed = parse_eval_docs_once(data, rel)
+    for a in (ed.doc, ed.nats, ed.bytes):
+        a.setflags(write=False)
+    if _parsed_bytes + len(data) > _PARSED_LIMIT:
+        _PARSED.clear()
+        _parsed_bytes = 0
+    _PARSED[data] = ed
+    _parsed_bytes += len(data)
+    return ed
+
+
+def parse_eval_docs_once(data: bytes, rel: str) -> EvalDocs:
+    """`parse_eval_docs` without the memory of files already parsed."""
     text = decode_utf8(data, rel) if not data.isascii() else data.decode("ascii")
 
     def bad(where: str, expected: str, found: str, message: str):
