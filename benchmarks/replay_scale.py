@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,8 +93,6 @@ def load() -> str:
 
 
 def main(argv=None) -> None:
-    from fixtures.synth import SynthShape, make_package
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-rows", type=int, default=1_050_000)
     ap.add_argument("--min-rows", type=int, default=0)
@@ -104,6 +103,16 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     steps = [s for s in a.steps.split(",") if s]
     base = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="replay_scale-"))
+    try:
+        run(a, steps, base)
+    finally:
+        if not a.workdir:            # a temporary directory this run made: removed, packages and all
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def run(a, steps: list[str], base: Path) -> None:
+    from fixtures.synth import SynthShape, make_package
+
     print(f"load average (1/5/15 min) at the start: {load()}", flush=True)
     table = []
     for configs, hosts, seeds in SHAPES:
@@ -147,7 +156,7 @@ def main(argv=None) -> None:
     headers += ["ok", "generate s"]
     print(tabulate(table, headers=headers, disable_numparse=True))
     print(f"(python {sys.version.split()[0]}; {a.repeat} run(s) a step; seconds exclude interpreter start and "
-          f"imports; load average at the end {load()}; packages in {base})")
+          f"imports; load average at the end {load()}; packages in {a.workdir or 'a temporary directory, removed'})")
 
 
 if __name__ == "__main__":
