@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from auditkit.errors import AuditError
-from auditkit.report.claims import (ClaimKind, ClaimOutcome, claims_from_study, claims_report, claims_text,
-                                    evaluate_claims, load_claims, render_claims)
+from auditkit.derived.observations import claims_from_study, claims_text
+from auditkit.report.claims import ClaimKind, ClaimOutcome, claims_report, evaluate_claims, load_claims, render_claims
 from auditkit.package.schemas import schema_errors
 from fixtures.pkgbuild import set_cell
 from fixtures.paperpkg import build_paper_package

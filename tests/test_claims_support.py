@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from auditkit.cli import cli
 from auditkit.errors import AuditError
-from auditkit.report.claims import ClaimOutcome, evaluate_claims, observations_from_study
+from auditkit.derived.observations import observations_from_study
+from auditkit.report.claims import ClaimOutcome, evaluate_claims
 from fixtures.paperpkg import build_paper_package
 
 DATA = Path(__file__).parent / "data"

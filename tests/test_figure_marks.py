@@ -12,7 +12,8 @@ import pytest
 
 from auditkit.derived.figure_draw import candidate_styles as _styles
 from auditkit.derived.figure_draw import png_size, render, rendered_size
-from auditkit.derived.figures import draw, figure_data, host_labels
+from auditkit.derived.figure_draw import draw
+from auditkit.derived.figures import figure_data, host_labels
 from fixtures.paperpkg import build_paper_package
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from auditkit.gates.chain import (PROMOTED_BY, GateWalk, chain_bound, cycle_path, parent_gate, resolve_candidates,
-                                  rules_parent)
+from auditkit.package.protocol import PROMOTED_BY, parent_gate
+from auditkit.gates.chain import GateWalk, chain_bound, cycle_path, resolve_candidates, rules_parent
 from auditkit.gates.diff import TOLERANCE, num_differs
 from auditkit.gates.engine import DuplicateRowError
 from auditkit.gates.pipeline import decide_rows, engine_columns, select_rows

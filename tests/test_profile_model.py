@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from auditkit.errors import AuditError  # noqa: E402
 from auditkit.profile.load import load_profile, parse_profile, profile_findings, profile_validator  # noqa: E402
 from auditkit.profile.model import ColumnRule, Convert, Provenance, Source  # noqa: E402
-from auditkit.profile.view import ConvertError, convert_value, match_rows  # noqa: E402
+from auditkit.profile.rows import ConvertError, convert_value, match_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "docs" / "examples" / "paper06.profile.toml"

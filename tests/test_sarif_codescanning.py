@@ -24,7 +24,8 @@ from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report
 from auditkit.package.manifest import build_manifest
 from auditkit.report.junit import error_xml, junit_xml
-from auditkit.report.sarif import error_log, github_line_hashes, json_spans, sarif_log, sarif_text
+from auditkit.report.sarif_spans import github_line_hashes, json_spans
+from auditkit.report.sarif import error_log, sarif_log, sarif_text
 from fixtures.paperpkg import build_paper_package
 from fixtures.pkgbuild import set_cell
 

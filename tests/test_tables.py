@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from auditkit.cli import cli
-from auditkit.derived.tables import (TableKind, build_tables, check_tables, generate_tables, kendall,
-                             spearman)
+from auditkit.derived.generators import kendall, spearman
+from auditkit.derived.tables import TableKind, build_tables, check_tables, generate_tables
 from fixtures.synth import make_package
 from auditkit.package.schemas import schema_errors
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from auditkit.derived.package_data import TableSource
 from auditkit.derived.table import Table, TableKind

@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from auditkit.errors import AuditError
-from auditkit.derived.figure_draw import draw, png_size, render, rendered_size  # noqa: F401  (draw: the figures' API)
+from auditkit.derived.figure_draw import png_size, render, rendered_size
 from auditkit.derived.output import Written, check_report, output_dir, write_outputs
 from auditkit.package.canonical import canonical_json_bytes
 from auditkit.errors import PackageDefect, defect

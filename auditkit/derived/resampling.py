@@ -171,7 +171,6 @@ def _draws(groups: list[list[int]], gate: str, entries: int, docs: bool
     host's cells are resampled among themselves. Exact (every combination of per-host multisets,
     weighted) while there are at most `EXACT_LIMIT`; else seeded draws within each host."""
     sizes = [len(g) for g in groups]
-    n = sum(sizes)
     distinct = math.prod(math.comb(2 * k - 1, k) for k in sizes)
     hosts = f"{len(groups)} host(s) x {'/'.join(map(str, sorted(set(sizes))))} cells"
     if not docs and distinct <= EXACT_LIMIT:

@@ -32,13 +32,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auditkit.derived.accounting import (BUDGET_COLUMNS, budget_seconds, budget_table, final_branch,  # noqa: F401
-                                         protocol_counterfactual, stage_cells)
-from auditkit.derived.generators import (GRID, flip_threshold, host_tables, kendall, promotion_table,  # noqa: F401
-                                         sensitivity_table, smoke_stages, smoke_table, spearman,
+from auditkit.derived.accounting import budget_table
+from auditkit.derived.generators import (host_tables, promotion_table, sensitivity_table, smoke_table,
                                          stage_summary_table)
 from auditkit.derived.output import Written, check_report, output_dir, write_outputs
-from auditkit.derived.package_data import TABLE_COLUMNS, DecidedGates, PackageData  # noqa: F401
+from auditkit.derived.package_data import DecidedGates, PackageData
 from auditkit.derived.robustness import robustness_tables
 from auditkit.derived.table import (AS_OF, FIRST_GENERATORS, GENERATOR_VERSIONS, RETIRED, TABLE_DIR,  # noqa: F401
                                     Table, TableKind, table_as_of)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Collection, Generic, NamedTuple, TypeVar
 
-from auditkit.package.protocol import PROMOTED_BY, parent_gate  # noqa: F401 (the one parser, in the package model)
+from auditkit.package.protocol import parent_gate   # the one parser, in the package model
 
 T = TypeVar("T")
 

@@ -98,10 +98,6 @@ def decision_text(doc: dict) -> str:
     return canonical_json_bytes(doc).decode("utf-8")
 
 
-def decision_text(doc: dict) -> str:
-    return canonical_json_bytes(doc).decode("utf-8")
-
-
 # --------------------------------------------------------------------------- replay
 
 @dataclass

@@ -27,7 +27,8 @@ from auditkit.profile.load import load_profile
 from auditkit.profile.model import Profile, Provenance
 from auditkit.profile.replay import replay_profiled, replay_view  # noqa: F401 (replay_profiled: the package's API)
 from auditkit.profile.results import NotChecked, ProfiledReport, prose_findings, require_findings
-from auditkit.profile.view import Fact, PackageView, csv_rows as _csv, read_package
+from auditkit.profile.rows import csv_rows as _csv
+from auditkit.profile.view import Fact, PackageView, read_package
 
 
 def _open(package, profile) -> tuple[Profile, PackageView]:

@@ -24,8 +24,8 @@ from auditkit.package.rows import RUN_COLUMNS
 from auditkit.profile import _store
 from auditkit.profile.model import ColumnRule, GateSpec, Profile, Provenance
 from auditkit.profile.recorded import frozen_at, prose_freezes, read_recorded
-from auditkit.profile.rows import ConvertError, convert_value, match_rows, csv_rows, read_matrix, read_rows  # noqa: F401
-from auditkit.profile.values import DATE_RE, Fact, Freeze, Recorded  # noqa: F401  (the view's parts, public here too)
+from auditkit.profile.rows import read_matrix, read_rows
+from auditkit.profile.values import Fact, Freeze, Recorded  # noqa: F401  (the view's parts, public here too)
 from auditkit.package.protocol import Budget, Gate, Protocol, Stage
 
 

@@ -29,8 +29,6 @@ from auditkit.findings import Finding, Report, json_location
 from auditkit.derived.package_data import DecidedGates
 from auditkit.gates.outcomes import GateOutcome
 from auditkit.package.schemas import validate_document
-from auditkit.derived.observations import (OBSERVATIONS_FILE, claims_from_study, claims_text,  # noqa: F401
-                                          observations_from_study)
 
 CLAIMS_FILE = "claims.json"
 

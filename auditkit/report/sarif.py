@@ -39,7 +39,6 @@ from auditkit import __version__
 from auditkit.errors import AuditError
 from auditkit.findings import Finding, Report
 from auditkit.report.sarif_places import Places, deep_clean
-from auditkit.report.sarif_spans import github_line_hashes, json_spans  # noqa: F401  (public here too)
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 SRCROOT = "%SRCROOT%"

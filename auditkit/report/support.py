@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from auditkit.stats.uncertainty import Interval, apply_holm, gate_uncertainty, holm, threshold_call
+from auditkit.stats.uncertainty import Interval, gate_uncertainty, holm, threshold_call
 
 HELD, NOT_HELD, UNDETERMINED = "held", "not_held", "undetermined"
 
