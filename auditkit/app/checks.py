@@ -90,17 +90,14 @@ def replay_gate(src, gate: str, fmt: str, *, policy: EvidencePolicy = EvidencePo
 def gate_tables(replays) -> list[str]:
     """Every replayed gate's candidates x cells table, each followed by why each candidate was promoted
     or eliminated (where the engine decided it) and a blank line."""
-    from auditkit.gates.render import render_gate
-    from auditkit.gates.reasons import reasons
-    from auditkit.text import printable
+    from auditkit.gates.render import render_gate, render_why
 
     lines = []
     for r in replays:
         lines.append(render_gate(r))
-        if r.decision is not None and r.rules is not None:   # the engine's result: no document built
-            why = reasons(r.decision, r.rules)
-            lines.append("why:\n" + "\n".join(printable(f"  {c.config_id}: {why[c.config_id]}")
-                                               for c in r.decision.candidates))
+        why = render_why(r)      # None where the engine did not decide the gate
+        if why is not None:
+            lines.append(why)
         lines.append("")
     return lines
 
