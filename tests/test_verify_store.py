@@ -269,3 +269,66 @@ def test_strict_json_numbers_are_read_as_the_hooks_read_them(number, key):
     except PackageDefect as exc:
         got = ("finding", exc.finding.code)
     assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(number=NUMBER, before=st.sampled_from(["[", "[ ", "[\n  ", '{"k":', '{"k": ', "[0,", "[0, "]),
+       around=st.sampled_from(["{}", "sha-{}-hash", "9{}e", "x {}"]))
+def test_the_number_shape_check_never_misses_a_number_the_hooks_refuse(number, before, around):
+    """Wherever a number stands as a value, and whatever strings beside it hold (a hash with 9e786 in
+    it, a number's text), the shape check sends the document to the hooks whenever they would refuse it."""
+    import json as json_mod
+
+    from auditkit.package import store
+
+    closing = "}" if before.startswith("{") else "]"
+    text = f'{before}{number}, "{around.format(number)}"{closing}' if closing == "]" else \
+        f'{before}{number}, "s": "{around.format(number)}"{closing}'
+    try:
+        json_mod.loads(text, object_pairs_hook=store._pairs, parse_constant=store._constant,
+                       parse_float=store._float, parse_int=store._int)
+    except store._Strict:
+        assert store._may_need_number_hooks(text.encode())
+    except ValueError:
+        pass
+
+
+def test_hex_digests_do_not_send_a_document_to_the_slow_number_hooks():
+    from auditkit.package import store
+
+    digest = "311e4bcac14ea5b57bf1d37d92bda9de786a41fa1a898c1999e1cabd2c10f467"    # holds 9e786
+    assert not store._may_need_number_hooks(f'{{"sha256": "{digest}", "value": 1.5e-05}}'.encode())
+    assert store._may_need_number_hooks(f'{{"sha256": "{digest}", "value": 1.5e+305}}'.encode())
+
+
+_JSON_TEXT = st.text(st.sampled_from(list('ab[]{}"\\:, ') + ["\u00e9"]), max_size=12)
+_JSON_VALUE = st.recursive(
+    st.one_of(st.none(), st.integers(-5, 5), _JSON_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_JSON_TEXT, inner, max_size=3)),
+    max_leaves=40)
+
+
+def _true_depth(v) -> int:
+    if isinstance(v, list):
+        return 1 + max((_true_depth(x) for x in v), default=0)
+    if isinstance(v, dict):
+        return 1 + max((_true_depth(x) for x in v.values()), default=0)
+    return 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_JSON_VALUE, wrap=st.integers(0, 70), ascii_only=st.booleans())
+def test_json_depth_counts_only_brackets_outside_strings(value, wrap, ascii_only):
+    """`_json_depth` (brackets and quotes alone, escapes dropped) against the depth of the parsed value,
+    for documents whose strings hold brackets, quotes and backslashes, nested past the limit or not."""
+    import json as json_mod
+
+    from auditkit.package import store
+
+    doc = value
+    for _ in range(wrap):
+        doc = [doc]
+    raw = json_mod.dumps(doc, ensure_ascii=ascii_only).encode("utf-8")
+    want = _true_depth(doc)
+    got = store._json_depth(raw)
+    assert got == want if want <= store.MAX_JSON_DEPTH else got > store.MAX_JSON_DEPTH

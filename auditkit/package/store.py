@@ -262,15 +262,19 @@ def decode_utf8(data: bytes, rel: str) -> str:
                      hint="package text files are UTF-8; find out which tool wrote this one") from None
 
 
-_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_BRACKETS_AND_QUOTES = b'[]{}"'
+_NOT_BRACKETS_OR_QUOTES = bytes(sorted(set(range(256)) - set(_BRACKETS_AND_QUOTES)))
 _OPEN_BRACKETS = frozenset(b"[{")
 
 
 def _json_depth(data: bytes) -> int:
     """The deepest nesting of arrays and objects in `data` (brackets inside strings do not count);
-    stops counting once past MAX_JSON_DEPTH."""
-    brackets = _JSON_STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)   # both passes in C
+    stops counting once past MAX_JSON_DEPTH. Escaped backslashes, then escaped quotes, are dropped
+    (left to right, as a JSON reader reads them), so every quote left opens or closes a string; of
+    the brackets and quotes alone (one C pass), the pieces between quote pairs are inside strings."""
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(data.translate(None, _NOT_BRACKETS_OR_QUOTES).split(b'"')[::2])
     depth = best = 0
     for c in brackets:
         if c in _OPEN_BRACKETS:
@@ -291,11 +295,13 @@ class _Strict(ValueError):
 
 
 def _pairs(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise _Strict("json-duplicate-key", f"key {k!r} appears twice in one object", k)
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):      # a key twice: name the first one repeated
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _Strict("json-duplicate-key", f"key {k!r} appears twice in one object", k)
+            seen.add(k)
     return out
 
 
@@ -320,14 +326,35 @@ def _int(text):
 # A number the hooks refuse has a long run of digits (an integer of more than MAX_INT_DIGITS, or a
 # decimal of 309 or more before its point) or an exponent of three digits or more (1e400).  A document
 # with neither (nearly all) is parsed by json's own number parsing, which gives the same values.  Found
-# with bytes.translate and substring searches (a regular expression takes ten times as long).
-_NUMBER_SHAPES = bytes(48 if 48 <= b <= 57 else 101 if b in (69, 101) else 43 if b == 43 else 32 for b in range(256))
+# on the document's shape (one bytes.translate, then substring searches; a regular expression takes
+# ten times as long): digits -> 0, '.' and '-' -> '.', e/E -> e, '+' -> +, what may stand before a
+# JSON value (whitespace [ { , :) -> space, anything else -> x.  An exponent counts only where its
+# number stands where a value may start, so a hash such as "...9e786..." does not count.
+_NUMBER_SHAPES = bytes(48 if 48 <= b <= 57 else 46 if b in (45, 46) else 101 if b in (69, 101) else 43 if b == 43
+                       else 32 if b in b" \t\r\n[{,:" else 120 for b in range(256))
 _LONG_DIGITS = b"0" * (MAX_INT_DIGITS + 1)
+_MANTISSA = frozenset(b"0.")
+_MAX_EXPONENT_LOOKS = 1000     # more candidates than this: the hooks, which are always right
 
 
 def _may_need_number_hooks(raw: bytes) -> bool:
-    shapes = raw.translate(_NUMBER_SHAPES)      # digits -> 0, e/E -> e, + -> +, anything else -> space
-    return _LONG_DIGITS in shapes or b"e000" in shapes or b"e+000" in shapes
+    shapes = raw.translate(_NUMBER_SHAPES)
+    if _LONG_DIGITS in shapes:
+        return True
+    looks = 0
+    for pattern in (b"e000", b"e+000"):
+        i = shapes.find(pattern)
+        while i >= 0:
+            looks += 1
+            if looks > _MAX_EXPONENT_LOOKS:
+                return True
+            j = i
+            while j > 0 and shapes[j - 1] in _MANTISSA:
+                j -= 1
+            if j < i and (j == 0 or shapes[j - 1] == 32):
+                return True
+            i = shapes.find(pattern, i + 1)
+    return False
 
 
 # built once (json.loads with hooks builds a decoder per call); decoders keep no state between calls
