@@ -209,3 +209,22 @@ def test_render_why_is_the_reasons_of_the_engine_result():
     assert render_why(GateReplay("g", rules=RULES, decision=d)) == (
         "why:\n  p: promoted: rank 1 of 1 eligible, within top_k=1\n  q: ineligible: h2/1 crashed")
     assert render_why(GateReplay("g", rules=RULES)) is None
+
+
+@pytest.mark.parametrize("cell, location", [
+    ({"val_bpb": 1.5, "rank": True}, "rank"), ({"val_bpb": 1.5, "rank": 2.5}, "rank"),
+    ({"val_bpb": "1.5", "rank": 1}, "val_bpb"), ({"val_bpb": False, "rank": 1}, "val_bpb"),
+    ("not an object", ""), ({"val_bpb": 1.5, "rank": 3.0}, None), ({"val_bpb": None, "rank": None}, None),
+    ({"val_bpb": 2, "rank": 1}, None), ({}, None)])
+def test_cell_findings_name_each_bad_cell_among_many_good_ones(cell, location):
+    """The fast path (types tested in bulk) and the cell-by-cell path give the same verdicts."""
+    from auditkit.gates.documents import cell_findings
+
+    cells = {f"h/{s}": {"val_bpb": 1.0 + s / 1000, "rank": 1 + s % 5} for s in range(500)}
+    cells["h/250"] = cell
+    got = [(f.code, f.location) for f in cell_findings("analysis/x_decision.json", 3, cells)]
+    if location is None:
+        assert got == []
+    else:
+        want = "$.candidates[3].cells.h/250" + (f".{location}" if location else "")
+        assert got == [("schema-invalid", want)]
