@@ -192,3 +192,40 @@ def test_tables_check_reports_strict_json_and_utf8_defects(pkg):
     assert [(f.code, f.path) for f in rep.findings] == [("text-not-utf8", "analysis/stage_summary.csv")]
     res = run("tables", "--check", "--package", str(pkg))
     assert res.exit_code == 1 and "analysis/stage_summary.csv [byte " in res.output
+
+
+def _text_only(monkeypatch):
+    import auditkit.derived.package_data as package_data
+
+    def refuse(*_a, **_k):
+        raise ValueError("a value that is not a number")
+
+    monkeypatch.setattr(package_data, "typed_frame", refuse)
+
+
+@pytest.mark.parametrize("edit", [None, "val_bpb", "num_steps"])
+def test_run_rows_read_typed_or_as_text_make_the_same_tables(pkg, monkeypatch, edit):
+    """The typed parse of a run CSV (the common case) and the text parse with conversions (a value that
+    is not a number) make byte-identical tables, also when one file takes each path."""
+    from auditkit.derived.package_data import PackageData, read_run_rows
+    from auditkit.derived.tables import table_files
+    from auditkit.package.store import open_package
+
+    if edit:
+        csvs = sorted((pkg / "remote-results").glob("*_summary.csv"))
+        text = csvs[-1].read_text().splitlines(keepends=True)
+        header = text[0].rstrip("\n").split(",")
+        row = text[1].rstrip("\n").split(",")
+        row[header.index(edit)] = "n/a"
+        text[1] = ",".join(row) + "\n"
+        csvs[-1].write_text("".join(text))
+        rel = csvs[-1].relative_to(pkg).as_posix()
+        assert read_run_rows(open_package(pkg), rel)[edit].dtype != ("float64" if edit == "val_bpb" else "int64")
+    typed = table_files(pkg)
+    rows = PackageData(pkg).rows
+    _text_only(monkeypatch)
+    assert table_files(pkg) == typed
+    text_rows = PackageData(pkg).rows
+    for c in ("seed", "val", "train_s", "steps", "good", "host", "stage", "config_id", "status", "run_id"):
+        assert rows[c].astype(object).tolist() == text_rows[c].astype(object).tolist() or \
+            c == "val" and rows[c].equals(text_rows[c]), c

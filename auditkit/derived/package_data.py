@@ -11,9 +11,10 @@ from typing import Protocol as Interface
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from auditkit.findings import Finding
-from auditkit.package.columns import MAX_RUN_CSV_BYTES, text_frame
+from auditkit.package.columns import MAX_RUN_CSV_BYTES, csv_header, text_frame, typed_frame
 from auditkit.gates.documents import read_json
 from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
@@ -60,19 +61,53 @@ def add_derived_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+# the common case parsed straight into these types (ids as categories, sorted as text sorts)
+_TYPED = {"host": "category", "stage": "category", "config_id": "category", "status": "category", "run_id": "str",
+          "seed": "int64", "val_bpb": "float64", "training_seconds": "float64", "num_steps": "int64"}
+_CATEGORIES = ("host", "stage", "config_id", "status")
+
+
 def read_run_rows(store: PackageStore, rel: str) -> pd.DataFrame:
-    """The columns `TABLE_COLUMNS` of run CSV `rel`, as text (the tables' one CSV read; PackageDefect
-    when it is not readable or lacks a column)."""
+    """The columns `TABLE_COLUMNS` of run CSV `rel` plus those of `add_derived_columns` (the tables'
+    one CSV read; PackageDefect when it is not readable or lacks a column). Parsed typed where every
+    value parses (the same values `add_derived_columns` gives), else as text and converted."""
     data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
     if not data.isascii():
         decode_utf8(data, rel)
-    df = text_frame(data, rel, lambda c: c in TABLE_COLUMNS, what="run CSV")
-    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+    header = csv_header(data, rel)
+    missing = [c for c in TABLE_COLUMNS if c not in header]
     if missing:
         raise defect(rel, "run-csv-missing-column", f"the run CSV lacks column(s) {missing}", location="header",
-                     expected=", ".join(TABLE_COLUMNS), found=", ".join(df.columns),
+                     expected=", ".join(TABLE_COLUMNS), found=", ".join(header),
                      hint="SPEC.md section 4 lists the required columns")
+    try:
+        df = typed_frame(data, list(TABLE_COLUMNS), _TYPED, na_values={"val_bpb": [""], "training_seconds": [""]})
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
+        df = None      # a value that is not a number, or not CSV: as text (which names a file that is not CSV)
+    if df is None:
+        return add_derived_columns(text_frame(data, rel, list(TABLE_COLUMNS), what="run CSV"))
+    df["val"] = df["val_bpb"]
+    df["train_s"] = df["training_seconds"].fillna(0.0)
+    df["steps"] = df["num_steps"]
+    df["good"] = (df["status"] == "ok").to_numpy(bool) & np.isfinite(df["val"].to_numpy())
     return df
+
+
+def concat_run_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of `read_run_rows` as one; the id columns categorical with their categories sorted as
+    text, so that grouping and sorting by them orders as text does (whichever way each was read)."""
+    if not frames:
+        frames = [add_derived_columns(pd.DataFrame({c: [] for c in TABLE_COLUMNS}, dtype=str))]
+    cols = {}
+    for c in frames[0].columns:
+        parts = [f[c] if isinstance(f[c].dtype, pd.CategoricalDtype) or c not in _CATEGORIES
+                 else f[c].astype(str).astype("category") for f in frames]
+        if c in _CATEGORIES:
+            parts = [p.cat.rename_categories(p.cat.categories.astype(str)) for p in parts]   # an empty file's: no dtype
+            cols[c] = union_categoricals(parts, sort_categories=True, ignore_order=True)
+        else:
+            cols[c] = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+    return pd.DataFrame(cols)
 
 
 def decide_gates(package) -> dict:
@@ -131,9 +166,7 @@ class PackageData:
         _, self.matrix = self.store.read_csv(self.protocol.matrix)
         self.run_csvs = sorted({run_csv_path(h, s.stage) for s in self.protocol.stages for h in s.hosts
                                 if self.store.kind(run_csv_path(h, s.stage)) is not None})
-        frames = [read_run_rows(self.store, rel) for rel in self.run_csvs]
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in TABLE_COLUMNS}, dtype=str)
-        self.rows = add_derived_columns(df)
+        self.rows = concat_run_rows([read_run_rows(self.store, rel) for rel in self.run_csvs])
         self.decisions: dict[str, dict] = {}
         self.decision_paths: list[str] = []
         for g in self.protocol.gates:
