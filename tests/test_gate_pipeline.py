@@ -228,3 +228,23 @@ def test_cell_findings_name_each_bad_cell_among_many_good_ones(cell, location):
     else:
         want = "$.candidates[3].cells.h/250" + (f".{location}" if location else "")
         assert got == [("schema-invalid", want)]
+
+
+def test_replay_reads_the_frame_the_tables_parsed_as_it_would_have_read_it(tmp_path):
+    """A run CSV parsed once for the tables (`shared_run_frame`) gives replay the very columns, values,
+    row numbers and hash its own read gives; replay alone never parses a shared frame."""
+    from auditkit.package.columns import read_run_csv, shared_run_frame
+    from auditkit.package.store import open_package
+    from fixtures.synth import make_package
+
+    pkg = make_package(tmp_path / "pkg")
+    store = open_package(pkg)
+    for path in sorted((pkg / "remote-results").glob("*_summary.csv")):
+        rel = path.relative_to(pkg).as_posix()
+        own, own_sha = read_run_csv(store, rel)
+        assert shared_run_frame(store, rel, keep=False) == (None, None)
+        frame, sha = shared_run_frame(store, rel)
+        assert frame is not None and sha == own_sha
+        got, got_sha = read_run_csv(store, rel)
+        pd.testing.assert_frame_equal(got, own)
+        assert got_sha == own_sha and "_row" not in frame.columns

@@ -196,19 +196,23 @@ def test_tables_check_reports_strict_json_and_utf8_defects(pkg):
 
 def _text_only(monkeypatch):
     import auditkit.derived.package_data as package_data
+    import auditkit.package.columns as columns
 
     def refuse(*_a, **_k):
         raise ValueError("a value that is not a number")
 
     monkeypatch.setattr(package_data, "typed_frame", refuse)
+    monkeypatch.setattr(columns, "typed_frame", refuse)
 
 
 @pytest.mark.parametrize("edit", [None, "val_bpb", "num_steps"])
 def test_run_rows_read_typed_or_as_text_make_the_same_tables(pkg, monkeypatch, edit):
-    """The typed parse of a run CSV (the common case) and the text parse with conversions (a value that
-    is not a number) make byte-identical tables, also when one file takes each path."""
-    from auditkit.derived.package_data import PackageData, read_run_rows
+    """The shared typed parse of a run CSV (the common case, kept for replay), the tables' own typed
+    parse and the text parse with conversions (a value that is not a number) make byte-identical
+    tables, also when one file takes each path."""
+    from auditkit.derived.package_data import PackageData
     from auditkit.derived.tables import table_files
+    from auditkit.package.columns import shared_run_frame
     from auditkit.package.store import open_package
 
     if edit:
@@ -220,7 +224,8 @@ def test_run_rows_read_typed_or_as_text_make_the_same_tables(pkg, monkeypatch, e
         text[1] = ",".join(row) + "\n"
         csvs[-1].write_text("".join(text))
         rel = csvs[-1].relative_to(pkg).as_posix()
-        assert read_run_rows(open_package(pkg), rel)[edit].dtype != ("float64" if edit == "val_bpb" else "int64")
+        assert shared_run_frame(open_package(pkg), rel)[0] is None      # this file: its own path
+        assert shared_run_frame(open_package(pkg), csvs[0].relative_to(pkg).as_posix())[0] is not None
     typed = table_files(pkg)
     rows = PackageData(pkg).rows
     _text_only(monkeypatch)

@@ -279,7 +279,7 @@ def test_the_number_shape_check_never_misses_a_number_the_hooks_refuse(number, b
     it, a number's text), the shape check sends the document to the hooks whenever they would refuse it."""
     import json as json_mod
 
-    from auditkit.package import store
+    from auditkit.package import jsonscan, store
 
     closing = "}" if before.startswith("{") else "]"
     text = f'{before}{number}, "{around.format(number)}"{closing}' if closing == "]" else \
@@ -288,17 +288,17 @@ def test_the_number_shape_check_never_misses_a_number_the_hooks_refuse(number, b
         json_mod.loads(text, object_pairs_hook=store._pairs, parse_constant=store._constant,
                        parse_float=store._float, parse_int=store._int)
     except store._Strict:
-        assert store._may_need_number_hooks(text.encode())
+        assert jsonscan.may_need_number_hooks(text.encode())
     except ValueError:
         pass
 
 
 def test_hex_digests_do_not_send_a_document_to_the_slow_number_hooks():
-    from auditkit.package import store
+    from auditkit.package import jsonscan
 
     digest = "311e4bcac14ea5b57bf1d37d92bda9de786a41fa1a898c1999e1cabd2c10f467"    # holds 9e786
-    assert not store._may_need_number_hooks(f'{{"sha256": "{digest}", "value": 1.5e-05}}'.encode())
-    assert store._may_need_number_hooks(f'{{"sha256": "{digest}", "value": 1.5e+305}}'.encode())
+    assert not jsonscan.may_need_number_hooks(f'{{"sha256": "{digest}", "value": 1.5e-05}}'.encode())
+    assert jsonscan.may_need_number_hooks(f'{{"sha256": "{digest}", "value": 1.5e+305}}'.encode())
 
 
 _JSON_TEXT = st.text(st.sampled_from(list('ab[]{}"\\:, ') + ["\u00e9"]), max_size=12)
@@ -323,12 +323,12 @@ def test_json_depth_counts_only_brackets_outside_strings(value, wrap, ascii_only
     for documents whose strings hold brackets, quotes and backslashes, nested past the limit or not."""
     import json as json_mod
 
-    from auditkit.package import store
+    from auditkit.package import jsonscan
 
     doc = value
     for _ in range(wrap):
         doc = [doc]
     raw = json_mod.dumps(doc, ensure_ascii=ascii_only).encode("utf-8")
     want = _true_depth(doc)
-    got = store._json_depth(raw)
-    assert got == want if want <= store.MAX_JSON_DEPTH else got > store.MAX_JSON_DEPTH
+    got = jsonscan.json_depth(raw)
+    assert got == want if want <= jsonscan.MAX_JSON_DEPTH else got > jsonscan.MAX_JSON_DEPTH

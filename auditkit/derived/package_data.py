@@ -14,7 +14,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from auditkit.findings import Finding
-from auditkit.package.columns import MAX_RUN_CSV_BYTES, csv_header, text_frame, typed_frame
+from auditkit.package.columns import MAX_RUN_CSV_BYTES, csv_header, shared_run_frame, text_frame, typed_frame
 from auditkit.gates.documents import read_json
 from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
@@ -71,6 +71,20 @@ def read_run_rows(store: PackageStore, rel: str) -> pd.DataFrame:
     """The columns `TABLE_COLUMNS` of run CSV `rel` plus those of `add_derived_columns` (the tables'
     one CSV read; PackageDefect when it is not readable or lacks a column). Parsed typed where every
     value parses (the same values `add_derived_columns` gives), else as text and converted."""
+    shared, _sha = shared_run_frame(store, rel)     # parsed once for the tables and replay
+    if shared is not None:
+        df = shared[list(TABLE_COLUMNS)]
+    else:
+        df = _own_run_rows(store, rel)
+    df["val"] = df["val_bpb"]
+    df["train_s"] = df["training_seconds"].fillna(0.0)
+    df["steps"] = df["num_steps"]
+    df["good"] = (df["status"] == "ok").to_numpy(bool) & np.isfinite(df["val"].to_numpy())
+    return df
+
+
+def _own_run_rows(store: PackageStore, rel: str) -> pd.DataFrame:
+    """`read_run_rows` of a file the shared parse could not read: typed, else as text (converted)."""
     data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
     if not data.isascii():
         decode_utf8(data, rel)
@@ -85,11 +99,9 @@ def read_run_rows(store: PackageStore, rel: str) -> pd.DataFrame:
     except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
         df = None      # a value that is not a number, or not CSV: as text (which names a file that is not CSV)
     if df is None:
-        return add_derived_columns(text_frame(data, rel, list(TABLE_COLUMNS), what="run CSV"))
-    df["val"] = df["val_bpb"]
-    df["train_s"] = df["training_seconds"].fillna(0.0)
-    df["steps"] = df["num_steps"]
-    df["good"] = (df["status"] == "ok").to_numpy(bool) & np.isfinite(df["val"].to_numpy())
+        df = text_frame(data, rel, list(TABLE_COLUMNS), what="run CSV")
+        add_derived_columns(df)
+        df["val_bpb"], df["training_seconds"], df["num_steps"] = df["val"], df["train_s"], df["steps"]
     return df
 
 

@@ -41,6 +41,7 @@ from functools import lru_cache
 from itertools import combinations_with_replacement, product
 
 import numpy as np
+import pandas as pd
 
 from auditkit.gates.engine import Better, Decision, decide_columns
 from auditkit.stats.correlation import LEVEL, SEED  # one seed and level for all of a package's resampling
@@ -119,13 +120,15 @@ def _columns(values: np.ndarray, candidates: list[str]) -> dict:
 
 @lru_cache(maxsize=64)
 def _labels(candidates: tuple[str, ...], n: int) -> dict:
-    """The label columns of `_columns` (shared by every resample of a gate; never mutated)."""
+    """The label columns of `_columns` (shared by every resample of a gate; never mutated), as
+    categoricals: the engine maps their few categories, not every row, on each of the draws."""
     nc = len(candidates)
-    return {"stage": np.full(nc * n, "resample", dtype=object),
-            "host": np.array([f"r{j:03d}" for _ in range(nc) for j in range(n)], dtype=object),
+    zeros = np.zeros(nc * n, dtype=np.int8)
+    return {"stage": pd.Categorical.from_codes(zeros, ["resample"]),
+            "host": pd.Categorical.from_codes(np.tile(np.arange(n), nc), [f"r{j:03d}" for j in range(n)]),
             "seed": np.zeros(nc * n, dtype=np.int64),
-            "config_id": np.array([c for c in candidates for _ in range(n)], dtype=object),
-            "status": np.full(nc * n, "ok", dtype=object)}
+            "config_id": pd.Categorical.from_codes(np.repeat(np.arange(nc), n), list(candidates)),
+            "status": pd.Categorical.from_codes(zeros, ["ok"])}
 
 
 def _quantile(pairs: list[tuple[float, float]], q: float) -> float:

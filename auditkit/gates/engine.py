@@ -268,11 +268,13 @@ def _categorical(col) -> pd.Categorical | None:
 def _codes(col, sorted_values: list) -> np.ndarray:
     """Each entry's index in `sorted_values` (unique), -1 where it is not among them. A categorical
     column is mapped through its categories, never decoded row by row."""
-    index = pd.Index(sorted_values, dtype=object)
     cat = _categorical(col)
-    if cat is not None:
-        lookup = np.append(index.get_indexer(pd.Index(cat.categories, dtype=object)), -1).astype(np.int64)
-        return lookup[cat.codes]  # code -1 (no value) picks the appended -1
+    if cat is not None:     # a few categories: looked up in a dict (an Index costs more to build than this)
+        pos = {v: i for i, v in enumerate(sorted_values)}
+        lookup = np.fromiter((pos.get(c, -1) for c in cat.categories.tolist()), dtype=np.int64,
+                             count=len(cat.categories))
+        return np.append(lookup, -1)[cat.codes]  # code -1 (no value) picks the appended -1
+    index = pd.Index(sorted_values, dtype=object)
     return index.get_indexer(pd.Index(np.asarray(col, dtype=object), dtype=object)).astype(np.int64)
 
 

@@ -71,6 +71,44 @@ def csv_header(data: bytes, rel: str) -> list[str]:
     return header
 
 
+# every column replay and the derived tables read from a run CSV, with the types of the common case
+SHARED_COLUMNS = {"run_id": "str", "host": "category", "stage": "category", "seed": "int64", "config_id": "category",
+                  "status": "category", "training_seconds": "float64", "num_steps": "int64"}
+
+
+def shared_run_frame(store: PackageStore, rel: str, metric: str = "val_bpb", *,
+                     keep: bool = True) -> tuple[pd.DataFrame | None, str | None]:
+    """(frame, sha256) of run CSV `rel`: one typed parse, from the very bytes hashed, of every column
+    replay and the derived tables read (`SHARED_COLUMNS`, `started_at` as UTC timestamps, `metric` as
+    float64; an empty metric or training time is NaN), kept on the store so that one command parses a
+    file once whichever of its steps reads it first. The frame is None when the file lacks one of
+    these columns or a value does not parse as its type: each reader then reads the file its own way
+    (and names the row). Never mutate the frame: select columns from it. With `keep=False` only a
+    frame parsed already is returned ((None, None) otherwise): replay alone keeps no file's rows
+    beyond its gate, so it takes the frame where the tables parsed it and never parses one for it."""
+    key = ("run-frame", rel, metric)
+    if key not in store.parsed and keep:
+        data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
+        sha = hashlib.sha256(data).hexdigest()
+        frame = None
+        if data.isascii():
+            try:
+                header = csv_header(data, rel)
+            except Exception:  # noqa: BLE001 - the reader's own path names the defect
+                header = []
+            want = {**SHARED_COLUMNS, metric: "float64"}
+            if all(c in header for c in [*want, "started_at"]):
+                try:
+                    frame = typed_frame(data, [*want, "started_at"], want, dates=["started_at"],
+                                        na_values={metric: [""], "training_seconds": [""]})
+                except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
+                    frame = None
+                if frame is not None and not isinstance(frame["started_at"].dtype, pd.DatetimeTZDtype):
+                    frame = None
+        store.parsed[key] = (frame, sha)
+    return store.parsed.get(key, (None, None))
+
+
 def read_run_csv(store: PackageStore, rel: str, metric: str = "val_bpb") -> tuple[pd.DataFrame, str]:
     """(rows, sha256) of one run CSV, parsed from the very bytes that were hashed.
 
@@ -79,6 +117,12 @@ def read_run_csv(store: PackageStore, rel: str, metric: str = "val_bpb") -> tupl
     when not a timestamp), `_row` (data rows counted from 1), plus `started_at` (the text)
     only when some timestamp did not parse.  Raises PackageDefect naming the file (and row)
     when it is not a regular UTF-8 CSV with the columns replay needs, or a seed is no integer."""
+    shared, sha = shared_run_frame(store, rel, metric, keep=False)
+    if shared is not None and metric not in ROW_COLUMNS:
+        need = set(ROW_COLUMNS) | {metric}      # in the file's order, as its own read gives them
+        df = shared[[c for c in shared.columns if c in need]].rename(columns={metric: "value", "started_at": "started"})
+        df["_row"] = np.arange(1, len(df) + 1, dtype=np.int64)
+        return df, sha
     data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
     sha = hashlib.sha256(data).hexdigest()
     if not data.isascii():

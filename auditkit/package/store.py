@@ -36,9 +36,8 @@ import threading
 from pathlib import Path
 
 from auditkit.errors import AuditError, defect
+from auditkit.package.jsonscan import MAX_INT_DIGITS, MAX_JSON_DEPTH, json_depth, may_need_number_hooks
 
-MAX_JSON_DEPTH = 64
-MAX_INT_DIGITS = 64
 MAX_DOC_BYTES = 64 * 1024 * 1024  # a JSON/CSV document larger than this is not read whole
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -90,6 +89,9 @@ class PackageStore:
         # still names the directory that was there.
         self._dirs: dict[str, int] = {}
         self._lock = threading.Lock()
+        # what one command parsed from this package's bytes and several of its steps read
+        # (`auditkit.package.columns.shared_run_frame`): kept with the hash of the bytes parsed
+        self.parsed: dict = {}
 
     def close(self) -> None:
         with self._lock:
@@ -262,31 +264,6 @@ def decode_utf8(data: bytes, rel: str) -> str:
                      hint="package text files are UTF-8; find out which tool wrote this one") from None
 
 
-_BRACKETS_AND_QUOTES = b'[]{}"'
-_NOT_BRACKETS_OR_QUOTES = bytes(sorted(set(range(256)) - set(_BRACKETS_AND_QUOTES)))
-_OPEN_BRACKETS = frozenset(b"[{")
-
-
-def _json_depth(data: bytes) -> int:
-    """The deepest nesting of arrays and objects in `data` (brackets inside strings do not count);
-    stops counting once past MAX_JSON_DEPTH. Escaped backslashes, then escaped quotes, are dropped
-    (left to right, as a JSON reader reads them), so every quote left opens or closes a string; of
-    the brackets and quotes alone (one C pass), the pieces between quote pairs are inside strings."""
-    if b"\\" in data:
-        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    brackets = b"".join(data.translate(None, _NOT_BRACKETS_OR_QUOTES).split(b'"')[::2])
-    depth = best = 0
-    for c in brackets:
-        if c in _OPEN_BRACKETS:
-            depth += 1
-            if depth > best:
-                best = depth
-                if best > MAX_JSON_DEPTH:
-                    return best
-        else:
-            depth -= 1
-    return best
-
 
 class _Strict(ValueError):
     def __init__(self, code: str, message: str, key: str = ""):
@@ -322,39 +299,6 @@ def _int(text):
         raise _Strict("json-number-too-long", f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
     return int(text)
 
-
-# A number the hooks refuse has a long run of digits (an integer of more than MAX_INT_DIGITS, or a
-# decimal of 309 or more before its point) or an exponent of three digits or more (1e400).  A document
-# with neither (nearly all) is parsed by json's own number parsing, which gives the same values.  Found
-# on the document's shape (one bytes.translate, then substring searches; a regular expression takes
-# ten times as long): digits -> 0, '.' and '-' -> '.', e/E -> e, '+' -> +, what may stand before a
-# JSON value (whitespace [ { , :) -> space, anything else -> x.  An exponent counts only where its
-# number stands where a value may start, so a hash such as "...9e786..." does not count.
-_NUMBER_SHAPES = bytes(48 if 48 <= b <= 57 else 46 if b in (45, 46) else 101 if b in (69, 101) else 43 if b == 43
-                       else 32 if b in b" \t\r\n[{,:" else 120 for b in range(256))
-_LONG_DIGITS = b"0" * (MAX_INT_DIGITS + 1)
-_MANTISSA = frozenset(b"0.")
-_MAX_EXPONENT_LOOKS = 1000     # more candidates than this: the hooks, which are always right
-
-
-def _may_need_number_hooks(raw: bytes) -> bool:
-    shapes = raw.translate(_NUMBER_SHAPES)
-    if _LONG_DIGITS in shapes:
-        return True
-    looks = 0
-    for pattern in (b"e000", b"e+000"):
-        i = shapes.find(pattern)
-        while i >= 0:
-            looks += 1
-            if looks > _MAX_EXPONENT_LOOKS:
-                return True
-            j = i
-            while j > 0 and shapes[j - 1] in _MANTISSA:
-                j -= 1
-            if j < i and (j == 0 or shapes[j - 1] == 32):
-                return True
-            i = shapes.find(pattern, i + 1)
-    return False
 
 
 # built once (json.loads with hooks builds a decoder per call); decoders keep no state between calls
@@ -416,10 +360,10 @@ def loads_strict(data: bytes | str, rel: str):
     else:
         text, raw = data, data.encode("utf-8", "surrogatepass")
     # as many brackets in all as the limit allows cannot nest deeper than it: no need to tokenize
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _json_depth(raw) > MAX_JSON_DEPTH:
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
         raise defect(rel, "json-too-deep", f"nested deeper than {MAX_JSON_DEPTH} levels",
                      expected=f"<= {MAX_JSON_DEPTH} levels", found=f"> {MAX_JSON_DEPTH}")
-    decoder = _DECODER_WITH_NUMBER_HOOKS if _may_need_number_hooks(raw) else _DECODER
+    decoder = _DECODER_WITH_NUMBER_HOOKS if may_need_number_hooks(raw) else _DECODER
     try:
         if text.startswith("\ufeff"):     # as json.loads: a BOM is not JSON
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from auditkit.findings import Finding, row_location
 from auditkit.package.rows import parse_run_csv_path
-from auditkit.package.store import MAX_INT_DIGITS
+from auditkit.package.jsonscan import MAX_INT_DIGITS
 from auditkit.verify.view import PackageView, finding, parse_timestamp
 
 
