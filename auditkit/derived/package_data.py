@@ -29,7 +29,8 @@ TABLE_COLUMNS = ("run_id", "host", "stage", "seed", "config_id", "status", "val_
 class TableSource(Interface):
     """What a table generator reads: a SPEC package (`PackageData`) or a package read through a
     profile (`auditkit.profile.audit`). `rows` holds the run rows as text plus the columns of
-    `add_derived_columns`; `decisions` and `rules` are documents by gate name."""
+    `add_derived_columns`; `decisions` and `rules` are documents by gate name (a decision valid,
+    without the per-cell values of its eligible candidates: no table reads them)."""
 
     protocol: Protocol
     stage_order: dict[str, int]
@@ -196,6 +197,10 @@ class PackageData:
         bad = validate_document(doc, schema, rel) if schema == "rules" else decision_findings(doc, rel)
         if bad:
             raise PackageDefect(bad[0])
+        if schema == "decision":    # no table reads an eligible candidate's cells: a million of them are 1/4 GB
+            for c in doc["candidates"]:
+                if c.get("eligible") is True:
+                    c.pop("cells", None)
         return doc
 
     @property
