@@ -255,13 +255,15 @@ def test_values_with_a_final_newline_or_an_impossible_date_fail(name, edit):
 # -- the compiled predicates decide whole documents as jsonschema does ------------------------------------
 
 VERIFY_EXAMPLES = ["manifest", "protocol", "rules", "decision", "table-manifest", "figure-manifest",
-                   "checkpoint-metadata", "run-row", "matrix-row"]
+                   "checkpoint-metadata", "run-row", "matrix-row", "claims"]
 JSON_VALUE = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False), st.sampled_from(
         ["", "x", "a b", "ok", "lower", "higher", "matrix", "promoted-by:s1", "near_equivalence", "mean_gap",
+         "gate_check", "rank", "PASS", "every_cell", "winner_of", "host_sensitivity",
          "2026-05-01T09:00:00Z", "2026-02-30T09:00:00Z", "2026-05-01T09:00:00Z\n", "a" * 64, "../x", "steps",
          "seconds", "auditkit/rules/v1", "linux", "bridge"])),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "path", "gate"]),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "path", "gate", "kind",
+                                                                                          "winner_of"]),
                                                                          inner, max_size=2)),
     max_leaves=4)
 
@@ -314,6 +316,41 @@ def test_the_compiler_refuses_what_it_cannot_vouch_for(schema):
         fastschema._compile(schema)
 
 
+@pytest.mark.parametrize("ref", ["#/x", "#/$defs/missing", "other.json#/a", "#anchor", 5, "#/$defs/list/9",
+                                 "#/$defs/a/b"])
+def test_a_reference_that_points_at_nothing_or_outside_is_refused(ref):
+    from auditkit.verify import fastschema
+
+    schema = {"$defs": {"a": {"type": "string"}, "list": [{"type": "integer"}]}, "properties": {"p": {"$ref": ref}}}
+    with pytest.raises(fastschema._Unsupported):
+        fastschema._compile(schema)
+    schema["properties"]["p"]["$ref"] = "#/$defs/list/0"     # and one that points at a schema compiles
+    assert fastschema._compile(schema)({"p": 3}) and not fastschema._compile(schema)({"p": "3"})
+
+
+RECURSIVE = {"$defs": {"node": {"type": "object", "required": ["v"], "additionalProperties": False,
+                                 "properties": {"v": {"$ref": "#/$defs/leaf"},
+                                                "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}},
+                        "leaf": {"type": "integer", "minimum": 0}, "a~b/c": {"const": 1}},
+             "type": "object", "minProperties": 1, "properties": {"tree": {"$ref": "#/$defs/node"},
+                                                                  "odd": {"$ref": "#/$defs/a~0b~1c"}}}
+TREE = st.recursive(st.fixed_dictionaries({"v": st.one_of(st.integers(-1, 2), st.just("x"))}),
+                    lambda inner: st.fixed_dictionaries({"v": st.integers(-1, 2)}, optional={"kids": st.lists(inner, max_size=3),
+                                                                                             "w": st.just(1)}),
+                    max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=st.one_of(st.fixed_dictionaries({}, optional={"tree": TREE, "odd": st.integers(0, 2)}), JSON_VALUE))
+def test_local_references_and_recursion_compile_to_what_jsonschema_says(doc):
+    from jsonschema import Draft202012Validator
+
+    from auditkit.verify import fastschema
+
+    fast = fastschema._compile(RECURSIVE)
+    assert fast(doc) == Draft202012Validator(RECURSIVE).is_valid(doc), doc
+
+
 def test_a_valid_package_is_verified_without_jsonschema(tmp_path):
     """jsonschema is needed only to say why a document breaks its schema."""
     code = ("import sys\nsys.path.insert(0, 'tests')\nfrom fixtures import pkgbuild\n"
@@ -325,5 +362,14 @@ def test_a_valid_package_is_verified_without_jsonschema(tmp_path):
             "(p / 'protocol.json').write_text('{}')\n"
             "assert {f.code for f in verify_package(p).findings} >= {'schema-invalid'}\n"
             "assert 'jsonschema' in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_shipped_package_is_verified_without_jsonschema():
+    """Its claims and observations too (the claims schema's $ref, $defs and minProperties compile)."""
+    code = ("import sys\nfrom auditkit.verify import verify_package\n"
+            "r = verify_package('ancillary')\nassert r.ok, r.render_text()\n"
+            "assert 'jsonschema' not in sys.modules, 'jsonschema was imported'\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -25,7 +25,7 @@ from auditkit.package.schemas import is_date_time, raw_schema
 if TYPE_CHECKING:
     from auditkit.package.schemas import SchemaViolation
 
-_IGNORED = {"$schema", "$id", "$comment", "title", "description"}
+_IGNORED = {"$schema", "$id", "$comment", "title", "description", "default", "$defs"}   # $defs: read by $ref
 _TYPES = {"string", "object", "array", "boolean", "null", "number", "integer"}
 
 
@@ -80,10 +80,38 @@ def _number(val) -> float:
     return val
 
 
-def _schemas(val) -> list:
+def _schemas(val, ctx: "_Root") -> list:
     if not isinstance(val, list) or not val:
         raise _Unsupported(f"not a list of schemas: {val!r}")
-    return [_compile(v) for v in val]
+    return [_compile(v, ctx) for v in val]
+
+
+class _Root:
+    """The schema document a compilation started from: what a local `$ref` ("#/$defs/x") points into,
+    each reference compiled once (a reference met again while it compiles, a recursive schema, is
+    called through its entry once that is filled)."""
+
+    def __init__(self, root):
+        self.root = root
+        self.refs: dict[str, Callable[[object], bool] | None] = {}
+
+    def ref(self, ref) -> Callable[[object], bool]:
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise _Unsupported(f"$ref {ref!r}")     # only references into the schema itself
+        if ref not in self.refs:
+            node = self.root
+            for part in ref[2:].split("/"):
+                part = part.replace("~1", "/").replace("~0", "~")
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                    node = node[int(part)]
+                else:
+                    raise _Unsupported(f"$ref {ref!r} points at nothing")
+            self.refs[ref] = None
+            self.refs[ref] = _compile(node, self)
+        entry = self.refs[ref]
+        return entry if entry is not None else (lambda x, r=ref: self.refs[r](x))
 
 
 def _unique(x: list) -> bool:
@@ -98,7 +126,9 @@ def _format(name) -> Callable[[object], bool]:
     return lambda x: True          # a format the checker does not know is an annotation (as in jsonschema)
 
 
-def _compile(schema) -> Callable[[object], bool]:
+def _compile(schema, ctx: _Root | None = None) -> Callable[[object], bool]:
+    if ctx is None:
+        ctx = _Root(schema)
     if schema is True:
         return lambda x: True
     if schema is False:
@@ -148,20 +178,20 @@ def _compile(schema) -> Callable[[object], bool]:
         elif key == "properties":
             if not isinstance(val, dict):
                 raise _Unsupported(f"properties {val!r}")
-            tests.append(_properties({k: _compile(v) for k, v in val.items()}))
+            tests.append(_properties({k: _compile(v, ctx) for k, v in val.items()}))
         elif key == "additionalProperties":
             known = frozenset(schema.get("properties", {}))
             if val is False:           # no other key at all: a set comparison
                 tests.append(lambda x, known=known: not isinstance(x, dict) or x.keys() <= known)
             else:
-                sub = _compile(val)
+                sub = _compile(val, ctx)
                 tests.append(lambda x, sub=sub, known=known: not isinstance(x, dict)
                              or all(sub(v) for k, v in x.items() if k not in known))
         elif key == "prefixItems":
-            subs = _schemas(val)
+            subs = _schemas(val, ctx)
             tests.append(lambda x, subs=subs: not isinstance(x, list) or all(f(v) for f, v in zip(subs, x)))
         elif key == "items":           # 2020-12: the elements after those prefixItems covers
-            sub = _compile(val)
+            sub = _compile(val, ctx)
             start = len(schema.get("prefixItems", []))
             tests.append(_items(sub, start))
         elif key == "minItems":
@@ -174,19 +204,23 @@ def _compile(schema) -> Callable[[object], bool]:
             if val:
                 tests.append(lambda x: not isinstance(x, list) or _unique(x))
         elif key in ("allOf", "anyOf", "oneOf"):
-            subs = _schemas(val)
+            subs = _schemas(val, ctx)
             if key == "oneOf":
                 tests.append(lambda x, subs=subs: sum(1 for f in subs if f(x)) == 1)
             else:
                 agg = all if key == "allOf" else any
                 tests.append(lambda x, subs=subs, agg=agg: agg(f(x) for f in subs))
         elif key == "if":
-            cond = _compile(val)
-            then = _compile(schema.get("then", True))
-            other = _compile(schema.get("else", True))
+            cond = _compile(val, ctx)
+            then = _compile(schema.get("then", True), ctx)
+            other = _compile(schema.get("else", True), ctx)
             tests.append(lambda x, c=cond, t=then, o=other: t(x) if c(x) else o(x))
         elif key in ("then", "else"):
             continue
+        elif key == "$ref":            # 2020-12: beside the other keywords, all of which must hold too
+            tests.append(ctx.ref(val))
+        elif key == "minProperties":
+            tests.append(lambda x, n=_count(val): not isinstance(x, dict) or len(x) >= n)
         else:
             raise _Unsupported(key)
     return _all_of(tests)
@@ -233,11 +267,11 @@ def _all_of(tests: list[Callable[[object], bool]]) -> Callable[[object], bool]:
 def fast_valid(name: str, pointer: tuple[str, ...] = ()) -> Callable[[object], bool] | None:
     """A predicate equal to "valid against schema `name` (at `pointer`)", or None if the schema
     uses a keyword (or a keyword value) the compiler does not know."""
-    schema = raw_schema(name)
+    schema = root = raw_schema(name)
     try:
         for key in pointer:
             schema = schema[key]
-        return _compile(schema)
+        return _compile(schema, _Root(root))
     except (_Unsupported, re.error, KeyError, TypeError):
         return None
 
@@ -258,7 +292,7 @@ row_violations = violations   # one CSV row is an instance like any other
 
 # The schemas `verify` validates package files against (the others are other commands').
 VERIFY_SCHEMAS = ("manifest", "protocol", "rules", "decision", "run-row", "matrix-row", "checkpoint-metadata",
-                  "table-manifest", "figure-manifest")
+                  "table-manifest", "figure-manifest", "claims")
 
 
 def warm() -> None:
