@@ -415,3 +415,97 @@ def test_a_document_that_grows_while_it_is_read_is_read_whole_in_bounded_memory(
         assert (fs.sha256, fs.bytes) == (hashlib.sha256(b'{"a": 1}').hexdigest(), 8)
         assert fs.content == (b'{"a": 1}' if cap > 8 else None)
         assert fs.parsed == (() if cap > 8 else None)
+
+
+# -- a reader process hashes large files through mappings ------------------------------------------------
+
+def _scan_both(path, rel, monkeypatch):
+    from auditkit.package import scanned
+
+    monkeypatch.setattr(scanned, "MAP_MIN", 1)
+    monkeypatch.setattr(scanned, "MAP_WINDOW", 3 * 4096)         # several windows, the last one short
+    out = []
+    for mapped in (False, True):
+        with open(path, "rb") as f:
+            out.append(scanned.scan_file(rel, f, mapped=mapped))
+    return out
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096 * 3, 4096 * 7 + 5, (1 << 20) + 12345])
+def test_a_mapped_read_hashes_and_counts_what_reads_do(tmp_path, monkeypatch, size):
+    import hashlib
+
+    data = os.urandom(size)
+    (tmp_path / "blob.bin").write_bytes(data)
+    read, mapped = _scan_both(tmp_path / "blob.bin", "blob.bin", monkeypatch)
+    assert (mapped.sha256, mapped.bytes) == (read.sha256, read.bytes) == (hashlib.sha256(data).hexdigest(), size)
+
+
+@pytest.mark.parametrize("values", [[0.5, -2.0, 1e30], [1.0, float("inf"), float("nan")]])
+def test_a_mapped_checkpoint_is_checked_as_a_read_one_is(tmp_path, monkeypatch, values):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.array(values * 20000, dtype=np.float32), "b": np.zeros(777, dtype=np.float32)},
+              str(tmp_path / "x.safetensors"), metadata={"run_id": "r"})
+    read, mapped = _scan_both(tmp_path / "x.safetensors", "checkpoints/x.safetensors", monkeypatch)
+    assert mapped.sha256 == read.sha256 and mapped.checkpoint == read.checkpoint and read.checkpoint is not None
+
+
+def test_a_file_that_grows_while_mapped_is_hashed_whole(tmp_path, monkeypatch):
+    import hashlib
+
+    from auditkit.package import scanned
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"a" * 50000)
+    real = scanned._hash_mapped
+
+    def grow_first(fd, size, *rest):
+        with open(path, "ab") as f:
+            f.write(b"b" * 7000)       # written after the size was taken: the reads after the map find it
+        return real(fd, size, *rest)
+
+    monkeypatch.setattr(scanned, "MAP_MIN", 1)
+    monkeypatch.setattr(scanned, "_hash_mapped", grow_first)
+    with open(path, "rb") as f:
+        got = scanned.scan_file("blob.bin", f, mapped=True)
+    assert (got.sha256, got.bytes) == (hashlib.sha256(b"a" * 50000 + b"b" * 7000).hexdigest(), 57000)
+
+
+def test_documents_and_unmapped_readers_never_map(tmp_path, monkeypatch):
+    from auditkit.package import scanned
+
+    monkeypatch.setattr(scanned, "MAP_MIN", 1)
+    monkeypatch.setattr(scanned, "_hash_mapped", lambda *a: pytest.fail("mapped"))
+    (tmp_path / "a.json").write_bytes(b"{}" * 5000)
+    (tmp_path / "b.bin").write_bytes(b"x" * 5000)
+    with open(tmp_path / "a.json", "rb") as f:
+        assert scanned.scan_file("a.json", f, mapped=True).content == b"{}" * 5000
+    with open(tmp_path / "b.bin", "rb") as f:
+        assert scanned.scan_file("b.bin", f).bytes == 5000            # threads: reads only
+
+
+@pytest.mark.timeout(30)
+def test_a_reader_killed_by_a_file_that_shrank_under_its_mapping_is_exit_2_naming_why(tmp_path):
+    """A mapped file truncated while it is read faults (SIGBUS) in the reader process alone; the command
+    says so (AuditError, exit 2) and leaves nothing running."""
+    import mmap
+
+    from auditkit.package import procread
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"x" * (1 << 16))
+
+    def read_one(item, progress):
+        assert procread.in_worker()
+        with open(path, "rb") as f:
+            m = mmap.mmap(f.fileno(), 1 << 16, access=mmap.ACCESS_READ)
+            os.truncate(path, 0)
+            return m[(1 << 16) - 1]          # a page past the end of the file now
+
+    with pytest.raises(AuditError) as exc:
+        with procread.Readers([["blob.bin"]], 1, read_one, None) as readers:
+            readers.collect(lambda i, r: None)
+    assert "SIGBUS" in exc.value.message and "shrank" in exc.value.message
+    assert not procread.in_worker()

@@ -142,8 +142,7 @@ def _check_token(reader, e: Event, by_seq: dict, trust: Trust, rep: EvidenceRepo
         root = manifest_content_root(reader)
         digest = sha256_hex(root.encode("ascii")) if root else None
     else:
-        body = reader.read(subject)
-        digest = sha256_hex(body) if body is not None else None
+        digest = reader.sha256(subject)
     if digest is None:
         rep.findings.append(Finding(subject, "tsa-subject-missing", f"{EVENTS_PATH} line {e.line}",
                                     "the timestamped file or event line", "absent",
@@ -199,10 +198,10 @@ def _package_attestation(reader, files, events, trust, carried, rep) -> dict:
     subjects = attest.subjects_of(check.statement)
     mismatch = []
     for path, sha in sorted(subjects.items()):
-        body = reader.read(path)
-        if body is None or sha256_hex(body) != sha:
+        got = reader.sha256(path)
+        if got != sha:
             mismatch.append(Finding(path, "attestation-subject-mismatch", PACKAGE_ATTESTATION, f"sha256 {sha}",
-                                    "absent" if body is None else f"sha256 {sha256_hex(body)}",
+                                    "absent" if got is None else f"sha256 {got}",
                                     "the file changed after the package was attested"))
     for path in content_files(files):
         if path not in subjects:

@@ -105,6 +105,20 @@ class DirReader:
         except AuditError:
             return None
 
+    def sha256(self, rel: str) -> str | None:
+        """The sha256 (hex) of the regular file `rel`, hashed as it is read (never held whole); None
+        where `read` gives None."""
+        if not isinstance(rel, str) or path_problem(rel):
+            return None
+        try:
+            if self._store is None:
+                from auditkit.package.store import PackageStore
+
+                self._store = PackageStore(self.root)
+            return self._store.sha256(rel) if self._store.is_file(rel) else None
+        except AuditError:
+            return None
+
     def files(self, under: str = "") -> list[str]:
         """The regular files of the package (only those under the folder `under`, when given).
 

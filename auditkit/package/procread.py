@@ -40,6 +40,15 @@ _LENGTH = struct.Struct("<Q")   # each message: its pickled length, then the pic
 _ENDS = struct.Struct("<qq")    # the queue: [front, back) of the batches nobody has taken
 
 
+_IN_WORKER = False
+
+
+def in_worker() -> bool:
+    """True in a forked reader process: a fault there (a mapped file that shrank: SIGBUS) ends that
+    process alone, which the parent reports (`Readers.collect`), never the command."""
+    return _IN_WORKER
+
+
 def available() -> bool:
     """True when readers can be forked safely here and now."""
     return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
@@ -148,6 +157,8 @@ class Readers:
                 r, w = os.pipe()
                 pid = os.fork()
                 if pid == 0:                    # the worker: never returns into the caller's code
+                    global _IN_WORKER
+                    _IN_WORKER = True
                     code = 0
                     try:
                         signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's
@@ -223,7 +234,9 @@ class Readers:
             _, status = os.waitpid(pid, 0)
             self.pids[fd] = -1
             if os.WIFSIGNALED(status):
-                how = f" (killed by {signal.Signals(os.WTERMSIG(status)).name})"
+                how = f" (killed by {signal.Signals(os.WTERMSIG(status)).name}"
+                how += ": a file it was reading shrank or could not be read)" if os.WTERMSIG(status) == signal.SIGBUS \
+                    else ")"
         except (ChildProcessError, ValueError, TypeError):
             pass
         raise _died(how)

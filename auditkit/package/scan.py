@@ -168,7 +168,7 @@ def _scan_dir(root: Path, jobs: int, keep: bool, progress, total_hint, on_docume
                 return scan_document(rel, fd, size, progress, parse=not read_first(rel))
             with os.fdopen(fd, "rb") as f:
                 fd = -1
-                return scan_file(rel, f, keep=keep, progress=progress)
+                return scan_file(rel, f, keep=keep, progress=progress, mapped=procread.in_worker())
         except OSError as exc:
             raise AuditError(f"cannot read {rel}: {exc}", path=str(root)) from exc
         finally:
