@@ -86,7 +86,7 @@ def shared_run_frame(store: PackageStore, rel: str, metric: str = "val_bpb", *,
     (and names the row). Never mutate the frame: select columns from it. With `keep=False` only a
     frame parsed already is returned ((None, None) otherwise): replay alone keeps no file's rows
     beyond its gate, so it takes the frame where the tables parsed it and never parses one for it."""
-    key = ("run-frame", rel, metric)
+    key = ("run_frame", rel, metric)
     if key not in store.parsed and keep:
         data = store.read_bytes(rel, MAX_RUN_CSV_BYTES)
         sha = hashlib.sha256(data).hexdigest()
