@@ -14,7 +14,8 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from auditkit.findings import Finding
-from auditkit.package.columns import MAX_RUN_CSV_BYTES, csv_header, shared_run_frame, text_frame, typed_frame
+from auditkit.package.columns import (MAX_RUN_CSV_BYTES, SHARED_COLUMNS, csv_header, shared_run_frame, text_frame,
+                                      typed_frame)
 from auditkit.gates.documents import read_json
 from auditkit.package.rows import run_csv_path
 from auditkit.package.schemas import validate_document
@@ -63,8 +64,7 @@ def add_derived_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # the common case parsed straight into these types (ids as categories, sorted as text sorts)
-_TYPED = {"host": "category", "stage": "category", "config_id": "category", "status": "category", "run_id": "str",
-          "seed": "int64", "val_bpb": "float64", "training_seconds": "float64", "num_steps": "int64"}
+_TYPED = {c: SHARED_COLUMNS.get(c, "float64") for c in TABLE_COLUMNS}     # val_bpb: float64
 _CATEGORIES = ("host", "stage", "config_id", "status")
 
 
@@ -211,8 +211,13 @@ class PackageData:
         return self._gates
 
     def gate_of_stage(self, stage: str) -> str | None:
-        for g in self.protocol.gates:
-            r = self.rules.get(g.gate)
-            if r and stage in r["inputs"]["stages"]:
-                return g.gate
-        return None
+        return gate_of_stage(self, stage)
+
+
+def gate_of_stage(source: TableSource, stage: str) -> str | None:
+    """The first gate (in protocol order) whose rules read `stage`, None when no gate does."""
+    for g in source.protocol.gates:
+        r = source.rules.get(g.gate)
+        if r and stage in r["inputs"]["stages"]:
+            return g.gate
+    return None

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from auditkit.derived.package_data import add_derived_columns, gate_of_stage
 from auditkit.derived.tables import GENERATORS, TableKind
 from auditkit.errors import AuditError
 from auditkit.findings import Finding
@@ -177,21 +178,13 @@ class _TableContext:
         for c in ("training_seconds", "num_steps", "val_bpb"):
             if c not in df.columns:
                 df[c] = ""
-        df["val"] = pd.to_numeric(df["val_bpb"], errors="coerce").astype(np.float64)
-        df["train_s"] = pd.to_numeric(df["training_seconds"], errors="coerce").fillna(0.0).astype(np.float64)
-        df["steps"] = pd.to_numeric(df["num_steps"], errors="coerce").fillna(0).astype(np.int64)
-        df["good"] = (df["status"] == "ok") & np.isfinite(df["val"])
-        self.rows = df
+        self.rows = add_derived_columns(df)
         self.decisions = decisions
         self.decision_paths = [r for g in view.profile.gates for r in (x.path for x in g.recorded)]
         self.rules = {g: view.gates[g].rules for g in decisions}
 
     def gate_of_stage(self, stage: str) -> str | None:
-        for g in self.protocol.gates:
-            r = self.rules.get(g.gate)
-            if r and stage in r["inputs"]["stages"]:
-                return g.gate
-        return None
+        return gate_of_stage(self, stage)
 
 
 def check_tables_profiled(package: str | Path, profile: str | Path | Profile) -> ProfiledReport:
