@@ -119,6 +119,16 @@ def big_checkpoint(path: Path, target_bytes: int, run_id: str, rng: np.random.Ge
     return path.stat().st_size
 
 
+def random_blob(path: Path, size: int, rng: np.random.Generator) -> None:
+    """`size` random bytes at `path`, written 64 MiB at a time."""
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            k = min(left, 64 << 20)
+            f.write(rng.integers(0, 256, k, dtype=np.uint8).tobytes())
+            left -= k
+
+
 def build_shipped(root: Path, size: int, large_files: int) -> None:
     """A copy of the shipped package with `size` bytes of random bulk in `large_files` files, MANIFEST rebuilt."""
     from auditkit.package.manifest import build_manifest
@@ -128,12 +138,7 @@ def build_shipped(root: Path, size: int, large_files: int) -> None:
     (root / "bulk").mkdir()
     each = size // max(1, large_files)
     for i in range(max(1, large_files)):
-        with open(root / f"bulk/blob{i}.bin", "wb") as f:
-            left = each
-            while left > 0:
-                k = min(left, 64 << 20)
-                f.write(rng.integers(0, 256, k, dtype=np.uint8).tobytes())
-                left -= k
+        random_blob(root / f"bulk/blob{i}.bin", each, rng)
     build_manifest(root)
 
 
@@ -165,12 +170,7 @@ def build(root: Path, size: int, small_files: int, large_files: int) -> None:
         if i < 2:
             big_checkpoint(root / f"checkpoints/bench-{i}.safetensors", each, f"bench-{i}", rng)
         else:
-            with open(root / f"blobs/blob{i}.bin", "wb") as f:
-                left = each
-                while left > 0:
-                    k = min(left, 64 << 20)
-                    f.write(rng.integers(0, 256, k, dtype=np.uint8).tobytes())
-                    left -= k
+            random_blob(root / f"blobs/blob{i}.bin", each, rng)
     build_manifest(root)
 
 
