@@ -40,12 +40,16 @@ def _parse(data: bytes, parse=parse_eval_docs_once):
 
 def _parse_loop_only(data: bytes):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(evaldocs, "fast_columns", lambda lines: None)
+        mp.setattr(evaldocs, "fast_columns", lambda body: None)
         return _parse(data)
 
 
+def _body(lines) -> bytes:
+    return ("\n".join(lines[1:]) + "\n").encode()
+
+
 def _check(lines):
-    fast = fast_columns(lines)
+    fast = fast_columns(_body(lines))
     if fast is None:
         return False
     ref = _reference(lines)
@@ -70,7 +74,7 @@ def test_fast_path_takes_well_formed_files():
 ])
 def test_fast_path_declines_what_it_does_not_plainly_know(row):
     lines = [HEADER, "0,1.5,4", row, "99999,0.25,8"]
-    assert fast_columns(lines) is None
+    assert fast_columns(_body(lines)) is None
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -120,3 +124,43 @@ def test_parsed_files_are_remembered_by_their_bytes_and_read_only(monkeypatch):
         with pytest.raises(PackageDefect) as exc:
             parse_eval_docs(bad, rel)
         assert exc.value.finding.path == rel
+
+
+_decimal = st.builds(lambda a, b, point: a + ("." + b if point else ""), st.text("0123456789", min_size=0, max_size=30),
+                     st.text("0123456789", min_size=0, max_size=30), st.booleans())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_decimal, min_size=1, max_size=20))
+def test_fast_path_nats_are_float_of_the_text(texts):
+    """Every decimal the fast path takes is read as float() reads it: short ones as m / 10**k, long ones
+    (more digits than 2**53 holds, or more than 22 after the point) with float() itself."""
+    lines = [HEADER] + [f"{i},{x},{i + 1}" for i, x in enumerate(texts)]
+    if _check(lines):
+        got = fast_columns(_body(lines))[1].tolist()
+        assert got == [float(x) for x in texts]
+
+
+@pytest.mark.parametrize("nats", ["9007199254740993", "9007199254740993.0", "0.1000000000000000055511151231257827",
+                                  "123456789012345678901234567890.5", "0." + "0" * 30 + "17", "00000000000000000000.5",
+                                  "4503599627370497.5", "1.7976931348623157" + "0" * 292])
+def test_fast_path_reads_digits_past_a_double_as_float_does(nats):
+    lines = [HEADER, f"0,{nats},3", "1,0.5,4"]
+    assert _check(lines)
+    assert fast_columns(_body(lines))[1][0] == float(nats)
+
+
+def test_fast_path_declines_a_long_field_with_two_points():
+    lines = [HEADER, "0,0.5,3", "1," + "1." * 12 + ",3"]
+    assert fast_columns(_body(lines)) is None
+    assert _parse(("\n".join(lines) + "\n").encode())[0] == "defect"
+
+
+def test_fast_path_in_many_chunks_is_one_read(monkeypatch):
+    """Chunks end on line ends (a line longer than a chunk included); the columns are those of one read."""
+    lines = [HEADER] + [f"{j},{j * 0.37:.6f},{j % 97 + 1}" for j in range(3000)] + [f"3000,{'1' * 40}.5,1"]
+    whole = fast_columns(_body(lines))
+    monkeypatch.setattr(evaldocs, "_CHUNK", 16)
+    chunked = fast_columns(_body(lines))
+    assert all(a.tolist() == b.tolist() for a, b in zip(whole, chunked))
+    assert _check(lines)

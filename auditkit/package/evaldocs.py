@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
 
@@ -58,13 +57,25 @@ def parse_eval_docs(data: bytes, rel: str) -> EvalDocs:
 
 def parse_eval_docs_once(data: bytes, rel: str) -> EvalDocs:
     """`parse_eval_docs` without the memory of files already parsed."""
-    text = decode_utf8(data, rel) if not data.isascii() else data.decode("ascii")
+    head = HEADER.encode() + b"\n"
+    columns = fast_columns(data[len(head):]) if data.startswith(head) else None
+    if columns is None:                          # not plainly well-formed: the reference loop finds and names why
+        columns = _text_columns(data, rel)
+    return _increasing(*columns, rel)
 
+
+def _bad(rel: str):
     def bad(where: str, expected: str, found: str, message: str):
         return defect(rel, "eval-docs-unreadable", message, location=where, expected=expected, found=found[:80],
                       hint="SPEC.md (v1.2, per-document evaluation losses) defines the file: header doc,nats,bytes, "
                            "one row per document; find out what wrote this file")
+    return bad
 
+
+def _text_columns(data: bytes, rel: str):
+    """The columns by the reference loop, after the file's encoding, line ends and header are checked."""
+    text = decode_utf8(data, rel) if not data.isascii() else data.decode("ascii")
+    bad = _bad(rel)
     if "\r" in text:
         raise bad("", "\\n line ends", "\\r", "the file has carriage returns")
     lines = text.split("\n")
@@ -74,14 +85,17 @@ def parse_eval_docs_once(data: bytes, rel: str) -> EvalDocs:
         raise bad("header", HEADER, lines[0] if lines else "an empty file", "the header is not doc,nats,bytes")
     if len(lines) == 1:
         raise bad("row 1", "one row per document", "no rows", "the file has no documents")
-    doc, nats, nbytes = fast_columns(lines) or slow_columns(lines, bad)   # the fast path or the reference loop
-    n = len(doc)
-    if n > 1:
+    return slow_columns(lines, bad)
+
+
+def _increasing(doc: np.ndarray, nats: np.ndarray, nbytes: np.ndarray, rel: str) -> EvalDocs:
+    """The file's EvalDocs once its documents are seen in strictly increasing order."""
+    if len(doc) > 1:
         dec = np.flatnonzero(np.diff(doc) <= 0)
         if len(dec):
             i = int(dec[0]) + 1
-            raise bad(f"row {i + 1}, column doc", f"an index above {int(doc[i - 1])}", str(int(doc[i])),
-                      "documents are not in strictly increasing order")
+            raise _bad(rel)(f"row {i + 1}, column doc", f"an index above {int(doc[i - 1])}", str(int(doc[i])),
+                            "documents are not in strictly increasing order")
     return EvalDocs(doc, nats, nbytes)
 
 
@@ -112,37 +126,93 @@ def slow_columns(lines: list[str], bad):
     return doc, nats, nbytes
 
 
-_DIGITS = frozenset("0123456789")
-_DECIMAL = frozenset("0123456789.")
 _INT64_DIGITS = 18     # any string of at most 18 digits fits an int64
 
 
-def fast_columns(lines: list[str]):
-    """The columns of a file's rows (`lines`: header first) when every row is plainly well-formed
-    (ASCII digits, three fields, a decimal `nats` of digits and one point, nonzero `bytes`, nothing an
-    int64 cannot hold); None on anything else, so that `slow_columns` finds and words the problem.
-    Every value it returns is what `slow_columns` returns for the same row (the same int() and float()
-    of the same text)."""
-    rows = lines[1:]
-    n = len(rows)
-    if set(map(str.count, rows, repeat(",", n))) != {2}:
+def fast_columns(body: bytes):
+    """The columns of a file's rows (`body`: the bytes after the header line) when every row is plainly
+    well-formed (ASCII digits, three fields, a decimal `nats` of digits and at most one point, nonzero
+    `bytes`, nothing an int64 cannot hold); None on anything else, so that `slow_columns` finds and words
+    the problem. Every value it returns is what `slow_columns` returns for the same row: the integers are
+    exact, and a `nats` of m digits with k after the point is m / 10**k, which is float()'s correctly
+    rounded value while m < 2**53 and k <= 22 (both exact in a double, one rounding); any other `nats`
+    is read with float() itself. Columnar (numpy over the bytes, in line-aligned chunks of 4 MiB):
+    a file of 150,000 rows is read in a third of the time of a loop over its lines."""
+    if not body.endswith(b"\n"):
+        body += b"\n"
+    if body.translate(None, b"0123456789.,\n"):
         return None
-    fields = ",".join(rows).split(",")
-    docs, xs, bs = fields[0::3], fields[1::3], fields[2::3]
-    for col in (docs, bs):
-        if not all(col) or max(map(len, col)) > _INT64_DIGITS or not _DIGITS.issuperset("".join(col)):
+    parts = []
+    i, n = 0, len(body)
+    while i < n:
+        j = n if i + _CHUNK >= n else body.rfind(b"\n", i, i + _CHUNK) + 1
+        if j <= i:                          # a line longer than a chunk
+            j = body.find(b"\n", i + _CHUNK) + 1
+        got = _chunk_columns(body[i:j])
+        if got is None:
             return None
-    if not all(xs) or not _DECIMAL.issuperset("".join(xs)):
+        parts.append(got)
+        i = j
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+_CHUNK = 4 << 20
+_ROW_SEPARATORS = np.array([44, 44, 10], dtype=np.uint8)      # b",,\n"
+_POW10 = np.array([10.0 ** i for i in range(23)], dtype=np.float64)
+_EXACT = 2 ** 53
+_HORNER = 16            # a nats field longer than this is read with float() (its digits may pass 2**53)
+
+
+def _chunk_columns(body: bytes):
+    """`fast_columns` of whole lines (`body` ends with a newline and holds only digits, '.', ',' and
+    newlines)."""
+    a = np.frombuffer(body, np.uint8)
+    sep = np.flatnonzero((a == 44) | (a == 10))
+    if len(sep) % 3 or not (a[sep].reshape(-1, 3) == _ROW_SEPARATORS).all():
+        return None                         # a row without exactly three fields, or an empty line
+    sep = sep.reshape(-1, 3)
+    line = np.empty(len(sep), np.int64)
+    line[0] = 0
+    line[1:] = sep[:-1, 2] + 1
+    cols = ((line, sep[:, 0]), (sep[:, 0] + 1, sep[:, 1]), (sep[:, 1] + 1, sep[:, 2]))
+    lens = [end - start for start, end in cols]
+    if not all(width.all() for width in lens) or max(lens[0].max(), lens[2].max()) > _INT64_DIGITS:
+        return None                         # an empty field, or an integer an int64 may not hold
+    doc, _, doc_dots, _ = _horner(a, *cols[0], int(lens[0].max()))
+    nbytes, _, bytes_dots, _ = _horner(a, *cols[2], int(lens[2].max()))
+    m, digits, dots, k = _horner(a, *cols[1], min(int(lens[1].max()), _HORNER))
+    long = lens[1] > _HORNER
+    if doc_dots.any() or bytes_dots.any() or (dots > 1).any() or (digits[~long] == 0).any() or not nbytes.all():
         return None
-    try:
-        nats = np.fromiter(map(float, xs), dtype=np.float64, count=n)
-    except ValueError:                      # "1.2.3", "."
-        return None
-    doc = np.fromiter(map(int, docs), dtype=np.int64, count=n)
-    nbytes = np.fromiter(map(int, bs), dtype=np.int64, count=n)
-    if not np.isfinite(nats).all() or not nbytes.all():
+    nats = m / _POW10[np.minimum(k, 22)]
+    for i in np.flatnonzero(long | (m >= _EXACT)).tolist():
+        text = body[cols[1][0][i]:cols[1][1][i]]
+        if text.count(b".") > 1:
+            return None
+        nats[i] = float(text)
+    if not np.isfinite(nats).all():
         return None
     return doc, nats, nbytes
+
+
+def _horner(a: np.ndarray, start: np.ndarray, end: np.ndarray, width: int):
+    """(value, digits, points, digits after the point) of the fields a[start:end] read `width` characters
+    from their left: each field's digits as one integer, its point skipped."""
+    n = len(start)
+    value, digits, dots, after = (np.zeros(n, np.int64) for _ in range(4))
+    for j in range(width):
+        pos = start + j
+        live = pos < end
+        c = a[np.minimum(pos, end)].astype(np.int64)
+        dot = live & (c == 46)
+        digit = live & ~dot
+        value = np.where(digit, value * 10 + (c - 48), value)
+        digits += digit
+        dots += dot
+        after += digit & (dots > 0)
+    return value, digits, dots, after
 
 
 def docs_val_bpb(ed: EvalDocs) -> float:
