@@ -207,6 +207,11 @@ def main(argv=None) -> int:
                     help="the shipped package (ancillary/) plus --size-gib of bulk, instead of a synthetic study")
     ap.add_argument("--targets-only", action="store_true",
                     help="time only what the targets compare: the hashlib loops and verify --jobs 1/2")
+    ap.add_argument("--python", metavar="PY",
+                    help="the interpreter every timed tool runs with (default: this one); e.g. that of a virtual "
+                         "environment where only auditkit and its runtime dependencies are installed, as a reviewer's "
+                         "install is (`pip install --force-reinstall --no-deps .` there first: auditkit is then "
+                         "imported as installed there, not from this checkout)")
     a = ap.parse_args(argv)
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="verify-bench-"))
@@ -225,7 +230,7 @@ def main(argv=None) -> int:
         (work / "SHA256SUMS").write_text(lines)
         (work / "files.txt").write_text("\n".join(files) + "\n")
         bag = work / "bag"
-        if not bag.exists():
+        if not bag.exists() and not a.targets_only:
             import bagit
 
             bag.mkdir()
@@ -236,12 +241,13 @@ def main(argv=None) -> int:
         print(f"package: {pkg}  {len(files)} files, {payload / 1e9:.3f} GB payload "
               f"(built in {time.perf_counter() - t:.1f}s)")
 
-        py = sys.executable
+        py = a.python or sys.executable
+        home = work if a.python else None       # `-m auditkit` from the checkout would import the checkout
         tools = [
             ("hashlib loop (1 thread)", [py, "-c", HASH_LOOP, str(pkg), str(work / "files.txt")], None, None),
             ("hashlib loop (2 processes)", [py, "-c", HASH_LOOP_2, str(pkg), str(work / "files.txt")], None, None),
-            ("auditkit verify --jobs 1", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "1"], None, None),
-            ("auditkit verify --jobs 2", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "2"], None, None),
+            ("auditkit verify --jobs 1", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "1"], home, None),
+            ("auditkit verify --jobs 2", [py, "-m", "auditkit", "verify", str(pkg), "--jobs", "2"], home, None),
             ("verify --jobs 1, threads", [py, "-c", THREADS, str(pkg), "1"], None, None),
             ("verify --jobs 2, threads", [py, "-c", THREADS, str(pkg), "2"], None, None),
             ("sha256sum -c", ["sha256sum", "-c", "--quiet", "--strict", str(work / "SHA256SUMS")], pkg, None),
