@@ -1,4 +1,6 @@
-"""Signed attestations: DSSE envelopes carrying in-toto Statement v1, via securesystemslib.
+"""Signed attestations: DSSE envelopes carrying in-toto Statement v1, signed with securesystemslib and
+checked with `auditkit.evidence.keys` (the same key ids and verification, without importing
+securesystemslib's signers).
 
 Two predicates, named under auditkit's namespace (the one its JSON Schemas'
 `$id`s use):
@@ -72,10 +74,11 @@ def load_signer(path: str | Path):
 
 
 def load_public_key(path: str | Path):
-    """A securesystemslib SSlibKey for a PEM public key (Ed25519 or ECDSA P-256)."""
+    """The `keys.PublicKey` of a PEM public key (Ed25519 or ECDSA P-256), with securesystemslib's key id."""
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    from securesystemslib.signer import SSlibKey
+
+    from auditkit.evidence.keys import from_crypto
 
     from cryptography.exceptions import UnsupportedAlgorithm
 
@@ -93,7 +96,7 @@ def load_public_key(path: str | Path):
     if not ok:
         raise AuditError(f"unsupported key type {type(key).__name__}", path=str(path),
                          hint="trust Ed25519 or ECDSA P-256 keys")
-    return SSlibKey.from_crypto(key)
+    return from_crypto(key)
 
 
 def public_key_pem(signer) -> bytes:
@@ -167,14 +170,13 @@ class EnvelopeCheck:
 def check_envelope(doc, trusted: Sequence, carried: Sequence = ()) -> EnvelopeCheck:
     """Check every signature of a DSSE envelope (JSON form) and parse its in-toto statement.
 
-    `trusted`: SSlibKey objects the reviewer trusts; `carried`: keys the package
+    `trusted`: `keys.PublicKey`s the reviewer trusts; `carried`: keys the package
     carries (used only to tell a valid signature by an untrusted key from a
     broken one). A signature counts as *signed_by* only under a trusted key;
     one whose key id names a trusted or carried key and does not verify under
     it is *bad*; any other is *untrusted*. Never raises on bad input.
     """
-    from securesystemslib.dsse import Envelope
-    from securesystemslib.signer import Signature
+    from auditkit.evidence.keys import pae as dsse_pae
 
     out = EnvelopeCheck()
     where = "$"
@@ -189,43 +191,43 @@ def check_envelope(doc, trusted: Sequence, carried: Sequence = ()) -> EnvelopeCh
             if not isinstance(s.get("keyid", ""), str):
                 raise ValueError("a signature's keyid is not a string")
             where = f"$.signatures[{i}].sig"
-            sigs.append(Signature(s.get("keyid", ""), dsse_b64decode(s["sig"]).hex()))
+            sigs.append((s.get("keyid", ""), dsse_b64decode(s["sig"])))
         where = "$.payloadType"
         if not isinstance(doc.get("payloadType"), str):
             raise ValueError("payloadType is not a string")
         where = "$.payload"
         if not isinstance(doc.get("payload"), str):
             raise ValueError("payload is not a string")
-        env = Envelope(dsse_b64decode(doc["payload"]), doc["payloadType"], {})
+        payload = dsse_b64decode(doc["payload"])
     except ValueError as exc:
         out.error, out.error_at = f"{exc}", where
         return out
-    if env.payload_type != PAYLOAD_TYPE:
-        out.error = f"payloadType is {env.payload_type!r}, not {PAYLOAD_TYPE!r}"
+    if doc["payloadType"] != PAYLOAD_TYPE:
+        out.error = f"payloadType is {doc['payloadType']!r}, not {PAYLOAD_TYPE!r}"
         return out
     if not sigs:
         out.error = "the envelope carries no signature"
         return out
-    pae = env.pae()
-    for sig in sigs:
-        by_id = [k for k in trusted if k.keyid == sig.keyid]
+    pae = dsse_pae(doc["payloadType"], payload)
+    for keyid, sig in sigs:
+        by_id = [k for k in trusted if k.keyid == keyid]
         verified = _verifying_key(by_id or list(trusted), sig, pae)  # DSSE: key ids are hints only
         if verified is not None:
             if verified.keyid not in out.signed_by:
                 out.signed_by.append(verified.keyid)
             continue
         if by_id:
-            out.bad.append(sig.keyid)
+            out.bad.append(keyid)
             continue
-        carried_by_id = [k for k in carried if k.keyid == sig.keyid]
+        carried_by_id = [k for k in carried if k.keyid == keyid]
         if carried_by_id and _verifying_key(carried_by_id, sig, pae) is None:
-            out.bad.append(sig.keyid)
+            out.bad.append(keyid)
         elif carried_by_id:
-            out.untrusted.append(f"{sig.keyid} (valid signature by a key the package carries; not a trusted key)")
+            out.untrusted.append(f"{keyid} (valid signature by a key the package carries; not a trusted key)")
         else:
-            out.untrusted.append(f"{sig.keyid or '(no key id)'} (not a trusted key)")
+            out.untrusted.append(f"{keyid or '(no key id)'} (not a trusted key)")
     try:  # the strict reader: a payload nested 200,000 deep, a duplicate key or NaN is refused, not recursed into
-        stmt = loads_strict(env.payload, "payload")
+        stmt = loads_strict(payload, "payload")
     except AuditError as exc:
         finding = getattr(exc, "finding", None)
         out.error = f"the payload is not strict JSON: {finding.message if finding else exc}"
@@ -239,17 +241,9 @@ def check_envelope(doc, trusted: Sequence, carried: Sequence = ()) -> EnvelopeCh
     return out
 
 
-def _verifying_key(keys: Sequence, sig, pae: bytes):
-    from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
-
-    for key in keys:
-        probe = type(sig)(key.keyid, sig.signature)
-        try:
-            key.verify_signature(probe, pae)
-            return key
-        except (UnverifiedSignatureError, VerificationError, ValueError):
-            continue
-    return None
+def _verifying_key(keys: Sequence, sig: bytes, pae: bytes):
+    """The first of `keys` under which `sig` verifies, or None."""
+    return next((key for key in keys if key.verifies(sig, pae)), None)
 
 
 def _statement_problem(stmt) -> tuple[str, str]:
@@ -377,16 +371,16 @@ def write_envelope(package: str | Path, rel: str, stmt: dict, signers: Sequence,
 
 
 def carried_keys(read_paths: dict[str, bytes]) -> list:
-    """SSlibKey objects for the public keys a package carries (unreadable ones skipped)."""
+    """The `keys.PublicKey`s of the public keys a package carries (unreadable ones skipped)."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    from securesystemslib.exceptions import Error as SslibError
-    from securesystemslib.signer import SSlibKey
+
+    from auditkit.evidence.keys import from_crypto
 
     out = []
     for rel, data in sorted(read_paths.items()):
         try:
-            out.append(SSlibKey.from_crypto(load_pem_public_key(data)))
-        except (ValueError, TypeError, UnsupportedAlgorithm, SslibError):  # a curve nobody knows, a key type
-            continue                                                       # securesystemslib has no scheme for
+            out.append(from_crypto(load_pem_public_key(data)))
+        except (ValueError, TypeError, UnsupportedAlgorithm):  # a curve nobody knows, a key type
+            continue                                           # securesystemslib has no scheme for
     return out

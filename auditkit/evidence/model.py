@@ -62,7 +62,7 @@ class GateRef:
 
 @dataclass
 class Trust:
-    """What the reviewer trusts: TSA root certificates and public keys (SSlibKey)."""
+    """What the reviewer trusts: TSA root certificates and public keys (`keys.PublicKey`)."""
 
     tsa_roots: list = field(default_factory=list)
     keys: list = field(default_factory=list)
