@@ -43,6 +43,8 @@ NON_CODES = {
     "re-evaluation",                           # the report's verdict for `verify --deep` (report/build.py)
     "content-root", "package-root",            # what a timestamp token covers / its label
     "other-bytes",                             # a timestamp token's status
+    # signature schemes (securesystemslib's names, auditkit.evidence.keys)
+    "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsassa-pss-sha256",
     # JSON Schema names (auditkit.package.schemas.SCHEMA_NAMES)
     "run-row", "matrix-row", "run-summary", "checkpoint-metadata", "table-manifest", "figure-manifest",
     "dsse-envelope",
