@@ -103,8 +103,13 @@ def smoke_copy(smoke_local_package, tmp_path) -> Path:
 
 def pytest_collection_modifyitems(session, config, items):
     """The tests marked slow first (in their order): under `-n 2` the long ones start at once on
-    both workers instead of leaving one worker alone with them at the end."""
+    both workers instead of leaving one worker alone with them at the end. The tests that use the
+    session's smoke package run on one worker (`--dist loadgroup`, pyproject.toml): the first of
+    them builds it (~45 s), and no other worker sits waiting on its lock meanwhile."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    for item in items:
+        if "smoke_local_package" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke-package"))
 
 
 _WORKER_CODES_KEY = "auditkit_emitted_codes"

@@ -162,14 +162,18 @@ def test_a_stopped_client_run_cancels_its_running_cell(tmp_path, monkeypatch):
 def _no_dask_threads_left_behind():
     """distributed keeps an offload thread pool and an event-loop thread for the life of the process;
     a thread left in this pytest worker would stop later tests (and verify) from forking readers
-    (`auditkit.package.procread.available`). Both are ended when this module is done."""
+    (`auditkit.package.procread.available`). Both are ended each time this module's tests are done."""
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     before = set(threading.enumerate())
     yield
     import distributed.utils as du
 
     du._offload_executor.shutdown(wait=True)
+    # a fresh pool in its place (no thread until it is used): this module's tests may run in more than one
+    # stretch in one worker (--dist loadgroup runs the one that uses the smoke package with that group)
+    du._offload_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="Dask-Offload")
     for loop, (_, runner) in list(du.LoopRunner._all_loops.items()):   # the event loops clients left running
         if runner is not None:
             runner.stop()

@@ -86,7 +86,12 @@ def test_a_missing_package_is_said_to_be_missing(tmp_path):
     assert r.exit_code == 2 and doc["exit_code"] == 2 and "no such file" in doc["error"]
 
 
-def test_every_read_only_command_reads_an_archive_of_any_name(pkg, tmp_path):
+def test_every_read_only_command_reads_an_archive_of_any_name(pkg, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"                  # this test's own: another worker's snapshots are not its
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     arch = tmp_path / "2606.11387"                  # arXiv's e-print: no extension
     eprint(arch, pkg)
     assert archive_kind(arch) == "gzip"
@@ -99,9 +104,7 @@ def test_every_read_only_command_reads_an_archive_of_any_name(pkg, tmp_path):
     xz = eprint(tmp_path / "x.bin", pkg, compress="xz")
     assert archive_kind(xz) == "xz" and run("claims", xz).exit_code == 0
     # no snapshot is left behind; the archive is unchanged
-    import tempfile
-
-    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("auditkit-pkg-")]
+    assert not [n for n in os.listdir(scratch) if n.startswith("auditkit-pkg-")]
     (tmp_path / "notes.txt").write_text("hello\n")
     r = run("verify", tmp_path / "notes.txt")
     assert r.exit_code == 2 and "not an archive" in r.output
