@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,7 +68,14 @@ def main(argv=None) -> None:
     ap.add_argument("--baseline", type=Path, help="another auditkit source tree, run interleaved with this one")
     ap.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated, of: " + ", ".join(COMMANDS))
     a = ap.parse_args(argv)
-    scratch = Path(tempfile.mkdtemp(prefix="shipped_commands-"))
+    scratch = Path(tempfile.mkdtemp(prefix="shipped_commands-"))   # the report's output; removed at the end
+    try:
+        _measure(a, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _measure(a, scratch: Path) -> None:
     pkg = a.package.resolve()
     print(f"load average (1/5/15 min) at the start: {load()}", flush=True)
     names = [c for c in a.commands.split(",") if c]
