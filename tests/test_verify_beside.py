@@ -28,7 +28,7 @@ def pkg(tmp_path_factory) -> Path:
 def test_beside_runs_in_its_own_thread_and_lands_after_the_checks(pkg):
     seen = {}
 
-    def work(report):
+    def work(report, scanned):
         seen["thread"] = threading.current_thread().name
         seen["target"] = report.target
         report.add(Finding("protocol.json", "evidence-below-required", "", "x", "y", "from beside"))
@@ -42,7 +42,7 @@ def test_beside_runs_in_its_own_thread_and_lands_after_the_checks(pkg):
 
 
 def test_what_beside_raises_is_raised_after_verify(pkg):
-    def work(report):
+    def work(report, scanned):
         raise AuditError("cannot read the key", path="k.pem")
 
     with pytest.raises(AuditError, match="cannot read the key"):
@@ -53,7 +53,7 @@ def test_verify_s_own_error_comes_first(tmp_path):
     (tmp_path / "nothing.txt").write_text("not a package")
     ran = []
 
-    def work(report):
+    def work(report, scanned):
         ran.append(report)
         raise AuditError("late")
 
@@ -87,7 +87,7 @@ def test_beside_is_done_when_the_scan_raises(pkg, monkeypatch):
     """An error while reading leaves nothing of verify running: the beside work has ended when it is raised."""
     state = {}
 
-    def work(report):
+    def work(report, scanned):
         time.sleep(0.3)
         state["done"] = True
 
@@ -99,3 +99,33 @@ def test_beside_is_done_when_the_scan_raises(pkg, monkeypatch):
     with pytest.raises(AuditError, match="cannot read x"):
         verify_package(pkg, beside=work)
     assert state == {"done": True}
+
+
+def test_beside_gets_the_scan_s_hashes_once_the_scan_has_ended(pkg):
+    import hashlib
+
+    seen = {}
+
+    def work(report, scanned):
+        seen["protocol"] = scanned("protocol.json")
+        seen["absent"] = scanned("no/such/file.json")
+
+    verify_package(pkg, jobs=2, beside=work)
+    assert seen == {"protocol": hashlib.sha256((pkg / "protocol.json").read_bytes()).hexdigest(), "absent": None}
+
+
+def test_a_beside_waiting_for_hashes_is_released_when_the_scan_raises(pkg, monkeypatch):
+    seen = {}
+
+    def work(report, scanned):
+        seen["protocol"] = scanned("protocol.json")     # waits: the scan has not ended yet
+
+    def failing_scan(path, **kwargs):
+        kwargs["on_started"](False)
+        time.sleep(0.1)
+        raise AuditError("cannot read x")
+
+    monkeypatch.setattr(orchestrate, "scan_package", failing_scan)
+    with pytest.raises(AuditError, match="cannot read x"):
+        verify_package(pkg, beside=work)
+    assert seen == {"protocol": None}

@@ -57,7 +57,8 @@ def verify(src, request: VerifyRequest, fmt: str, *, progress: Callable | None =
     report = verify_package(src.target, jobs=request.jobs, deep=request.deep, progress_factory=progress,
                             max_members=request.max_members, max_bytes=request.max_bytes,
                             deep_threads=request.threads, say=say, say_tty=say_tty,
-                            beside=lambda r: add_evidence(r, src.target, None, request.policy, text=fmt != "json"))
+                            beside=lambda r, scanned: add_evidence(r, src.target, None, request.policy,
+                                                                   text=fmt != "json", subject_sha256=scanned))
     add_source_findings(report, src)
     notes = []
     if report.info.get("found_at") and fmt == "text":   # an archive streamed: found as it was read

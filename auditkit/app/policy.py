@@ -42,11 +42,12 @@ class EvidencePolicy:
         return Trust.from_files(list(self.tsa_roots), list(self.keys), system_store=self.system_trust)
 
 
-def add_evidence(report, package: str, gates, policy: EvidencePolicy, *, text: bool) -> None:
+def add_evidence(report, package: str, gates, policy: EvidencePolicy, *, text: bool, subject_sha256=None) -> None:
     """Grade the gates' freeze evidence (`gates` None: every gate) into `report` under `policy`;
-    for every format but JSON (`text`), as one readable line a gate."""
+    for every format but JSON (`text`), as one readable line a gate. `subject_sha256`: see
+    `evidence.level.package_evidence`."""
     from auditkit.evidence.report import add_freeze_evidence, render_freeze_evidence
 
-    add_freeze_evidence(report, package, gates, policy.trust(), list(policy.require))
+    add_freeze_evidence(report, package, gates, policy.trust(), list(policy.require), subject_sha256=subject_sha256)
     if text:
         render_freeze_evidence(report)

@@ -34,7 +34,7 @@ from auditkit.errors import AuditError
 from auditkit.evidence import EVENTS_PATH, EVIDENCE_DIR, KEYS_DIR, TIMESTAMPS_DIR
 from auditkit.evidence import attest, seeds as seedmod, tsa
 from auditkit.evidence.canonical import row_hash, sha256_hex
-from auditkit.evidence.events import Event, decision_findings, order_findings, verify_chain
+from auditkit.evidence.events import Event, decision_findings, order_findings, path_problem, verify_chain
 from auditkit.evidence.model import (CONTENT_ROOT_SUBJECT, EVENT_SUBJECT_PREFIX, PACKAGE_ATTESTATION, EvidenceReport,
                                      GateRef, Level, Trust, asserted_evidence, content_files, content_root,
                                      decision_attestation_path, manifest_content_root)
@@ -50,8 +50,14 @@ class _Token:
 
 # --- the whole package -------------------------------------------------------------
 
-def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = None) -> EvidenceReport:
-    """Check every piece of evidence in the package and grade each gate. Never raises on bad evidence."""
+def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = None,
+                     subject_sha256=None) -> EvidenceReport:
+    """Check every piece of evidence in the package and grade each gate. Never raises on bad evidence.
+
+    `subject_sha256(path)`, when given, is the sha256 of a package file as another reader already
+    hashed it (verify's scan), or None where that reader has none (the file is then read here); it may
+    wait for that reader, so it is asked last: for the package attestation's subjects, after the gates
+    (whose findings still come after the attestation's)."""
     trust = trust or Trust()
     log_bytes = reader.read(EVENTS_PATH)
     present = log_bytes is not None or bool(reader.files(EVIDENCE_DIR))
@@ -73,8 +79,15 @@ def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = Non
         rep.notes.append(f"{d} could not be listed; the files under it are not checked here")
     tokens = _check_tokens(reader, events, trust, rep)
     carried = attest.carried_keys({p: reader.read(p) or b"" for p in files if p.startswith(KEYS_DIR + "/")})
+    gates_from = len(rep.findings)
+    for g in gates:
+        rep.gates[g.gate] = _guarded(rep, g.rules, f"gate {g.gate}", asserted_evidence(g), _gate, reader, g, events,
+                                     bool(log_bytes is not None and not chain_f), tokens, trust, carried, rep)
+    gate_findings = rep.findings[gates_from:]
+    del rep.findings[gates_from:]
     rep.package = _guarded(rep, PACKAGE_ATTESTATION, "", {"attested": True, "signed_by": []},
-                           _package_attestation, reader, files, events, trust, carried, rep)
+                           _package_attestation, reader, files, events, trust, carried, rep, subject_sha256)
+    rep.findings.extend(gate_findings)
     rep.package["anchored"] = [
         {"time": format_utc(t.check.info.gen_time), "authority": t.check.info.tsa_name,
          "status": t.check.status.value}
@@ -82,9 +95,6 @@ def package_evidence(reader, gates: Sequence[GateRef], trust: Trust | None = Non
         and t.check.info is not None and t.check.status in (tsa.TokenStatus.TRUSTED, tsa.TokenStatus.UNTRUSTED)]
     rep.package["chain"] = "absent" if log_bytes is None else ("broken" if chain_f else "intact")
     rep.package["events"] = len(events)
-    for g in gates:
-        rep.gates[g.gate] = _guarded(rep, g.rules, f"gate {g.gate}", asserted_evidence(g), _gate, reader, g, events,
-                                     bool(log_bytes is not None and not chain_f), tokens, trust, carried, rep)
     return rep
 
 
@@ -186,7 +196,7 @@ def _untrusted_subjects(out: list[_Token], trust: Trust, rep: EvidenceReport) ->
     return out
 
 
-def _package_attestation(reader, files, events, trust, carried, rep) -> dict:
+def _package_attestation(reader, files, events, trust, carried, rep, subject_sha256=None) -> dict:
     data = reader.read(PACKAGE_ATTESTATION)
     if data is None:
         return {"attested": False, "signed_by": []}
@@ -198,7 +208,8 @@ def _package_attestation(reader, files, events, trust, carried, rep) -> dict:
     subjects = attest.subjects_of(check.statement)
     mismatch = []
     for path, sha in sorted(subjects.items()):
-        got = reader.sha256(path)
+        got = subject_sha256(path) if subject_sha256 is not None and not path_problem(path) else None
+        got = got if got is not None else reader.sha256(path)
         if got != sha:
             mismatch.append(Finding(path, "attestation-subject-mismatch", PACKAGE_ATTESTATION, f"sha256 {sha}",
                                     "absent" if got is None else f"sha256 {got}",

@@ -61,8 +61,9 @@ def gate_refs(package: str | Path, gates: Sequence[str] | None = None) -> list[G
 
 
 def add_freeze_evidence(report: Report, package: str | Path, gates: Sequence[str] | None = None,
-                        trust: Trust | None = None, required: Sequence[str] = ()) -> None:
+                        trust: Trust | None = None, required: Sequence[str] = (), subject_sha256=None) -> None:
     """Grade the gates' freeze evidence into `report` (findings, info["freeze_evidence"], notes).
+    `subject_sha256`: see `level.package_evidence`.
 
     Raises AuditError when evidence was asked for (`trust` or `required`) and
     the package is not a directory.
@@ -78,7 +79,7 @@ def add_freeze_evidence(report: Report, package: str | Path, gates: Sequence[str
         refs = gate_refs(root, gates)
     except AuditError:  # a defective protocol.json: no gates to grade; the command's own checks report it
         return          # (verify: a finding, exit 1; replay-gate stops before, exit 2)
-    ev = package_evidence(DirReader(root), refs, trust)
+    ev = package_evidence(DirReader(root), refs, trust, subject_sha256)
     report.extend(ev.findings)
     report.extend(require_findings(ev, refs, list(required)))
     report.info["freeze_evidence"] = ev.gates

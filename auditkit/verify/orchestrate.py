@@ -89,7 +89,7 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
                    progress_factory: Callable[[int], object] | None = None, max_members: int | None = None,
                    max_bytes: int | None = None, processes: bool | None = None, deep_threads: int | None = None,
                    say: Callable[[str], None] | None = None, say_tty: bool = False,
-                   beside: Callable[[Report], None] | None = None) -> Report:
+                   beside: Callable[[Report, Callable[[str], str | None]], None] | None = None) -> Report:
     """Every check of a package (directory or archive). Raises AuditError when it cannot run.
 
     `progress_factory(total_bytes)` may return a tqdm-like bar (or None) once
@@ -99,10 +99,12 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
     With `deep`: torch runs `deep_threads` threads (None: the free cores), and `say(line)` (if
     given) hears which, and the progress through the checkpoints (every one when `say_tty`).
 
-    `beside(report)`, when given, is more work on the package that needs none of the scan (the freeze
-    evidence, which reads its own few files): it runs in a thread while the files are read, into a
-    report of its own whose findings and info are added after the checks' (as if it had run after
-    them); what it raises is raised once verify's own work is done, unless verify raised first.
+    `beside(report, scanned_sha256)`, when given, is more work on the package (the freeze evidence,
+    which reads its own few files): it runs in a thread while the files are read, into a report of its
+    own whose findings and info are added after the checks' (as if it had run after them); what it
+    raises is raised once verify's own work is done, unless verify raised first. `scanned_sha256(rel)`
+    is the sha256 of the file `rel` as the scan read it, waiting for the scan to end, or None where the
+    scan read no such regular file (or failed): the package attestation's subjects are not hashed twice.
     """
     _refuse_a_directory_that_is_no_package(Path(path))
     deep_mod = _deep_module() if deep else None
@@ -146,12 +148,15 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
                             on_documents=on_documents, processes=processes, on_started=started)
     except BaseException:
         if extra is not None:
+            extra.hashes.publish(None)
             extra.join()          # nothing left reading the package once verify has raised
         raise
     finally:
         sys.setswitchinterval(interval)
         if bar is not None:
             bar.close()
+    if extra is not None:
+        extra.hashes.publish(scan)
     for t in warm:
         t.join()
     try:
@@ -174,18 +179,36 @@ def verify_package(path: str | Path, *, jobs: int | None = None, deep: bool = Fa
                 fs.spool = None
 
 
-class _Beside:
-    """`beside(report)` in a thread of its own (started once the readers run, after any fork)."""
+class _ScanHashes:
+    """`scanned_sha256` for `beside`: asked for a file, it waits until the scan has ended (or failed)."""
 
-    def __init__(self, work: Callable[[Report], None], target: str):
+    def __init__(self):
+        self._done = threading.Event()
+        self._sha256: dict[str, str] = {}
+
+    def publish(self, scan: PackageScan | None) -> None:
+        if scan is not None:
+            self._sha256 = {rel: fs.sha256 for rel, fs in scan.files.items()}
+        self._done.set()
+
+    def __call__(self, rel: str) -> str | None:
+        self._done.wait()
+        return self._sha256.get(rel)
+
+
+class _Beside:
+    """`beside(report, scanned_sha256)` in a thread of its own (started once the readers run, after any fork)."""
+
+    def __init__(self, work: Callable[[Report, Callable[[str], str | None]], None], target: str):
         self.work = work
         self.report = Report("verify", target)
+        self.hashes = _ScanHashes()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="auditkit beside", daemon=True)
 
     def _run(self) -> None:
         try:
-            self.work(self.report)
+            self.work(self.report, self.hashes)
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread by add_to
             self.error = exc
 
