@@ -8,7 +8,8 @@ checkpoint named by a row is re-evaluated (torch, `deep.py`).
 
 Work that does not need the large files runs beside the readers, not after them: the documents
 are read first and checked (`checks.prepare`) while the readers hash the rest, and `beside` (the
-command's freeze-evidence grading) runs in a thread from the moment the readers start.
+command's freeze-evidence grading) runs in a thread from the moment the readers start, taking the
+scan's hashes of the attested files once the scan has ended (`_ScanHashes`).
 """
 
 from __future__ import annotations
