@@ -34,7 +34,7 @@ from auditkit.errors import AuditError
 from auditkit.evidence import EVENTS_PATH, EVIDENCE_DIR, KEYS_DIR, TIMESTAMPS_DIR
 from auditkit.evidence import attest, seeds as seedmod, tsa
 from auditkit.evidence.canonical import row_hash, sha256_hex
-from auditkit.evidence.events import Event, decision_findings, order_findings, path_problem, verify_chain
+from auditkit.evidence.events import Event, decision_findings, order_findings, verify_chain
 from auditkit.evidence.model import (CONTENT_ROOT_SUBJECT, EVENT_SUBJECT_PREFIX, PACKAGE_ATTESTATION, EvidenceReport,
                                      GateRef, Level, Trust, asserted_evidence, content_files, content_root,
                                      decision_attestation_path, manifest_content_root)
@@ -208,8 +208,7 @@ def _package_attestation(reader, files, events, trust, carried, rep, subject_sha
     subjects = attest.subjects_of(check.statement)
     mismatch = []
     for path, sha in sorted(subjects.items()):
-        got = subject_sha256(path) if subject_sha256 is not None and not path_problem(path) else None
-        got = got if got is not None else reader.sha256(path)
+        got = (subject_sha256 and subject_sha256(path)) or reader.sha256(path)
         if got != sha:
             mismatch.append(Finding(path, "attestation-subject-mismatch", PACKAGE_ATTESTATION, f"sha256 {sha}",
                                     "absent" if got is None else f"sha256 {got}",

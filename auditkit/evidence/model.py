@@ -94,28 +94,24 @@ class DirReader:
     def read(self, rel: str) -> bytes | None:
         """The bytes of the regular file `rel`; None when there is none (or `rel` cannot name one:
         an absolute path, '..', a name longer than a file's can be)."""
-        from auditkit.package.store import PackageStore
-
-        if not isinstance(rel, str) or path_problem(rel):
-            return None
-        try:  # the one store: no link followed, regular files only
-            if self._store is None:
-                self._store = PackageStore(self.root)
-            return self._store.read_bytes(rel) if self._store.is_file(rel) else None
-        except AuditError:
-            return None
+        return self._regular(rel, "read_bytes")
 
     def sha256(self, rel: str) -> str | None:
         """The sha256 (hex) of the regular file `rel`, hashed as it is read (never held whole); None
         where `read` gives None."""
+        return self._regular(rel, "sha256")
+
+    def _regular(self, rel: str, how: str):
+        """`PackageStore.<how>(rel)` for the regular file `rel`, or None (the one store: no link
+        followed, regular files only)."""
+        from auditkit.package.store import PackageStore
+
         if not isinstance(rel, str) or path_problem(rel):
             return None
         try:
             if self._store is None:
-                from auditkit.package.store import PackageStore
-
                 self._store = PackageStore(self.root)
-            return self._store.sha256(rel) if self._store.is_file(rel) else None
+            return getattr(self._store, how)(rel) if self._store.is_file(rel) else None
         except AuditError:
             return None
 

@@ -19,6 +19,7 @@ from auditkit.errors import PackageDefect, defect
 from auditkit.package.store import PackageStore, decode_utf8, parse_csv
 
 HEADER = "doc,nats,bytes"
+_HEAD = HEADER.encode() + b"\n"
 MAX_EVAL_DOCS_BYTES = 256 << 20
 COLUMNS = ("eval_docs", "eval_docs_sha256")
 
@@ -57,8 +58,7 @@ def parse_eval_docs(data: bytes, rel: str) -> EvalDocs:
 
 def parse_eval_docs_once(data: bytes, rel: str) -> EvalDocs:
     """`parse_eval_docs` without the memory of files already parsed."""
-    head = HEADER.encode() + b"\n"
-    columns = fast_columns(data[len(head):]) if data.startswith(head) else None
+    columns = fast_columns(data[len(_HEAD):]) if data.startswith(_HEAD) else None
     if columns is None:                          # not plainly well-formed: the reference loop finds and names why
         columns = _text_columns(data, rel)
     return _increasing(*columns, rel)

@@ -35,7 +35,6 @@ def json_depth(data: bytes) -> int:
     return best
 
 
-
 # A number the hooks refuse has a long run of digits (an integer of more than MAX_INT_DIGITS, or a
 # decimal of 309 or more before its point) or an exponent of three digits or more (1e400).  A document
 # with neither (nearly all) is parsed by json's own number parsing, which gives the same values.  Found
@@ -51,6 +50,7 @@ _MAX_EXPONENT_LOOKS = 1000     # more candidates than this: the hooks, which are
 
 
 def may_need_number_hooks(raw: bytes) -> bool:
+    """True when `raw` may hold a number the strict hooks refuse (see above); False only when it cannot."""
     shapes = raw.translate(_NUMBER_SHAPES)
     if _LONG_DIGITS in shapes:
         return True
@@ -68,4 +68,3 @@ def may_need_number_hooks(raw: bytes) -> bool:
                 return True
             i = shapes.find(pattern, i + 1)
     return False
-

@@ -264,7 +264,6 @@ def decode_utf8(data: bytes, rel: str) -> str:
                      hint="package text files are UTF-8; find out which tool wrote this one") from None
 
 
-
 class _Strict(ValueError):
     def __init__(self, code: str, message: str, key: str = ""):
         super().__init__(message)
@@ -298,7 +297,6 @@ def _int(text):
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise _Strict("json-number-too-long", f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
     return int(text)
-
 
 
 # built once (json.loads with hooks builds a decoder per call); decoders keep no state between calls

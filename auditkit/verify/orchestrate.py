@@ -185,16 +185,17 @@ class _ScanHashes:
 
     def __init__(self):
         self._done = threading.Event()
-        self._sha256: dict[str, str] = {}
+        self._files: dict = {}
 
     def publish(self, scan: PackageScan | None) -> None:
         if scan is not None:
-            self._sha256 = {rel: fs.sha256 for rel, fs in scan.files.items()}
+            self._files = scan.files
         self._done.set()
 
     def __call__(self, rel: str) -> str | None:
         self._done.wait()
-        return self._sha256.get(rel)
+        fs = self._files.get(rel)
+        return None if fs is None else fs.sha256
 
 
 class _Beside:
